@@ -1,0 +1,98 @@
+"""Planning: pick the execution strategy (SPEC §4) and the backend for one call.
+
+Strategy, by FLOP count (multiply-adds × 2), per layer with feature size d and second factor k:
+
+* pairwise:  2·B·M·d (+ 2·B·M·k for the gradient kernel) to form K, + 2·B·M·C to aggregate;
+* prototype: feature kernel 2·M·C·d + 2·B·C·d; gradient kernel 2·M·k·d + 2·B·C·k·d, and C·k·d
+  prototype values held in memory, which must fit ``PROTOTYPE_MEMORY_BYTES``.
+
+Backend: an explicit name must be available and support the problem, or ``BackendUnavailable`` is
+raised with the reason.  ``"auto"`` tries the fast backends for the device (CUDA: Triton, then the
+CUDA extension; CPU: the C++ extension) and falls back to the reference; the choice and the reason
+are logged on the ``fastreweight`` logger and kept in the returned ``Plan``.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from . import backends
+from .problem import Problem
+
+log = logging.getLogger("fastreweight")
+
+PROTOTYPE_MEMORY_BYTES = 1 << 30
+
+
+@dataclass(frozen=True)
+class Plan:
+    strategy: str
+    backend: str
+    reason: str
+    pairwise_flops: int
+    prototype_flops: int
+
+
+def strategy_flops(problem: Problem) -> tuple[int, int, int]:
+    """(pairwise FLOPs, prototype FLOPs, prototype bytes)."""
+    B, M, C = problem.batch_size, problem.num_clean, problem.num_classes
+    pair = 2 * B * M * C
+    proto = 0
+    proto_bytes = 0
+    elem = 8 if problem.acc_dtype.itemsize == 8 else 4
+    for layer in problem.layers:
+        d = layer.x.shape[1]
+        if layer.e is None:
+            pair += 2 * B * M * d
+            proto += 2 * M * C * d + 2 * B * C * d
+            proto_bytes += C * d * elem
+        else:
+            k = layer.e.shape[1]
+            pair += 2 * B * M * (d + k) + B * M
+            proto += 2 * M * k * d + 2 * B * C * k * d
+            proto_bytes += C * k * d * elem
+    return pair, proto, proto_bytes
+
+
+def choose_strategy(problem: Problem, requested: str) -> tuple[str, str, int, int]:
+    pair, proto, proto_bytes = strategy_flops(problem)
+    if requested != "auto":
+        return requested, f"strategy={requested!r} requested", pair, proto
+    if proto_bytes > PROTOTYPE_MEMORY_BYTES:
+        return "pairwise", f"prototypes would need {proto_bytes} bytes", pair, proto
+    if proto < pair:
+        return "prototype", f"prototype {proto:.3g} FLOPs < pairwise {pair:.3g}", pair, proto
+    return "pairwise", f"pairwise {pair:.3g} FLOPs <= prototype {proto:.3g}", pair, proto
+
+
+_logged: set = set()
+
+
+def make_plan(problem: Problem, strategy: str, backend: str) -> Plan:
+    strategy, why_strategy, pair, proto = choose_strategy(problem, strategy)
+    device = problem.device
+    if backend != "auto":
+        reason = backends.unavailable_reason(backend, device)
+        if reason is None:
+            reason = backends.load(backend).unsupported_reason(problem, strategy)
+        if reason is not None:
+            raise backends.BackendUnavailable(f"backend={backend!r} cannot run this call: {reason}")
+        return Plan(strategy, backend, f"{why_strategy}; backend={backend!r} requested", pair, proto)
+
+    skipped = []
+    for name in backends.AUTO_ORDER.get(device.type, ()):
+        reason = backends.unavailable_reason(name, device)
+        if reason is None:
+            reason = backends.load(name).unsupported_reason(problem, strategy)
+        if reason is None:
+            chosen, why = name, f"{name} is the first available fast backend for {device.type}"
+            break
+        skipped.append(f"{name}: {reason}")
+    else:
+        chosen = "reference"
+        why = "no fast backend could run it (" + "; ".join(skipped) + ")" if skipped else f"no fast backend for {device.type}"
+    key = (device.type, chosen, strategy, tuple(skipped))
+    if key not in _logged:
+        _logged.add(key)
+        log.info("fastreweight: backend=%s strategy=%s on %s (%s; %s)", chosen, strategy, device, why, why_strategy)
+    return Plan(strategy, chosen, f"{why_strategy}; {why}", pair, proto)

@@ -1,0 +1,201 @@
+"""The pure-PyTorch reference: SPEC §3–4 written as literally as possible.
+
+This module is the *definition* every fast backend is tested against.  It favours clarity over
+speed: it centres the features explicitly (``X~ = X - mu``), normalises rows explicitly, and the
+pairwise strategy materialises the pair kernel ``K`` — in column chunks, so that memory stays
+bounded (``B × chunk`` at a time) even for a large clean subset.  Per-sample gradients are never
+materialised: the gradient kernel is the product of two Grams (SPEC §3.2).
+
+All arithmetic runs in ``problem.acc_dtype`` (float64 for float64 inputs, float32 otherwise; half
+precision inputs are upcast on load, as the fused kernels accumulate them in fp32).
+"""
+from __future__ import annotations
+
+import torch
+
+from .problem import Problem
+
+# Column chunk of the materialised pair kernel: B × _CHUNK values at a time.
+_PAIR_CHUNK_ELEMS = 1 << 24
+
+
+def _rownorm_scale(t: torch.Tensor) -> torch.Tensor:
+    """1/||t_i||, with 0 for an all-zero row (its cosine with anything is taken as 0)."""
+    n = torch.linalg.vector_norm(t, dim=1)
+    return torch.where(n > 0, 1.0 / n.clamp_min(torch.finfo(t.dtype).tiny), torch.zeros((), dtype=t.dtype, device=t.device))
+
+
+def _prepared_factors(problem: Problem):
+    """Per layer: centred (and, for cosine, unit-norm) factors in the accumulation dtype."""
+    acc = problem.acc_dtype
+    out = []
+    for layer in problem.layers:
+        x = layer.x.to(acc)
+        z = layer.z.to(acc)
+        if layer.mu is not None:
+            x = x - layer.mu
+            z = z - layer.mu
+        e = layer.e.to(acc) if layer.e is not None else None
+        f = layer.f.to(acc) if layer.f is not None else None
+        if problem.cosine:
+            x = x * _rownorm_scale(x)[:, None]
+            z = z * _rownorm_scale(z)[:, None]
+            if e is not None:
+                e = e * _rownorm_scale(e)[:, None]
+                f = f * _rownorm_scale(f)[:, None]
+        out.append((x, z, e, f))
+    return out
+
+
+def clean_class_matrix(problem: Problem) -> torch.Tensor:
+    """A (M×C): A_jc = 1/M_c if u_j = c else 0, so that S = K·A (SPEC §3.3)."""
+    C = problem.num_classes
+    u = problem.clean_y
+    valid = (u >= 0) & (u < C)
+    uc = u.clamp(0, C - 1)
+    A = torch.zeros(u.shape[0], C, dtype=problem.acc_dtype, device=problem.device)
+    A[torch.arange(u.shape[0], device=u.device), uc] = torch.where(
+        valid, problem.class_weight[uc], torch.zeros((), dtype=problem.acc_dtype, device=problem.device)
+    )
+    return A
+
+
+def _pair_kernel_block(factors, cols: slice) -> torch.Tensor:
+    K = None
+    for x, z, e, f in factors:
+        term = x @ z[cols].T
+        if e is not None:
+            term = term * (e @ f[cols].T)
+        K = term if K is None else K + term
+    return K
+
+
+def pair_kernel(problem: Problem, cols: slice = slice(None)) -> torch.Tensor:
+    """K[:, cols] (B × |cols|): Σ_layers <X~_i, Z~_j> · <E_i, F_j> (second factor optional)."""
+    return _pair_kernel_block(_prepared_factors(problem), cols)
+
+
+def class_similarity_pairwise(problem: Problem) -> torch.Tensor:
+    """S = K · A with K materialised a column chunk at a time."""
+    B, M = problem.batch_size, problem.num_clean
+    A = clean_class_matrix(problem)
+    S = torch.zeros(B, problem.num_classes, dtype=problem.acc_dtype, device=problem.device)
+    if B == 0:
+        return S
+    chunk = max(1, _PAIR_CHUNK_ELEMS // max(B, 1))
+    factors = _prepared_factors(problem)
+    for start in range(0, M, chunk):
+        cols = slice(start, min(M, start + chunk))
+        S += _pair_kernel_block(factors, cols) @ A[cols]
+    return S
+
+
+def class_similarity_prototype(problem: Problem) -> torch.Tensor:
+    """Aggregate the clean side first (SPEC §4).
+
+    feature kernel:  P = Aᵀ Z~ (C×d),              S = X~ Pᵀ
+    gradient kernel: G_c = Σ_j A_jc F_j ⊗ Z~_j (C×k×d),  S_ic = E_iᵀ G_c X~_i
+    """
+    A = clean_class_matrix(problem)
+    B, C = problem.batch_size, problem.num_classes
+    S = torch.zeros(B, C, dtype=problem.acc_dtype, device=problem.device)
+    for x, z, e, f in _prepared_factors(problem):
+        if e is None:
+            S += x @ (A.T @ z).T
+        else:
+            G = torch.einsum("jc,jk,jd->ckd", A, f, z)
+            S += torch.einsum("ik,ckd,id->ic", e, G, x)
+    return S
+
+
+def class_similarity(problem: Problem, strategy: str) -> torch.Tensor:
+    if strategy == "prototype":
+        return class_similarity_prototype(problem)
+    return class_similarity_pairwise(problem)
+
+
+# ---------------------------------------------------------------------------------------------
+# SPEC §3.4: label-signed score with row shift
+# ---------------------------------------------------------------------------------------------
+def row_shift(S: torch.Tensor, y: torch.Tensor, present: torch.Tensor, shift: str) -> torch.Tensor:
+    B, C = S.shape
+    if shift == "none":
+        return torch.zeros(B, dtype=S.dtype, device=S.device)
+    own = torch.zeros(B, C, dtype=torch.bool, device=S.device)
+    own[torch.arange(B, device=S.device), y.clamp(0, C - 1)] = True
+    competitors = present[None, :] & ~own
+    neg_inf = torch.tensor(float("-inf"), dtype=S.dtype, device=S.device)
+    if shift == "max":
+        b = torch.where(competitors, S, neg_inf).amax(dim=1)
+    elif shift == "mean":
+        n = competitors.sum(dim=1).clamp_min(1).to(S.dtype)
+        b = torch.where(competitors, S, torch.zeros_like(S)).sum(dim=1) / n
+    elif shift == "second":
+        masked = torch.where(present[None, :].expand(B, C), S, neg_inf)
+        b = torch.topk(masked, k=min(2, C), dim=1).values[:, -1]
+    else:  # pragma: no cover - validated before
+        raise ValueError(f"shift must be one of second/max/mean/none, got {shift!r}")
+    # fewer than two present classes: no competitor, no shift (validation rejects this by default)
+    return torch.where(torch.isfinite(b), b, torch.zeros_like(b))
+
+
+def fbr_from_similarity(
+    S: torch.Tensor, y: torch.Tensor, present: torch.Tensor, shift: str, alpha: float
+) -> torch.Tensor:
+    """d_i = (S_{i,y_i} − b_i) − alpha · Σ_{c ≠ y_i, present} (S_ic − b_i)."""
+    B, C = S.shape
+    yc = y.clamp(0, C - 1)
+    b = row_shift(S, y, present, shift)
+    own = S.gather(1, yc[:, None]).squeeze(1)
+    d = own - b
+    if alpha != 0:
+        own_mask = torch.zeros(B, C, dtype=torch.bool, device=S.device)
+        own_mask[torch.arange(B, device=S.device), yc] = True
+        competitors = present[None, :] & ~own_mask
+        comp_sum = torch.where(competitors, S - b[:, None], torch.zeros_like(S)).sum(dim=1)
+        d = d - alpha * comp_sum
+    # rows whose own class is absent (reachable with on_missing_class="skip", or without value
+    # checks) get the neutral score 0
+    valid = (y >= 0) & (y < C) & present[yc]
+    return torch.where(valid, d, torch.zeros_like(d))
+
+
+# ---------------------------------------------------------------------------------------------
+# SPEC §3.6–3.7: weight rules and the weighted loss
+# ---------------------------------------------------------------------------------------------
+def normalized_update(r: torch.Tensor, normalize_update: str, eps: float) -> torch.Tensor:
+    if normalize_update == "none" or r.numel() == 0:
+        return r
+    return r / (r.abs().mean() + eps)
+
+
+def reweighter_update(w_batch: torch.Tensor, r: torch.Tensor, lr: float, normalize_update: str, eps: float) -> torch.Tensor:
+    """clip(w + lr · r^, 0, 1) for the batch's current weights."""
+    return (w_batch + lr * normalized_update(r, normalize_update, eps)).clamp(0.0, 1.0)
+
+
+def threshold_weights(r: torch.Tensor) -> torch.Tensor:
+    """The published per-batch rule (SPEC §3.6), without host synchronisation."""
+    neg = r < 0
+    inf = torch.tensor(float("inf"), dtype=r.dtype, device=r.device)
+    min_neg_abs = torch.where(neg, r.abs(), inf).amin() if r.numel() else inf
+    eta = 0.5 / min_neg_abs  # 0 when there is no negative score
+    w = (0.5 + eta * r).clamp(0.0, 1.0)
+    w = torch.where(w <= 0.5, torch.zeros_like(w), w)
+    return torch.where(neg.any(), w, torch.ones_like(w))
+
+
+def stateless_weights(r: torch.Tensor) -> torch.Tensor:
+    """w_i = max(r_i, 0) / mean(max(r, 0)); all zeros when no score is positive."""
+    pos = r.clamp_min(0)
+    if r.numel() == 0:
+        return pos
+    m = pos.mean()
+    return torch.where(m > 0, pos / torch.where(m > 0, m, torch.ones_like(m)), torch.zeros_like(pos))
+
+
+def weighted_loss(losses: torch.Tensor, w: torch.Tensor, reduction: str, eps: float) -> torch.Tensor:
+    total = (w.to(losses.dtype) * losses).sum()
+    if reduction == "batch":
+        return total / max(losses.shape[0], 1)
+    return total / w.to(losses.dtype).sum().clamp_min(eps)
