@@ -25,6 +25,7 @@ from .problem import build_problem
 __all__ = [
     "class_similarity",
     "fbr_scores",
+    "fbr_from_similarity",
     "meta_scores",
     "Reweighter",
     "threshold_weights",
@@ -132,6 +133,23 @@ def fbr_scores(
         return fused(problem, p.strategy, shift, alpha)
     S = mod.class_similarity(problem, p.strategy)
     return reference.fbr_from_similarity(S, problem.y, problem.present, shift, alpha)
+
+
+def fbr_from_similarity(
+    S: torch.Tensor, y: torch.Tensor, present: torch.Tensor, *, shift: str = "max", alpha: float = 0.0
+) -> torch.Tensor:
+    """The FBR epilogue alone (SPEC §3.4) on a class-similarity matrix ``S`` (B×C) from
+    ``class_similarity``; ``present`` (C, bool) marks the classes of the clean subset.  Rows whose
+    label is absent or out of range get 0."""
+    V.check_option("shift", shift, V.SHIFT_OPTIONS)
+    alpha = _check_alpha(alpha)
+    V.check_float_matrix("S", S)
+    V.check_label_vector("y", y, S.shape[0])
+    V.check_tensor("present", present)
+    if present.dtype != torch.bool or present.shape != (S.shape[1],):
+        raise ValueError(f"present must be a bool tensor of shape [{S.shape[1]}], got {present.dtype} {tuple(present.shape)}")
+    V.check_same_device({"S": S, "y": y, "present": present})
+    return reference.fbr_from_similarity(S, y.to(torch.int64), present, shift, alpha)
 
 
 def meta_scores(

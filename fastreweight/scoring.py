@@ -1,0 +1,179 @@
+"""Dataset-scale label-issue scoring: every sample against the clean subset, in streamed chunks.
+
+``score_dataset`` reads the training features a chunk of rows at a time (``.npy`` files are
+memory-mapped, ``.pt`` tensors loaded with ``torch.load(weights_only=True, mmap=True)``), scores each
+chunk with ``fastreweight.weights.class_similarity`` (SPEC §3.1–3.3) and the FBR score of SPEC §3.4,
+and keeps only the per-sample results.  Samples with the lowest scores are the likeliest label issues.
+
+Memory bound (bytes, beyond the memory-mapped input files, which the OS pages in and out):
+
+    chunk_rows·d·(itemsize + 4)       one chunk as read, and as float32 on the device
+  + M·d·4                             the clean subset (float32) on the device
+  + chunk_rows·C·4·3                  S and its epilogue temporaries
+  + the backend's working set          reference pairwise: ≤ 2^24 floats (64 MiB); prototype: C·d·4
+  + N·(8 + 4 + 8)                     labels, scores and suggested labels of the whole dataset
+
+so it is independent of N but for the last line (20 bytes a sample).  ``memory_bound_bytes`` returns it.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import validate as V
+from .weights import class_similarity, fbr_from_similarity
+
+_NPY = (".npy",)
+_PT = (".pt", ".pth")
+
+
+def load_array(path: str, name: str):
+    """A 1-D/2-D array from an ``.npy`` or ``.pt`` file, memory-mapped, never unpickling code."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a path to a .npy or .pt file, got {type(path).__name__}")
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"{name}: no such file {path!r}")
+    if path.endswith(_NPY):
+        try:
+            return np.load(path, mmap_mode="r", allow_pickle=False)
+        except ValueError as exc:
+            raise ValueError(f"{name}: {path!r} is not a plain numeric .npy array ({exc})") from None
+    if path.endswith(_PT):
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as exc:
+            raise ValueError(f"{name}: {path!r} could not be loaded as a tensor with weights_only=True ({exc})") from None
+        if not isinstance(obj, torch.Tensor):
+            raise TypeError(f"{name}: {path!r} must hold a single tensor, got {type(obj).__name__}")
+        return obj
+    raise ValueError(f"{name} must be a .npy or .pt file, got {path!r}")
+
+
+def _as_tensor(a) -> torch.Tensor:
+    if isinstance(a, torch.Tensor):
+        return a
+    if isinstance(a, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(a))
+    raise TypeError(f"expected a torch.Tensor or numpy array, got {type(a).__name__}")
+
+
+def _check_rows(name: str, a, want_dim: int):
+    if not isinstance(a, (torch.Tensor, np.ndarray)):
+        raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(a).__name__}")
+    if a.ndim != want_dim:
+        shape = "[N, d]" if want_dim == 2 else "[N]"
+        raise ValueError(f"{name} must be {want_dim}-D of shape {shape}, got shape {tuple(a.shape)}")
+
+
+@dataclass
+class ScoreResult:
+    scores: np.ndarray  # N, float32: FBR score (low = suspected label issue)
+    suggested: np.ndarray  # N, int64: the present class with the highest similarity
+    labels: np.ndarray  # N, int64: the given labels
+
+    def ranking(self) -> np.ndarray:
+        """Sample indices from most to least suspicious (stable for ties)."""
+        return np.argsort(self.scores, kind="stable")
+
+
+def memory_bound_bytes(n: int, d: int, m: int, c: int, chunk_rows: int, itemsize: int = 4) -> int:
+    return chunk_rows * d * (itemsize + 4) + m * d * 4 + chunk_rows * c * 12 + (1 << 24) * 4 + n * 20
+
+
+def score_dataset(
+    features,
+    labels,
+    clean_features,
+    clean_labels,
+    *,
+    num_classes: int | None = None,
+    chunk_rows: int = 8192,
+    shift: str = "max",
+    alpha: float = 0.0,
+    center: str = "clean",
+    normalize: str | None = None,
+    device="cpu",
+    backend: str = "auto",
+    strategy: str = "auto",
+    on_missing_class: str = "skip",
+    progress: bool = False,
+) -> ScoreResult:
+    """Score all N rows of ``features`` (N×d, array or memory-map) against the clean subset."""
+    _check_rows("features", features, 2)
+    _check_rows("labels", labels, 1)
+    _check_rows("clean_features", clean_features, 2)
+    _check_rows("clean_labels", clean_labels, 1)
+    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be a positive int, got {chunk_rows!r}")
+    N, d = features.shape
+    if labels.shape[0] != N:
+        raise ValueError(f"labels must have one entry per row of features ({N}), got {labels.shape[0]}")
+    if clean_labels.shape[0] != clean_features.shape[0]:
+        raise ValueError(
+            f"clean_labels must have one entry per row of clean_features ({clean_features.shape[0]}), got {clean_labels.shape[0]}"
+        )
+    if clean_features.shape[1] != d:
+        raise ValueError(f"clean_features must have {d} columns like features, got shape {tuple(clean_features.shape)}")
+    device = torch.device(device)
+    y_all = _as_tensor(labels)
+    if y_all.is_floating_point():
+        raise TypeError(f"labels must be integers, got {y_all.dtype}")
+    y_all = y_all.to(torch.int64)
+    cz = _as_tensor(clean_features).to(device=device, dtype=torch.float32)
+    cy = _as_tensor(clean_labels)
+    if cy.is_floating_point():
+        raise TypeError(f"clean_labels must be integers, got {cy.dtype}")
+    cy = cy.to(device=device, dtype=torch.int64)
+    if num_classes is None:
+        num_classes = int(max(int(y_all.max()) if N else 0, int(cy.max()) if cy.numel() else 0)) + 1
+
+    scores = np.empty(N, dtype=np.float32)
+    suggested = np.empty(N, dtype=np.int64)
+    starts = range(0, N, chunk_rows)
+    if progress:
+        try:
+            from tqdm import tqdm
+
+            starts = tqdm(starts, total=(N + chunk_rows - 1) // chunk_rows, unit="chunk", desc="scoring")
+        except ImportError:  # pragma: no cover - tqdm is a dependency
+            pass
+    present = None
+    for start in starts:
+        stop = min(N, start + chunk_rows)
+        x = _as_tensor(features[start:stop]).to(device=device, dtype=torch.float32)
+        y = y_all[start:stop].to(device)
+        S = class_similarity(
+            x, y, cz, cy, num_classes=num_classes, center=center, normalize=normalize,
+            strategy=strategy, backend=backend, on_missing_class=on_missing_class,
+        )
+        if present is None:
+            present = torch.bincount(cy.clamp(0, num_classes - 1), minlength=num_classes) > 0
+        dch = fbr_from_similarity(S, y, present, shift=shift, alpha=alpha)
+        best = torch.where(present[None, :], S, torch.tensor(float("-inf"), device=device)).argmax(dim=1)
+        scores[start:stop] = dch.float().cpu().numpy()
+        suggested[start:stop] = best.cpu().numpy()
+    return ScoreResult(scores=scores, suggested=suggested, labels=y_all.numpy())
+
+
+def write_ranked_csv(result: ScoreResult, path: str, *, threshold: float = 0.0) -> int:
+    """Write ``rank,index,label,score,suggested_label,suspected`` sorted most-suspicious first.
+
+    Never overwrites: the file is created exclusively and an existing one raises ``FileExistsError``.
+    Returns the number of rows flagged (score <= threshold).
+    """
+    order = result.ranking()
+    flagged = 0
+    with open(path, "x", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["rank", "index", "label", "score", "suggested_label", "suspected"])
+        for rank, i in enumerate(order):
+            s = float(result.scores[i])
+            sus = s <= threshold
+            flagged += sus
+            w.writerow([rank, int(i), int(result.labels[i]), f"{s:.6g}", int(result.suggested[i]), int(sus)])
+    return flagged

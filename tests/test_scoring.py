@@ -1,0 +1,92 @@
+"""Streamed dataset scoring and the ranked CSV."""
+import csv
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+import fastreweight as fr
+from fastreweight.scoring import load_array, score_dataset, write_ranked_csv
+
+
+def _data(N=97, M=17, d=6, C=4, seed=0):
+    g = np.random.default_rng(seed)
+    return (g.standard_normal((N, d)).astype(np.float32), g.integers(0, C, N),
+            g.standard_normal((M, d)).astype(np.float32), np.arange(M) % C)
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 10, 96, 97, 1000])
+def test_chunked_scores_equal_one_call(chunk_rows):
+    x, y, cx, cy = _data()
+    res = score_dataset(x, y, cx, cy, num_classes=4, chunk_rows=chunk_rows, shift="second", alpha=0.2)
+    want = fr.fbr_scores(torch.from_numpy(x).double(), torch.from_numpy(y), torch.from_numpy(cx).double(),
+                         torch.from_numpy(cy), num_classes=4, shift="second", alpha=0.2)
+    np.testing.assert_allclose(res.scores, want.numpy(), rtol=1e-4, atol=1e-4)
+    S = fr.class_similarity(torch.from_numpy(x).double(), torch.from_numpy(y), torch.from_numpy(cx).double(), torch.from_numpy(cy))
+    np.testing.assert_array_equal(res.suggested, S.argmax(1).numpy())
+
+
+def test_memory_mapped_npy_and_pt(tmp_path):
+    x, y, cx, cy = _data()
+    np.save(tmp_path / "x.npy", x)
+    torch.save(torch.from_numpy(y), tmp_path / "y.pt")
+    xm = load_array(tmp_path / "x.npy", "features")
+    assert isinstance(xm, np.memmap)
+    ym = load_array(tmp_path / "y.pt", "labels")
+    res = score_dataset(xm, ym, cx, cy, chunk_rows=13)
+    ref = score_dataset(x, y, cx, cy, chunk_rows=97)
+    np.testing.assert_allclose(res.scores, ref.scores, rtol=1e-5, atol=1e-5)
+
+
+def test_untrusted_files_are_refused(tmp_path):
+    obj = np.array([{"a": 1}], dtype=object)
+    np.save(tmp_path / "obj.npy", obj, allow_pickle=True)
+    with pytest.raises(ValueError, match=r"features: .* is not a plain numeric .npy array"):
+        load_array(tmp_path / "obj.npy", "features")
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("executed",))
+
+    with open(tmp_path / "evil.pt", "wb") as fh:
+        pickle.dump(Evil(), fh)
+    with pytest.raises(ValueError, match=r"labels: .* could not be loaded as a tensor with weights_only=True"):
+        load_array(tmp_path / "evil.pt", "labels")
+    torch.save({"x": torch.ones(2)}, tmp_path / "dict.pt")
+    with pytest.raises(TypeError, match=r"must hold a single tensor, got dict"):
+        load_array(tmp_path / "dict.pt", "features")
+    (tmp_path / "x.txt").write_text("1 2 3")
+    with pytest.raises(ValueError, match=r"must be a .npy or .pt file"):
+        load_array(tmp_path / "x.txt", "features")
+
+
+def test_ranked_csv_and_never_overwrite(tmp_path):
+    x, y, cx, cy = _data()
+    res = score_dataset(x, y, cx, cy)
+    out = tmp_path / "issues.csv"
+    flagged = write_ranked_csv(res, str(out))
+    rows = list(csv.DictReader(open(out)))
+    assert len(rows) == 97
+    scores = [float(r["score"]) for r in rows]
+    assert scores == sorted(scores)
+    assert flagged == sum(r["suspected"] == "1" for r in rows) == int((res.scores <= 0).sum())
+    before = out.read_bytes()
+    with pytest.raises(FileExistsError):
+        write_ranked_csv(res, str(out))
+    assert out.read_bytes() == before
+
+
+@pytest.mark.parametrize("kw,exc,msg", [
+    (dict(features=np.ones(5)), ValueError, r"features must be 2-D of shape \[N, d\]"),
+    (dict(labels=np.zeros(3, dtype=np.int64)), ValueError, r"labels must have one entry per row of features \(97\)"),
+    (dict(labels=np.zeros(97)), TypeError, r"labels must be integers"),
+    (dict(clean_features=np.ones((17, 2), dtype=np.float32)), ValueError, r"clean_features must have 6 columns"),
+    (dict(chunk_rows=0), ValueError, r"chunk_rows must be a positive int"),
+])
+def test_score_dataset_rejects_bad_input(kw, exc, msg):
+    x, y, cx, cy = _data()
+    args = dict(features=x, labels=y, clean_features=cx, clean_labels=cy)
+    args.update(kw)
+    with pytest.raises(exc, match=msg):
+        score_dataset(**args)
