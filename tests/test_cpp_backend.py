@@ -1,0 +1,433 @@
+"""The C++ CPU backend (csrc/fbr_cpu.cpp) against the pure-PyTorch reference, its op contract
+(TORCH_CHECK messages, torch.library.opcheck, torch.compile), and a compile-only check of the CUDA
+sources (csrc/compile_cuda_check.sh; marked slow)."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+import torch
+
+import fastreweight as fr
+from fastreweight import backends, csrc_backend, reference
+from fastreweight.problem import build_problem
+
+LOAD_REASON = csrc_backend.load_cpu()
+needs_ext = pytest.mark.skipif(LOAD_REASON is not None, reason=f"C++ CPU extension unavailable: {LOAD_REASON}")
+ops = torch.ops.fastreweight if LOAD_REASON is None else None
+
+SIZES = (1, 2, 17, 97, 1025)
+SHIFTS = ("second", "max", "mean", "none")
+
+
+def make(B, M, d=37, k=7, C=3, *, layers=1, grad=False, dtype=torch.float64, seed=0, offset=0.7, labels="cyclic"):
+    """Random factors (float64, then cast) with a non-zero mean, so that centering matters."""
+    g = torch.Generator().manual_seed(seed)
+    ds = [d + 3 * l for l in range(layers)]
+    ks = [k + 2 * l for l in range(layers)]
+    xs = [(torch.randn(B, dl, generator=g, dtype=torch.float64) + offset).to(dtype) for dl in ds]
+    zs = [(torch.randn(M, dl, generator=g, dtype=torch.float64) + offset).to(dtype) for dl in ds]
+    es = [torch.randn(B, kl, generator=g, dtype=torch.float64).to(dtype) for kl in ks] if grad else None
+    fs = [torch.randn(M, kl, generator=g, dtype=torch.float64).to(dtype) for kl in ks] if grad else None
+    if labels == "cyclic":
+        u = torch.arange(M) % C
+    else:  # random, some classes possibly absent
+        u = torch.randint(0, C, (M,), generator=g)
+    y = torch.randint(0, C, (B,), generator=g)
+    one = lambda t: t if t is None or layers > 1 else t[0]  # noqa: E731
+    return dict(x=one(xs), clean_x=one(zs), x2=one(es), clean_x2=one(fs)), y, u
+
+
+def cast(f, dtype):
+    out = {}
+    for key, v in f.items():
+        if v is None:
+            out[key] = None
+        elif isinstance(v, list):
+            out[key] = [t.to(dtype) for t in v]
+        else:
+            out[key] = v.to(dtype)
+    return out
+
+
+def sim(f, y, u, C, backend, **kw):
+    return fr.class_similarity(f["x"], y, f["clean_x"], u, x2=f["x2"], clean_x2=f["clean_x2"], num_classes=C,
+                               strategy="pairwise", backend=backend, on_missing_class="skip", **kw)
+
+
+def fbr(f, y, u, C, backend, **kw):
+    return fr.fbr_scores(f["x"], y, f["clean_x"], u, x2=f["x2"], clean_x2=f["clean_x2"], num_classes=C,
+                         strategy="pairwise", backend=backend, on_missing_class="skip", **kw)
+
+
+def kbound(f):
+    """An upper bound of |K_ij| (sum over layers of the factor norms): the scale of rounding errors,
+    also where S itself cancels to ~0 (e.g. one class with class-balanced centering)."""
+    lst = lambda v: v if isinstance(v, list) else [v]  # noqa: E731
+    nrm = lambda t: float(torch.linalg.vector_norm(t.double(), dim=1).max()) if t.numel() else 0.0  # noqa: E731
+    total = 0.0
+    for i, (x, z) in enumerate(zip(lst(f["x"]), lst(f["clean_x"]))):
+        term = 4 * nrm(x) * nrm(z)  # centering at most doubles each factor's norm
+        if f["x2"] is not None:
+            term *= nrm(lst(f["x2"])[i]) * nrm(lst(f["clean_x2"])[i])
+        total += term
+    return total
+
+
+def assert_close64(a, r, scale=None):
+    assert a.dtype == r.dtype == torch.float64
+    if scale is None:
+        scale = float(r.abs().max()) if r.numel() else 0.0
+    scale = max(scale, 1e-300)
+    torch.testing.assert_close(a, r, rtol=1e-9, atol=1e-9 * scale)
+
+
+def assert_close32(a32, r32, r64):
+    """float32 result within a small multiple of eager PyTorch's own float32 error (both against float64)."""
+    assert a32.dtype == r32.dtype == torch.float32
+    if r64.numel() == 0:
+        return
+    scale = float(r64.abs().max())
+    err_ref = float((r32.double() - r64).abs().max())
+    err = float((a32.double() - r64).abs().max())
+    assert err <= 8 * err_ref + 1e-6 * scale + 1e-30, (err, err_ref, scale)
+
+
+# ---------------------------------------------------------------------------------------------
+# agreement with the reference
+# ---------------------------------------------------------------------------------------------
+@needs_ext
+@pytest.mark.parametrize("B", SIZES)
+@pytest.mark.parametrize("M", SIZES)
+def test_shapes_float64(B, M):
+    f, y, u = make(B, M, C=3)
+    for center in ("clean", "none"):
+        assert_close64(sim(f, y, u, 3, "cpp", center=center), sim(f, y, u, 3, "reference", center=center))
+
+
+KERNELS = [
+    dict(layers=1, grad=False),
+    dict(layers=1, grad=True),
+    dict(layers=3, grad=False),
+    dict(layers=2, grad=True),
+]
+
+
+@needs_ext
+@pytest.mark.parametrize("kernel", KERNELS, ids=["feature", "gradient", "feature-3layers", "gradient-2layers"])
+@pytest.mark.parametrize("normalize", [None, "cosine"])
+@pytest.mark.parametrize("center", ["clean", "none"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_options(kernel, normalize, center, dtype):
+    f64, y, u = make(97, 1025, d=65, k=11, C=10, **kernel)
+    kw = dict(center=center, normalize=normalize)
+    r64 = sim(f64, y, u, 10, "reference", **kw)
+    if dtype == torch.float64:
+        assert_close64(sim(f64, y, u, 10, "cpp", **kw), r64)
+    else:
+        f32 = cast(f64, torch.float32)
+        assert_close32(sim(f32, y, u, 10, "cpp", **kw), sim(f32, y, u, 10, "reference", **kw), r64)
+
+
+@needs_ext
+@pytest.mark.parametrize("C", [1, 2, 3, 10, 300])
+@pytest.mark.parametrize("grad", [False, True])
+def test_classes(C, grad):
+    # random labels: with C=300 > tile width many classes are absent and tiles hold many segments
+    f, y, u = make(33, 1025, d=29, k=5, C=C, grad=grad, labels="random")
+    for normalize in (None, "cosine"):
+        assert_close64(sim(f, y, u, C, "cpp", normalize=normalize), sim(f, y, u, C, "reference", normalize=normalize),
+                       scale=kbound(f) if normalize is None else 4.0)
+    if C >= 2:
+        for shift in SHIFTS:
+            assert_close64(fbr(f, y, u, C, "cpp", shift=shift), fbr(f, y, u, C, "reference", shift=shift))
+
+
+@needs_ext
+@pytest.mark.parametrize("shift", SHIFTS)
+@pytest.mark.parametrize("alpha", [0.0, 0.3, "balanced", 2.0])
+@pytest.mark.parametrize("grad", [False, True])
+def test_fbr_epilogue(shift, alpha, grad):
+    C = 7
+    alpha = 1.0 / (C - 1) if alpha == "balanced" else alpha
+    f, y, u = make(97, 211, d=41, C=C, grad=grad, labels="random")
+    u[u == 3] = 4  # class 3 absent: rows with y == 3 score 0 (on_missing_class="skip")
+    r = fbr(f, y, u, C, "reference", shift=shift, alpha=alpha)
+    a = fbr(f, y, u, C, "cpp", shift=shift, alpha=alpha)
+    assert_close64(a, r)
+    assert (a[y == 3] == 0).all()
+    f32 = cast(f, torch.float32)
+    assert_close32(fbr(f32, y, u, C, "cpp", shift=shift, alpha=alpha),
+                   fbr(f32, y, u, C, "reference", shift=shift, alpha=alpha), r)
+
+
+@needs_ext
+@pytest.mark.parametrize("shift", SHIFTS)
+def test_fbr_ties_and_out_of_range_labels(shift):
+    # all-equal similarities (ties in max / second), labels outside [0, C) (check_values=False)
+    B, M, C = 9, 12, 4
+    x = torch.zeros(B, 5, dtype=torch.float64)
+    z = torch.ones(M, 5, dtype=torch.float64)
+    u = torch.arange(M) % C
+    u[0] = 7  # out of range: takes no part
+    u[1] = -1
+    y = torch.tensor([0, 1, 2, 3, -2, 4, 9, 1, 0])
+    for xx in (x, torch.randn(B, 5, dtype=torch.float64)):
+        kw = dict(num_classes=C, center="none", strategy="pairwise", shift=shift, alpha=0.5, check_values=False)
+        r = fr.fbr_scores(xx, y, z, u, backend="reference", **kw)
+        a = fr.fbr_scores(xx, y, z, u, backend="cpp", **kw)
+        scale = kbound(dict(x=xx, clean_x=z, x2=None, clean_x2=None))
+        assert_close64(a, r, scale=scale)
+        assert (a[(y < 0) | (y >= C)] == 0).all()
+        S_kw = dict(num_classes=C, center="none", strategy="pairwise", check_values=False)
+        assert_close64(fr.class_similarity(xx, y, z, u, backend="cpp", **S_kw),
+                       fr.class_similarity(xx, y, z, u, backend="reference", **S_kw), scale=scale)
+
+
+@needs_ext
+def test_fbr_two_class_subset_and_single_present_class_shift():
+    # only one class present with C >= 2: the op itself (no validation) must match the reference epilogue
+    f, y, u = make(17, 40, C=3)
+    u = torch.zeros_like(u)
+    P = build_problem(f["x"], f["clean_x"], y=y, clean_y=u, num_classes=3, check_values=False)
+    S = reference.class_similarity(P, "pairwise")
+    for shift in SHIFTS:
+        r = reference.fbr_from_similarity(S, P.y, P.present, shift, 0.25)
+        a = ops.fbr_scores(*csrc_backend.problem_args(P), P.y, shift, 0.25)
+        assert_close64(a, r, scale=kbound(f))  # S cancels to ~0: one class, class-balanced centering
+
+
+@needs_ext
+@pytest.mark.parametrize("center", ["none", "clean"])
+@pytest.mark.parametrize("with_labels", [False, True])
+def test_meta_scores(center, with_labels):
+    f, _, u = make(97, 300, d=23, k=9, grad=True, layers=2, C=5)
+    kw = dict(center=center, clean_y=u if with_labels else None, strategy="pairwise")
+    r = fr.meta_scores(f["x"], f["x2"], f["clean_x"], f["clean_x2"], backend="reference", **kw)
+    a = fr.meta_scores(f["x"], f["x2"], f["clean_x"], f["clean_x2"], backend="cpp", **kw)
+    assert_close64(a, r)
+
+
+@needs_ext
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_inputs_accumulate_in_float32(dtype):
+    f64, y, u = make(97, 300, d=48, C=5, grad=True)
+    fh = cast(f64, dtype)
+    a = sim(fh, y, u, 5, "cpp")
+    r = sim(fh, y, u, 5, "reference")  # upcasts the same half values to float32
+    r64 = sim(cast(fh, torch.float64), y, u, 5, "reference")
+    assert a.dtype == torch.float32
+    assert_close32(a, r, r64)
+
+
+@needs_ext
+def test_noncontiguous_inputs():
+    f, y, u = make(40, 150, d=30, k=6, C=4, grad=True)
+    nc = {key: torch.stack([v, v], dim=2).reshape(v.shape[0], -1)[:, ::2] for key, v in f.items()}
+    nc["x"] = f["x"].T.contiguous().T  # column-major
+    assert not nc["x"].is_contiguous() and not nc["clean_x"].is_contiguous()
+    assert_close64(sim(nc, y, u, 4, "cpp"), sim(f, y, u, 4, "reference"))
+
+
+# ---------------------------------------------------------------------------------------------
+# output contract: every element written, determinism
+# ---------------------------------------------------------------------------------------------
+@needs_ext
+def test_poisoned_outputs_are_overwritten():
+    old = csrc_backend.set_poison_outputs(True)
+    try:
+        assert csrc_backend.set_poison_outputs(True) is True
+        for B, M, C in ((1, 1, 2), (17, 97, 10), (97, 2, 3), (5, 300, 300)):
+            f, y, u = make(B, M, C=C, grad=True, labels="random")
+            S = sim(f, y, u, C, "cpp")
+            assert torch.isfinite(S).all()
+            assert_close64(S, sim(f, y, u, C, "reference"))
+            d = fbr(f, y, u, C, "cpp", shift="second", alpha=0.1, check_values=False)
+            assert torch.isfinite(d).all()
+        # no clean row with a valid label: S must still be fully written (zeros)
+        x = torch.randn(5, 3, dtype=torch.float64)
+        P = build_problem(x, x[:2], y=torch.zeros(5, dtype=torch.int64), clean_y=torch.tensor([5, -1]),
+                          num_classes=3, check_values=False)
+        S = ops.class_similarity(*csrc_backend.problem_args(P))
+        assert torch.equal(S, torch.zeros(5, 3, dtype=torch.float64))
+    finally:
+        csrc_backend.set_poison_outputs(old)
+
+
+@needs_ext
+def test_poison_hook_is_visible_on_an_empty_clean_subset():
+    # the hook really poisons: an op that writes nothing is impossible, but the flag round-trips
+    old = ops._set_poison_outputs(True)
+    try:
+        assert ops._set_poison_outputs(False) is True
+        assert ops._set_poison_outputs(False) is False
+    finally:
+        ops._set_poison_outputs(old)
+
+
+@needs_ext
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_deterministic_across_runs_and_thread_counts(dtype):
+    f, y, u = make(300, 1025, d=70, k=9, C=12, grad=True, dtype=dtype)
+    a = sim(f, y, u, 12, "cpp", normalize="cosine")
+    b = sim(f, y, u, 12, "cpp", normalize="cosine")
+    assert torch.equal(a, b)
+    n = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        c = sim(f, y, u, 12, "cpp", normalize="cosine")
+    finally:
+        torch.set_num_threads(n)
+    assert torch.equal(a, c)
+    assert torch.equal(fbr(f, y, u, 12, "cpp"), fbr(f, y, u, 12, "cpp"))
+
+
+# ---------------------------------------------------------------------------------------------
+# the raw ops: TORCH_CHECK messages, opcheck, torch.compile
+# ---------------------------------------------------------------------------------------------
+def raw_args(B=6, M=8, d=5, k=3, C=3, dtype=torch.float32, grad=True, center=True):
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    x, z = torch.randn(B, d, dtype=dtype), torch.randn(M, d, dtype=dtype)
+    e, f = torch.randn(B, k, dtype=dtype), torch.randn(M, k, dtype=dtype)
+    mu = z.to(acc).mean(0)
+    u = torch.arange(M) % C
+    w = torch.full((C,), 1.0, dtype=acc) / torch.bincount(u, minlength=C).clamp_min(1).to(acc)
+    return dict(xs=[x], zs=[z], mus=[mu] if center else [], es=[e] if grad else [], fs=[f] if grad else [],
+                clean_y=u, class_weight=w, cosine=False)
+
+
+def call_sim(a):
+    return ops.class_similarity(a["xs"], a["zs"], a["mus"], a["es"], a["fs"], a["clean_y"], a["class_weight"], a["cosine"])
+
+
+def call_fbr(a, y=None, shift="max", alpha=0.0):
+    y = torch.zeros(6, dtype=torch.int64) if y is None else y  # raw_args() has B = 6
+    return ops.fbr_scores(a["xs"], a["zs"], a["mus"], a["es"], a["fs"], a["clean_y"], a["class_weight"], a["cosine"],
+                          y, shift, alpha)
+
+
+BAD_INPUTS = [
+    ("no layers", lambda a: a.update(xs=[], zs=[], mus=[], es=[], fs=[]), r"xs must hold at least one layer"),
+    ("zs count", lambda a: a.update(zs=a["zs"] * 2), r"zs must hold one tensor per layer like xs \(1\), got 2"),
+    ("es without fs", lambda a: a.update(fs=[]), r"es and fs must both be empty \(feature kernel\) or both hold"),
+    ("mus count", lambda a: a.update(mus=a["mus"] * 2), r"mus must be empty \(no centering\) or hold one tensor"),
+    ("x 1-D", lambda a: a.update(xs=[a["xs"][0][0]]), r"xs\[0\] must be a 2-D tensor, got shape \[5\]"),
+    ("x int", lambda a: a.update(xs=[a["xs"][0].int()]), r"xs\[0\] must have dtype float16, bfloat16, float32 or float64, got Int"),
+    ("z dtype", lambda a: a.update(zs=[a["zs"][0].double()]), r"zs\[0\] has dtype Double but xs\[0\] has Float; all feature tensors must share one dtype"),
+    ("z columns", lambda a: a.update(zs=[a["zs"][0][:, :4]]), r"zs\[0\] must have 5 columns \(the feature size of xs\[l\]\), got shape \[8, 4\]"),
+    ("z 1-D", lambda a: a.update(zs=[a["zs"][0][0]]), r"zs\[0\] must be a 2-D tensor, got shape \[5\]"),
+    ("x rows layer 2", lambda a: a.update(xs=a["xs"] + [a["xs"][0][:3]], zs=a["zs"] * 2, mus=a["mus"] * 2, es=a["es"] * 2, fs=a["fs"] * 2),
+     r"xs\[1\] must have 6 rows \(the batch size of xs\[0\]\), got shape \[3, 5\]"),
+    ("e rows", lambda a: a.update(es=[a["es"][0][:2]]), r"es\[0\] must have 6 rows \(the batch size of xs\[0\]\), got shape \[2, 3\]"),
+    ("f columns", lambda a: a.update(fs=[a["fs"][0][:, :2]]), r"fs\[0\] must have 3 columns \(the feature size of es\[l\]\), got shape \[8, 2\]"),
+    ("mu length", lambda a: a.update(mus=[a["mus"][0][:2]]), r"mus\[0\] must be a 1-D tensor of length 5 \(the feature size of xs\[l\]\), got shape \[2\]"),
+    ("mu dtype", lambda a: a.update(mus=[a["mus"][0].double()]), r"mus\[0\] must have the accumulation dtype Float, got Double"),
+    ("clean_y length", lambda a: a.update(clean_y=a["clean_y"][:3]), r"clean_y must be a 1-D tensor of length 8 \(one label per clean row\), got shape \[3\]"),
+    ("clean_y dtype", lambda a: a.update(clean_y=a["clean_y"].int()), r"clean_y must have dtype int64, got Int"),
+    ("class_weight empty", lambda a: a.update(class_weight=a["class_weight"][:0]), r"class_weight must be a 1-D tensor with one entry per class \(at least one\), got shape \[0\]"),
+    ("class_weight dtype", lambda a: a.update(class_weight=a["class_weight"].double()), r"class_weight must have the accumulation dtype Float, got Double"),
+    ("device", lambda a: a.update(clean_y=a["clean_y"].to("meta")), r"clean_y is on meta but xs\[0\] is on cpu; all inputs must be on one device"),
+]
+
+
+@needs_ext
+@pytest.mark.parametrize("case", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
+def test_torch_check_messages(case):
+    _, mutate, msg = case
+    for op, call in (("class_similarity", call_sim), ("fbr_scores", call_fbr)):
+        a = raw_args()
+        mutate(a)
+        with pytest.raises(RuntimeError, match=rf"fastreweight::{op}: {msg}"):
+            call(a)
+
+
+@needs_ext
+@pytest.mark.parametrize(
+    "kwargs, msg",
+    [
+        (dict(y=torch.zeros(5, dtype=torch.int64)), r"y must be a 1-D tensor of length 6 \(one label per batch row\), got shape \[5\]"),
+        (dict(y=torch.zeros(6, dtype=torch.int32)), r"y must have dtype int64, got Int"),
+        (dict(shift="median"), r"shift must be one of second, max, mean, none, got 'median'"),
+        (dict(alpha=-0.5), r"alpha must be a finite float >= 0, got -0.5"),
+        (dict(alpha=float("nan")), r"alpha must be a finite float >= 0, got nan"),
+    ],
+)
+def test_torch_check_messages_epilogue(kwargs, msg):
+    with pytest.raises(RuntimeError, match=rf"fastreweight::fbr_scores: {msg}"):
+        call_fbr(raw_args(), **kwargs)
+
+
+@needs_ext
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("grad", [False, True])
+def test_opcheck(dtype, grad):
+    a = raw_args(dtype=dtype, grad=grad)
+    args = (a["xs"], a["zs"], a["mus"], a["es"], a["fs"], a["clean_y"], a["class_weight"], True)
+    torch.library.opcheck(ops.class_similarity.default, args)
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    torch.library.opcheck(ops.fbr_scores.default, args + (y, "second", 0.5))
+    a = raw_args(dtype=dtype, grad=grad, center=False)
+    torch.library.opcheck(ops.class_similarity.default,
+                          (a["xs"], a["zs"], a["mus"], a["es"], a["fs"], a["clean_y"], a["class_weight"], False))
+
+
+@needs_ext
+def test_torch_compile_traces_through_the_op():
+    a = raw_args(dtype=torch.float32)
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+
+    def f(x, z, mu, e, f_, u, w, y):
+        S = ops.class_similarity([x], [z], [mu], [e], [f_], u, w, False)
+        d = ops.fbr_scores([x], [z], [mu], [e], [f_], u, w, False, y, "max", 0.0)
+        return S.sum(1) + d
+
+    args = (a["xs"][0], a["zs"][0], a["mus"][0], a["es"][0], a["fs"][0], a["clean_y"], a["class_weight"], y)
+    torch._dynamo.reset()
+    compiled = torch.compile(f, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(*args), f(*args))
+
+
+# ---------------------------------------------------------------------------------------------
+# backend interface and planning
+# ---------------------------------------------------------------------------------------------
+@needs_ext
+def test_backend_interface():
+    from fastreweight.csrc_backend import cpp, cuda
+
+    f, y, u = make(8, 20, C=3)
+    P = build_problem(f["x"], f["clean_x"], y=y, clean_y=u, num_classes=3)
+    assert cpp.unavailable_reason(torch.device("cpu")) is None
+    assert "CPU tensors only" in cpp.unavailable_reason(torch.device("meta"))
+    assert cpp.unsupported_reason(P, "pairwise") is None
+    assert "pairwise" in cpp.unsupported_reason(P, "prototype")
+    assert "CUDA tensors only" in cuda.unavailable_reason(torch.device("cpu"))
+    # explicit backend with an unsupported strategy: a clear error
+    with pytest.raises(backends.BackendUnavailable, match="pairwise"):
+        fr.class_similarity(f["x"], y, f["clean_x"], u, num_classes=3, strategy="prototype", backend="cpp")
+    # auto on CPU: pairwise goes to cpp, prototype falls back to the reference
+    fr.class_similarity(f["x"], y, f["clean_x"], u, num_classes=3, strategy="pairwise")
+    assert fr.last_plan().backend == "cpp"
+    fr.class_similarity(f["x"], y, f["clean_x"], u, num_classes=3, strategy="prototype")
+    assert fr.last_plan().backend == "reference"
+
+
+def test_cuda_backend_reports_why_it_is_unavailable():
+    from fastreweight.csrc_backend import cuda
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    reason = cuda.unavailable_reason(torch.device("cuda", 0))
+    assert isinstance(reason, str) and reason
+
+
+# ---------------------------------------------------------------------------------------------
+# CUDA sources: compile-only check (no GPU needed)
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not found")
+def test_cuda_sources_compile(tmp_path):
+    script = os.path.join(os.path.dirname(__file__), "..", "csrc", "compile_cuda_check.sh")
+    res = subprocess.run(["bash", script, str(tmp_path)], capture_output=True, text=True, timeout=1800)
+    assert res.returncode == 0, res.stdout + res.stderr
