@@ -236,6 +236,7 @@ class Reweighter:
         eps: float = 1e-12,
         device=None,
         dtype: torch.dtype = torch.float32,
+        backend: str = "auto",
     ) -> None:
         if isinstance(num_samples, bool) or not isinstance(num_samples, int):
             raise TypeError(f"num_samples must be a positive int, got {type(num_samples).__name__}")
@@ -253,18 +254,30 @@ class Reweighter:
         V.check_option("normalize_update", normalize_update, V.NORMALIZE_UPDATE_OPTIONS)
         if dtype not in (torch.float32, torch.float64):
             raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        V.check_option("backend", backend, ("auto", "reference", "triton"))
         self.num_samples = num_samples
         self.lr = float(lr)
         self.init = float(init)
         self.normalize_update = normalize_update
         self.eps = float(eps)
         self.weights = torch.full((num_samples,), float(init), dtype=dtype, device=device)
+        # the fused update kernel (gather, normalise, clip, scatter in one launch) runs where Triton
+        # compiles for the device: CUDA under "auto"; anywhere it is available when asked for
+        reason = backends.unavailable_reason("triton", self.weights.device)
+        if backend == "triton" and reason is not None:
+            raise backends.BackendUnavailable(f"backend='triton' cannot run the Reweighter update: {reason}")
+        use_triton = backend == "triton" or (backend == "auto" and self.weights.device.type == "cuda" and reason is None)
+        self.backend = "triton" if use_triton else "reference"
 
     def step(self, idx: torch.Tensor, scores: torch.Tensor, *, check_values: bool = True) -> torch.Tensor:
         _check_scores("scores", scores, check_values)
         V.check_index_vector("idx", idx, scores.shape[0], self.num_samples, check_values)
         V.check_same_device({"weights": self.weights, "idx": idx, "scores": scores})
         idx = idx.to(torch.int64)
+        if self.backend == "triton":
+            return backends.load("triton").reweighter_step(
+                self.weights, idx, scores, self.lr, self.normalize_update, self.eps
+            )
         new = reference.reweighter_update(
             self.weights[idx], scores.to(self.weights.dtype), self.lr, self.normalize_update, self.eps
         )
