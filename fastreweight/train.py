@@ -1,0 +1,645 @@
+"""A thin trainer for noisy labels with a small clean subset (SPEC §5–§7).
+
+``train(model, optimizer, data, method=...)`` trains ``model`` on a ``fastreweight.data.NoisyData``
+and returns a ``TrainResult``.  Methods (SPEC §6, same data, model and budget):
+
+* ``"erm"`` — plain cross-entropy.
+* ``"fbr"`` — feature-based reweighting with the public API only (``fbr_scores``,
+  ``Reweighter``/``threshold_weights``, ``weighted_loss``):
+
+  - ``recipe="stateful"`` (default): a ``Reweighter`` (one weight per sample, init 1, clipped
+    steps of size ``lr``) fed by ``fbr_scores(shift=shift, alpha=alpha)`` after a warm-up of uniform
+    weights.  Batch features come from the training forward (free, ``batch_features="train"``) or an
+    extra eval-mode forward (``"eval"``).  Clean features follow ``clean_features`` (SPEC §5):
+    ``"cache"`` (default) all clean features, eval mode, no_grad, refreshed every ``refresh_every``
+    reweighting steps (``"auto"``: ``ceil(4·M/B)``, so refreshing costs about a tenth of a training
+    step or less); ``"batch"``: a fresh clean mini-batch per step; ``"prototype"``: running class
+    means (EMA with ``prototype_momentum``) of the clean features, updated from one clean mini-batch
+    per step and used as a C-row clean set (exact for the feature kernel, SPEC §4).
+  - ``recipe="paper"``: SPEC §7 step by step — every epoch starts with ``clean_passes`` passes over
+    the clean subset (batch ``clean_batch_size`` = 128, mean CE, same optimiser); then, if
+    ``epoch > skip_epochs``, the clean features (eval mode, no_grad) once; each training batch gets
+    an eval-mode no_grad forward for its penultimate features, ``fbr_scores(center="clean",
+    shift="second", alpha=1/(C−1) if epoch < alpha_epochs else 0)``, ``threshold_weights``, stored
+    per sample (initial value 0.5, so the loss during ``epoch <= skip_epochs`` is 0.5·mean CE), and
+    the loss ``weighted_loss(reduction="batch")``.
+
+* ``"meta"`` — SPEC §3.5: ``capture.linear_factors`` of the head (``meta_layers="all"``: every
+  ``nn.Linear``) for the batch and for a clean mini-batch, ``meta_scores``, ``stateless_weights``.
+* ``"l2r"`` — Learning to Reweight (Ren et al. 2018): one look-ahead SGD step through
+  ``torch.func.functional_call`` with per-sample weights ``eps = 0`` that require grad; weights are the
+  normalised positive part of ``−∂L_clean/∂eps``.
+* ``"coteaching"`` — two networks; each trains on the small-loss fraction ``1 − forget_rate(t)``
+  chosen by the other, ``forget_rate(t) = forget_rate · min(1, t/num_gradual)^exponent``.
+
+Every method accepts ``clean_passes`` (ERM included, so comparisons do not confound reweighting with
+extra clean data, SPEC §6).
+
+Warm-up (``warmup``, reweighting methods): an int number of epochs of uniform weights, or ``"auto"``:
+at the end of every epoch the clean subset is split in two class-stratified halves and each half is
+classified by nearest class mean (centred inner product, the FBR similarity) of the other half's
+penultimate features (eval mode).  Reweighting starts with the epoch after this cross-half
+prototype accuracy has not improved on its best by more than ``auto_tol`` (0.005) for
+``auto_patience`` (2) epochs — the features stopped getting better — and at the latest after
+``max(1, epochs // 3)`` epochs.  It needs no per-dataset threshold.  For ``recipe="paper"`` the
+same rule is ``skip_epochs="auto"``.
+
+Shuffling is reproducible: one ``torch.Generator`` seeded with ``seed`` drives, per epoch and in this
+order, one ``randperm(M)`` per clean pass, then ``randperm(N)`` for the training set (then any
+clean mini-batch draws and augmentation of that epoch's steps).  ``callback(event)`` is called after
+every optimiser step with a dict (``phase``: "clean" or "train", ``epoch``, ``step``, ``idx``,
+``weights``, ``sample_weights``, ``model``).  The scoring calls skip their data-dependent checks
+(host synchronisation) unless ``check_values=True``; the trainer builds labels in range itself.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import capture
+from .data import NoisyData
+from .weights import (
+    Reweighter,
+    fbr_scores,
+    meta_scores,
+    stateless_weights,
+    threshold_weights,
+    weighted_loss,
+)
+
+__all__ = ["train", "TrainResult", "METHODS", "evaluate", "auto_warmup_probe"]
+
+METHODS = ("erm", "fbr", "meta", "l2r", "coteaching")
+
+
+@dataclass
+class TrainResult:
+    """What ``train`` measured.  Per-step lists cover the training steps (not the clean passes);
+    a step whose batch holds no clean (or no mislabelled) sample records NaN for that group."""
+
+    method: str
+    test_acc: list[float]
+    best_acc: float
+    last_acc: float
+    clean_weight: list[float]
+    noisy_weight: list[float]
+    epoch_seconds: list[float]
+    config: dict
+    reweight_start_epoch: int | None = None
+    probe: list[float] = field(default_factory=list)
+    final_weights: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def seconds_per_epoch(self) -> float:
+        return sum(self.epoch_seconds) / max(len(self.epoch_seconds), 1)
+
+    def _tail_mean(self, xs: list[float], steps: int | None) -> float:
+        tail = xs[-steps:] if steps else xs
+        vals = [v for v in tail if v == v]
+        return sum(vals) / len(vals) if vals else float("nan")
+
+    def mean_weights(self, last_steps: int | None = None) -> tuple[float, float]:
+        """(mean weight of clean samples, of mislabelled samples) over the last ``last_steps`` steps
+        (default: the last epoch)."""
+        if last_steps is None:
+            last_steps = max(1, len(self.clean_weight) // max(len(self.test_acc), 1))
+        return self._tail_mean(self.clean_weight, last_steps), self._tail_mean(self.noisy_weight, last_steps)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("final_weights")
+        mc, mn = self.mean_weights()
+        d["seconds_per_epoch"] = self.seconds_per_epoch
+        d["last_epoch_clean_weight"], d["last_epoch_noisy_weight"] = mc, mn
+
+        def clean(v):
+            if isinstance(v, float) and not math.isfinite(v):
+                return None
+            if isinstance(v, dict):
+                return {str(k): clean(x) for k, x in v.items()}
+            if isinstance(v, (list, tuple)):
+                return [clean(x) for x in v]
+            if isinstance(v, (str, int, float, bool)) or v is None:
+                return v
+            return str(v)
+
+        return clean(d)
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------
+def _param_dtype(model: nn.Module) -> torch.dtype:
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.float32
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
+    """Accuracy in eval mode (the model's mode is restored)."""
+    was = model.training
+    model.eval()
+    correct = 0
+    for i in range(0, len(y), batch_size):
+        correct += (model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum().item()
+    model.train(was)
+    return correct / max(len(y), 1)
+
+
+@torch.no_grad()
+def _eval_features(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Penultimate features in eval mode, no_grad (the model's mode is restored)."""
+    was = model.training
+    model.eval()
+    feats = [capture.penultimate(model, x[i:i + batch_size])[0] for i in range(0, len(x), batch_size)]
+    model.train(was)
+    return torch.cat(feats).float() if feats[0].dtype in (torch.float16, torch.bfloat16) else torch.cat(feats)
+
+
+@torch.no_grad()
+def auto_warmup_probe(model: nn.Module, x_clean: torch.Tensor, y_clean: torch.Tensor, num_classes: int,
+                      batch_size: int = 1024) -> float:
+    """Cross-half prototype accuracy of the clean subset (see the module docstring)."""
+    feats = _eval_features(model, x_clean, batch_size)
+    half = torch.zeros(len(y_clean), dtype=torch.bool, device=y_clean.device)
+    for c in range(num_classes):  # class-stratified alternation
+        members = (y_clean == c).nonzero().flatten()
+        half[members[::2]] = True
+    correct, total = 0, 0
+    for a, b in ((half, ~half), (~half, half)):
+        if a.sum() == 0 or b.sum() == 0 or torch.unique(y_clean[b]).numel() < 2:
+            continue
+        d = fbr_scores(feats[a], y_clean[a], feats[b], y_clean[b], num_classes=num_classes,
+                       shift="max", on_missing_class="skip")
+        correct += (d > 0).sum().item()
+        total += int(a.sum())
+    return correct / max(total, 1)
+
+
+class _AutoWarmup:
+    def __init__(self, epochs: int, tol: float, patience: int, max_warmup: int | None):
+        self.best = -1.0
+        self.since = 0
+        self.tol = tol
+        self.patience = patience
+        self.cap = max(1, epochs // 3) if max_warmup is None else int(max_warmup)
+
+    def ready(self, epoch: int, value: float) -> bool:
+        """Called at the end of ``epoch`` with the probe value; True: reweight from ``epoch + 1``."""
+        if value > self.best + self.tol:
+            self.best, self.since = max(value, self.best), 0
+        else:
+            self.best = max(self.best, value)
+            self.since += 1
+        return self.since >= self.patience or epoch + 1 >= self.cap
+
+
+def _group_means(w: torch.Tensor, clean_mask: torch.Tensor) -> tuple[float, float]:
+    w = w.detach().float()
+    nc = int(clean_mask.sum())
+    nn_ = len(w) - nc
+    mc = (w[clean_mask].sum() / nc).item() if nc else float("nan")
+    mn = (w[~clean_mask].sum() / nn_).item() if nn_ else float("nan")
+    return mc, mn
+
+
+# ---------------------------------------------------------------------------------------------
+# the trainer
+# ---------------------------------------------------------------------------------------------
+def train(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: NoisyData,
+    *,
+    method: str = "erm",
+    epochs: int = 10,
+    device: str | torch.device = "cpu",
+    batch_size: int = 128,
+    seed: int = 0,
+    scheduler=None,
+    lr_milestones: list[int] | None = None,
+    lr_gamma: float = 0.1,
+    clean_passes: int = 0,
+    clean_batch_size: int = 128,
+    warmup: int | str | None = None,
+    auto_tol: float = 0.005,
+    auto_patience: int = 2,
+    max_warmup: int | None = None,
+    # fbr
+    recipe: str = "stateful",
+    shift: str = "max",
+    alpha: float = 0.0,
+    lr: float = 0.5,
+    reduction: str = "weight_sum",
+    clean_features: str = "cache",
+    refresh_every: int | str = "auto",
+    prototype_momentum: float = 0.9,
+    batch_features: str | None = None,
+    skip_epochs: int | str = 10,
+    alpha_epochs: int = 40,
+    # meta / l2r
+    meta_layers: str | list = "head",
+    inner_lr: float | None = None,
+    # coteaching
+    model2: nn.Module | None = None,
+    optimizer2: torch.optim.Optimizer | None = None,
+    forget_rate: float | None = None,
+    num_gradual: int = 10,
+    exponent: float = 1.0,
+    # misc
+    amp: str | None = None,
+    augment: Callable | None = None,
+    eval_batch_size: int = 1024,
+    callback: Callable[[dict], None] | None = None,
+    check_values: bool = False,
+    progress: bool = False,
+    desc: str | None = None,
+) -> TrainResult:
+    """Train ``model`` on ``data`` with ``method``; see the module docstring for every option."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
+    if recipe not in ("stateful", "paper"):
+        raise ValueError(f"recipe must be 'stateful' or 'paper', got {recipe!r}")
+    if clean_features not in ("cache", "batch", "prototype"):
+        raise ValueError(f"clean_features must be cache, batch or prototype, got {clean_features!r}")
+    if amp not in (None, "bf16", "fp16"):
+        raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {amp!r}")
+    if epochs < 0 or batch_size < 1 or clean_batch_size < 1 or clean_passes < 0:
+        raise ValueError("epochs and clean_passes must be >= 0, batch sizes >= 1")
+    paper = method == "fbr" and recipe == "paper"
+    if batch_features is None:
+        batch_features = "eval" if paper else "train"
+    if batch_features not in ("train", "eval"):
+        raise ValueError(f"batch_features must be 'train' or 'eval', got {batch_features!r}")
+
+    config = {k: v for k, v in locals().items()
+              if k not in ("model", "optimizer", "data", "model2", "optimizer2", "scheduler", "callback",
+                           "augment", "progress")}
+    config["device"] = str(device)
+    config["data"] = data.summary()
+
+    dev = torch.device(device)
+    model.to(dev)
+    dtype = _param_dtype(model)
+    wdtype = torch.float64 if dtype == torch.float64 else torch.float32
+    C = data.num_classes
+
+    def to(t, float_=True):
+        t = t.to(dev)
+        return t.to(dtype) if float_ and t.is_floating_point() else t
+
+    x, y, y_true = to(data.x_train), to(data.y_train), to(data.y_train_true)
+    xc, yc = to(data.x_clean), to(data.y_clean)
+    xt, yt = to(data.x_test), to(data.y_test)
+    N, M = len(y), len(yc)
+    is_clean_all = y == y_true
+    g = torch.Generator().manual_seed(seed)
+
+    # ---- schedules, second network --------------------------------------------------------
+    schedulers = []
+    if scheduler is not None:
+        schedulers.append(scheduler)
+    elif lr_milestones:
+        schedulers.append(torch.optim.lr_scheduler.MultiStepLR(optimizer, list(lr_milestones), lr_gamma))
+    models = [model]
+    optimizers = [optimizer]
+    if method == "coteaching":
+        if model2 is None:
+            model2 = copy.deepcopy(model)
+            with torch.no_grad():
+                gen_state = torch.random.get_rng_state()
+                torch.manual_seed(seed + 7919)
+                for m in model2.modules():
+                    if hasattr(m, "reset_parameters") and m is not model2:
+                        m.reset_parameters()
+                torch.random.set_rng_state(gen_state)
+        model2.to(dev)
+        if optimizer2 is None:
+            optimizer2 = type(optimizer)(model2.parameters(), **optimizer.defaults)
+            for pg2, pg in zip(optimizer2.param_groups, optimizer.param_groups):
+                pg2["lr"] = pg["lr"]
+        models.append(model2)
+        optimizers.append(optimizer2)
+        if scheduler is None and lr_milestones:
+            schedulers.append(torch.optim.lr_scheduler.MultiStepLR(optimizer2, list(lr_milestones), lr_gamma))
+        if forget_rate is None:
+            r = data.info.get("rate") if data.info.get("noise") not in ("user", "none") else None
+            forget_rate = float(r) if r else 0.2
+        config["forget_rate"] = forget_rate
+
+    # ---- mixed precision ------------------------------------------------------------------
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    scaler = torch.amp.GradScaler(dev.type) if (amp == "fp16" and dev.type == "cuda") else None
+
+    def autocast():
+        return torch.autocast(dev.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+
+    def backward_step(loss, opt):
+        opt.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()
+            opt.step()
+
+    # ---- warm-up ---------------------------------------------------------------------------
+    reweighting = method in ("fbr", "meta", "l2r")
+    auto = None
+    if paper:
+        if skip_epochs == "auto":
+            auto = _AutoWarmup(epochs, auto_tol, auto_patience, max_warmup)
+            start_epoch = None  # reweight when epoch > skip; unknown yet
+        else:
+            start_epoch = int(skip_epochs) + 1
+    elif reweighting:
+        w_ = warmup if warmup is not None else ("auto" if method == "fbr" else 0)
+        if w_ == "auto":
+            auto = _AutoWarmup(epochs, auto_tol, auto_patience, max_warmup)
+            start_epoch = None
+        else:
+            start_epoch = int(w_)
+    else:
+        start_epoch = None
+
+    # ---- per-sample state ------------------------------------------------------------------
+    sample_weights = None
+    rw = None
+    if paper:
+        sample_weights = torch.full((N,), 0.5, dtype=wdtype, device=dev)
+    elif method == "fbr":
+        rw = Reweighter(N, lr=lr, init=1.0, device=dev, dtype=wdtype)
+        sample_weights = rw.weights
+    if refresh_every == "auto":
+        refresh_every = max(1, math.ceil(4 * M / batch_size))
+    refresh_every = int(refresh_every)
+    config["refresh_every"] = refresh_every
+
+    layers = None
+    if method == "meta":
+        if meta_layers == "head":
+            layers = [capture.find_head(model)]
+        elif meta_layers == "all":
+            layers = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        else:
+            layers = list(meta_layers)
+
+    clean_w, noisy_w, test_acc, epoch_secs, probes = [], [], [], [], []
+    state = {"step": 0, "rw_step": 0, "Z": None, "proto": None, "proto_seen": None}
+
+    def emit(phase, epoch, idx=None, w=None):
+        if callback is not None:
+            callback({"phase": phase, "epoch": epoch, "step": state["step"], "idx": idx, "weights": w,
+                      "sample_weights": sample_weights if rw is None else rw.weights, "model": model})
+
+    def clean_minibatch():
+        if M <= clean_batch_size:
+            return xc, yc
+        sel = torch.randperm(M, generator=g)[:clean_batch_size].to(dev)
+        return xc[sel], yc[sel]
+
+    def ce(logits, t):
+        return F.cross_entropy(logits.float() if amp_dtype is not None else logits, t, reduction="none")
+
+    # ---- clean passes (SPEC §7): ordinary training on the clean subset ------------------------
+    def clean_pass(epoch):
+        for m in models:
+            m.train()
+        perm = torch.randperm(M, generator=g).to(dev)
+        for i in range(0, M, clean_batch_size):
+            b = perm[i:i + clean_batch_size]
+            for m, opt in zip(models, optimizers):
+                with autocast():
+                    loss = ce(m(xc[b]), yc[b]).mean()
+                backward_step(loss, opt)
+            state["step"] += 1
+            emit("clean", epoch, b, None)
+
+    # ---- stateful FBR clean features (SPEC §5) ---------------------------------------------
+    def stateful_clean_feats():
+        if clean_features == "cache":
+            if state["Z"] is None or state["rw_step"] % refresh_every == 0:
+                state["Z"] = _eval_features(model, xc, eval_batch_size)
+            return state["Z"], yc
+        if clean_features == "batch":
+            xb_c, yb_c = clean_minibatch()
+            return _eval_features(model, xb_c, eval_batch_size), yb_c
+        # prototype
+        if state["proto"] is None:
+            Z = _eval_features(model, xc, eval_batch_size)
+            P = torch.zeros(C, Z.shape[1], dtype=Z.dtype, device=dev)
+            P.index_add_(0, yc, Z)
+            cnt = torch.bincount(yc, minlength=C)
+            state["proto"] = P / cnt.clamp_min(1)[:, None].to(Z.dtype)
+            state["proto_seen"] = cnt > 0
+        else:
+            xb_c, yb_c = clean_minibatch()
+            Z = _eval_features(model, xb_c, eval_batch_size)
+            cnt = torch.bincount(yb_c, minlength=C)
+            S = torch.zeros_like(state["proto"]).index_add_(0, yb_c, Z)
+            has = cnt > 0
+            mean = S[has] / cnt[has][:, None].to(Z.dtype)
+            P = state["proto"]
+            P[has] = prototype_momentum * P[has] + (1 - prototype_momentum) * mean
+            state["proto_seen"] |= has
+        present = state["proto_seen"].nonzero().flatten()
+        return state["proto"][present], present
+
+    # ---- one training step per method --------------------------------------------------------
+    def step_fbr_stateful(xb, yb, idx, active):
+        if not active:
+            with autocast():
+                logits = model(xb)
+            loss = ce(logits, yb).mean()
+            return loss, rw.weights[idx]
+        if batch_features == "eval":
+            feats = _eval_features(model, xb, eval_batch_size)
+            with autocast():
+                logits = model(xb)
+        else:
+            with autocast():
+                feats, logits = capture.penultimate(model, xb)
+            feats = feats.detach().float() if amp_dtype is not None else feats.detach()
+        Z, u = stateful_clean_feats()
+        d = fbr_scores(feats, yb, Z.to(feats.dtype), u, num_classes=C, shift=shift, alpha=alpha,
+                       on_missing_class="skip", check_values=check_values)
+        w = rw.step(idx, d, check_values=check_values)
+        state["rw_step"] += 1
+        loss = weighted_loss(ce(logits, yb), w.to(torch.float32 if amp_dtype else logits.dtype), reduction=reduction)
+        return loss, w
+
+    def step_fbr_paper(xb, yb, idx, active, epoch):
+        if active:
+            a = 1.0 / (C - 1) if epoch < alpha_epochs else 0.0
+            if batch_features == "eval":
+                model.eval()
+                with torch.no_grad(), autocast():
+                    feats = capture.penultimate(model, xb)[0]
+                model.train()
+                with autocast():
+                    logits = model(xb)
+            else:
+                with autocast():
+                    feats, logits = capture.penultimate(model, xb)
+            feats = feats.detach()
+            if amp_dtype is not None:
+                feats = feats.float()
+            d = fbr_scores(feats, yb, state["Z"].to(feats.dtype), yc, num_classes=C, center="clean",
+                           shift="second", alpha=a, on_missing_class="skip", check_values=check_values)
+            sample_weights[idx] = threshold_weights(d, check_values=check_values).to(wdtype)
+        else:
+            with autocast():
+                logits = model(xb)
+        w = sample_weights[idx]
+        losses = ce(logits, yb)
+        loss = weighted_loss(losses, w.to(losses.dtype), reduction="batch")
+        return loss, w
+
+    def step_meta(xb, yb, active):
+        if not active:
+            with autocast():
+                logits = model(xb)
+            return ce(logits, yb).mean(), torch.ones(len(yb), device=dev)
+        A, D, _ = capture.linear_factors(model, layers, xb, yb)
+        xb_c, yb_c = clean_minibatch()
+        Ac, Dc, _ = capture.linear_factors(model, layers, xb_c, yb_c)
+        r = meta_scores(A, D, Ac, Dc, check_values=check_values)
+        w = stateless_weights(r, check_values=check_values)
+        with autocast():
+            logits = model(xb)
+        losses = ce(logits, yb)
+        return weighted_loss(losses, w.to(losses.dtype), reduction="batch"), w
+
+    def step_l2r(xb, yb, active, opt):
+        if not active:
+            with autocast():
+                logits = model(xb)
+            return ce(logits, yb).mean(), torch.ones(len(yb), device=dev)
+        params = {k: v for k, v in model.named_parameters()}
+        buffers = {k: v.clone() for k, v in model.named_buffers()}  # the look-ahead must not move BN stats
+        a_lr = inner_lr if inner_lr is not None else opt.param_groups[0]["lr"]
+        eps = torch.zeros(len(yb), dtype=dtype, device=dev, requires_grad=True)
+        out = torch.func.functional_call(model, (params, buffers), (xb,))
+        l_inner = (eps * F.cross_entropy(out, yb, reduction="none")).sum()
+        names = [k for k, v in params.items() if v.requires_grad]
+        grads = torch.autograd.grad(l_inner, [params[k] for k in names], create_graph=True, allow_unused=True)
+        new = dict(params)
+        for k, gk in zip(names, grads):
+            if gk is not None:
+                new[k] = params[k] - a_lr * gk
+        xb_c, yb_c = clean_minibatch()
+        out_c = torch.func.functional_call(model, (new, buffers), (xb_c,))
+        l_clean = F.cross_entropy(out_c, yb_c)
+        grad_eps = torch.autograd.grad(l_clean, eps)[0]
+        w = (-grad_eps).clamp_min(0).detach()
+        s = w.sum()
+        w = w / s if s > 0 else w
+        with autocast():
+            logits = model(xb)
+        losses = ce(logits, yb)
+        # Σ w_i l_i with Σ w = 1; the recorded weights are rescaled to mean 1 for comparability
+        return (w.to(losses.dtype) * losses).sum(), w * len(w)
+
+    # ---- the loop ----------------------------------------------------------------------------
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=epochs, desc=desc or method, leave=False)
+    reweight_start = start_epoch
+    for epoch in range(epochs):
+        t0 = time.perf_counter()
+        for m in models:
+            m.train()
+        for _ in range(clean_passes):
+            clean_pass(epoch)
+        active = reweight_start is not None and epoch >= reweight_start
+        if paper and active:
+            state["Z"] = _eval_features(model, xc, eval_batch_size)
+        if method == "coteaching":
+            rate_t = forget_rate * min(1.0, epoch / max(num_gradual, 1)) ** exponent
+        perm = torch.randperm(N, generator=g).to(dev)
+        for i in range(0, N, batch_size):
+            idx = perm[i:i + batch_size]
+            xb, yb = x[idx], y[idx]
+            if augment is not None:
+                xb = augment(xb, g)
+            if method == "erm":
+                with autocast():
+                    logits = model(xb)
+                loss, w = ce(logits, yb).mean(), None
+                backward_step(loss, optimizer)
+            elif method == "fbr":
+                loss, w = (step_fbr_paper(xb, yb, idx, active, epoch) if paper
+                           else step_fbr_stateful(xb, yb, idx, active))
+                backward_step(loss, optimizer)
+            elif method == "meta":
+                loss, w = step_meta(xb, yb, active)
+                backward_step(loss, optimizer)
+            elif method == "l2r":
+                loss, w = step_l2r(xb, yb, active, optimizer)
+                backward_step(loss, optimizer)
+            else:  # coteaching
+                with autocast():
+                    l1 = ce(model(xb), yb)
+                    l2 = ce(model2(xb), yb)
+                keep = max(1, int(round((1 - rate_t) * len(yb))))
+                s1 = torch.argsort(l1.detach())[:keep]
+                s2 = torch.argsort(l2.detach())[:keep]
+                backward_step(l1[s2].mean(), optimizer)
+                backward_step(l2[s1].mean(), optimizer2)
+                w = torch.zeros(len(yb), device=dev)
+                w[s2] = 1.0
+            state["step"] += 1
+            wb = torch.ones(len(yb), device=dev) if w is None else w
+            mc, mn = _group_means(wb, is_clean_all[idx])
+            clean_w.append(mc)
+            noisy_w.append(mn)
+            emit("train", epoch, idx, wb)
+        if auto is not None and reweight_start is None:
+            v = auto_warmup_probe(model, xc, yc, C, eval_batch_size)
+            probes.append(v)
+            if auto.ready(epoch, v):
+                reweight_start = epoch + 1
+        for s in schedulers:
+            s.step()
+        epoch_secs.append(time.perf_counter() - t0)
+        acc = evaluate(model, xt, yt, eval_batch_size) if len(yt) else float("nan")
+        test_acc.append(acc)
+        if bar is not None:
+            bar.set_postfix(acc=f"{acc:.3f}", w_clean=f"{clean_w[-1] if clean_w else float('nan'):.2f}",
+                            w_noisy=f"{noisy_w[-1] if noisy_w else float('nan'):.2f}")
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+
+    final = None
+    if sample_weights is not None:
+        final = (rw.weights if rw is not None else sample_weights).detach().cpu()
+    finite = [a for a in test_acc if a == a]
+    if paper and reweight_start is not None:
+        config["skip_epochs_used"] = reweight_start - 1
+    return TrainResult(
+        method=method if not (method == "fbr") else f"fbr-{recipe}",
+        test_acc=test_acc,
+        best_acc=max(finite) if finite else float("nan"),
+        last_acc=test_acc[-1] if test_acc else float("nan"),
+        clean_weight=clean_w,
+        noisy_weight=noisy_w,
+        epoch_seconds=epoch_secs,
+        config=config,
+        reweight_start_epoch=reweight_start if reweighting else None,
+        probe=probes,
+        final_weights=final,
+    )
