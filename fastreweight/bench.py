@@ -198,6 +198,8 @@ def quick(device: str | torch.device = "cpu", backends=("reference", "cpp", "tri
         for backend in backends:
             if B.unavailable_reason(backend, device) is not None:
                 continue
+            if backend == "triton" and device.type != "cuda":
+                continue  # on the CPU Triton only runs in its interpreter: a correctness tool, not a timing
             for strategy in ("pairwise", "prototype"):
                 xs, y, zs, u, es, fs = case.tensors(device)
                 problem = build_problem(xs, zs, y=y, clean_y=u, x2=es, clean_x2=fs, num_classes=case.C, check_values=False)

@@ -18,6 +18,7 @@ import os
 import sys
 import time
 
+import numpy as np
 import torch
 
 from . import data as D
@@ -170,7 +171,83 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default="fastreweight-out", help="output directory")
     t.add_argument("--rename", action="store_true", help="pick a new file name instead of refusing")
     t.add_argument("--no-progress", action="store_true")
+
+    sc = sub.add_parser("score", help="rank every sample of a dataset by FBR score against a clean subset (label issues)")
+    sc.add_argument("--features", required=True, help="N×d features, .npy (memory-mapped) or .pt")
+    sc.add_argument("--labels", required=True, help="N given (possibly noisy) labels, .npy or .pt")
+    sc.add_argument("--clean-features", default=None, help="M×d features of the clean subset")
+    sc.add_argument("--clean-labels", default=None, help="M trusted labels")
+    sc.add_argument("--clean-idx", default=None,
+                    help="instead of --clean-features/--clean-labels: indices of rows of --features whose --labels are trusted")
+    sc.add_argument("--out", required=True, help="CSV to create (never overwritten)")
+    sc.add_argument("--num-classes", type=int, default=None)
+    sc.add_argument("--chunk-rows", type=int, default=8192, help="rows scored at a time (bounds memory)")
+    sc.add_argument("--shift", choices=("second", "max", "mean", "none"), default="max")
+    sc.add_argument("--alpha", type=float, default=0.0)
+    sc.add_argument("--center", choices=("clean", "none"), default="clean")
+    sc.add_argument("--normalize", choices=("none", "cosine"), default="none")
+    sc.add_argument("--threshold", type=float, default=0.0, help="flag rows with score <= threshold")
+    sc.add_argument("--device", default="cpu")
+    sc.add_argument("--backend", choices=("auto", "reference", "triton", "cpp", "cuda"), default="auto")
+    sc.add_argument("--no-progress", action="store_true")
+
+    b = sub.add_parser("bench", help="a quick benchmark of the available backends on this device")
+    b.add_argument("--device", default="auto")
+    b.add_argument("--out", default=None, help="append the records to this .jsonl file")
     return p
+
+
+def run_score(args) -> int:
+    import time
+
+    from . import scoring
+
+    if os.path.exists(args.out):
+        raise OutputExists(f"refusing to overwrite {args.out}; choose another --out")
+    x = scoring.load_array(args.features, "--features")
+    y = scoring.load_array(args.labels, "--labels")
+    if args.clean_idx is not None:
+        if args.clean_features or args.clean_labels:
+            raise ValueError("give either --clean-idx or --clean-features with --clean-labels, not both")
+        ci = np.asarray(scoring.load_array(args.clean_idx, "--clean-idx")).astype(np.int64)
+        if ci.ndim != 1 or ci.size == 0 or ci.min() < 0 or ci.max() >= x.shape[0]:
+            raise ValueError(f"--clean-idx must be a non-empty 1-D list of row indices in [0, {x.shape[0]})")
+        cx, cy = np.asarray(x[ci]), np.asarray(y[ci])
+    elif args.clean_features and args.clean_labels:
+        cx = scoring.load_array(args.clean_features, "--clean-features")
+        cy = scoring.load_array(args.clean_labels, "--clean-labels")
+    else:
+        raise ValueError("the clean subset is missing: give --clean-idx, or --clean-features and --clean-labels")
+    C = args.num_classes or int(max(np.asarray(y).max(), np.asarray(cy).max())) + 1
+    bound = scoring.memory_bound_bytes(x.shape[0], x.shape[1], cx.shape[0], C, args.chunk_rows)
+    print(f"scoring {x.shape[0]} rows × {x.shape[1]} features against {cx.shape[0]} clean rows, {C} classes; "
+          f"memory bound ≈ {bound / 2**20:.0f} MiB beyond the memory-mapped input")
+    t0 = time.perf_counter()
+    res = scoring.score_dataset(
+        x, y, cx, cy, num_classes=C, chunk_rows=args.chunk_rows, shift=args.shift, alpha=args.alpha,
+        center=args.center, normalize=None if args.normalize == "none" else args.normalize,
+        device=_device(args.device), backend=args.backend, progress=not args.no_progress,
+    )
+    dt = time.perf_counter() - t0
+    try:
+        flagged = scoring.write_ranked_csv(res, args.out, threshold=args.threshold)
+    except FileExistsError:
+        raise OutputExists(f"refusing to overwrite {args.out}") from None
+    print(f"{flagged} of {len(res.scores)} rows flagged (score <= {args.threshold}); ranked CSV: {args.out} ({dt:.2f} s)")
+    return 0
+
+
+def run_bench(args) -> int:
+    from . import bench
+
+    recs = bench.quick(_device(args.device))
+    print(f"device: {recs[0].env['device_name'] if recs else _device(args.device)}; "
+          f"GEMM ceiling {recs[0].ceilings['gemm_gflops']:.0f} GFLOP/s fp32" if recs else "no backend ran")
+    print(bench.format_table(recs))
+    if args.out:
+        bench.append_jsonl(args.out, recs)
+        print(f"appended {len(recs)} records to {args.out}")
+    return 0
 
 
 def _device(s: str) -> str:
@@ -342,6 +419,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "demo":
             return run_demo(args)
+        if args.command == "score":
+            return run_score(args)
+        if args.command == "bench":
+            return run_bench(args)
         return run_train(args)
     except (OutputExists, FileNotFoundError, ValueError, D.UnsafePickleError) as e:
         print(f"fastreweight: error: {e}", file=sys.stderr)

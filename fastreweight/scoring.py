@@ -58,7 +58,7 @@ def _as_tensor(a) -> torch.Tensor:
     if isinstance(a, torch.Tensor):
         return a
     if isinstance(a, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(a))
+        return torch.from_numpy(np.array(a))  # a copy: memory-maps are read-only, and the chunk is bounded
     raise TypeError(f"expected a torch.Tensor or numpy array, got {type(a).__name__}")
 
 
