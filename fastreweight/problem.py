@@ -7,6 +7,8 @@ Nothing of size B×M or B×d is created here.
 """
 from __future__ import annotations
 
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import torch
@@ -37,6 +39,9 @@ class Problem:
     device: torch.device
     y: torch.Tensor | None = None  # B, int64 (None for meta scores)
     meta: dict = field(default_factory=dict)
+    # clean-side quantities cached across calls with the same clean tensors (see CleanCache);
+    # backends may memoise further clean-side work here (e.g. class prototypes)
+    clean_memo: dict = field(default_factory=dict)
 
     @property
     def batch_size(self) -> int:
@@ -57,6 +62,51 @@ class Problem:
     @property
     def input_dtype(self) -> torch.dtype:
         return self.layers[0].x.dtype
+
+
+class CleanCache:
+    """Clean-side quantities (class counts, class weights, centering means) memoised across calls.
+
+    Training loops call the scoring functions many times with the *same* clean tensors (a feature
+    cache refreshed every R steps, SPEC §5); recomputing ``M_c``, ``1/M_c`` and ``mu`` each time is a
+    handful of small kernels per call, which dominates the cost for small models.  An entry is
+    reused only if every clean tensor is the very same object (held by weak reference) with the same
+    in-place version counter, shape, dtype and device, and the options match; otherwise it is rebuilt.
+    """
+
+    def __init__(self, capacity: int = 8) -> None:
+        self.capacity = capacity
+        self._entries: OrderedDict = OrderedDict()
+
+    @staticmethod
+    def _fingerprint(tensors):
+        return tuple((t._version, tuple(t.shape), t.dtype, t.device) if t is not None else None for t in tensors)
+
+    def get(self, tensors, options):
+        key = (tuple(id(t) for t in tensors), options)
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        refs, fp, value = entry
+        if any((r() is not t) if r is not None else (t is not None) for r, t in zip(refs, tensors)) or fp != self._fingerprint(tensors):
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return value
+
+    def put(self, tensors, options, value) -> None:
+        key = (tuple(id(t) for t in tensors), options)
+        refs = tuple(weakref.ref(t) if t is not None else None for t in tensors)
+        self._entries[key] = (refs, self._fingerprint(tensors), value)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+clean_cache = CleanCache()
 
 
 def acc_dtype_for(dtype: torch.dtype) -> torch.dtype:
@@ -184,10 +234,17 @@ def build_problem(
 
     clean_y_t = clean_y_t.to(torch.int64)
     acc = acc_dtype_for(dtype)
-    in_range = (clean_y_t >= 0) & (clean_y_t < C)
-    counts = torch.zeros(C, dtype=torch.int64, device=device)
-    counts.index_add_(0, clean_y_t.clamp(0, C - 1), in_range.to(torch.int64))
-    class_weight = torch.where(counts > 0, 1.0 / counts.clamp_min(1).to(acc), torch.zeros((), dtype=acc, device=device))
+    cache_tensors = (*zs, *fs, clean_y, center_labels)  # every clean-side input
+    cache_options = (C, center, acc)
+    memo = clean_cache.get(cache_tensors, cache_options)
+    if memo is None:
+        in_range = (clean_y_t >= 0) & (clean_y_t < C)
+        counts = torch.zeros(C, dtype=torch.int64, device=device)
+        counts.index_add_(0, clean_y_t.clamp(0, C - 1), in_range.to(torch.int64))
+        class_weight = torch.where(counts > 0, 1.0 / counts.clamp_min(1).to(acc), torch.zeros((), dtype=acc, device=device))
+        memo = {"counts": counts, "class_weight": class_weight}
+        clean_cache.put(cache_tensors, cache_options, memo)
+    counts, class_weight = memo["counts"], memo["class_weight"]
 
     if y is not None:
         y_t = y.to(torch.int64)
@@ -214,27 +271,9 @@ def build_problem(
             vc.add(~missing.any(), miss_msg)
         vc.run()
 
-    if center_labels is not None and center == "clean":
-        V.check_label_vector("clean_y", center_labels, M)
-        V.check_same_device({"clean_x": zs[0], "clean_y": center_labels})
-        if check_values:
-            vc = V.ValueChecks()
-            vc.add((center_labels >= 0).all(), lambda: "clean_y must hold class labels >= 0")
-            vc.run()
-        center_y = center_labels.to(torch.int64)
-        center_counts = torch.bincount(center_y.clamp_min(0))
-
-    layers = []
-    for xl, zl, el, fl in zip(xs, zs, es, fs):
-        mu = None
-        if center == "clean":
-            if center_labels is not None:
-                mu = class_balanced_mean(zl, center_y, center_counts, acc)
-            elif clean_y is None:
-                mu = zl.to(acc).mean(dim=0)
-            else:
-                mu = class_balanced_mean(zl, clean_y_t, counts, acc)
-        layers.append(Layer(x=xl, z=zl, mu=mu, e=el, f=fl))
+    if "mus" not in memo:
+        memo["mus"] = _centering_means(zs, clean_y, clean_y_t, counts, center, center_labels, check_values, acc)
+    layers = [Layer(x=xl, z=zl, mu=mu, e=el, f=fl) for xl, zl, el, fl, mu in zip(xs, zs, es, fs, memo["mus"])]
 
     return Problem(
         layers=layers,
@@ -246,4 +285,24 @@ def build_problem(
         acc_dtype=acc,
         device=device,
         y=y_t,
+        clean_memo=memo,
     )
+
+
+def _centering_means(zs, clean_y, clean_y_t, counts, center, center_labels, check_values, acc):
+    """Per layer: the class-balanced clean mean of SPEC §3.1 (None for ``center="none"``)."""
+    if center != "clean":
+        return [None] * len(zs)
+    if center_labels is not None:
+        V.check_label_vector("clean_y", center_labels, zs[0].shape[0])
+        V.check_same_device({"clean_x": zs[0], "clean_y": center_labels})
+        if check_values:
+            vc = V.ValueChecks()
+            vc.add((center_labels >= 0).all(), lambda: "clean_y must hold class labels >= 0")
+            vc.run()
+        center_y = center_labels.to(torch.int64)
+        center_counts = torch.bincount(center_y.clamp_min(0))
+        return [class_balanced_mean(z, center_y, center_counts, acc) for z in zs]
+    if clean_y is None:
+        return [z.to(acc).mean(dim=0) for z in zs]
+    return [class_balanced_mean(z, clean_y_t, counts, acc) for z in zs]

@@ -90,21 +90,55 @@ def class_similarity_pairwise(problem: Problem) -> torch.Tensor:
     return S
 
 
+def _clean_prototypes(problem: Problem) -> list[torch.Tensor]:
+    """Per layer, the clean side aggregated by class: P = Aᵀ Z~ (C×d) or G (C×k×d).
+
+    It depends on the clean inputs only, so it is memoised in ``problem.clean_memo`` (shared by
+    calls with the same clean tensors, see ``problem.CleanCache``)."""
+    key = ("reference-prototypes", problem.cosine)
+    if key not in problem.clean_memo:
+        acc = problem.acc_dtype
+        A = clean_class_matrix(problem)
+        protos = []
+        for layer in problem.layers:
+            z = layer.z.to(acc)
+            if layer.mu is not None:
+                z = z - layer.mu
+            if problem.cosine:
+                z = z * _rownorm_scale(z)[:, None]
+            if layer.f is None:
+                protos.append(A.T @ z)
+            else:
+                f = layer.f.to(acc)
+                if problem.cosine:
+                    f = f * _rownorm_scale(f)[:, None]
+                protos.append(torch.einsum("jc,jk,jd->ckd", A, f, z))
+        problem.clean_memo[key] = protos
+    return problem.clean_memo[key]
+
+
 def class_similarity_prototype(problem: Problem) -> torch.Tensor:
     """Aggregate the clean side first (SPEC §4).
 
     feature kernel:  P = Aᵀ Z~ (C×d),              S = X~ Pᵀ
     gradient kernel: G_c = Σ_j A_jc F_j ⊗ Z~_j (C×k×d),  S_ic = E_iᵀ G_c X~_i
     """
-    A = clean_class_matrix(problem)
+    acc = problem.acc_dtype
     B, C = problem.batch_size, problem.num_classes
-    S = torch.zeros(B, C, dtype=problem.acc_dtype, device=problem.device)
-    for x, z, e, f in _prepared_factors(problem):
-        if e is None:
-            S += x @ (A.T @ z).T
+    S = torch.zeros(B, C, dtype=acc, device=problem.device)
+    for layer, proto in zip(problem.layers, _clean_prototypes(problem)):
+        x = layer.x.to(acc)
+        if layer.mu is not None:
+            x = x - layer.mu
+        if problem.cosine:
+            x = x * _rownorm_scale(x)[:, None]
+        if layer.e is None:
+            S += x @ proto.T
         else:
-            G = torch.einsum("jc,jk,jd->ckd", A, f, z)
-            S += torch.einsum("ik,ckd,id->ic", e, G, x)
+            e = layer.e.to(acc)
+            if problem.cosine:
+                e = e * _rownorm_scale(e)[:, None]
+            S += torch.einsum("ik,ckd,id->ic", e, proto, x)
     return S
 
 

@@ -204,13 +204,12 @@ class _AutoWarmup:
         return self.since >= self.patience or epoch + 1 >= self.cap
 
 
-def _group_means(w: torch.Tensor, clean_mask: torch.Tensor) -> tuple[float, float]:
+def _group_means(w: torch.Tensor, clean_mask: torch.Tensor) -> torch.Tensor:
+    """[mean weight of the batch's clean rows, of its mislabelled rows] on the device (NaN for an
+    empty group), so that recording them costs no host synchronisation per step."""
     w = w.detach().float()
-    nc = int(clean_mask.sum())
-    nn_ = len(w) - nc
-    mc = (w[clean_mask].sum() / nc).item() if nc else float("nan")
-    mn = (w[~clean_mask].sum() / nn_).item() if nn_ else float("nan")
-    return mc, mn
+    m = clean_mask.to(w.dtype)
+    return torch.stack([(w * m).sum() / m.sum(), (w * (1 - m)).sum() / (1 - m).sum()])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -396,6 +395,7 @@ def train(
             layers = list(meta_layers)
 
     clean_w, noisy_w, test_acc, epoch_secs, probes = [], [], [], [], []
+    group_means: list[torch.Tensor] = []
     state = {"step": 0, "rw_step": 0, "Z": None, "proto": None, "proto_seen": None}
 
     def emit(phase, epoch, idx=None, w=None):
@@ -603,9 +603,7 @@ def train(
                 w[s2] = 1.0
             state["step"] += 1
             wb = torch.ones(len(yb), device=dev) if w is None else w
-            mc, mn = _group_means(wb, is_clean_all[idx])
-            clean_w.append(mc)
-            noisy_w.append(mn)
+            group_means.append(_group_means(wb, is_clean_all[idx]))
             emit("train", epoch, idx, wb)
         if auto is not None and reweight_start is None:
             v = auto_warmup_probe(model, xc, yc, C, eval_batch_size)
@@ -615,6 +613,11 @@ def train(
         for s in schedulers:
             s.step()
         epoch_secs.append(time.perf_counter() - t0)
+        if group_means:  # one read-back per epoch
+            for mc, mn in torch.stack(group_means).tolist():
+                clean_w.append(mc)
+                noisy_w.append(mn)
+            group_means.clear()
         acc = evaluate(model, xt, yt, eval_batch_size) if len(yt) else float("nan")
         test_acc.append(acc)
         if bar is not None:

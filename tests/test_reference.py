@@ -184,3 +184,27 @@ def test_capture_leaves_param_grads_untouched():
     x, y = torch.randn(5, 6, dtype=f64), torch.randint(0, 4, (5,))
     capture.linear_factors(model, [model.fc1, model.head], x, y)
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_clean_side_memo_is_invalidated_by_any_change():
+    from fastreweight.problem import clean_cache
+
+    clean_cache.clear()
+    x, y, z, u, e, f = _data(17, 23, 5, 3, k=4, seed=21)
+    for strategy in ("prototype", "pairwise"):
+        first = fr.fbr_scores(x, y, z, u, x2=e, clean_x2=f, strategy=strategy)
+        again = fr.fbr_scores(x, y, z, u, x2=e, clean_x2=f, strategy=strategy)  # memo hit
+        assert torch.equal(first, again)
+        # a different second factor with the same Z must not reuse the gradient prototypes
+        f2 = f * 2.0 + 1.0
+        torch.testing.assert_close(fr.fbr_scores(x, y, z, u, x2=e, clean_x2=f2, strategy=strategy),
+                                   fr.fbr_scores(x, y, z.clone(), u.clone(), x2=e, clean_x2=f2.clone(), strategy=strategy))
+        # in-place edits of the clean features or labels are seen (version counter)
+        z_edit, u_edit = z.clone(), u.clone()
+        before = fr.fbr_scores(x, y, z_edit, u_edit, strategy=strategy)
+        z_edit.mul_(-1.0).add_(0.5)
+        u_edit[:3] = u_edit[:3].flip(0)
+        after = fr.fbr_scores(x, y, z_edit, u_edit, strategy=strategy)
+        fresh = fr.fbr_scores(x, y, z_edit.clone(), u_edit.clone(), strategy=strategy)
+        assert not torch.equal(before, after)
+        torch.testing.assert_close(after, fresh, rtol=0, atol=0)
