@@ -22,6 +22,9 @@ from .problem import Problem
 log = logging.getLogger("fastreweight")
 
 PROTOTYPE_MEMORY_BYTES = 1 << 30
+# Below this many pairwise FLOPs a fused pairwise backend (one op call for similarity and epilogue)
+# beats the prototype strategy's dozen small tensor ops on launch cost alone, so "auto" prefers it.
+SMALL_PAIRWISE_FLOPS = 1 << 23
 
 
 @dataclass(frozen=True)
@@ -69,8 +72,17 @@ _logged: set = set()
 
 
 def make_plan(problem: Problem, strategy: str, backend: str) -> Plan:
+    requested_strategy = strategy
     strategy, why_strategy, pair, proto = choose_strategy(problem, strategy)
     device = problem.device
+    if requested_strategy == "auto" and strategy == "prototype" and pair <= SMALL_PAIRWISE_FLOPS:
+        fused = [backend] if backend != "auto" else list(backends.AUTO_ORDER.get(device.type, ()))
+        for name in fused:
+            if name != "reference" and backends.unavailable_reason(name, device) is None and \
+                    backends.load(name).unsupported_reason(problem, "pairwise") is None:
+                strategy = "pairwise"
+                why_strategy = f"pairwise {pair:.3g} FLOPs is below the launch-cost break-even of a fused backend"
+                break
     if backend != "auto":
         reason = backends.unavailable_reason(backend, device)
         if reason is None:

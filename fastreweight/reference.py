@@ -151,46 +151,39 @@ def class_similarity(problem: Problem, strategy: str) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 # SPEC §3.4: label-signed score with row shift
 # ---------------------------------------------------------------------------------------------
-def row_shift(S: torch.Tensor, y: torch.Tensor, present: torch.Tensor, shift: str) -> torch.Tensor:
-    B, C = S.shape
-    if shift == "none":
-        return torch.zeros(B, dtype=S.dtype, device=S.device)
-    own = torch.zeros(B, C, dtype=torch.bool, device=S.device)
-    own[torch.arange(B, device=S.device), y.clamp(0, C - 1)] = True
-    competitors = present[None, :] & ~own
-    neg_inf = torch.tensor(float("-inf"), dtype=S.dtype, device=S.device)
-    if shift == "max":
-        b = torch.where(competitors, S, neg_inf).amax(dim=1)
-    elif shift == "mean":
-        n = competitors.sum(dim=1).clamp_min(1).to(S.dtype)
-        b = torch.where(competitors, S, torch.zeros_like(S)).sum(dim=1) / n
-    elif shift == "second":
-        masked = torch.where(present[None, :].expand(B, C), S, neg_inf)
-        b = torch.topk(masked, k=min(2, C), dim=1).values[:, -1]
-    else:  # pragma: no cover - validated before
-        raise ValueError(f"shift must be one of second/max/mean/none, got {shift!r}")
-    # fewer than two present classes: no competitor, no shift (validation rejects this by default)
-    return torch.where(torch.isfinite(b), b, torch.zeros_like(b))
-
-
 def fbr_from_similarity(
     S: torch.Tensor, y: torch.Tensor, present: torch.Tensor, shift: str, alpha: float
 ) -> torch.Tensor:
-    """d_i = (S_{i,y_i} − b_i) − alpha · Σ_{c ≠ y_i, present} (S_ic − b_i)."""
+    """d_i = (S_{i,y_i} − b_i) − alpha · Σ_{c ≠ y_i, present} (S_ic − b_i)   (SPEC §3.4).
+
+    With ``C'`` present classes and the own class present, the competitor sum is
+    ``Σ_{c ≠ y_i, present} S_ic − (C' − 1)·b_i``.  Rows whose own class is absent from the clean
+    subset or out of range (reachable with ``on_missing_class="skip"`` or without value checks) get
+    the neutral score 0.  Row shifts ``b_i``:
+    ``"second"``: second-largest ``S_ic`` over present classes, own class included;
+    ``"max"``: largest over present competitors; ``"mean"``: their mean; ``"none"``: 0.
+    With fewer than two present classes there is no competitor and ``b_i = 0``.
+    """
     B, C = S.shape
-    yc = y.clamp(0, C - 1)
-    b = row_shift(S, y, present, shift)
-    own = S.gather(1, yc[:, None]).squeeze(1)
+    yc = y.clamp(0, C - 1)[:, None]
+    own = S.gather(1, yc).squeeze(1)
+    n_comp = present.sum().to(S.dtype) - 1  # C' − 1 competitors of a row whose own class is present
+    comp_sum = S.masked_fill(~present, 0).sum(dim=1) - own
+    if shift == "none":
+        b = torch.zeros_like(own)
+    elif shift == "mean":
+        b = comp_sum / n_comp.clamp_min(1)
+    else:
+        ranked = S.masked_fill(~present, float("-inf"))
+        if shift == "max":
+            b = ranked.scatter(1, yc, float("-inf")).amax(dim=1)
+        else:  # "second"
+            b = torch.topk(ranked, k=min(2, C), dim=1).values[:, -1]
+        b = b.nan_to_num(nan=float("nan"), posinf=float("inf"), neginf=0.0)  # no competitor: no shift
     d = own - b
     if alpha != 0:
-        own_mask = torch.zeros(B, C, dtype=torch.bool, device=S.device)
-        own_mask[torch.arange(B, device=S.device), yc] = True
-        competitors = present[None, :] & ~own_mask
-        comp_sum = torch.where(competitors, S - b[:, None], torch.zeros_like(S)).sum(dim=1)
-        d = d - alpha * comp_sum
-    # rows whose own class is absent (reachable with on_missing_class="skip", or without value
-    # checks) get the neutral score 0
-    valid = (y >= 0) & (y < C) & present[yc]
+        d = d - alpha * (comp_sum - n_comp * b)
+    valid = (y >= 0) & (y < C) & present[yc.squeeze(1)]
     return torch.where(valid, d, torch.zeros_like(d))
 
 
