@@ -80,6 +80,86 @@ def micro_table():
     return "\n".join(lines)
 
 
+def _acc_cell(rs):
+    vals = [r["last_acc"] for r in rs]
+    if not vals:
+        return ""
+    if len(vals) == 1:
+        return f"{vals[0]:.3f}"
+    return f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals):.3f}"
+
+
+def _time_ratio(recs, run, erm_run="erm"):
+    """Median over (cell, seed) of this run's epoch time / ERM's in the same cell and seed."""
+    base = {(r["dataset"], r["noise"], r["rate"], r["seed"]): r["epoch_s_median"] for r in recs if r["run"] == erm_run}
+    ratios = [r["epoch_s_median"] / base[k] for r in recs if r["run"] == run
+              for k in [(r["dataset"], r["noise"], r["rate"], r["seed"])] if k in base]
+    return statistics.median(ratios) if ratios else float("nan")
+
+
+def variants_table():
+    recs = _jsonl("variants.jsonl")
+    if not recs:
+        return None
+    cells = sorted({(r["dataset"], r["noise"], r["rate"]) for r in recs}, key=lambda c: (c[0] != "mnist5k", c[1], c[2]))
+    runs = list(dict.fromkeys(r["run"] for r in recs))
+    seeds = sorted({r["seed"] for r in recs})
+    env = recs[-1]["env"]
+    head = "| run | " + " | ".join(f"{d} {n} {int(rt * 100)}%" for d, n, rt in cells) + " | epoch time / ERM |"
+    lines = [
+        f"Source: `benchmarks/results/variants.jsonl` (seeds {seeds}, {env['date'][:10]}, commit {env['commit']}, "
+        f"{env['device_name']}, 1 thread per run, two runs in parallel); test accuracy after the last epoch, "
+        "mean ± std over seeds; time ratio = median over cells and seeds of the run's median epoch time over ERM's.",
+        "",
+        head,
+        "| --- " * (len(cells) + 2) + "|",
+    ]
+    for run in runs:
+        row = [_acc_cell([r for r in recs if r["run"] == run and (r["dataset"], r["noise"], r["rate"]) == c]) for c in cells]
+        lines.append(f"| {run} | " + " | ".join(row) + f" | {_time_ratio(recs, run):.2f} |")
+    return "\n".join(lines)
+
+
+def ablation_table():
+    recs = _jsonl("ablation.jsonl")
+    if not recs:
+        return None
+    cells = sorted({(r["noise"], r["rate"]) for r in recs})
+    runs = list(dict.fromkeys(r["run"] for r in recs))
+    seeds = sorted({r["seed"] for r in recs})
+    env = recs[-1]["env"]
+    lines = [
+        f"Source: `benchmarks/results/ablation.jsonl` (MNIST-5k, stateful FBR around the library defaults, seeds {seeds}, "
+        f"{env['date'][:10]}, commit {env['commit']}); test accuracy after the last epoch, mean ± std.",
+        "",
+        "| setting | " + " | ".join(f"{n} {int(rt * 100)}%" for n, rt in cells) + " | epoch time / ERM |",
+        "| --- " * (len(cells) + 2) + "|",
+    ]
+    for run in runs:
+        row = [_acc_cell([r for r in recs if r["run"] == run and (r["noise"], r["rate"]) == c]) for c in cells]
+        lines.append(f"| {run} | " + " | ".join(row) + f" | {_time_ratio(recs, run):.2f} |")
+    return "\n".join(lines)
+
+
+def e2e_table():
+    recs = _jsonl("e2e_cpu.jsonl")
+    if not recs:
+        return None
+    last_date = recs[-1]["env"]["date"]
+    recs = [r for r in recs if r["env"]["date"] == last_date]  # the latest run only
+    env = recs[-1]["env"]
+    lines = [
+        f"Source: `benchmarks/results/e2e_cpu.jsonl` ({env['date'][:10]}, commit {env['commit']}, {env['device_name']}, "
+        f"{recs[-1]['threads']} thread, MLP of `demo-mnist`, batch {recs[-1]['batch_size']}, median of {recs[-1]['rounds']} interleaved rounds).",
+        "",
+        "| method | ms per training step | × ERM |",
+        "| --- | --- | --- |",
+    ]
+    for r in recs:
+        lines.append(f"| {r['method']} | {r['ms_per_step']:.2f} | {r['ratio_to_erm']:.2f} |")
+    return "\n".join(lines)
+
+
 def _replace_section(text, name, body):
     pat = re.compile(rf"(<!-- generated:{name} -->\n)(.*?)(<!-- /generated:{name} -->)", re.S)
     if not pat.search(text):
@@ -113,7 +193,8 @@ def plots():
         plt.close(fig)
 
 
-SECTIONS = {"cleanlab": cleanlab_table, "micro-cpu": micro_table}
+SECTIONS = {"cleanlab": cleanlab_table, "micro-cpu": micro_table, "variants": variants_table,
+            "ablation": ablation_table, "e2e-cpu": e2e_table}
 
 
 def main():
