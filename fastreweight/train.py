@@ -50,6 +50,41 @@ clean mini-batch draws and augmentation of that epoch's steps).  ``callback(even
 every optimiser step with a dict (``phase``: "clean" or "train", ``epoch``, ``step``, ``idx``,
 ``weights``, ``sample_weights``, ``model``).  The scoring calls skip their data-dependent checks
 (host synchronisation) unless ``check_values=True``; the trainer builds labels in range itself.
+
+Data parallelism (``distributed=True``, ``torch.distributed``/DDP; ``fastreweight.distributed``).
+Supported: ``method="erm"`` and ``method="fbr"`` with ``recipe="stateful"`` and
+``clean_features="cache"`` (any warm-up, ``batch_features``, ``clean_passes``, ``augment``); any
+other combination raises ``ValueError``.  Call ``train`` on every rank of an initialised process
+group (``process_group``, default the world group; ``RuntimeError`` if none is initialised) with the
+same arguments, data and ``seed``.  R ranks reproduce the single-process run up to floating-point
+summation order:
+
+* **model**: pass the plain module (``train`` wraps it in ``DistributedDataParallel``, whose
+  construction broadcasts rank 0's parameters and buffers; ``device_ids=[device]`` on CUDA) or an
+  already wrapped ``DistributedDataParallel`` (used as is).  The optimiser is built on the plain
+  module's parameters (they are the wrapper's).  Only training forwards go through the wrapper;
+  no-grad feature and accuracy passes use the plain module (no collectives).
+* **data order**: every rank draws the same permutations from its own generator seeded with
+  ``seed`` (so the generators stay in lockstep), and every global batch ``perm[i:i+B]`` (clean-pass
+  batches likewise) is split into R contiguous shards, rank r taking rows
+  ``[r·b//R, (r+1)·b//R)`` of the b rows.  Sizes need not divide: shards may be unequal, or empty
+  when b < R; an empty rank still runs the step (forward on zero rows, every collective, an
+  all-zero gradient contribution), so collectives line up.  ``augment`` is applied to the global
+  batch on every rank before sharding (same generator draws as one process).
+* **clean features** (``"cache"``): every rank computes the features of the whole clean subset
+  with its local copy of the model.  This is exact without a gather: DDP keeps the parameters
+  bitwise identical on all ranks (same broadcast start, same all-reduced gradients, same optimiser
+  step), so all ranks compute the same features, at the same steps (``refresh_every`` counts the
+  global reweighting steps, which every rank takes).  It costs R× the (small) clean forward.
+* **weights**: a ``DistributedReweighter`` — each step all-gathers the global batch's
+  ``(idx, scores)`` (scores are per row, so local scoring equals global scoring) and applies the
+  global update on every rank; ``TrainResult.final_weights`` is identical on all ranks.
+* **loss**: ``distributed_weighted_loss`` (ERM, warm-up and clean passes: weights 1 with
+  ``reduction="batch"``, i.e. the global mean), so DDP's gradient average is the gradient of the
+  global batch loss.
+* **records**: the per-step clean/noisy mean weights are all-reduced over ranks once per epoch (the
+  global batch's means); test accuracy and the auto warm-up probe run on every rank on identical
+  models.  ``callback`` sees the local shard (``idx``, ``weights``) and the plain module.
 """
 from __future__ import annotations
 
@@ -61,6 +96,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -212,6 +248,19 @@ def _group_means(w: torch.Tensor, clean_mask: torch.Tensor) -> torch.Tensor:
     return torch.stack([(w * m).sum() / m.sum(), (w * (1 - m)).sum() / (1 - m).sum()])
 
 
+def _group_sums(w: torch.Tensor, clean_mask: torch.Tensor) -> torch.Tensor:
+    """[Σ w·clean, #clean, Σ w·noisy, #noisy] of a shard (float64), for all-reducing over ranks."""
+    w = w.detach().to(torch.float64)
+    m = clean_mask.to(w.dtype)
+    return torch.stack([(w * m).sum(), m.sum(), (w * (1 - m)).sum(), (1 - m).sum()])
+
+
+def _shard(t: torch.Tensor, rank: int, world: int) -> torch.Tensor:
+    """Rows ``[rank·b//world, (rank+1)·b//world)`` of the ``b`` rows of ``t`` (possibly empty)."""
+    b = t.shape[0]
+    return t[rank * b // world:(rank + 1) * b // world]
+
+
 # ---------------------------------------------------------------------------------------------
 # the trainer
 # ---------------------------------------------------------------------------------------------
@@ -263,6 +312,9 @@ def train(
     check_values: bool = False,
     progress: bool = False,
     desc: str | None = None,
+    # data parallelism (see the module docstring)
+    distributed: bool = False,
+    process_group=None,
 ) -> TrainResult:
     """Train ``model`` on ``data`` with ``method``; see the module docstring for every option."""
     if method not in METHODS:
@@ -280,15 +332,38 @@ def train(
         batch_features = "eval" if paper else "train"
     if batch_features not in ("train", "eval"):
         raise ValueError(f"batch_features must be 'train' or 'eval', got {batch_features!r}")
+    if distributed:
+        if not (method == "erm" or (method == "fbr" and recipe == "stateful" and clean_features == "cache")):
+            raise ValueError(
+                "distributed=True supports method='erm' and method='fbr' with recipe='stateful' and "
+                f"clean_features='cache'; got method={method!r}, recipe={recipe!r}, clean_features={clean_features!r}")
+        if not (dist.is_available() and dist.is_initialized()):
+            raise RuntimeError("distributed=True needs an initialised torch.distributed process group "
+                               "(call torch.distributed.init_process_group on every rank first)")
+    elif process_group is not None:
+        raise ValueError("process_group is only used with distributed=True")
 
     config = {k: v for k, v in locals().items()
               if k not in ("model", "optimizer", "data", "model2", "optimizer2", "scheduler", "callback",
-                           "augment", "progress")}
+                           "augment", "progress", "process_group")}
     config["device"] = str(device)
     config["data"] = data.summary()
 
     dev = torch.device(device)
-    model.to(dev)
+    # ``net``: the module the training forwards go through (the DDP wrapper when distributed)
+    ddp_cls = nn.parallel.DistributedDataParallel
+    if distributed and isinstance(model, ddp_cls):
+        net, model = model, model.module
+        model.to(dev)
+    else:
+        model.to(dev)
+        net = model
+    rank, world = 0, 1
+    if distributed:
+        rank, world = dist.get_rank(process_group), dist.get_world_size(process_group)
+        config["world_size"] = world
+        if net is model:
+            net = ddp_cls(model, device_ids=[dev] if dev.type == "cuda" else None, process_group=process_group)
     dtype = _param_dtype(model)
     wdtype = torch.float64 if dtype == torch.float64 else torch.float32
     C = data.num_classes
@@ -378,7 +453,12 @@ def train(
     if paper:
         sample_weights = torch.full((N,), 0.5, dtype=wdtype, device=dev)
     elif method == "fbr":
-        rw = Reweighter(N, lr=lr, init=1.0, device=dev, dtype=wdtype)
+        if distributed:
+            from .distributed import DistributedReweighter
+
+            rw = DistributedReweighter(N, lr=lr, init=1.0, device=dev, dtype=wdtype, group=process_group)
+        else:
+            rw = Reweighter(N, lr=lr, init=1.0, device=dev, dtype=wdtype)
         sample_weights = rw.weights
     if refresh_every == "auto":
         refresh_every = max(1, math.ceil(4 * M / batch_size))
@@ -412,16 +492,34 @@ def train(
     def ce(logits, t):
         return F.cross_entropy(logits.float() if amp_dtype is not None else logits, t, reduction="none")
 
+    def mean_loss(losses):
+        """The mean of the losses over the (global) batch."""
+        if not distributed:
+            return losses.mean()
+        from .distributed import distributed_weighted_loss
+
+        return distributed_weighted_loss(losses, torch.ones_like(losses), reduction="batch", group=process_group)
+
+    def reweighted_loss(losses, w):
+        if not distributed:
+            return weighted_loss(losses, w, reduction=reduction)
+        from .distributed import distributed_weighted_loss
+
+        return distributed_weighted_loss(losses, w, reduction=reduction, group=process_group)
+
     # ---- clean passes (SPEC §7): ordinary training on the clean subset ------------------------
     def clean_pass(epoch):
         for m in models:
             m.train()
         perm = torch.randperm(M, generator=g).to(dev)
+        fwd = [net] if distributed else models
         for i in range(0, M, clean_batch_size):
             b = perm[i:i + clean_batch_size]
-            for m, opt in zip(models, optimizers):
+            if distributed:
+                b = _shard(b, rank, world)
+            for m, opt in zip(fwd, optimizers):
                 with autocast():
-                    loss = ce(m(xc[b]), yc[b]).mean()
+                    loss = mean_loss(ce(m(xc[b]), yc[b]))
                 backward_step(loss, opt)
             state["step"] += 1
             emit("clean", epoch, b, None)
@@ -460,23 +558,26 @@ def train(
     def step_fbr_stateful(xb, yb, idx, active):
         if not active:
             with autocast():
-                logits = model(xb)
-            loss = ce(logits, yb).mean()
+                logits = net(xb)
+            loss = mean_loss(ce(logits, yb))
             return loss, rw.weights[idx]
         if batch_features == "eval":
-            feats = _eval_features(model, xb, eval_batch_size)
+            feats = _eval_features(model, xb, eval_batch_size) if len(yb) else None
             with autocast():
-                logits = model(xb)
+                logits = net(xb)
         else:
             with autocast():
-                feats, logits = capture.penultimate(model, xb)
+                feats, logits = capture.penultimate(net, xb, head=capture.find_head(model))
             feats = feats.detach().float() if amp_dtype is not None else feats.detach()
         Z, u = stateful_clean_feats()
-        d = fbr_scores(feats, yb, Z.to(feats.dtype), u, num_classes=C, shift=shift, alpha=alpha,
-                       on_missing_class="skip", check_values=check_values)
+        if len(yb):
+            d = fbr_scores(feats, yb, Z.to(feats.dtype), u, num_classes=C, shift=shift, alpha=alpha,
+                           on_missing_class="skip", check_values=check_values)
+        else:  # an empty shard (distributed): nothing to score, but rw.step's collectives still run
+            d = torch.zeros(0, dtype=wdtype, device=dev)
         w = rw.step(idx, d, check_values=check_values)
         state["rw_step"] += 1
-        loss = weighted_loss(ce(logits, yb), w.to(torch.float32 if amp_dtype else logits.dtype), reduction=reduction)
+        loss = reweighted_loss(ce(logits, yb), w.to(torch.float32 if amp_dtype else logits.dtype))
         return loss, w
 
     def step_fbr_paper(xb, yb, idx, active, epoch):
@@ -575,10 +676,12 @@ def train(
             xb, yb = x[idx], y[idx]
             if augment is not None:
                 xb = augment(xb, g)
+            if distributed:  # this rank's contiguous shard of the global batch
+                idx, xb, yb = (_shard(t, rank, world) for t in (idx, xb, yb))
             if method == "erm":
                 with autocast():
-                    logits = model(xb)
-                loss, w = ce(logits, yb).mean(), None
+                    logits = net(xb)
+                loss, w = mean_loss(ce(logits, yb)), None
                 backward_step(loss, optimizer)
             elif method == "fbr":
                 loss, w = (step_fbr_paper(xb, yb, idx, active, epoch) if paper
@@ -603,7 +706,8 @@ def train(
                 w[s2] = 1.0
             state["step"] += 1
             wb = torch.ones(len(yb), device=dev) if w is None else w
-            group_means.append(_group_means(wb, is_clean_all[idx]))
+            group_means.append(_group_sums(wb, is_clean_all[idx]) if distributed
+                               else _group_means(wb, is_clean_all[idx]))
             emit("train", epoch, idx, wb)
         if auto is not None and reweight_start is None:
             v = auto_warmup_probe(model, xc, yc, C, eval_batch_size)
@@ -613,6 +717,10 @@ def train(
         for s in schedulers:
             s.step()
         epoch_secs.append(time.perf_counter() - t0)
+        if group_means and distributed:  # one all-reduce per epoch: the global batches' means
+            sums = torch.stack(group_means)
+            dist.all_reduce(sums, group=process_group)
+            group_means[:] = list(torch.stack([sums[:, 0] / sums[:, 1], sums[:, 2] / sums[:, 3]], 1).float())
         if group_means:  # one read-back per epoch
             for mc, mn in torch.stack(group_means).tolist():
                 clean_w.append(mc)
