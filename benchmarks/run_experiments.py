@@ -62,11 +62,11 @@ def variants(preset_name):
 
 
 def ablation_runs():
-    base = dict(method="fbr")  # library defaults: stateful, shift="max", lr=0.5, warmup="auto", cache
+    base = dict(method="fbr")  # trainer defaults: stateful, shift="max", lr=0.1, warmup="auto", cache
     runs = {"erm": dict(method="erm"), "fbr-default": base}
     for s in ("second", "mean", "none"):
         runs[f"shift={s}"] = {**base, "shift": s}
-    for lr in (0.1, 1.0):
+    for lr in (0.5, 1.0):
         runs[f"lr={lr}"] = {**base, "lr": lr}
     for w in (0, 2, 10):
         runs[f"warmup={w}"] = {**base, "warmup": w}

@@ -8,7 +8,8 @@ and returns a ``TrainResult``.  Methods (SPEC §6, same data, model and budget):
   ``Reweighter``/``threshold_weights``, ``weighted_loss``):
 
   - ``recipe="stateful"`` (default): a ``Reweighter`` (one weight per sample, init 1, clipped
-    steps of size ``lr``) fed by ``fbr_scores(shift=shift, alpha=alpha)`` after a warm-up of uniform
+    steps of size ``lr``, default 0.1: the best of 0.1/0.5/1.0 in the committed ablation,
+    ``benchmarks/results/ablation.jsonl``; the ``Reweighter`` class itself keeps SPEC §3.6's 0.5) fed by ``fbr_scores(shift=shift, alpha=alpha)`` after a warm-up of uniform
     weights.  Batch features come from the training forward (free, ``batch_features="train"``) or an
     extra eval-mode forward (``"eval"``).  Clean features follow ``clean_features`` (SPEC §5):
     ``"cache"`` (default) all clean features, eval mode, no_grad, refreshed every ``refresh_every``
@@ -287,7 +288,7 @@ def train(
     recipe: str = "stateful",
     shift: str = "max",
     alpha: float = 0.0,
-    lr: float = 0.5,
+    lr: float = 0.1,
     reduction: str = "weight_sum",
     clean_features: str = "cache",
     refresh_every: int | str = "auto",

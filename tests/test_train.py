@@ -94,7 +94,8 @@ def test_fbr_downweights_mislabelled_samples():
     d = _tiny(n=600, rate=0.4, noise="pair", clean_size=30)
     m = _mlp(d)
     opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
-    r = train(m, opt, d, method="fbr", epochs=6, batch_size=32, warmup=2, seed=0)
+    # lr=0.5 (SPEC §3.6's Reweighter default; the trainer's default is 0.1) moves weights within 4 epochs
+    r = train(m, opt, d, method="fbr", epochs=6, batch_size=32, warmup=2, seed=0, lr=0.5)
     mc, mn = r.mean_weights()
     assert mc > 0.6 and mn < 0.3, (mc, mn)
     w = r.final_weights
