@@ -129,7 +129,7 @@ def ablation_table():
     seeds = sorted({r["seed"] for r in recs})
     env = recs[-1]["env"]
     lines = [
-        f"Source: `benchmarks/results/ablation.jsonl` (MNIST-5k, stateful FBR around the library defaults, seeds {seeds}, "
+        f"Source: `benchmarks/results/ablation.jsonl` (MNIST-5k, stateful FBR, one setting changed at a time from the trainer defaults, seeds {seeds}, "
         f"{env['date'][:10]}, commit {env['commit']}); test accuracy after the last epoch, mean ± std.",
         "",
         "| setting | " + " | ".join(f"{n} {int(rt * 100)}%" for n, rt in cells) + " | epoch time / ERM |",
