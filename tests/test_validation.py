@@ -154,3 +154,33 @@ def test_weight_rules_reject_bad_scores():
         fr.weighted_loss(torch.ones(3), torch.ones(2))
     with pytest.raises(ValueError, match=r"reduction must be one of"):
         fr.weighted_loss(torch.ones(3), torch.ones(3), reduction="sum")
+
+
+# --- capture -------------------------------------------------------------------------------------
+def test_capture_rejects_bad_models_and_inputs():
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    from fastreweight import capture
+
+    mlp = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3))
+    x, y = torch.randn(6, 4), torch.randint(0, 3, (6,))
+    with pytest.raises(TypeError, match=r"head must be an nn.Linear module, got ReLU"):
+        capture.penultimate(mlp, x, head=mlp[1])
+    with pytest.raises(ValueError, match=r"model has no nn.Linear layer"):
+        capture.penultimate(nn.Sequential(nn.ReLU()), x)
+    with pytest.raises(TypeError, match=r"layers\[1\] must be an nn.Linear module"):
+        capture.linear_factors(mlp, [mlp[0], mlp[1]], x, y)
+    with pytest.raises(ValueError, match=r"layers must name at least one nn.Linear layer"):
+        capture.linear_factors(mlp, [], x, y)
+    with pytest.raises(ValueError, match=r"loss_fn must return one loss per sample"):
+        capture.linear_factors(mlp, [mlp[2]], x, y, loss_fn=lambda o, t: F.cross_entropy(o, t))
+    seq = nn.Sequential(nn.Linear(4, 3))
+    with pytest.raises(ValueError, match=r"per-sample factors need a 2-D input"):
+        capture.linear_factors(seq, [seq[0]], torch.randn(2, 5, 4), torch.randint(0, 3, (2, 5)),
+                               loss_fn=lambda o, t: o.sum(dim=(1, 2)))
+    with pytest.raises(ValueError, match=r"y must hold class labels in \[0, 3\)"):
+        capture.head_residual(torch.randn(6, 3), torch.tensor([0, 1, 2, 3, 0, 1]))
+    unused = nn.Linear(4, 4)
+    with pytest.raises(ValueError, match=r"were not called during model\(inputs\)"):
+        capture.linear_factors(mlp, [unused], x, y)
