@@ -89,7 +89,8 @@ def main(argv=None):
                 fh.write(json.dumps(rec) + "\n")
                 fh.flush()
                 print(json.dumps({k: v for k, v in rec.items() if k != "env"}), flush=True)
-            del xs, zs, es, fs, a, b
+            impls.clear()  # drop the closures, then the inputs, before the next shape
+            xs = zs = es = fs = a = b = None
             torch.cuda.empty_cache()
 
 

@@ -122,27 +122,13 @@ class Case:
         return xs, y, zs, u, es, fs
 
     def flops(self, strategy: str) -> int:
-        """The planner's FLOP count for this shape (plan.strategy_flops)."""
-        return _flops(self, strategy)
+        """The planner's FLOP count for this shape (``plan.shape_flops``)."""
+        pair, proto, _ = plan_mod.shape_flops(self.B, self.M, self.C, [(self.d, self.k)] * self.layers)
+        return pair if strategy == "pairwise" else proto
 
     def bytes_moved(self) -> int:
         item = torch.finfo(getattr(torch, self.dtype)).bits // 8
         return self.layers * item * ((self.B + self.M) * (self.d + self.k)) + 4 * self.B * self.C
-
-
-def _flops(case: Case, strategy: str) -> int:
-    # mirrors plan.strategy_flops, without building tensors
-    B, M, C = case.B, case.M, case.C
-    pair = 2 * B * M * C
-    proto = 0
-    for _ in range(case.layers):
-        if case.k:
-            pair += 2 * B * M * (case.d + case.k) + B * M
-            proto += 2 * M * case.k * case.d + 2 * B * C * case.k * case.d
-        else:
-            pair += 2 * B * M * case.d
-            proto += 2 * M * C * case.d + 2 * B * C * case.d
-    return pair if strategy == "pairwise" else proto
 
 
 @dataclass

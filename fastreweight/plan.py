@@ -36,25 +36,29 @@ class Plan:
     prototype_flops: int
 
 
-def strategy_flops(problem: Problem) -> tuple[int, int, int]:
-    """(pairwise FLOPs, prototype FLOPs, prototype bytes)."""
-    B, M, C = problem.batch_size, problem.num_clean, problem.num_classes
+def shape_flops(B: int, M: int, C: int, layer_dims, acc_bytes: int = 4) -> tuple[int, int, int]:
+    """(pairwise FLOPs, prototype FLOPs, prototype bytes) for layers given as ``(d, k)`` pairs
+    (``k = 0``: feature kernel)."""
     pair = 2 * B * M * C
     proto = 0
     proto_bytes = 0
-    elem = 8 if problem.acc_dtype.itemsize == 8 else 4
-    for layer in problem.layers:
-        d = layer.x.shape[1]
-        if layer.e is None:
+    for d, k in layer_dims:
+        if k == 0:
             pair += 2 * B * M * d
             proto += 2 * M * C * d + 2 * B * C * d
-            proto_bytes += C * d * elem
+            proto_bytes += C * d * acc_bytes
         else:
-            k = layer.e.shape[1]
             pair += 2 * B * M * (d + k) + B * M
             proto += 2 * M * k * d + 2 * B * C * k * d
-            proto_bytes += C * k * d * elem
+            proto_bytes += C * k * d * acc_bytes
     return pair, proto, proto_bytes
+
+
+def strategy_flops(problem: Problem) -> tuple[int, int, int]:
+    """(pairwise FLOPs, prototype FLOPs, prototype bytes) of one prepared call."""
+    dims = [(layer.x.shape[1], 0 if layer.e is None else layer.e.shape[1]) for layer in problem.layers]
+    return shape_flops(problem.batch_size, problem.num_clean, problem.num_classes, dims,
+                       problem.acc_dtype.itemsize)
 
 
 def choose_strategy(problem: Problem, requested: str) -> tuple[str, str, int, int]:

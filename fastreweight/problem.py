@@ -38,7 +38,6 @@ class Problem:
     acc_dtype: torch.dtype  # float64 for float64 inputs, float32 otherwise
     device: torch.device
     y: torch.Tensor | None = None  # B, int64 (None for meta scores)
-    meta: dict = field(default_factory=dict)
     # clean-side quantities cached across calls with the same clean tensors (see CleanCache);
     # backends may memoise further clean-side work here (e.g. class prototypes)
     clean_memo: dict = field(default_factory=dict)

@@ -25,26 +25,30 @@ def _rownorm_scale(t: torch.Tensor) -> torch.Tensor:
     return torch.where(n > 0, 1.0 / n.clamp_min(torch.finfo(t.dtype).tiny), torch.zeros((), dtype=t.dtype, device=t.device))
 
 
+def _feature_side(t: torch.Tensor, mu, cosine: bool, acc: torch.dtype) -> torch.Tensor:
+    """One side's first factor: X~ = X − mu (if centring), unit rows for cosine, in ``acc``."""
+    t = t.to(acc)
+    if mu is not None:
+        t = t - mu
+    return t * _rownorm_scale(t)[:, None] if cosine else t
+
+
+def _second_side(t, cosine: bool, acc: torch.dtype):
+    """One side's second factor (never centred), unit rows for cosine; None stays None."""
+    if t is None:
+        return None
+    t = t.to(acc)
+    return t * _rownorm_scale(t)[:, None] if cosine else t
+
+
 def _prepared_factors(problem: Problem):
     """Per layer: centred (and, for cosine, unit-norm) factors in the accumulation dtype."""
-    acc = problem.acc_dtype
-    out = []
-    for layer in problem.layers:
-        x = layer.x.to(acc)
-        z = layer.z.to(acc)
-        if layer.mu is not None:
-            x = x - layer.mu
-            z = z - layer.mu
-        e = layer.e.to(acc) if layer.e is not None else None
-        f = layer.f.to(acc) if layer.f is not None else None
-        if problem.cosine:
-            x = x * _rownorm_scale(x)[:, None]
-            z = z * _rownorm_scale(z)[:, None]
-            if e is not None:
-                e = e * _rownorm_scale(e)[:, None]
-                f = f * _rownorm_scale(f)[:, None]
-        out.append((x, z, e, f))
-    return out
+    acc, cos = problem.acc_dtype, problem.cosine
+    return [
+        (_feature_side(l.x, l.mu, cos, acc), _feature_side(l.z, l.mu, cos, acc),
+         _second_side(l.e, cos, acc), _second_side(l.f, cos, acc))
+        for l in problem.layers
+    ]
 
 
 def clean_class_matrix(problem: Problem) -> torch.Tensor:
@@ -61,6 +65,7 @@ def clean_class_matrix(problem: Problem) -> torch.Tensor:
 
 
 def _pair_kernel_block(factors, cols: slice) -> torch.Tensor:
+    """K[:, cols] (B × |cols|): Σ_layers <X~_i, Z~_j> · <E_i, F_j> (second factor optional)."""
     K = None
     for x, z, e, f in factors:
         term = x @ z[cols].T
@@ -68,11 +73,6 @@ def _pair_kernel_block(factors, cols: slice) -> torch.Tensor:
             term = term * (e @ f[cols].T)
         K = term if K is None else K + term
     return K
-
-
-def pair_kernel(problem: Problem, cols: slice = slice(None)) -> torch.Tensor:
-    """K[:, cols] (B × |cols|): Σ_layers <X~_i, Z~_j> · <E_i, F_j> (second factor optional)."""
-    return _pair_kernel_block(_prepared_factors(problem), cols)
 
 
 def class_similarity_pairwise(problem: Problem) -> torch.Tensor:
@@ -97,22 +97,15 @@ def _clean_prototypes(problem: Problem) -> list[torch.Tensor]:
     calls with the same clean tensors, see ``problem.CleanCache``)."""
     key = ("reference-prototypes", problem.cosine)
     if key not in problem.clean_memo:
-        acc = problem.acc_dtype
+        acc, cos = problem.acc_dtype, problem.cosine
         A = clean_class_matrix(problem)
         protos = []
         for layer in problem.layers:
-            z = layer.z.to(acc)
-            if layer.mu is not None:
-                z = z - layer.mu
-            if problem.cosine:
-                z = z * _rownorm_scale(z)[:, None]
+            z = _feature_side(layer.z, layer.mu, cos, acc)
             if layer.f is None:
                 protos.append(A.T @ z)
             else:
-                f = layer.f.to(acc)
-                if problem.cosine:
-                    f = f * _rownorm_scale(f)[:, None]
-                protos.append(torch.einsum("jc,jk,jd->ckd", A, f, z))
+                protos.append(torch.einsum("jc,jk,jd->ckd", A, _second_side(layer.f, cos, acc), z))
         problem.clean_memo[key] = protos
     return problem.clean_memo[key]
 
@@ -127,18 +120,11 @@ def class_similarity_prototype(problem: Problem) -> torch.Tensor:
     B, C = problem.batch_size, problem.num_classes
     S = torch.zeros(B, C, dtype=acc, device=problem.device)
     for layer, proto in zip(problem.layers, _clean_prototypes(problem)):
-        x = layer.x.to(acc)
-        if layer.mu is not None:
-            x = x - layer.mu
-        if problem.cosine:
-            x = x * _rownorm_scale(x)[:, None]
+        x = _feature_side(layer.x, layer.mu, problem.cosine, acc)
         if layer.e is None:
             S += x @ proto.T
         else:
-            e = layer.e.to(acc)
-            if problem.cosine:
-                e = e * _rownorm_scale(e)[:, None]
-            S += torch.einsum("ik,ckd,id->ic", e, proto, x)
+            S += torch.einsum("ik,ckd,id->ic", _second_side(layer.e, problem.cosine, acc), proto, x)
     return S
 
 

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import validate as V
 from .weights import class_similarity, fbr_from_similarity
 
 _NPY = (".npy",)

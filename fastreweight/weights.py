@@ -284,9 +284,6 @@ class Reweighter:
         self.weights[idx] = new
         return new
 
-    def __getitem__(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.weights[idx]
-
     def state_dict(self) -> dict:
         return {
             "weights": self.weights.clone(),

@@ -1,5 +1,4 @@
 """The reference path against literal SPEC loops and against explicit per-sample gradients."""
-import math
 
 import pytest
 import torch
