@@ -1,13 +1,25 @@
 """End-to-end training-step cost of every method, as ratios to ERM measured in the same run.
 
-    python benchmarks/bench_e2e.py [--rounds 3] [--epochs 3] [--device cpu]
+    python benchmarks/bench_e2e.py [--suite cpu-mlp|gpu-preact18|gpu-resnet34-paper] [--rounds 3] [--epochs 3]
 
-MLP of the ``demo-mnist`` preset on MNIST-5k (40% symmetric noise, 100 clean labels), batch 64, one
-thread by default.  Reweighting is active from the first step (no warm-up), so the time is that of a
-reweighted step.  Methods run interleaved in ``rounds`` rounds (erm, fbr, ... then again) so slow drift
-of the machine hits all alike; a method's time is the median over rounds of its median epoch time,
-divided by the number of training steps per epoch.  Epoch times include each method's clean passes
-(none unless the method's settings say so).  Appends to ``benchmarks/results/e2e_cpu.jsonl``.
+Suites:
+
+* ``cpu-mlp`` (default): the MLP of the ``demo-mnist`` preset on MNIST-5k (40% symmetric noise, 100
+  clean labels), batch 64, one CPU thread.  Appends to ``benchmarks/results/e2e_cpu.jsonl``.
+* ``gpu-preact18``: PreAct-ResNet-18, batch 128, on random 3×32×32 inputs (3840 training samples = 30
+  steps per epoch, 500 clean samples, 10 classes), every method.  Appends to ``e2e_gpu.jsonl``.
+* ``gpu-resnet34-paper``: the published CIFAR recipe's step cost (SPEC §7, preset ``paper-cifar``:
+  ResNet-34, batch 256, 30 clean passes of batch 128 per epoch) at one tenth of CIFAR's scale (4500
+  training and 200 clean samples, which keeps the ratio of training steps to clean-pass steps and to
+  the eval-mode clean forward), random 3×32×32 inputs: ERM, ERM with the same clean passes,
+  ``recipe="paper"`` and its faster variants.  Appends to ``e2e_gpu.jsonl``.
+
+Reweighting is active from the first step (no warm-up), so the time is that of a reweighted step.
+Methods run interleaved in ``rounds`` rounds (erm, fbr, ... then again) so slow drift of the machine
+hits all alike; a method's time is the median over rounds of its median epoch time (the first epoch,
+with compilation and autotuning, is dropped), divided by the number of training steps per epoch.
+Epoch times include each method's clean passes; on CUDA the trainer synchronises once at the end of
+each epoch, so queued kernels are counted.
 """
 from __future__ import annotations
 
@@ -16,6 +28,7 @@ import json
 import os
 import statistics
 import sys
+import time
 
 import torch
 
@@ -26,7 +39,9 @@ from fastreweight import presets as P  # noqa: E402
 from fastreweight.bench import environment  # noqa: E402
 from fastreweight.train import train  # noqa: E402
 
-METHODS = {
+RESULTS = os.path.join(os.path.dirname(__file__), "results")
+
+ALL_METHODS = {
     "erm": dict(method="erm"),
     "fbr (default: stateful, cache)": dict(method="fbr", warmup=0),
     "fbr clean_features=batch": dict(method="fbr", warmup=0, clean_features="batch"),
@@ -39,42 +54,102 @@ METHODS = {
     "coteaching": dict(method="coteaching"),
 }
 
+PAPER_METHODS = {
+    "erm": dict(method="erm"),
+    "erm + 30 clean passes": dict(method="erm", clean_passes=30),
+    "fbr recipe=paper (eval forward, 30 clean passes)": dict(method="fbr", recipe="paper", skip_epochs=-1, clean_passes=30),
+    "fbr recipe=paper, train features (variant a)": dict(method="fbr", recipe="paper", skip_epochs=-1, clean_passes=30,
+                                                         batch_features="train"),
+    "fbr recipe=paper, train features, 5 clean passes (variant b)": dict(method="fbr", recipe="paper", skip_epochs=-1,
+                                                                        clean_passes=5, batch_features="train"),
+    "fbr stateful, cache (variant c)": dict(method="fbr", warmup=0),
+}
+
+
+def synthetic_images(n_train: int, clean: int, num_classes: int = 10, seed: int = 0) -> D.NoisyData:
+    g = torch.Generator().manual_seed(seed)
+    n = n_train + clean
+    x = torch.randn(n, 3, 32, 32, generator=g)
+    y = torch.arange(n) % num_classes
+    return D.make_split(x, y, num_classes=num_classes, noise="sym", rate=0.4, clean_size=clean, test_size=0,
+                        dataset="random-32x32", seed=seed)
+
+
+def suite(name: str, args):
+    """(data, model name, batch size, optimiser preset, methods, model label, results file)."""
+    if name == "cpu-mlp":
+        preset = P.get_preset("demo-mnist")
+        data = D.make_data("mnist5k", noise="sym", rate=0.4, clean_size=100, seed=0)
+        return data, preset.model, preset.batch_size, preset, ALL_METHODS, "mlp (demo-mnist)", "e2e_cpu.jsonl"
+    if name == "gpu-preact18":
+        preset = P.get_preset("paper-cifar")
+        data = synthetic_images(30 * 128 // args.shrink, 500 // args.shrink)
+        return data, "preact-resnet18", 128, preset, ALL_METHODS, "preact-resnet18 (random 3x32x32)", "e2e_gpu.jsonl"
+    if name == "gpu-resnet34-paper":
+        preset = P.get_preset("paper-cifar")
+        data = synthetic_images(4500 // args.shrink, 200 // args.shrink)
+        return (data, preset.model, preset.batch_size, preset, PAPER_METHODS,
+                "resnet34 paper-cifar at 1/10 scale (random 3x32x32)", "e2e_gpu.jsonl")
+    raise ValueError(f"unknown suite {name!r}")
+
 
 def main(argv=None):
     ap = argparse.ArgumentParser()
+    ap.add_argument("--suite", default="cpu-mlp", choices=("cpu-mlp", "gpu-preact18", "gpu-resnet34-paper"))
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "e2e_cpu.jsonl"))
+    ap.add_argument("--device", default=None, help="default: cpu for cpu-mlp, cuda for the gpu suites")
+    ap.add_argument("--amp", default=None, choices=(None, "bf16", "fp16"))
+    ap.add_argument("--methods", default=None, help="comma-separated subset of the suite's method names")
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--budget-s", type=float, default=None,
+                    help="start no new round after this many seconds (the rounds done are written)")
+    ap.add_argument("--shrink", type=int, default=1, help="divide the gpu suites' sample counts (script checks only)")
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    preset = P.get_preset("demo-mnist")
-    data = D.make_data("mnist5k", noise="sym", rate=0.4, clean_size=100, seed=0)
-    steps = -(-len(data.y_train) // preset.batch_size)
-    times = {name: [] for name in METHODS}
+    device = args.device or ("cpu" if args.suite == "cpu-mlp" else "cuda")
+    if device == "cpu":
+        torch.set_num_threads(args.threads)
+    else:
+        torch.backends.cudnn.benchmark = True
+    data, model_name, batch_size, preset, methods, model_label, out_name = suite(args.suite, args)
+    if args.methods:
+        keep = [m.strip() for m in args.methods.split(",")]
+        methods = {k: v for k, v in methods.items() if k in keep}
+    out = args.out or os.path.join(RESULTS, out_name)
+    steps = -(-len(data.y_train) // batch_size)
+    shape = tuple(data.x_train.shape[1:])
+    times = {name: [] for name in methods}
+    t_start = time.perf_counter()
+    rounds_done = 0
     for _ in range(args.rounds):
-        for name, kw in METHODS.items():
+        if rounds_done and args.budget_s is not None and time.perf_counter() - t_start > args.budget_s:
+            break
+        for name, kw in methods.items():
             torch.manual_seed(0)
-            shape = tuple(data.x_train.shape[1:])
-            model = Mo.build_model(preset.model, shape, data.num_classes)
+            model = Mo.build_model(model_name, shape, data.num_classes)
             opt = P.build_optimizer(preset, model.parameters())
             extra = {}
             if kw["method"] == "coteaching":
-                extra["model2"] = Mo.build_model(preset.model, shape, data.num_classes)
+                extra["model2"] = Mo.build_model(model_name, shape, data.num_classes)
                 extra["optimizer2"] = P.build_optimizer(preset, extra["model2"].parameters())
-            res = train(model, opt, data, epochs=args.epochs, batch_size=preset.batch_size, device=args.device, **kw, **extra)
+            res = train(model, opt, data, epochs=args.epochs, batch_size=batch_size, device=device, amp=args.amp,
+                        **kw, **extra)
             times[name].append(statistics.median(res.epoch_seconds[1:] or res.epoch_seconds))
-    env = environment(torch.device(args.device))
+        rounds_done += 1
+    env = environment(torch.device(device))
     erm = statistics.median(times["erm"])
-    with open(args.out, "a") as fh:
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "a") as fh:
         for name, ts in times.items():
             t = statistics.median(ts)
-            rec = dict(method=name, seconds_per_epoch=t, ms_per_step=1e3 * t / steps, ratio_to_erm=t / erm,
-                       steps_per_epoch=steps, rounds=args.rounds, epochs=args.epochs, threads=args.threads,
-                       model="mlp (demo-mnist)", batch_size=preset.batch_size, env=env)
+            rec = dict(suite=args.suite, method=name, seconds_per_epoch=t, ms_per_step=1e3 * t / steps,
+                       ratio_to_erm=t / erm, steps_per_epoch=steps, rounds=rounds_done, epochs=args.epochs,
+                       threads=args.threads if device == "cpu" else None, amp=args.amp, model=model_label,
+                       batch_size=batch_size, train_samples=len(data.y_train), clean_samples=len(data.y_clean),
+                       settings=dict(methods[name]), env=env)
             fh.write(json.dumps(rec) + "\n")
-            print(f"{name:>48}: {rec['ms_per_step']:.3f} ms/step  ×{rec['ratio_to_erm']:.2f} ERM", flush=True)
+            print(f"{name:>62}: {rec['ms_per_step']:8.3f} ms/step  x{rec['ratio_to_erm']:.2f} ERM", flush=True)
 
 
 if __name__ == "__main__":

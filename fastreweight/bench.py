@@ -46,6 +46,10 @@ def environment(device: torch.device) -> dict:
 
 
 def _git_commit() -> str:
+    """The checkout's commit; ``FASTREWEIGHT_COMMIT`` names it where the tree was copied without ``.git``
+    (e.g. to a benchmark machine)."""
+    if os.environ.get("FASTREWEIGHT_COMMIT"):
+        return os.environ["FASTREWEIGHT_COMMIT"]
     try:
         here = os.path.dirname(os.path.abspath(__file__))
         return subprocess.check_output(["git", "-C", here, "rev-parse", "--short", "HEAD"], text=True,
@@ -172,7 +176,7 @@ QUICK_CASES = [
 ]
 
 
-def quick(device: str | torch.device = "cpu", backends=("reference", "cpp", "triton")) -> list[Record]:
+def quick(device: str | torch.device = "cpu", backends=("reference", "cpp", "triton", "cuda")) -> list[Record]:
     """A small sweep on whatever device is present: each available backend × strategy."""
     from . import backends as B
 

@@ -717,6 +717,8 @@ def train(
                 reweight_start = epoch + 1
         for s in schedulers:
             s.step()
+        if dev.type == "cuda":  # the epoch's kernels are queued asynchronously: wait once per epoch
+            torch.cuda.synchronize(dev)
         epoch_secs.append(time.perf_counter() - t0)
         if group_means and distributed:  # one all-reduce per epoch: the global batches' means
             sums = torch.stack(group_means)

@@ -17,8 +17,9 @@ stride; a factor whose feature dimension is not unit-stride is copied once (``.c
 Configurations
 ==============
 
-On a GPU the pairwise kernel is autotuned over ``HOPPER_CONFIGS`` (keyed by the class count, the
-feature sizes of the first layer, the number of layers and the kernel kind).  Autotuning picks the
+On a GPU the pairwise kernel is autotuned over ``HOPPER_CONFIGS`` (keyed by the batch size, the class
+count, the feature sizes of the first layer, the number of layers and the kernel kind; a training run
+has one batch size, plus at most one for a last partial batch).  Autotuning picks the
 fastest configuration on the first call per key, and different configurations sum in different orders,
 so for bit-repeatable runs (tests, experiments) use a fixed configuration: set the environment variable
 ``FASTREWEIGHT_TRITON_AUTOTUNE=0``, or wrap the calls in ``with fixed_config(): ...`` (optionally with
@@ -314,7 +315,7 @@ def _pairwise_autotuned():
             for c in HOPPER_CONFIGS
         ]
         _pairwise_tuned = triton.autotune(
-            configs=configs, key=["C", "D0", "K0", "NUM_LAYERS", "GRAD", "COSINE", "CENTER"]
+            configs=configs, key=["B", "C", "D0", "K0", "NUM_LAYERS", "GRAD", "COSINE", "CENTER"]
         )(pairwise.pairwise_similarity_kernel)
     return _pairwise_tuned
 
