@@ -346,11 +346,11 @@ def test_reweighter_class_runs_the_triton_update():
     import fastreweight as fr
 
     g = torch.Generator().manual_seed(3)
-    a = fr.Reweighter(1025, lr=0.4, backend="triton")
+    a = fr.Reweighter(1025, lr=0.4, backend="triton", device=DEVICE)
     b = fr.Reweighter(1025, lr=0.4, backend="reference")
     assert a.backend == "triton" and b.backend == "reference"
     for _ in range(4):
         idx = torch.randperm(1025, generator=g)[:97]
         r = torch.randn(97, generator=g)
-        torch.testing.assert_close(a.step(idx, r), b.step(idx, r), rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(a.weights, b.weights, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(a.step(idx.to(DEVICE), r.to(DEVICE)).cpu(), b.step(idx, r), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(a.weights.cpu(), b.weights, rtol=1e-6, atol=1e-6)

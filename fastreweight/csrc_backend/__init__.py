@@ -10,8 +10,8 @@ The ops live in the namespace ``fastreweight::`` (see ``csrc/fbr_common.h`` for 
 
 How a library is found, in order:
 
-1. a prebuilt extension module (``fastreweight._C_cpu`` / ``fastreweight._C_cuda``, built by
-   ``setup.py`` at install time);
+1. a prebuilt library (``fastreweight/_C_cpu*.so`` / ``fastreweight/_C_cuda*.so``, built by ``setup.py``
+   at install time), loaded by path with ``torch.ops.load_library``;
 2. otherwise a just-in-time build with ``torch.utils.cpp_extension.load`` from the ``csrc/`` sources
    (cached under ``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``); set
    ``FASTREWEIGHT_NO_JIT=1`` to forbid it.
@@ -23,6 +23,7 @@ Fake (meta) implementations are registered in Python so that ``torch.compile`` t
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import os
 import pathlib
@@ -73,11 +74,20 @@ def _jit_build(name: str, sources, cuda: bool) -> None:
     cpp_extension.load(**kwargs)
 
 
+def _load_prebuilt(module: str) -> None:
+    """Load a setup.py-built library by path with ``torch.ops.load_library`` (its static initialisers
+    register the ops); it needs no Python module init function."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.origin:
+        raise ImportError(f"no module named {module!r}")
+    torch.ops.load_library(spec.origin)
+
+
 def _load(name: str, module: str, sources, cuda: bool) -> str | None:
     try:
-        importlib.import_module(module)
+        _load_prebuilt(module)
         return None
-    except ImportError as exc:
+    except (ImportError, OSError) as exc:
         prebuilt_error = f"{type(exc).__name__}: {exc}"
     if _jit_disabled():
         return f"no prebuilt {module} ({prebuilt_error}) and FASTREWEIGHT_NO_JIT is set"
