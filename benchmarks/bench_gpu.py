@@ -18,7 +18,12 @@ prototype, the CUDA extension's pairwise) through ``fastreweight.fbr_scores`` �
 its validation-free hot path (``check_values=False``) — and a cuBLAS GEMM of the same FLOP count
 (B×(d+k) @ (d+k)×M) in the same dtype, measured next to each shape: every kernel's TFLOP/s is
 reported against it.  Also at the target shapes: the Triton kernel under matmul precision
-``"high"`` (tf32 class aggregation) to show what the exact fp32 aggregation costs.
+``"high"`` (tf32 class aggregation), an A/B of its two class-aggregation modes (one-hot product,
+segment sums) on one fixed configuration, and both Triton strategies with the clean-side memo cleared
+before every call (clean features that change every step; the other rows reuse the memoised clean
+side — class sort, centering corrections, prototypes — as a training loop with cached clean features
+does, while the eager reference recomputes everything every call).  Each Triton pairwise record names
+the launch configuration (``triton_config``: autotuned or fixed block sizes, split, aggregation mode).
 
 Timing: ``triton.testing.do_bench`` (median; it clears a 256 MB buffer between runs, so every run
 reads its inputs from HBM, not L2).  Peak extra memory: ``torch.cuda.max_memory_allocated`` above what
@@ -48,12 +53,24 @@ from baselines import eager_pairwise_fbr, naive_meta_scores  # noqa: E402
 import fastreweight as fr  # noqa: E402
 from fastreweight import backends  # noqa: E402
 from fastreweight.bench import Case, environment  # noqa: E402
+from fastreweight.kernels import backend as kb  # noqa: E402
+from fastreweight.problem import clean_cache  # noqa: E402
 
 TARGETS = [(1024, 16384, 512, 100, 0), (8192, 65536, 1024, 100, 0)]
 GRADIENT = [(1024, 16384, 512, 100, 10)]
 GRID = [(B, M, d, C, 0) for B, M, d, C in itertools.product((128, 1024, 8192), (2048, 16384, 65536), (512, 2048),
                                                              (10, 100, 1000))]
 DRY = [(17, 97, 33, 5, 0), (17, 97, 33, 5, 3)]  # --dry-run: bf16 (skipped by the interpreter), fp32 below
+
+
+def _fixed_agg(agg, fn):
+    with kb.fixed_config(AGG=agg):
+        return fn()
+
+
+def _cold(fn):
+    clean_cache.clear()
+    return fn()
 
 
 def timer(device, warmup_ms, rep_ms):
@@ -132,7 +149,7 @@ def main(argv=None):
     copy_ms = bench(lambda: dst.copy_(big))
     ceil = dict(bf16_gemm_tflops=2 * n ** 3 / gemm_ms / 1e9, bf16_gemm_n=n,
                 copy_gbs=2 * big.numel() * 4 / copy_ms / 1e6)
-    del ga, gb, big, dst
+    ga = gb = big = dst = None  # free before the shapes
     header = dict(kind="header", run_id=run_id, env=env, ceilings=ceil,
                   float32_matmul_precision=torch.get_float32_matmul_precision(), args=vars(args))
 
@@ -165,7 +182,7 @@ def main(argv=None):
             b = torch.randn(d + k, M, device=device).to(dt)
             same_gemm_ms = bench(lambda: a @ b)
             same_gemm_tflops = 2 * B * M * (d + k) / same_gemm_ms / 1e9
-            del a, b
+            a = b = None
             impls = {"eager-reference": lambda: eager_pairwise_fbr(x, y, z, u, C, e, f)}
             if compiled is not None:
                 impls["compile-reference"] = lambda: compiled(x, y, z, u, C, e, f)
@@ -179,8 +196,20 @@ def main(argv=None):
                     impls[f"{backend}-{strategy}"] = (lambda bk=backend, st=strategy: fr.fbr_scores(
                         x, y, z, u, num_classes=C, x2=e, clean_x2=f, shift="max", backend=bk, strategy=st,
                         check_values=False))
-                if backend == "triton" and first and dtype != "float32":
-                    impls["triton-pairwise[agg tf32]"] = "tf32"
+                if backend == "triton" and first:
+                    if dtype != "float32":
+                        impls["triton-pairwise[agg tf32]"] = "tf32"
+                    # A/B of the two class-aggregation modes on one fixed configuration
+                    for agg in (0, 1):
+                        impls[f"triton-pairwise[fixed config, AGG={agg}]"] = (lambda a=agg: _fixed_agg(
+                            a, lambda: fr.fbr_scores(x, y, z, u, num_classes=C, x2=e, clean_x2=f, shift="max",
+                                                     backend="triton", strategy="pairwise", check_values=False)))
+                    # clean side recomputed every call (memo cleared), as when the clean features change
+                    # every step (clean_features="batch"), and as the eager reference always does
+                    for strategy in ("pairwise", "prototype"):
+                        impls[f"triton-{strategy}[clean memo cleared]"] = (lambda st=strategy: _cold(
+                            lambda: fr.fbr_scores(x, y, z, u, num_classes=C, x2=e, clean_x2=f, shift="max",
+                                                  backend="triton", strategy=st, check_values=False)))
             if k:
                 impls["naive-vmap-grad meta"] = lambda: naive_meta_scores(x, e, z, f)
                 for backend in ("triton", "cuda"):
@@ -211,7 +240,8 @@ def main(argv=None):
                     key = "meta" if name.endswith("meta") else "fbr"
                     if key not in ref:
                         ref[key] = result
-                    rec = dict(kind="timing", run_id=run_id, case=case.__dict__, impl=name, ms=ms,
+                    config = kb.last_pairwise_config() if name.startswith("triton-pairwise") else None
+                    rec = dict(kind="timing", run_id=run_id, case=case.__dict__, impl=name, ms=ms, triton_config=config,
                                tflops=flops / ms / 1e9, pct_of_same_gemm=100 * (flops / ms / 1e9) / same_gemm_tflops,
                                same_gemm_ms=same_gemm_ms, same_gemm_tflops=same_gemm_tflops, extra_bytes=extra,
                                bxm_fp32_bytes=B * M * 4, first_call_s=first_call_s,

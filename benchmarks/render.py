@@ -160,6 +160,142 @@ def e2e_table():
     return "\n".join(lines)
 
 
+def _gpu_runs():
+    """Every GPU kernel-benchmark record under results/gpu_*/ (header + timings), newest directory last."""
+    import glob
+
+    files = sorted(glob.glob(os.path.join(RESULTS, "gpu_*", "run*", "gpu_kernels*.jsonl")))
+    out = []
+    for path in files:
+        with open(path) as fh:
+            recs = [json.loads(line) for line in fh if line.strip()]
+        header = next((r for r in recs if r.get("kind") == "header"), None)
+        if header is not None:
+            out.append((os.path.relpath(path, os.path.join(HERE, "..")), header, [r for r in recs if r.get("kind") == "timing"]))
+    return out
+
+
+def _key(c):
+    return (c["B"], c["M"], c["d"], c["C"], c["k"], c["dtype"])
+
+
+GPU_IMPLS = ["eager-reference", "compile-reference", "triton-pairwise", "triton-pairwise[agg tf32]", "cuda-pairwise",
+             "triton-prototype"]
+
+
+def gpu_targets_table():
+    runs = _gpu_runs()
+    if not runs:
+        return None
+    lines = []
+    for path, header, recs in runs:
+        env, ceil = header["env"], header["ceilings"]
+        lines += [
+            f"Source: `{path}` ({env['date'][:10]}, commit {env['commit']}, {env['device_name']}, torch {env['torch']}, "
+            f"triton {env['triton']}, CUDA {env['cuda']}; bf16 GEMM ceiling {ceil['bf16_gemm_tflops']:.0f} TFLOP/s, "
+            f"copy {ceil['copy_gbs']:.0f} GB/s, both measured in the run; float32 matmul precision "
+            f"`{header['float32_matmul_precision']}`). Milliseconds (median, `do_bench`); in brackets the pairwise "
+            "FLOPs over the time as a share of a cuBLAS GEMM of the same FLOPs and dtype timed next to it.",
+            "",
+            "| B | M | d | C | k | dtype | " + " | ".join(GPU_IMPLS) + " |",
+            "| --- " * (6 + len(GPU_IMPLS)) + "|",
+        ]
+        by = defaultdict(dict)
+        order = []
+        for r in recs:
+            k = _key(r["case"])
+            if k not in by:
+                order.append(k)
+            by[k][r["impl"]] = r
+        targets = [k for k in order if k[:5] in ((1024, 16384, 512, 100, 0), (8192, 65536, 1024, 100, 0),
+                                                  (1024, 16384, 512, 100, 10))]
+        for k in targets:
+            cells = []
+            for impl in GPU_IMPLS:
+                r = by[k].get(impl)
+                if r is None:
+                    cells.append("–")
+                elif impl == "triton-prototype":
+                    cells.append(f"{r['ms']:.3f}")
+                else:
+                    cells.append(f"{r['ms']:.3f} ({r['pct_of_same_gemm']:.0f}%)")
+            lines.append("| " + " | ".join(str(v) for v in k) + " | " + " | ".join(cells) + " |")
+        meta = [(k, by[k]) for k in targets if k[4] > 0]
+        for k, v in meta:
+            parts = [f"{impl} {v[impl]['ms']:.3f} ms" for impl in v if impl.endswith("meta")]
+            if parts:
+                lines.append("")
+                lines.append(f"Meta direction at {k[:5]} {k[5]}: " + ", ".join(parts) + ".")
+        lines.append("")
+    return "\n".join(lines).rstrip()
+
+
+def gpu_grid_table():
+    runs = [r for r in _gpu_runs() if len(r[2]) > 60]
+    if not runs:
+        return None
+    path, header, recs = runs[-1]
+    by = defaultdict(dict)
+    order = []
+    for r in recs:
+        k = _key(r["case"])
+        if k[4] == 0 and k[5] == "bfloat16":
+            if k not in by:
+                order.append(k)
+            by[k][r["impl"]] = r
+    impls = ["eager-reference", "compile-reference", "triton-pairwise", "triton-prototype"]
+    lines = [
+        f"Source: `{path}` (bf16, feature kernel; same run and columns as above; extra memory = peak allocation "
+        "above the inputs, MiB, of the Triton pairwise kernel; B×M fp32 would be the last column).",
+        "",
+        "| B | M | d | C | " + " | ".join(impls) + " | Triton pairwise extra MiB | B×M fp32 MiB |",
+        "| --- " * (4 + len(impls) + 2) + "|",
+    ]
+    for k in sorted(order):
+        cells = []
+        for impl in impls:
+            r = by[k].get(impl)
+            if r is None:
+                cells.append("–")
+            elif impl == "triton-prototype":
+                cells.append(f"{r['ms']:.3f}")
+            else:
+                cells.append(f"{r['ms']:.3f} ({r['pct_of_same_gemm']:.0f}%)")
+        tp = by[k].get("triton-pairwise")
+        extra = f"{tp['extra_bytes'] / 2**20:.1f}" if tp else "–"
+        bxm = f"{k[0] * k[1] * 4 / 2**20:.0f}"
+        lines.append(f"| {k[0]} | {k[1]} | {k[2]} | {k[3]} | " + " | ".join(cells) + f" | {extra} | {bxm} |")
+    return "\n".join(lines)
+
+
+def e2e_gpu_table():
+    import glob
+
+    files = sorted(glob.glob(os.path.join(RESULTS, "gpu_*", "run*", "e2e_gpu.jsonl")))
+    if not files:
+        return None
+    lines = []
+    for path in files:
+        with open(path) as fh:
+            recs = [json.loads(line) for line in fh if line.strip()]
+        for suite in dict.fromkeys(r["suite"] for r in recs):
+            rs = [r for r in recs if r["suite"] == suite]
+            env = rs[-1]["env"]
+            r0 = rs[0]
+            lines += [
+                f"Source: `{os.path.relpath(path, os.path.join(HERE, '..'))}`, suite `{suite}` ({env['date'][:10]}, commit "
+                f"{env['commit']}, {env['device_name']}, {r0['model']}, batch {r0['batch_size']}, {r0['train_samples']} "
+                f"training / {r0['clean_samples']} clean samples, fp32, median of {r0['rounds']} interleaved rounds).",
+                "",
+                "| method | ms per training step | × ERM |",
+                "| --- | --- | --- |",
+            ]
+            for r in rs:
+                lines.append(f"| {r['method']} | {r['ms_per_step']:.2f} | {r['ratio_to_erm']:.2f} |")
+            lines.append("")
+    return "\n".join(lines).rstrip()
+
+
 def _replace_section(text, name, body):
     pat = re.compile(rf"(<!-- generated:{name} -->\n)(.*?)(<!-- /generated:{name} -->)", re.S)
     if not pat.search(text):
@@ -194,7 +330,8 @@ def plots():
 
 
 SECTIONS = {"cleanlab": cleanlab_table, "micro-cpu": micro_table, "variants": variants_table,
-            "ablation": ablation_table, "e2e-cpu": e2e_table}
+            "ablation": ablation_table, "e2e-cpu": e2e_table, "gpu-targets": gpu_targets_table,
+            "gpu-grid": gpu_grid_table, "e2e-gpu": e2e_gpu_table}
 
 
 def main():

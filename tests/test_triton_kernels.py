@@ -9,6 +9,7 @@ and every call uses the fixed, deterministic kernel configuration.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
@@ -354,3 +355,109 @@ def test_reweighter_class_runs_the_triton_update():
         r = torch.randn(97, generator=g)
         torch.testing.assert_close(a.step(idx.to(DEVICE), r.to(DEVICE)).cpu(), b.step(idx, r), rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(a.weights.cpu(), b.weights, rtol=1e-6, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# class aggregation modes and clean-side memoisation
+# ---------------------------------------------------------------------------------------------
+AGG_CASES = {
+    # name: (B, M, C, dims, ks, absent) — few large classes, many small ones per tile, absent classes
+    "large-classes": (17, 1025, 3, [21], None, ()),
+    "many-per-tile": (33, 97, 40, [13], None, (1, 2, 17, 39)),
+    "grad-2layers": (17, 300, 5, [19, 6], [5, 3], (2,)),
+}
+
+
+@pytest.mark.parametrize("agg", [0, 1], ids=["one-hot", "segment"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("case", list(AGG_CASES))
+def test_aggregation_modes(case, dtype, agg):
+    B, M, C, dims, ks, absent = AGG_CASES[case]
+    data = make_data(B, M, C, dims, ks, absent=absent, seed=31)
+    with kb.fixed_config(AGG=agg):
+        check(similarity, data, dtype, num_classes=C, center="clean", strategy="pairwise", on_missing_class="skip")
+        check(fbr, data, dtype, num_classes=C, center="clean", normalize="cosine", shift="max", strategy="pairwise",
+              on_missing_class="skip")
+
+
+@pytest.mark.parametrize("strategy", ["pairwise", "prototype"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_clean_side_memo_is_reused_and_invalidated(strategy, dtype):
+    """The clean-side quantities the launcher memoises (class sort, centering corrections, cosine
+    scales, prototypes) are reused for the same clean tensors and rebuilt when one changes in place."""
+    from fastreweight.problem import clean_cache
+
+    clean_cache.clear()
+    data = cast(make_data(17, 200, 6, [24], [5], absent=(4,), seed=37), dtype)
+    kw = dict(num_classes=6, center="clean", normalize="cosine", shift="max", strategy=strategy,
+              on_missing_class="skip", backend="triton")
+    first = W.fbr_scores(**data, **kw)
+    again = W.fbr_scores(**data, **kw)  # memo hit
+    assert torch.equal(first, again)
+    with torch.no_grad():
+        data["clean_x"][0].mul_(-0.5).add_(0.25)  # in place: the version counter invalidates the memo
+    changed = W.fbr_scores(**data, **kw)
+    truth = W.fbr_scores(**upcast(data), **{**kw, "backend": "reference"})
+    assert rel_err(changed, truth) <= 1e-4
+    assert not torch.equal(changed, first)
+    clean_cache.clear()
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU only: every Hopper configuration on a large grid (many batch and class tiles)
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.skipif(INTERPRETED, reason="large shapes and every autotuning configuration: GPU only")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("config", list(range(len(kb.HOPPER_CONFIGS))) + ["autotune"])
+def test_hopper_configs_large_grid(config, dtype):
+    """B = 8192, C = 1000 (many batch × class tiles): every configuration, both aggregation modes, and
+    the autotuned launch against the float64 reference (an H100 run on 2026-11-26 saw 3–8% errors
+    from the autotuned kernel at B = 8192, C = 1000; this pins the configuration)."""
+    B, M, d, C = 8192, 2048, 64, 1000
+    g = torch.Generator().manual_seed(41)
+    x = torch.randn(B, d, generator=g, dtype=torch.float64) + 0.5
+    z = torch.randn(M, d, generator=g, dtype=torch.float64) + 0.5
+    y = torch.randint(0, C, (B,), generator=g)
+    u = torch.arange(M) % C
+    xd, zd, yd, ud = x.to(DEVICE, dtype), z.to(DEVICE, dtype), y.to(DEVICE), u.to(DEVICE)
+    kw = dict(num_classes=C, strategy="pairwise")
+    truth = W.class_similarity(xd.double(), yd, zd.double(), ud, backend="reference", **kw)
+    e_eager = rel_err(W.class_similarity(xd, yd, zd, ud, backend="reference", **kw), truth)
+    saved = list(kb._fixed_override)
+    try:
+        for agg in (0, 1):
+            if config == "autotune":
+                kb._fixed_override.clear()  # the autouse fixture's fixed configuration off: autotune
+                ctx = contextlib.nullcontext()
+            else:
+                ctx = kb.fixed_config(AGG=agg, **kb.HOPPER_CONFIGS[config])
+            with ctx:
+                got = W.class_similarity(xd, yd, zd, ud, backend="triton", **kw)
+            assert rel_err(got, truth) <= K_ERR * e_eager + FLOOR[dtype], (config, agg, rel_err(got, truth), e_eager)
+            if config == "autotune":
+                break
+    finally:
+        kb._fixed_override[:] = saved
+
+
+# ---------------------------------------------------------------------------------------------
+# the compiled kernel (no GPU needed): sm_90a code, tensor cores, no spills
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_pairwise_kernel_compiles_for_sm90a_without_spills():
+    """benchmarks/inspect_sm90.py compiles every Hopper configuration for sm_90a with Triton's bundled
+    ptxas and fails if a bf16 feature-kernel configuration uses local memory (spills)."""
+    import subprocess
+    import sys
+
+    import triton
+
+    if not os.path.exists(os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")):
+        pytest.skip("this triton wheel ships no cuobjdump")
+    script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "inspect_sm90.py")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    res = subprocess.run([sys.executable, script, "--check"], env=env, capture_output=True, text=True, timeout=1200)
+    assert res.returncode == 0, res.stdout + res.stderr
+    rows = [line.split() for line in res.stdout.splitlines() if "feature" in line]
+    assert rows and all(int(r[-3]) > 0 for r in rows), res.stdout  # HGMMA: the Gram runs on tensor cores
+    assert all(int(r[-2]) == 0 for r in rows if r[4] == "segment"), res.stdout  # no FMA aggregation

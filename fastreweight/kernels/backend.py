@@ -95,8 +95,10 @@ HOPPER_CONFIGS = (
 
 # The fixed configuration (tests, FASTREWEIGHT_TRITON_AUTOTUNE=0, the interpreter).  Small tiles under
 # the interpreter keep the CPU emulation cheap and still cover several tiles on small test shapes.
-_FIXED_GPU = dict(BLOCK_B=64, BLOCK_M=64, BLOCK_D=32, BLOCK_K=32, BLOCK_C=None, SPLIT=None, num_warps=4, num_stages=2)
-_FIXED_INTERP = dict(BLOCK_B=32, BLOCK_M=32, BLOCK_D=32, BLOCK_K=16, BLOCK_C=16, SPLIT=None, num_warps=4, num_stages=1)
+_FIXED_GPU = dict(BLOCK_B=64, BLOCK_M=64, BLOCK_D=32, BLOCK_K=32, BLOCK_C=None, SPLIT=None, AGG=None, num_warps=4,
+                  num_stages=2)
+_FIXED_INTERP = dict(BLOCK_B=32, BLOCK_M=32, BLOCK_D=32, BLOCK_K=16, BLOCK_C=16, SPLIT=None, AGG=None, num_warps=4,
+                     num_stages=1)
 
 _fixed_override: list[dict] = []
 _poison = [False]
@@ -105,7 +107,8 @@ _poison = [False]
 @contextlib.contextmanager
 def fixed_config(**overrides):
     """Use the fixed (non-autotuned) configuration inside the block, with optional overrides of
-    BLOCK_B, BLOCK_M, BLOCK_D, BLOCK_K, BLOCK_C (powers of two ≥ 16), SPLIT, num_warps, num_stages."""
+    BLOCK_B, BLOCK_M, BLOCK_D, BLOCK_K, BLOCK_C (powers of two ≥ 16), SPLIT, AGG (0: one-hot product,
+    1: segment sums; default: chosen per call), num_warps, num_stages."""
     unknown = set(overrides) - set(_FIXED_GPU)
     if unknown:
         raise ValueError(f"fixed_config: unknown option(s) {sorted(unknown)}; known: {sorted(_FIXED_GPU)}")
@@ -268,42 +271,91 @@ def _row_scales(a: torch.Tensor, mu: torch.Tensor | None) -> torch.Tensor:
     return out
 
 
-def _prepared_layers(problem):
-    """Per layer: (x, z, e, f, mu, sb, sm) with unit-stride features, fp32 mu and cosine row scales."""
+def _row_dots(a: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+    """<a_r, mu> per row (fp32) — the CENTER=2 correction pre-pass."""
+    R, D = a.shape
+    out = _alloc((R,), torch.float32, a.device)
+    if R == 0:
+        return out
+    block_r = 32
+    block_d = _pow2(D, 16, 128)
+    pairwise.row_dot_kernel[(triton.cdiv(R, block_r),)](
+        a, mu, out,
+        R, D,
+        a.stride(0),
+        BLOCK_R=block_r, BLOCK_D=block_d,
+    )
+    return out
+
+
+def _clean_memo(problem, key, compute):
+    """Clean-side quantities depend on the clean inputs only: memoised with them (problem.clean_memo,
+    invalidated when a clean tensor changes), so a training loop that scores many batches against one
+    clean set computes them once."""
+    memo = problem.clean_memo
+    full = ("triton",) + key
+    if full not in memo:
+        memo[full] = compute()
+    return memo[full]
+
+
+def _prepared_layers(problem, center_mode: int):
+    """Per layer: (x, z, e, f, mu, sb, sm, xa, zb) with unit-stride features, fp32 mu, cosine row
+    scales and, for ``center_mode == 2``, the centering corrections; the clean-side ones memoised."""
     out = []
-    for layer in problem.layers:
+    for i, layer in enumerate(problem.layers):
+        # (the memo never holds the clean tensors themselves: it must not keep them alive)
         x, z = _rowmajor(layer.x), _rowmajor(layer.z)
         e = _rowmajor(layer.e) if layer.e is not None else None
         f = _rowmajor(layer.f) if layer.f is not None else None
         mu = layer.mu.to(torch.float32).contiguous() if layer.mu is not None else None
-        sb = sm = None
+        sb = sm = xa = zb = None
         if problem.cosine:
             sb = _row_scales(x, mu)
-            sm = _row_scales(z, mu)
             if e is not None:
                 sb = sb * _row_scales(e, None)
-                sm = sm * _row_scales(f, None)
-        out.append((x, z, e, f, mu, sb, sm))
+
+            def clean_scales():
+                v = _row_scales(z, mu)
+                return v * _row_scales(f, None) if f is not None else v
+
+            sm = _clean_memo(problem, ("sm", i), clean_scales)  # only built for cosine problems
+        if center_mode == 2:
+            xa = _row_dots(x, mu)
+            zb = _clean_memo(problem, ("zb", i), lambda: _row_dots(z, mu) - (mu * mu).sum())
+        out.append((x, z, e, f, mu, sb, sm, xa, zb))
     return out
 
 
 def _class_sort(problem):
-    """Clean rows sorted by class (stable; out-of-range labels dropped) and each class's start."""
-    C = problem.num_classes
-    u = problem.clean_y
-    valid = (u >= 0) & (u < C)
-    key = torch.where(valid, u, torch.full_like(u, C))
-    order = torch.argsort(key, stable=True)
-    counts = problem.class_counts  # counts of the in-range labels per class
-    row_off = torch.zeros(C + 1, dtype=torch.int64, device=u.device)
-    row_off[1:] = torch.cumsum(counts, 0)
-    return order.to(torch.int32), key[order].to(torch.int32), row_off.to(torch.int32)
+    """Clean rows sorted by class (stable; out-of-range labels dropped) and each class's start;
+    memoised with the clean inputs."""
+
+    def compute():
+        C = problem.num_classes
+        u = problem.clean_y
+        valid = (u >= 0) & (u < C)
+        key = torch.where(valid, u, torch.full_like(u, C))
+        order = torch.argsort(key, stable=True)
+        counts = problem.class_counts  # counts of the in-range labels per class
+        row_off = torch.zeros(C + 1, dtype=torch.int64, device=u.device)
+        row_off[1:] = torch.cumsum(counts, 0)
+        return order.to(torch.int32), key[order].to(torch.int32), row_off.to(torch.int32)
+
+    return _clean_memo(problem, ("class_sort",), compute)
 
 
 # ---------------------------------------------------------------------------------------------
 # pairwise
 # ---------------------------------------------------------------------------------------------
 _pairwise_tuned = None
+_last_pairwise_config: dict = {}
+
+
+def last_pairwise_config() -> dict:
+    """The launch configuration of the last pairwise kernel call (block sizes, warps, stages, whether
+    autotuned, the class-tile width, split and aggregation mode) — for benchmark records."""
+    return dict(_last_pairwise_config)
 
 
 def _pairwise_autotuned():
@@ -315,7 +367,7 @@ def _pairwise_autotuned():
             for c in HOPPER_CONFIGS
         ]
         _pairwise_tuned = triton.autotune(
-            configs=configs, key=["B", "C", "D0", "K0", "NUM_LAYERS", "GRAD", "COSINE", "CENTER"]
+            configs=configs, key=["B", "C", "D0", "K0", "NUM_LAYERS", "GRAD", "COSINE", "CENTER", "AGG"]
         )(pairwise.pairwise_similarity_kernel)
     return _pairwise_tuned
 
@@ -329,11 +381,11 @@ def _num_sms(device: torch.device) -> int:
 def _pairwise_similarity(problem) -> torch.Tensor:
     B, M, C = problem.batch_size, problem.num_clean, problem.num_classes
     device = problem.device
-    layers = _prepared_layers(problem)
-    L = len(layers)
     grad = problem.gradient_kernel
     # centering: in registers for fp32 operands, rank-1 corrections for fp16/bf16 (pairwise.py doc)
-    center = 0 if layers[0][4] is None else (1 if problem.input_dtype == torch.float32 else 2)
+    center = 0 if problem.layers[0].mu is None else (1 if problem.input_dtype == torch.float32 else 2)
+    layers = _prepared_layers(problem, center)
+    L = len(layers)
     perm, lab, row_off = _class_sort(problem)
     cw = problem.class_weight.to(torch.float32).contiguous()
 
@@ -358,27 +410,31 @@ def _pairwise_similarity(problem) -> torch.Tensor:
     strides = []
     for i in range(MAX_LAYERS):
         if i < L:
-            x, z, e, f, mu, sb, sm = layers[i]
+            x, z, e, f, mu, sb, sm, xa, zb = layers[i]
             ee = e if e is not None else x
             ff = f if f is not None else z
-            args += [x, z, ee, ff, mu if mu is not None else dummy, sb if sb is not None else dummy,
-                     sm if sm is not None else dummy]
+            args += [x, z, ee, ff] + [t if t is not None else dummy for t in (mu, sb, sm, xa, zb)]
             sizes += [x.shape[1], e.shape[1] if e is not None else 0]
             strides += [x.stride(0), z.stride(0), ee.stride(0), ff.stride(0)]
         else:
             x, z = layers[0][0], layers[0][1]
-            args += [x, z, x, z, dummy, dummy, dummy]
+            args += [x, z, x, z, dummy, dummy, dummy, dummy, dummy]
             sizes += [0, 0]
             strides += [0, 0, 0, 0]
     prec = _input_precision()
     agg_prec = prec  # see pairwise.py, "Class aggregation": tf32x3 spills registers
+    # aggregation: segment sums where a clean tile spans few classes (pairwise.py, "Class aggregation")
+    agg = cfg["AGG"] if cfg["AGG"] is not None else (1 if M >= 32 * C else 0)
     meta = dict(NUM_LAYERS=L, GRAD=grad, CENTER=center, COSINE=problem.cosine, BLOCK_C=block_c,
-                INPUT_PRECISION=prec, AGG_PRECISION=agg_prec)
+                INPUT_PRECISION=prec, AGG=agg, AGG_PRECISION=agg_prec)
     call_args = (*args, perm, lab, row_off, cw, out, B, C, split, *sizes, *strides, out.stride(0), out.stride(1))
     if autotune:
         kern = _pairwise_autotuned()
         grid = lambda META: (triton.cdiv(B, META["BLOCK_B"]), tiles_c, split)  # noqa: E731
         kern[grid](*call_args, **meta)
+        best = kern.best_config
+        _last_pairwise_config.update(best.kwargs, num_warps=best.num_warps, num_stages=best.num_stages,
+                                     autotuned=True)
     else:
         grid = (triton.cdiv(B, cfg["BLOCK_B"]), tiles_c, split)
         pairwise.pairwise_similarity_kernel[grid](
@@ -386,6 +442,9 @@ def _pairwise_similarity(problem) -> torch.Tensor:
             BLOCK_B=cfg["BLOCK_B"], BLOCK_M=cfg["BLOCK_M"], BLOCK_D=cfg["BLOCK_D"], BLOCK_K=cfg["BLOCK_K"],
             num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
         )
+        _last_pairwise_config.update({k: cfg[k] for k in ("BLOCK_B", "BLOCK_M", "BLOCK_D", "BLOCK_K", "num_warps",
+                                                           "num_stages")}, autotuned=False)
+    _last_pairwise_config.update(BLOCK_C=block_c, SPLIT=split, AGG=agg, CENTER=center)
     if split == 1:
         return out[0]
     return out.sum(dim=0)  # fixed-order reduction of the partial sums: repeatable
@@ -409,25 +468,50 @@ def _clean_weights(problem) -> torch.Tensor:
     return A
 
 
-def _prototype_similarity(problem) -> torch.Tensor:
-    B, M, C = problem.batch_size, problem.num_clean, problem.num_classes
-    device = problem.device
-    layers = _prepared_layers(problem)
+def _centred_clean(z, mu):
+    # the clean side in fp32, centred once (the fp32 upcast of half inputs is a copy anyway; centring
+    # before the class sums avoids the cancellation of Aᵀ Z − (Aᵀ1) muᵀ)
+    zc = z.to(torch.float32)
+    return zc - mu[None, :] if mu is not None else zc
+
+
+def _feature_prototypes(problem, z, mu, sm) -> torch.Tensor:
+    """P = Aᵀ diag(s^M) Z~ (C×d, fp32)."""
     A = _clean_weights(problem)
+    Aw = A * sm[:, None] if sm is not None else A
+    return (Aw.T @ _centred_clean(z, mu)).contiguous()
+
+
+def _gradient_prototypes(problem, z, f, mu, sm) -> torch.Tensor:
+    """G_c = Σ_j A_jc s^M_j F_j ⊗ Z~_j (C×k×d, fp32), in chunks of classes bounding the M×(c·k) temporary."""
+    A = _clean_weights(problem)
+    Aw = A * sm[:, None] if sm is not None else A
+    zc = _centred_clean(z, mu)
+    ff = f.to(torch.float32)
+    M, k, d, C = z.shape[0], f.shape[1], z.shape[1], problem.num_classes
+    G = torch.empty(C, k, d, dtype=torch.float32, device=z.device)
+    cc = max(1, _PROTO_CHUNK_ELEMS // max(1, M * k))
+    for c0 in range(0, C, cc):
+        c1 = min(C, c0 + cc)
+        H = (Aw[:, c0:c1, None] * ff[:, None, :]).reshape(M, (c1 - c0) * k)  # M×(c·k)
+        G[c0:c1] = (H.T @ zc).view(c1 - c0, k, d)
+    return G
+
+
+def _prototype_similarity(problem) -> torch.Tensor:
+    B, C = problem.batch_size, problem.num_classes
+    device = problem.device
+    layers = _prepared_layers(problem, 0)
     cfg = _fixed(device)
     prec = _input_precision()
     out = _alloc((len(layers), B, C), torch.float32, device)
     block_b = cfg["BLOCK_B"]
-    for li, (x, z, e, f, mu, sb, sm) in enumerate(layers):
-        Aw = A * sm[:, None] if sm is not None else A
-        # the clean side in fp32: centred once here (the fp32 upcast of half inputs is a copy anyway;
-        # centring before the class sums avoids the cancellation of Aᵀ Z − (Aᵀ1) muᵀ)
-        zc = z.to(torch.float32)
-        if mu is not None:
-            zc = zc - mu[None, :]
+    for li, (x, z, e, f, mu, sb, sm, _, _) in enumerate(layers):
         d = x.shape[1]
         if e is None:
-            P = (Aw.T @ zc).contiguous()  # C×d
+            # prototypes depend on the clean side only: memoised with it
+            P = _clean_memo(problem, ("prototypes", li, problem.cosine, prec),
+                            lambda: _feature_prototypes(problem, z, mu, sm))
             block_c = cfg["BLOCK_C"] or _pow2(C, 16, 64)
             prototype.prototype_feature_kernel[(triton.cdiv(B, block_b), triton.cdiv(C, block_c))](
                 x, mu if mu is not None else P, sb if sb is not None else P, P, out[li],
@@ -439,13 +523,8 @@ def _prototype_similarity(problem) -> torch.Tensor:
             )
         else:
             k = e.shape[1]
-            ff = f.to(torch.float32)
-            G = torch.empty(C, k, d, dtype=torch.float32, device=device)
-            cc = max(1, _PROTO_CHUNK_ELEMS // max(1, M * k))
-            for c0 in range(0, C, cc):
-                c1 = min(C, c0 + cc)
-                H = (Aw[:, c0:c1, None] * ff[:, None, :]).reshape(M, (c1 - c0) * k)  # M×(c·k)
-                G[c0:c1] = (H.T @ zc).view(c1 - c0, k, d)
+            G = _clean_memo(problem, ("gradient-prototypes", li, problem.cosine, prec),
+                            lambda: _gradient_prototypes(problem, z, f, mu, sm))
             prototype.prototype_gradient_kernel[(triton.cdiv(B, block_b), C)](
                 x, e, mu if mu is not None else G, sb if sb is not None else G, G, out[li],
                 B, C, d, k,
