@@ -120,6 +120,28 @@ def variants_table():
     return "\n".join(lines)
 
 
+def cleanpasses_table():
+    recs = _jsonl("cleanpasses.jsonl")
+    if not recs:
+        return None
+    cells = sorted({(r["dataset"], r["noise"], r["rate"]) for r in recs}, key=lambda c: (c[0] != "mnist5k", c[1], c[2]))
+    runs = list(dict.fromkeys(r["run"] for r in recs))
+    seeds = sorted({r["seed"] for r in recs})
+    env = recs[-1]["env"]
+    lines = [
+        f"Source: `benchmarks/results/cleanpasses.jsonl` (seeds {seeds}, {env['date'][:10]}, commit {env['commit']}, "
+        f"{env['device_name']}, 1 thread per run, two runs in parallel); test accuracy after the last epoch, mean ± std "
+        "over seeds; time ratio as in the table above.",
+        "",
+        "| run | " + " | ".join(f"{d} {n} {int(rt * 100)}%" for d, n, rt in cells) + " | epoch time / ERM |",
+        "| --- " * (len(cells) + 2) + "|",
+    ]
+    for run in runs:
+        row = [_acc_cell([r for r in recs if r["run"] == run and (r["dataset"], r["noise"], r["rate"]) == c]) for c in cells]
+        lines.append(f"| {run} | " + " | ".join(row) + f" | {_time_ratio(recs, run):.2f} |")
+    return "\n".join(lines)
+
+
 def ablation_table():
     recs = _jsonl("ablation.jsonl")
     if not recs:
@@ -330,7 +352,7 @@ def plots():
 
 
 SECTIONS = {"cleanlab": cleanlab_table, "micro-cpu": micro_table, "variants": variants_table,
-            "ablation": ablation_table, "e2e-cpu": e2e_table, "gpu-targets": gpu_targets_table,
+            "ablation": ablation_table, "cleanpasses": cleanpasses_table, "e2e-cpu": e2e_table, "gpu-targets": gpu_targets_table,
             "gpu-grid": gpu_grid_table, "e2e-gpu": e2e_gpu_table}
 
 
