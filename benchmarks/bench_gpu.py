@@ -243,6 +243,7 @@ def main(argv=None):
                     config = kb.last_pairwise_config() if name.startswith("triton-pairwise") else None
                     rec = dict(kind="timing", run_id=run_id, case=case.__dict__, impl=name, ms=ms, triton_config=config,
                                tflops=flops / ms / 1e9, pct_of_same_gemm=100 * (flops / ms / 1e9) / same_gemm_tflops,
+                               gbs=case.bytes_moved() / ms / 1e6, pct_of_copy=100 * case.bytes_moved() / ms / 1e6 / ceil["copy_gbs"],
                                same_gemm_ms=same_gemm_ms, same_gemm_tflops=same_gemm_tflops, extra_bytes=extra,
                                bxm_fp32_bytes=B * M * 4, first_call_s=first_call_s,
                                rel_err_vs_eager=rel_err(result, ref[key]))

@@ -43,7 +43,8 @@ log "build: $(tail -1 "$OUT/build.log"); $(ls fastreweight/_C_*.so 2>/dev/null |
 # 2. CUDA extension tests and compute-sanitizer, side by side (correctness only, no timing)
 export FASTREWEIGHT_NO_JIT=1
 log "cuda tests + compute-sanitizer"
-timeout "$(cap 100)" $PY -m pytest -q -rs -p no:cacheprovider tests/test_cuda_backend.py > "$OUT/pytest_cuda.log" 2>&1 &
+timeout "$(cap 100)" $PY -m pytest -q -rs -p no:cacheprovider tests/test_cpp_backend.py tests/test_cuda_backend.py \
+  > "$OUT/pytest_cuda.log" 2>&1 &
 P1=$!
 ( for tool in memcheck racecheck; do
     echo "=== compute-sanitizer --tool $tool: cuda backend"

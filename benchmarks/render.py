@@ -97,41 +97,15 @@ def _time_ratio(recs, run, erm_run="erm"):
     return statistics.median(ratios) if ratios else float("nan")
 
 
-def variants_table():
-    recs = _jsonl("variants.jsonl")
-    if not recs:
-        return None
-    cells = sorted({(r["dataset"], r["noise"], r["rate"]) for r in recs}, key=lambda c: (c[0] != "mnist5k", c[1], c[2]))
-    runs = list(dict.fromkeys(r["run"] for r in recs))
-    seeds = sorted({r["seed"] for r in recs})
-    env = recs[-1]["env"]
-    head = "| run | " + " | ".join(f"{d} {n} {int(rt * 100)}%" for d, n, rt in cells) + " | epoch time / ERM |"
-    lines = [
-        f"Source: `benchmarks/results/variants.jsonl` (seeds {seeds}, {env['date'][:10]}, commit {env['commit']}, "
-        f"{env['device_name']}, 1 thread per run, two runs in parallel); test accuracy after the last epoch, "
-        "mean ± std over seeds; time ratio = median over cells and seeds of the run's median epoch time over ERM's.",
-        "",
-        head,
-        "| --- " * (len(cells) + 2) + "|",
-    ]
-    for run in runs:
-        row = [_acc_cell([r for r in recs if r["run"] == run and (r["dataset"], r["noise"], r["rate"]) == c]) for c in cells]
-        lines.append(f"| {run} | " + " | ".join(row) + f" | {_time_ratio(recs, run):.2f} |")
-    return "\n".join(lines)
-
-
-def cleanpasses_table():
-    recs = _jsonl("cleanpasses.jsonl")
-    if not recs:
-        return None
+def _accuracy_by_cell(recs, source, note):
+    """Rows: runs; columns: (dataset, noise, rate) cells; last column: epoch time over ERM's."""
     cells = sorted({(r["dataset"], r["noise"], r["rate"]) for r in recs}, key=lambda c: (c[0] != "mnist5k", c[1], c[2]))
     runs = list(dict.fromkeys(r["run"] for r in recs))
     seeds = sorted({r["seed"] for r in recs})
     env = recs[-1]["env"]
     lines = [
-        f"Source: `benchmarks/results/cleanpasses.jsonl` (seeds {seeds}, {env['date'][:10]}, commit {env['commit']}, "
-        f"{env['device_name']}, 1 thread per run, two runs in parallel); test accuracy after the last epoch, mean ± std "
-        "over seeds; time ratio as in the table above.",
+        f"Source: `benchmarks/results/{source}` (seeds {seeds}, {env['date'][:10]}, commit {env['commit']}, "
+        f"{env['device_name']}, 1 thread per run, two runs in parallel); {note}",
         "",
         "| run | " + " | ".join(f"{d} {n} {int(rt * 100)}%" for d, n, rt in cells) + " | epoch time / ERM |",
         "| --- " * (len(cells) + 2) + "|",
@@ -140,6 +114,23 @@ def cleanpasses_table():
         row = [_acc_cell([r for r in recs if r["run"] == run and (r["dataset"], r["noise"], r["rate"]) == c]) for c in cells]
         lines.append(f"| {run} | " + " | ".join(row) + f" | {_time_ratio(recs, run):.2f} |")
     return "\n".join(lines)
+
+
+def variants_table():
+    recs = _jsonl("variants.jsonl")
+    if not recs:
+        return None
+    return _accuracy_by_cell(recs, "variants.jsonl",
+                             "test accuracy after the last epoch, mean ± std over seeds; time ratio = median over "
+                             "cells and seeds of the run's median epoch time over ERM's.")
+
+
+def cleanpasses_table():
+    recs = _jsonl("cleanpasses.jsonl")
+    if not recs:
+        return None
+    return _accuracy_by_cell(recs, "cleanpasses.jsonl",
+                             "test accuracy after the last epoch, mean ± std over seeds; time ratio as in the table above.")
 
 
 def ablation_table():
@@ -348,6 +339,50 @@ def plots():
         ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(os.path.join(RESULTS, "cleanlab_comparison.png"), dpi=120)
+        plt.close(fig)
+    gpu_plots(plt)
+
+
+def gpu_plots(plt):
+    runs = [r for r in _gpu_runs() if len(r[2]) > 60]
+    if runs:
+        path, header, recs = runs[-1]
+        by = defaultdict(dict)
+        for r in recs:
+            k = _key(r["case"])
+            if k[4] == 0 and k[5] == "bfloat16":
+                by[k][r["impl"]] = r["ms"]
+        shapes = sorted(by, key=lambda k: 2 * k[0] * k[1] * k[2])
+        fig, ax = plt.subplots(figsize=(10, 4))
+        for impl in ("eager-reference", "compile-reference", "triton-pairwise", "triton-prototype"):
+            ax.plot(range(len(shapes)), [by[k].get(impl, float("nan")) for k in shapes], marker=".", label=impl)
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(shapes)), [f"{k[0]}/{k[1]}/{k[2]}/{k[3]}" for k in shapes], rotation=90, fontsize=5)
+        ax.set_xlabel("B / M / d / C (sorted by pairwise FLOPs)")
+        ax.set_ylabel("ms per fbr_scores call")
+        ax.set_title(f"{header['env']['device_name']}, bf16, {header['env']['date'][:10]} (from {os.path.basename(path)})",
+                     fontsize=8)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(os.path.join(os.path.dirname(os.path.join(HERE, "..", path)), "gpu_kernels.png"), dpi=130)
+        plt.close(fig)
+    import glob
+
+    for path in sorted(glob.glob(os.path.join(RESULTS, "gpu_*", "run*", "e2e_gpu.jsonl"))):
+        with open(path) as fh:
+            recs = [json.loads(line) for line in fh if line.strip()]
+        suites = list(dict.fromkeys(r["suite"] for r in recs))
+        fig, axes = plt.subplots(1, len(suites), figsize=(5 * len(suites), 3.8))
+        axes = axes if len(suites) > 1 else [axes]
+        for ax, suite in zip(axes, suites):
+            rs = [r for r in recs if r["suite"] == suite]
+            ax.barh([r["method"] for r in rs], [r["ratio_to_erm"] for r in rs])
+            ax.axvline(1.0, color="k", lw=0.8)
+            ax.set_xlabel("training step time / ERM")
+            ax.set_title(f"{suite}: {rs[0]['model']}", fontsize=7)
+            ax.tick_params(axis="y", labelsize=6)
+        fig.tight_layout()
+        fig.savefig(os.path.join(os.path.dirname(path), "e2e_gpu.png"), dpi=130)
         plt.close(fig)
 
 

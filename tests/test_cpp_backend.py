@@ -1,6 +1,9 @@
-"""The C++ CPU backend (csrc/fbr_cpu.cpp) against the pure-PyTorch reference, its op contract
-(TORCH_CHECK messages, torch.library.opcheck, torch.compile), and a compile-only check of the CUDA
-sources (csrc/compile_cuda_check.sh; marked slow)."""
+"""The compiled backends against the pure-PyTorch reference: the C++ CPU backend (csrc/fbr_cpu.cpp,
+``backend="cpp"``) and, on a CUDA device, the CUDA backend (csrc/fbr_cuda.cu, ``backend="cuda"``) run
+the same agreement tests (parametrised over ``BACKENDS``; inputs are moved to the backend's device,
+results back to the CPU).  Also the op contract on the CPU (TORCH_CHECK messages,
+torch.library.opcheck, torch.compile) and a compile-only check of the CUDA sources
+(csrc/compile_cuda_check.sh; marked slow).  CUDA-only checks live in ``test_cuda_backend.py``."""
 from __future__ import annotations
 
 import os
@@ -17,6 +20,10 @@ from fastreweight.problem import build_problem
 LOAD_REASON = csrc_backend.load_cpu()
 needs_ext = pytest.mark.skipif(LOAD_REASON is not None, reason=f"C++ CPU extension unavailable: {LOAD_REASON}")
 ops = torch.ops.fastreweight if LOAD_REASON is None else None
+CUDA_REASON = csrc_backend.load_cuda() if torch.cuda.is_available() else "no CUDA device"
+needs_cuda_ext = pytest.mark.skipif(CUDA_REASON is not None, reason=f"CUDA extension unavailable: {CUDA_REASON}")
+BACKENDS = [pytest.param("cpp", marks=needs_ext, id="cpp"), pytest.param("cuda", marks=needs_cuda_ext, id="cuda")]
+DEVICE_OF = {"cpp": torch.device("cpu"), "cuda": torch.device("cuda"), "reference": torch.device("cpu")}
 
 SIZES = (1, 2, 17, 97, 1025)
 SHIFTS = ("second", "max", "mean", "none")
@@ -52,14 +59,22 @@ def cast(f, dtype):
     return out
 
 
+def to_device(f, y, u, device):
+    """The inputs (a dict of factors or lists of factors, labels) on ``device``."""
+    mv = lambda t: None if t is None else ([v.to(device) for v in t] if isinstance(t, list) else t.to(device))  # noqa: E731
+    return {k: mv(v) for k, v in f.items()}, y.to(device), u.to(device)
+
+
 def sim(f, y, u, C, backend, **kw):
+    f, y, u = to_device(f, y, u, DEVICE_OF[backend])
     return fr.class_similarity(f["x"], y, f["clean_x"], u, x2=f["x2"], clean_x2=f["clean_x2"], num_classes=C,
-                               strategy="pairwise", backend=backend, on_missing_class="skip", **kw)
+                               strategy="pairwise", backend=backend, on_missing_class="skip", **kw).cpu()
 
 
 def fbr(f, y, u, C, backend, **kw):
+    f, y, u = to_device(f, y, u, DEVICE_OF[backend])
     return fr.fbr_scores(f["x"], y, f["clean_x"], u, x2=f["x2"], clean_x2=f["clean_x2"], num_classes=C,
-                         strategy="pairwise", backend=backend, on_missing_class="skip", **kw)
+                         strategy="pairwise", backend=backend, on_missing_class="skip", **kw).cpu()
 
 
 def kbound(f):
@@ -98,13 +113,13 @@ def assert_close32(a32, r32, r64):
 # ---------------------------------------------------------------------------------------------
 # agreement with the reference
 # ---------------------------------------------------------------------------------------------
-@needs_ext
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("B", SIZES)
 @pytest.mark.parametrize("M", SIZES)
-def test_shapes_float64(B, M):
+def test_shapes_float64(B, M, backend):
     f, y, u = make(B, M, C=3)
     for center in ("clean", "none"):
-        assert_close64(sim(f, y, u, 3, "cpp", center=center), sim(f, y, u, 3, "reference", center=center))
+        assert_close64(sim(f, y, u, 3, backend, center=center), sim(f, y, u, 3, "reference", center=center))
 
 
 KERNELS = [
@@ -115,57 +130,57 @@ KERNELS = [
 ]
 
 
-@needs_ext
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("kernel", KERNELS, ids=["feature", "gradient", "feature-3layers", "gradient-2layers"])
 @pytest.mark.parametrize("normalize", [None, "cosine"])
 @pytest.mark.parametrize("center", ["clean", "none"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_options(kernel, normalize, center, dtype):
+def test_options(kernel, normalize, center, dtype, backend):
     f64, y, u = make(97, 1025, d=65, k=11, C=10, **kernel)
     kw = dict(center=center, normalize=normalize)
     r64 = sim(f64, y, u, 10, "reference", **kw)
     if dtype == torch.float64:
-        assert_close64(sim(f64, y, u, 10, "cpp", **kw), r64)
+        assert_close64(sim(f64, y, u, 10, backend, **kw), r64)
     else:
         f32 = cast(f64, torch.float32)
-        assert_close32(sim(f32, y, u, 10, "cpp", **kw), sim(f32, y, u, 10, "reference", **kw), r64)
+        assert_close32(sim(f32, y, u, 10, backend, **kw), sim(f32, y, u, 10, "reference", **kw), r64)
 
 
-@needs_ext
-@pytest.mark.parametrize("C", [1, 2, 3, 10, 300])
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("C", [1, 2, 3, 10, 300, 1000])
 @pytest.mark.parametrize("grad", [False, True])
-def test_classes(C, grad):
+def test_classes(C, grad, backend):
     # random labels: with C=300 > tile width many classes are absent and tiles hold many segments
     f, y, u = make(33, 1025, d=29, k=5, C=C, grad=grad, labels="random")
     for normalize in (None, "cosine"):
-        assert_close64(sim(f, y, u, C, "cpp", normalize=normalize), sim(f, y, u, C, "reference", normalize=normalize),
+        assert_close64(sim(f, y, u, C, backend, normalize=normalize), sim(f, y, u, C, "reference", normalize=normalize),
                        scale=kbound(f) if normalize is None else 4.0)
     if C >= 2:
         for shift in SHIFTS:
-            assert_close64(fbr(f, y, u, C, "cpp", shift=shift), fbr(f, y, u, C, "reference", shift=shift))
+            assert_close64(fbr(f, y, u, C, backend, shift=shift), fbr(f, y, u, C, "reference", shift=shift))
 
 
-@needs_ext
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("shift", SHIFTS)
 @pytest.mark.parametrize("alpha", [0.0, 0.3, "balanced", 2.0])
 @pytest.mark.parametrize("grad", [False, True])
-def test_fbr_epilogue(shift, alpha, grad):
+def test_fbr_epilogue(shift, alpha, grad, backend):
     C = 7
     alpha = 1.0 / (C - 1) if alpha == "balanced" else alpha
     f, y, u = make(97, 211, d=41, C=C, grad=grad, labels="random")
     u[u == 3] = 4  # class 3 absent: rows with y == 3 score 0 (on_missing_class="skip")
     r = fbr(f, y, u, C, "reference", shift=shift, alpha=alpha)
-    a = fbr(f, y, u, C, "cpp", shift=shift, alpha=alpha)
+    a = fbr(f, y, u, C, backend, shift=shift, alpha=alpha)
     assert_close64(a, r)
     assert (a[y == 3] == 0).all()
     f32 = cast(f, torch.float32)
-    assert_close32(fbr(f32, y, u, C, "cpp", shift=shift, alpha=alpha),
+    assert_close32(fbr(f32, y, u, C, backend, shift=shift, alpha=alpha),
                    fbr(f32, y, u, C, "reference", shift=shift, alpha=alpha), r)
 
 
-@needs_ext
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("shift", SHIFTS)
-def test_fbr_ties_and_out_of_range_labels(shift):
+def test_fbr_ties_and_out_of_range_labels(shift, backend):
     # all-equal similarities (ties in max / second), labels outside [0, C) (check_values=False)
     B, M, C = 9, 12, 4
     x = torch.zeros(B, 5, dtype=torch.float64)
@@ -174,15 +189,16 @@ def test_fbr_ties_and_out_of_range_labels(shift):
     u[0] = 7  # out of range: takes no part
     u[1] = -1
     y = torch.tensor([0, 1, 2, 3, -2, 4, 9, 1, 0])
+    dev = DEVICE_OF[backend]
     for xx in (x, torch.randn(B, 5, dtype=torch.float64)):
         kw = dict(num_classes=C, center="none", strategy="pairwise", shift=shift, alpha=0.5, check_values=False)
         r = fr.fbr_scores(xx, y, z, u, backend="reference", **kw)
-        a = fr.fbr_scores(xx, y, z, u, backend="cpp", **kw)
+        a = fr.fbr_scores(xx.to(dev), y.to(dev), z.to(dev), u.to(dev), backend=backend, **kw).cpu()
         scale = kbound(dict(x=xx, clean_x=z, x2=None, clean_x2=None))
         assert_close64(a, r, scale=scale)
         assert (a[(y < 0) | (y >= C)] == 0).all()
         S_kw = dict(num_classes=C, center="none", strategy="pairwise", check_values=False)
-        assert_close64(fr.class_similarity(xx, y, z, u, backend="cpp", **S_kw),
+        assert_close64(fr.class_similarity(xx.to(dev), y.to(dev), z.to(dev), u.to(dev), backend=backend, **S_kw).cpu(),
                        fr.class_similarity(xx, y, z, u, backend="reference", **S_kw), scale=scale)
 
 
@@ -199,59 +215,65 @@ def test_fbr_two_class_subset_and_single_present_class_shift():
         assert_close64(a, r, scale=kbound(f))  # S cancels to ~0: one class, class-balanced centering
 
 
-@needs_ext
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("center", ["none", "clean"])
 @pytest.mark.parametrize("with_labels", [False, True])
-def test_meta_scores(center, with_labels):
+def test_meta_scores(center, with_labels, backend):
     f, _, u = make(97, 300, d=23, k=9, grad=True, layers=2, C=5)
     kw = dict(center=center, clean_y=u if with_labels else None, strategy="pairwise")
     r = fr.meta_scores(f["x"], f["x2"], f["clean_x"], f["clean_x2"], backend="reference", **kw)
-    a = fr.meta_scores(f["x"], f["x2"], f["clean_x"], f["clean_x2"], backend="cpp", **kw)
-    assert_close64(a, r)
+    fd, ud, _ = to_device(f, u, u, DEVICE_OF[backend])
+    kw["clean_y"] = ud if with_labels else None
+    a = fr.meta_scores(fd["x"], fd["x2"], fd["clean_x"], fd["clean_x2"], backend=backend, **kw)
+    assert_close64(a.cpu(), r)
 
 
-@needs_ext
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_inputs_accumulate_in_float32(dtype):
+def test_half_inputs_accumulate_in_float32(dtype, backend):
     f64, y, u = make(97, 300, d=48, C=5, grad=True)
     fh = cast(f64, dtype)
-    a = sim(fh, y, u, 5, "cpp")
+    a = sim(fh, y, u, 5, backend)
     r = sim(fh, y, u, 5, "reference")  # upcasts the same half values to float32
     r64 = sim(cast(fh, torch.float64), y, u, 5, "reference")
     assert a.dtype == torch.float32
     assert_close32(a, r, r64)
 
 
-@needs_ext
-def test_noncontiguous_inputs():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_noncontiguous_inputs(backend):
     f, y, u = make(40, 150, d=30, k=6, C=4, grad=True)
-    nc = {key: torch.stack([v, v], dim=2).reshape(v.shape[0], -1)[:, ::2] for key, v in f.items()}
-    nc["x"] = f["x"].T.contiguous().T  # column-major
+    fd, yd, ud = to_device(f, y, u, DEVICE_OF[backend])  # strided views made on the backend's device
+    nc = {key: torch.stack([v, v], dim=2).reshape(v.shape[0], -1)[:, ::2] for key, v in fd.items()}
+    nc["x"] = fd["x"].T.contiguous().T  # column-major
     assert not nc["x"].is_contiguous() and not nc["clean_x"].is_contiguous()
-    assert_close64(sim(nc, y, u, 4, "cpp"), sim(f, y, u, 4, "reference"))
+    got = fr.class_similarity(nc["x"], yd, nc["clean_x"], ud, x2=nc["x2"], clean_x2=nc["clean_x2"], num_classes=4,
+                              strategy="pairwise", backend=backend, on_missing_class="skip")
+    assert_close64(got.cpu(), sim(f, y, u, 4, "reference"))
 
 
 # ---------------------------------------------------------------------------------------------
 # output contract: every element written, determinism
 # ---------------------------------------------------------------------------------------------
-@needs_ext
-def test_poisoned_outputs_are_overwritten():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_poisoned_outputs_are_overwritten(backend):
     old = csrc_backend.set_poison_outputs(True)
     try:
         assert csrc_backend.set_poison_outputs(True) is True
-        for B, M, C in ((1, 1, 2), (17, 97, 10), (97, 2, 3), (5, 300, 300)):
+        for B, M, C in ((1, 1, 2), (17, 97, 10), (97, 2, 3), (5, 300, 300), (1025, 33, 1000)):
             f, y, u = make(B, M, C=C, grad=True, labels="random")
-            S = sim(f, y, u, C, "cpp")
+            S = sim(f, y, u, C, backend)
             assert torch.isfinite(S).all()
             assert_close64(S, sim(f, y, u, C, "reference"))
-            d = fbr(f, y, u, C, "cpp", shift="second", alpha=0.1, check_values=False)
+            d = fbr(f, y, u, C, backend, shift="second", alpha=0.1, check_values=False)
             assert torch.isfinite(d).all()
         # no clean row with a valid label: S must still be fully written (zeros)
-        x = torch.randn(5, 3, dtype=torch.float64)
-        P = build_problem(x, x[:2], y=torch.zeros(5, dtype=torch.int64), clean_y=torch.tensor([5, -1]),
-                          num_classes=3, check_values=False)
+        dev = DEVICE_OF[backend]
+        x = torch.randn(5, 3, dtype=torch.float64, device=dev)
+        P = build_problem(x, x[:2], y=torch.zeros(5, dtype=torch.int64, device=dev),
+                          clean_y=torch.tensor([5, -1], device=dev), num_classes=3, check_values=False)
         S = ops.class_similarity(*csrc_backend.problem_args(P))
-        assert torch.equal(S, torch.zeros(5, 3, dtype=torch.float64))
+        assert torch.equal(S.cpu(), torch.zeros(5, 3, dtype=torch.float64))
     finally:
         csrc_backend.set_poison_outputs(old)
 
