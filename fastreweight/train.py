@@ -534,26 +534,31 @@ def train(
         if clean_features == "batch":
             xb_c, yb_c = clean_minibatch()
             return _eval_features(model, xb_c, eval_batch_size), yb_c
-        # prototype
+        # prototype (no host synchronisation per step: class counts by index_add_, masked updates by
+        # torch.where; the list of present classes is read back only until every class has been seen)
+        def class_sums(Z, labels):
+            S = torch.zeros(C, Z.shape[1], dtype=Z.dtype, device=dev).index_add_(0, labels, Z)
+            cnt = torch.zeros(C, dtype=Z.dtype, device=dev).index_add_(0, labels, torch.ones_like(labels, dtype=Z.dtype))
+            return S, cnt
+
         if state["proto"] is None:
             Z = _eval_features(model, xc, eval_batch_size)
-            P = torch.zeros(C, Z.shape[1], dtype=Z.dtype, device=dev)
-            P.index_add_(0, yc, Z)
-            cnt = torch.bincount(yc, minlength=C)
-            state["proto"] = P / cnt.clamp_min(1)[:, None].to(Z.dtype)
+            S, cnt = class_sums(Z, yc)
+            state["proto"] = S / cnt.clamp_min(1)[:, None]
             state["proto_seen"] = cnt > 0
         else:
             xb_c, yb_c = clean_minibatch()
-            Z = _eval_features(model, xb_c, eval_batch_size)
-            cnt = torch.bincount(yb_c, minlength=C)
-            S = torch.zeros_like(state["proto"]).index_add_(0, yb_c, Z)
-            has = cnt > 0
-            mean = S[has] / cnt[has][:, None].to(Z.dtype)
+            S, cnt = class_sums(_eval_features(model, xb_c, eval_batch_size), yb_c)
+            has = (cnt > 0)[:, None]
             P = state["proto"]
-            P[has] = prototype_momentum * P[has] + (1 - prototype_momentum) * mean
-            state["proto_seen"] |= has
-        present = state["proto_seen"].nonzero().flatten()
-        return state["proto"][present], present
+            P.copy_(torch.where(has, prototype_momentum * P + (1 - prototype_momentum) * (S / cnt.clamp_min(1)[:, None]), P))
+            state["proto_seen"] |= has[:, 0]
+        if state.get("proto_all_seen") is None:
+            present = state["proto_seen"].nonzero().flatten()
+            if len(present) < C:
+                return state["proto"][present], present
+            state["proto_all_seen"] = torch.arange(C, device=dev)
+        return state["proto"], state["proto_all_seen"]
 
     # ---- one training step per method --------------------------------------------------------
     def step_fbr_stateful(xb, yb, idx, active):

@@ -160,6 +160,24 @@ def reweighter_step_kernel(
     tl.store(new_ptr + offs, new, mask=mask)
 
 
+_PARAMS: dict = {}
+
+
+def _step_params(lr: float, eps: float, dtype, device):
+    """(lr, eps) as a device tensor in the weights' dtype (a pointer argument keeps float64 exact, where
+    a scalar kernel argument would be fp32), cached: a host-to-device copy from pageable memory on every
+    step can stall the host on the stream."""
+    import torch
+
+    key = (lr, eps, dtype, device)
+    t = _PARAMS.get(key)
+    if t is None:
+        if len(_PARAMS) > 64:
+            _PARAMS.clear()
+        t = _PARAMS[key] = torch.tensor([lr, eps], dtype=dtype, device=device)
+    return t
+
+
 def reweighter_step(weights, idx, scores, lr: float, normalize_update: str = "mean_abs", eps: float = 1e-12):
     """``w[idx] <- clip(w[idx] + lr · r^, 0, 1)`` in place on ``weights``; returns the batch's new weights.
 
@@ -182,7 +200,7 @@ def reweighter_step(weights, idx, scores, lr: float, normalize_update: str = "me
     new = _alloc((B,), weights.dtype, weights.device)
     if B == 0:
         return new
-    params = torch.tensor([float(lr), float(eps)], dtype=weights.dtype, device=weights.device)
+    params = _step_params(float(lr), float(eps), weights.dtype, weights.device)
     block = max(16, min(1024, triton.next_power_of_2(B)))
     with _device_ctx(weights.device):
         reweighter_step_kernel[(triton.cdiv(B, block),)](
