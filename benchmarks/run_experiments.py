@@ -3,6 +3,7 @@
     python benchmarks/run_experiments.py variants  [--seeds 0 1 2] [--datasets mnist5k digits]
     python benchmarks/run_experiments.py ablation  [--seeds 0 1 2]
     python benchmarks/run_experiments.py cleanpasses [--seeds 0 1 2] [--datasets mnist5k digits]
+    python benchmarks/run_experiments.py refresh [--seeds 0 1 2] [--datasets mnist5k digits]
 
 * ``variants`` (the published recipe and our faster variants, SPEC §7): for every cell
   (dataset × {20/40/60% symmetric, 40% asymmetric} noise) and seed, from one initialisation:
@@ -16,6 +17,8 @@
 * ``cleanpasses`` (every cell of ``variants``): ERM, bi-level L2R and the default FBR, each without and
   with five clean passes per epoch — the clean subset used for training as well as for weighting, given
   to every method alike.
+* ``refresh`` (every cell of ``variants``): the default stateful FBR with the clean-feature cache
+  refreshed every ceil(4·M/B) steps (the default), 2× and 4× that, and once per epoch.
 
 Settings come from the ``demo-mnist`` / ``demo-digits`` presets (MLP, SGD) unless a run overrides them.
 Accuracy is the test accuracy after the last epoch (no model selection on the test set); the best
@@ -78,6 +81,18 @@ def clean_pass_runs():
     }
 
 
+def refresh_runs():
+    """The cache policy's refresh interval R (SPEC §5), in multiples of the default ceil(4·M/B):
+    ``R=k·auto`` is ceil(4k·M/B) steps; ``R=epoch`` refreshes once per epoch (ceil(N/B) steps)."""
+    return {
+        "erm": dict(method="erm"),
+        "fbr-default": dict(method="fbr"),
+        "R=2·auto": dict(method="fbr", _refresh=2),
+        "R=4·auto": dict(method="fbr", _refresh=4),
+        "R=epoch": dict(method="fbr", _refresh="epoch"),
+    }
+
+
 def ablation_runs():
     base = dict(method="fbr")  # trainer defaults: stateful, shift="max", lr=0.1, warmup="auto", cache
     runs = {"erm": dict(method="erm"), "fbr-default": base}
@@ -99,6 +114,11 @@ def run_one(preset_name, dataset, noise, rate, seed, name, kw, clean_size=None):
     kw = dict(kw)
     clean_size = kw.pop("_clean_size", clean_size or preset.clean_size)
     data = D.make_data(dataset, noise=noise, rate=rate, clean_size=clean_size, seed=seed)
+    refresh = kw.pop("_refresh", None)
+    if refresh == "epoch":
+        kw["refresh_every"] = -(-len(data.y_train) // preset.batch_size)
+    elif refresh is not None:
+        kw["refresh_every"] = max(1, -(-4 * refresh * clean_size // preset.batch_size))
     torch.manual_seed(seed)
     model = Mo.build_model(preset.model, tuple(data.x_train.shape[1:]), data.num_classes)
     opt = P.build_optimizer(preset, model.parameters())
@@ -120,7 +140,7 @@ def run_one(preset_name, dataset, noise, rate, seed, name, kw, clean_size=None):
 
 def main(argv=None):
     ap = argparse.ArgumentParser()
-    ap.add_argument("suite", choices=("variants", "ablation", "cleanpasses"))
+    ap.add_argument("suite", choices=("variants", "ablation", "cleanpasses", "refresh"))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--datasets", nargs="+", default=["mnist5k", "digits"])
     ap.add_argument("--cells", nargs="+", default=None, help="e.g. sym:0.4 asym:0.4")
@@ -140,12 +160,13 @@ def main(argv=None):
                 for seed in args.seeds:
                     for name, kw in variants(preset).items():
                         jobs.append((preset, dataset, noise, rate, seed, name, kw))
-    elif args.suite == "cleanpasses":
+    elif args.suite in ("cleanpasses", "refresh"):
+        runs = clean_pass_runs() if args.suite == "cleanpasses" else refresh_runs()
         for dataset in args.datasets:
             preset = "demo-mnist" if dataset == "mnist5k" else "demo-digits"
             for noise, rate in cells:
                 for seed in args.seeds:
-                    for name, kw in clean_pass_runs().items():
+                    for name, kw in runs.items():
                         jobs.append((preset, dataset, noise, rate, seed, name, kw))
     else:
         cells = [("sym", 0.4), ("asym", 0.4)] if args.cells is None else cells

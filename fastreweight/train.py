@@ -478,6 +478,7 @@ def train(
     clean_w, noisy_w, test_acc, epoch_secs, probes = [], [], [], [], []
     group_means: list[torch.Tensor] = []
     state = {"step": 0, "rw_step": 0, "Z": None, "proto": None, "proto_seen": None}
+    head = capture.find_head(model) if method == "fbr" else None  # found once, not every step
 
     def emit(phase, epoch, idx=None, w=None):
         if callback is not None:
@@ -573,7 +574,7 @@ def train(
                 logits = net(xb)
         else:
             with autocast():
-                feats, logits = capture.penultimate(net, xb, head=capture.find_head(model))
+                feats, logits = capture.penultimate(net, xb, head=head)
             feats = feats.detach().float() if amp_dtype is not None else feats.detach()
         Z, u = stateful_clean_feats()
         if len(yb):
@@ -592,13 +593,13 @@ def train(
             if batch_features == "eval":
                 model.eval()
                 with torch.no_grad(), autocast():
-                    feats = capture.penultimate(model, xb)[0]
+                    feats = capture.penultimate(model, xb, head=head)[0]
                 model.train()
                 with autocast():
                     logits = model(xb)
             else:
                 with autocast():
-                    feats, logits = capture.penultimate(model, xb)
+                    feats, logits = capture.penultimate(model, xb, head=head)
             feats = feats.detach()
             if amp_dtype is not None:
                 feats = feats.float()
