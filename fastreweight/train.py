@@ -13,8 +13,9 @@ and returns a ``TrainResult``.  Methods (SPEC §6, same data, model and budget):
     weights.  Batch features come from the training forward (free, ``batch_features="train"``) or an
     extra eval-mode forward (``"eval"``).  Clean features follow ``clean_features`` (SPEC §5):
     ``"cache"`` (default) all clean features, eval mode, no_grad, refreshed every ``refresh_every``
-    reweighting steps (``"auto"``: ``ceil(4·M/B)``, so refreshing costs about a tenth of a training
-    step or less); ``"batch"``: a fresh clean mini-batch per step; ``"prototype"``: running class
+    reweighting steps (``"auto"``: ``ceil(N/B)``, once per epoch, so refreshing costs ``M/N`` of an
+    epoch's forward passes; the committed experiment ``benchmarks/results/refresh.jsonl`` found the
+    same accuracy as refreshing every ``ceil(4·M/B)`` steps, the earlier default, on every cell); ``"batch"``: a fresh clean mini-batch per step; ``"prototype"``: running class
     means (EMA with ``prototype_momentum``) of the clean features, updated from one clean mini-batch
     per step and used as a C-row clean set (exact for the feature kernel, SPEC §4).
   - ``recipe="paper"``: SPEC §7 step by step — every epoch starts with ``clean_passes`` passes over
@@ -461,8 +462,8 @@ def train(
         else:
             rw = Reweighter(N, lr=lr, init=1.0, device=dev, dtype=wdtype)
         sample_weights = rw.weights
-    if refresh_every == "auto":
-        refresh_every = max(1, math.ceil(4 * M / batch_size))
+    if refresh_every == "auto":  # once per epoch: as accurate as every ceil(4·M/B) steps, cheaper
+        refresh_every = max(1, math.ceil(N / batch_size))
     refresh_every = int(refresh_every)
     config["refresh_every"] = refresh_every
 
