@@ -133,6 +133,16 @@ def cleanpasses_table():
                              "test accuracy after the last epoch, mean ± std over seeds; time ratio as in the table above.")
 
 
+def refresh_table():
+    recs = _jsonl("refresh.jsonl")
+    if not recs:
+        return None
+    return _accuracy_by_cell(recs, "refresh.jsonl",
+                             "stateful FBR with the clean-feature cache refreshed every R reweighting steps (`fbr-default`: "
+                             "every ceil(4·M/B) steps, the default when this was run; `R=epoch`: every ceil(N/B) steps); test accuracy after "
+                             "the last epoch, mean ± std over seeds; time ratio as in the tables above.")
+
+
 def ablation_table():
     recs = _jsonl("ablation.jsonl")
     if not recs:
@@ -387,7 +397,7 @@ def gpu_plots(plt):
 
 
 SECTIONS = {"cleanlab": cleanlab_table, "micro-cpu": micro_table, "variants": variants_table,
-            "ablation": ablation_table, "cleanpasses": cleanpasses_table, "e2e-cpu": e2e_table, "gpu-targets": gpu_targets_table,
+            "ablation": ablation_table, "cleanpasses": cleanpasses_table, "refresh": refresh_table, "e2e-cpu": e2e_table, "gpu-targets": gpu_targets_table,
             "gpu-grid": gpu_grid_table, "e2e-gpu": e2e_gpu_table}
 
 
