@@ -82,8 +82,9 @@ BF16_INTERPRETER_REASON = (
 # * the last, small configuration is for fp32 inputs under matmul precision "highest": their ieee
 #   tl.dot runs on the FMA units with operands in registers, and ptxas (sm_90a) showed every larger
 #   configuration spilling there (0.4–1.4 KB), while 64×32×16 needs 224 registers and no spills.
-# These were checked to compile for sm_90a (with ptxas register/spill reports) but, with no GPU
-# available while writing them, not timed; autotuning picks among them per shape on the device.
+# All compile for sm_90a without spills in the bf16 feature kernel (benchmarks/inspect_sm90.py, a slow
+# test); the first six were autotuned on an H100 on 2026-11-26 (which one won was not recorded), the
+# last two were added afterwards and are not yet timed.
 HOPPER_CONFIGS = (
     dict(BLOCK_B=64, BLOCK_M=64, BLOCK_D=64, BLOCK_K=32, num_warps=4, num_stages=3),
     dict(BLOCK_B=128, BLOCK_M=64, BLOCK_D=64, BLOCK_K=32, num_warps=8, num_stages=3),
@@ -91,6 +92,10 @@ HOPPER_CONFIGS = (
     dict(BLOCK_B=128, BLOCK_M=128, BLOCK_D=32, BLOCK_K=32, num_warps=8, num_stages=3),
     dict(BLOCK_B=128, BLOCK_M=128, BLOCK_D=64, BLOCK_K=64, num_warps=8, num_stages=2),
     dict(BLOCK_B=64, BLOCK_M=32, BLOCK_D=16, BLOCK_K=16, num_warps=4, num_stages=2),
+    # deeper pipelines for the segment-sum aggregation (no spills on sm_90a: 229 / 234 registers,
+    # 128 / 192 KB shared memory; benchmarks/inspect_sm90.py); 128×256 and 256×128 tiles spill
+    dict(BLOCK_B=128, BLOCK_M=128, BLOCK_D=64, BLOCK_K=32, num_warps=8, num_stages=4),
+    dict(BLOCK_B=128, BLOCK_M=128, BLOCK_D=128, BLOCK_K=32, num_warps=8, num_stages=3),
 )
 
 # The fixed configuration (tests, FASTREWEIGHT_TRITON_AUTOTUNE=0, the interpreter).  Small tiles under
