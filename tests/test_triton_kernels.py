@@ -461,3 +461,26 @@ def test_pairwise_kernel_compiles_for_sm90a_without_spills():
     rows = [line.split() for line in res.stdout.splitlines() if "feature" in line]
     assert rows and all(int(r[-3]) > 0 for r in rows), res.stdout  # HGMMA: the Gram runs on tensor cores
     assert all(int(r[-2]) == 0 for r in rows if r[4] == "segment"), res.stdout  # no FMA aggregation
+
+
+@pytest.mark.skipif(INTERPRETED, reason="host synchronisation is a CUDA notion: GPU only")
+@pytest.mark.parametrize("strategy", ["pairwise", "prototype"])
+def test_hot_path_has_no_host_synchronisation(strategy):
+    """fbr_scores(check_values=False) and Reweighter.step(check_values=False) on CUDA enqueue work and
+    return without waiting for the device (torch's sync debug mode raises on any synchronising call)."""
+    import fastreweight as fr
+
+    data = cast(make_data(64, 500, 10, [128], None, seed=43), torch.bfloat16)
+    rw = fr.Reweighter(1000, lr=0.1, device=DEVICE, backend="triton")
+    idx = torch.randperm(1000, device=DEVICE)[:64]
+    kw = dict(num_classes=10, shift="max", strategy=strategy, backend="triton", check_values=False,
+              on_missing_class="skip")
+    rw.step(idx, W.fbr_scores(**data, **kw), check_values=False)  # warm-up: compilation, memo, cached params
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):
+            rw.step(idx, W.fbr_scores(**data, **kw), check_values=False)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
