@@ -83,7 +83,7 @@ def distributed_weighted_loss(
     V.check_float_vector("w", w, losses.shape[0])
     w = w.detach().to(losses.dtype)
     if reduction == "batch":
-        norm = torch.tensor([float(losses.shape[0])], dtype=losses.dtype, device=losses.device)
+        norm = losses.new_full((1,), float(losses.shape[0]))  # filled on the device: no host-to-device copy
     else:
         norm = w.sum().reshape(1)
     dist.all_reduce(norm, group=group)

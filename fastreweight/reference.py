@@ -190,7 +190,7 @@ def reweighter_update(w_batch: torch.Tensor, r: torch.Tensor, lr: float, normali
 def threshold_weights(r: torch.Tensor) -> torch.Tensor:
     """The published per-batch rule (SPEC §3.6), without host synchronisation."""
     neg = r < 0
-    inf = torch.tensor(float("inf"), dtype=r.dtype, device=r.device)
+    inf = r.new_full((), float("inf"))  # filled on the device: no host-to-device copy per call
     min_neg_abs = torch.where(neg, r.abs(), inf).amin() if r.numel() else inf
     eta = 0.5 / min_neg_abs  # 0 when there is no negative score
     w = (0.5 + eta * r).clamp(0.0, 1.0)

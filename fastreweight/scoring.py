@@ -153,7 +153,7 @@ def score_dataset(
         if present is None:
             present = torch.bincount(cy.clamp(0, num_classes - 1), minlength=num_classes) > 0
         dch = fbr_from_similarity(S, y, present, shift=shift, alpha=alpha)
-        best = torch.where(present[None, :], S, torch.tensor(float("-inf"), device=device)).argmax(dim=1)
+        best = torch.where(present[None, :], S, S.new_full((), float("-inf"))).argmax(dim=1)
         scores[start:stop] = dch.float().cpu().numpy()
         suggested[start:stop] = best.cpu().numpy()
     return ScoreResult(scores=scores, suggested=suggested, labels=y_all.numpy())

@@ -466,7 +466,7 @@ def test_pairwise_kernel_compiles_for_sm90a_without_spills():
 @pytest.mark.skipif(INTERPRETED, reason="host synchronisation is a CUDA notion: GPU only")
 @pytest.mark.parametrize("strategy", ["pairwise", "prototype"])
 def test_hot_path_has_no_host_synchronisation(strategy):
-    """fbr_scores(check_values=False) and Reweighter.step(check_values=False) on CUDA enqueue work and
+    """fbr_scores, Reweighter.step and threshold_weights (check_values=False) on CUDA enqueue work and
     return without waiting for the device (torch's sync debug mode raises on any synchronising call)."""
     import fastreweight as fr
 
@@ -476,11 +476,14 @@ def test_hot_path_has_no_host_synchronisation(strategy):
     kw = dict(num_classes=10, shift="max", strategy=strategy, backend="triton", check_values=False,
               on_missing_class="skip")
     rw.step(idx, W.fbr_scores(**data, **kw), check_values=False)  # warm-up: compilation, memo, cached params
+    W.threshold_weights(W.fbr_scores(**data, **kw), check_values=False)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
         for _ in range(3):
-            rw.step(idx, W.fbr_scores(**data, **kw), check_values=False)
+            d = W.fbr_scores(**data, **kw)
+            rw.step(idx, d, check_values=False)
+            W.threshold_weights(d, check_values=False)  # the published recipe's per-batch weights
     finally:
         torch.cuda.set_sync_debug_mode("default")
     torch.cuda.synchronize()
