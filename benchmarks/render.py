@@ -202,6 +202,26 @@ def _key(c):
     return (c["B"], c["M"], c["d"], c["C"], c["k"], c["dtype"])
 
 
+def _by_shape(recs, keep=lambda k: True):
+    """{shape key: {implementation: record}}, shapes in first-seen order."""
+    by = defaultdict(dict)
+    for r in recs:
+        k = _key(r["case"])
+        if keep(k):
+            by[k][r["impl"]] = r
+    return by
+
+
+def _gpu_cell(r, impl):
+    """Milliseconds, with the share of the same-FLOP GEMM for pairwise implementations (the prototype
+    strategy does fewer FLOPs, so the share is not shown for it)."""
+    if r is None:
+        return "–"
+    if impl == "triton-prototype":
+        return f"{r['ms']:.3f}"
+    return f"{r['ms']:.3f} ({r['pct_of_same_gemm']:.0f}%)"
+
+
 GPU_IMPLS = ["eager-reference", "compile-reference", "triton-pairwise", "triton-pairwise[agg tf32]", "cuda-pairwise",
              "triton-prototype"]
 
@@ -223,25 +243,11 @@ def gpu_targets_table():
             "| B | M | d | C | k | dtype | " + " | ".join(GPU_IMPLS) + " |",
             "| --- " * (6 + len(GPU_IMPLS)) + "|",
         ]
-        by = defaultdict(dict)
-        order = []
-        for r in recs:
-            k = _key(r["case"])
-            if k not in by:
-                order.append(k)
-            by[k][r["impl"]] = r
-        targets = [k for k in order if k[:5] in ((1024, 16384, 512, 100, 0), (8192, 65536, 1024, 100, 0),
-                                                  (1024, 16384, 512, 100, 10))]
+        by = _by_shape(recs)
+        targets = [k for k in by if k[:5] in ((1024, 16384, 512, 100, 0), (8192, 65536, 1024, 100, 0),
+                                               (1024, 16384, 512, 100, 10))]
         for k in targets:
-            cells = []
-            for impl in GPU_IMPLS:
-                r = by[k].get(impl)
-                if r is None:
-                    cells.append("–")
-                elif impl == "triton-prototype":
-                    cells.append(f"{r['ms']:.3f}")
-                else:
-                    cells.append(f"{r['ms']:.3f} ({r['pct_of_same_gemm']:.0f}%)")
+            cells = [_gpu_cell(by[k].get(impl), impl) for impl in GPU_IMPLS]
             lines.append("| " + " | ".join(str(v) for v in k) + " | " + " | ".join(cells) + " |")
         meta = [(k, by[k]) for k in targets if k[4] > 0]
         for k, v in meta:
@@ -258,14 +264,7 @@ def gpu_grid_table():
     if not runs:
         return None
     path, header, recs = runs[-1]
-    by = defaultdict(dict)
-    order = []
-    for r in recs:
-        k = _key(r["case"])
-        if k[4] == 0 and k[5] == "bfloat16":
-            if k not in by:
-                order.append(k)
-            by[k][r["impl"]] = r
+    by = _by_shape(recs, lambda k: k[4] == 0 and k[5] == "bfloat16")
     impls = ["eager-reference", "compile-reference", "triton-pairwise", "triton-prototype"]
     lines = [
         f"Source: `{path}` (bf16, feature kernel; same run and columns as above; extra memory = peak allocation "
@@ -274,16 +273,8 @@ def gpu_grid_table():
         "| B | M | d | C | " + " | ".join(impls) + " | Triton pairwise extra MiB | B×M fp32 MiB |",
         "| --- " * (4 + len(impls) + 2) + "|",
     ]
-    for k in sorted(order):
-        cells = []
-        for impl in impls:
-            r = by[k].get(impl)
-            if r is None:
-                cells.append("–")
-            elif impl == "triton-prototype":
-                cells.append(f"{r['ms']:.3f}")
-            else:
-                cells.append(f"{r['ms']:.3f} ({r['pct_of_same_gemm']:.0f}%)")
+    for k in sorted(by):
+        cells = [_gpu_cell(by[k].get(impl), impl) for impl in impls]
         tp = by[k].get("triton-pairwise")
         extra = f"{tp['extra_bytes'] / 2**20:.1f}" if tp else "–"
         bxm = f"{k[0] * k[1] * 4 / 2**20:.0f}"
@@ -357,15 +348,12 @@ def gpu_plots(plt):
     runs = [r for r in _gpu_runs() if len(r[2]) > 60]
     if runs:
         path, header, recs = runs[-1]
-        by = defaultdict(dict)
-        for r in recs:
-            k = _key(r["case"])
-            if k[4] == 0 and k[5] == "bfloat16":
-                by[k][r["impl"]] = r["ms"]
+        by = _by_shape(recs, lambda k: k[4] == 0 and k[5] == "bfloat16")
         shapes = sorted(by, key=lambda k: 2 * k[0] * k[1] * k[2])
         fig, ax = plt.subplots(figsize=(10, 4))
         for impl in ("eager-reference", "compile-reference", "triton-pairwise", "triton-prototype"):
-            ax.plot(range(len(shapes)), [by[k].get(impl, float("nan")) for k in shapes], marker=".", label=impl)
+            ax.plot(range(len(shapes)), [by[k][impl]["ms"] if impl in by[k] else float("nan") for k in shapes],
+                    marker=".", label=impl)
         ax.set_yscale("log")
         ax.set_xticks(range(len(shapes)), [f"{k[0]}/{k[1]}/{k[2]}/{k[3]}" for k in shapes], rotation=90, fontsize=5)
         ax.set_xlabel("B / M / d / C (sorted by pairwise FLOPs)")

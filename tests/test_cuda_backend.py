@@ -18,7 +18,9 @@ import torch
 import fastreweight as fr
 from fastreweight import csrc_backend
 
-from test_cpp_backend import assert_close32, cast, make, raw_args  # noqa: E402  (shared builders and tolerances)
+from test_cpp_backend import (  # noqa: E402  (shared builders, device moves and tolerances)
+    assert_close32, cast, fbr, make, raw_args, sim, to_device,
+)
 
 if not torch.cuda.is_available():
     pytest.skip("no CUDA device", allow_module_level=True)
@@ -28,28 +30,6 @@ if LOAD_REASON is not None:
 
 DEV = torch.device("cuda")
 ops = torch.ops.fastreweight
-
-
-def to_dev(f, y, u):
-    moved = {k: (None if v is None else ([t.to(DEV) for t in v] if isinstance(v, list) else v.to(DEV)))
-             for k, v in f.items()}
-    return moved, y.to(DEV), u.to(DEV)
-
-
-def sim(f, y, u, C, backend, **kw):
-    if backend == "cuda":
-        f, y, u = to_dev(f, y, u)
-    out = fr.class_similarity(f["x"], y, f["clean_x"], u, x2=f["x2"], clean_x2=f["clean_x2"], num_classes=C,
-                              strategy="pairwise", backend=backend, on_missing_class="skip", **kw)
-    return out.cpu()
-
-
-def fbr(f, y, u, C, backend, **kw):
-    if backend == "cuda":
-        f, y, u = to_dev(f, y, u)
-    out = fr.fbr_scores(f["x"], y, f["clean_x"], u, x2=f["x2"], clean_x2=f["clean_x2"], num_classes=C,
-                        strategy="pairwise", backend=backend, on_missing_class="skip", **kw)
-    return out.cpu()
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -100,6 +80,6 @@ def test_opcheck_on_cuda(dtype):
 def test_auto_plan_on_cuda_runs_a_fast_backend():
     f, y, u = make(64, 200, C=4)
     f = cast(f, torch.float32)
-    fd, yd, ud = to_dev(f, y, u)
+    fd, yd, ud = to_device(f, y, u, DEV)
     fr.class_similarity(fd["x"], yd, fd["clean_x"], ud, num_classes=4)
     assert fr.last_plan().backend in ("triton", "cuda")

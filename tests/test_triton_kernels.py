@@ -380,6 +380,15 @@ def test_aggregation_modes(case, dtype, agg):
               on_missing_class="skip")
 
 
+def test_fixed_config_rejects_unknown_options_and_bad_aggregation_modes():
+    with pytest.raises(ValueError, match=r"fixed_config: unknown option\(s\) \['BLOCK_Q'\]"):
+        with kb.fixed_config(BLOCK_Q=16):
+            pass
+    with pytest.raises(ValueError, match=r"fixed_config: AGG must be 0 \(one-hot product\), 1 \(segment sums\) or None, got 2"):
+        with kb.fixed_config(AGG=2):
+            pass
+
+
 @pytest.mark.parametrize("strategy", ["pairwise", "prototype"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_clean_side_memo_is_reused_and_invalidated(strategy, dtype):

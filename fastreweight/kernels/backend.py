@@ -117,6 +117,8 @@ def fixed_config(**overrides):
     unknown = set(overrides) - set(_FIXED_GPU)
     if unknown:
         raise ValueError(f"fixed_config: unknown option(s) {sorted(unknown)}; known: {sorted(_FIXED_GPU)}")
+    if overrides.get("AGG") not in (None, 0, 1):
+        raise ValueError(f"fixed_config: AGG must be 0 (one-hot product), 1 (segment sums) or None, got {overrides['AGG']!r}")
     _fixed_override.append(overrides)
     try:
         yield
@@ -259,38 +261,31 @@ def fbr_from_similarity(S: torch.Tensor, y: torch.Tensor, class_counts: torch.Te
 # ---------------------------------------------------------------------------------------------
 # shared pre-passes
 # ---------------------------------------------------------------------------------------------
-def _row_scales(a: torch.Tensor, mu: torch.Tensor | None) -> torch.Tensor:
-    """1/||a_r − mu|| per row (fp32; 0 for a zero row) — the cosine pre-pass."""
+def _row_pass(kernel, a: torch.Tensor, mu: torch.Tensor | None, **meta) -> torch.Tensor:
+    """One fp32 value per row of ``a`` from a row pre-pass kernel of pairwise.py (32 rows per program,
+    the feature dimension in chunks)."""
     R, D = a.shape
     out = _alloc((R,), torch.float32, a.device)
     if R == 0:
         return out
     block_r = 32
-    block_d = _pow2(D, 16, 128)
-    pairwise.rownorm_scale_kernel[(triton.cdiv(R, block_r),)](
+    kernel[(triton.cdiv(R, block_r),)](
         a, mu if mu is not None else out, out,
         R, D,
         a.stride(0),
-        CENTER=mu is not None, BLOCK_R=block_r, BLOCK_D=block_d,
+        BLOCK_R=block_r, BLOCK_D=_pow2(D, 16, 128), **meta,
     )
     return out
+
+
+def _row_scales(a: torch.Tensor, mu: torch.Tensor | None) -> torch.Tensor:
+    """1/||a_r − mu|| per row (fp32; 0 for a zero row) — the cosine pre-pass."""
+    return _row_pass(pairwise.rownorm_scale_kernel, a, mu, CENTER=mu is not None)
 
 
 def _row_dots(a: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
     """<a_r, mu> per row (fp32) — the CENTER=2 correction pre-pass."""
-    R, D = a.shape
-    out = _alloc((R,), torch.float32, a.device)
-    if R == 0:
-        return out
-    block_r = 32
-    block_d = _pow2(D, 16, 128)
-    pairwise.row_dot_kernel[(triton.cdiv(R, block_r),)](
-        a, mu, out,
-        R, D,
-        a.stride(0),
-        BLOCK_R=block_r, BLOCK_D=block_d,
-    )
-    return out
+    return _row_pass(pairwise.row_dot_kernel, a, mu)
 
 
 def _clean_memo(problem, key, compute):
