@@ -18,6 +18,8 @@ Reweighting is active from the first step (no warm-up), so the time is that of a
 Methods run interleaved in ``rounds`` rounds (erm, fbr, ... then again) so slow drift of the machine
 hits all alike; a method's time is the median over rounds of its median epoch time (the first epoch,
 with compilation and autotuning, is dropped), divided by the number of training steps per epoch.
+Each record also carries the within-round ratio to ERM (median over rounds), the ratio of the
+minima, and every round's epoch time (``round_seconds``).
 Epoch times include each method's clean passes; on CUDA the trainer synchronises once at the end of
 each epoch, so queued kernels are counted.
 """
@@ -101,7 +103,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default=None, help="default: cpu for cpu-mlp, cuda for the gpu suites")
     ap.add_argument("--amp", default=None, choices=(None, "bf16", "fp16"))
-    ap.add_argument("--methods", default=None, help="comma-separated subset of the suite's method names")
+    ap.add_argument("--methods", default=None, help="subset of the suite's method names, separated by ';' (or ',' when no name holds one)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--budget-s", type=float, default=None,
                     help="start no new round after this many seconds (the rounds done are written)")
@@ -114,7 +116,11 @@ def main(argv=None):
         torch.backends.cudnn.benchmark = True
     data, model_name, batch_size, preset, methods, model_label, out_name = suite(args.suite, args)
     if args.methods:
-        keep = [m.strip() for m in args.methods.split(",")]
+        sep = ";" if ";" in args.methods else ","  # method names may hold commas: separate them by ';'
+        keep = [m.strip() for m in args.methods.split(sep)]
+        unknown = [m for m in keep if m not in methods]
+        if unknown:
+            raise SystemExit(f"unknown method name(s) {unknown}; the suite has {list(methods)}")
         methods = {k: v for k, v in methods.items() if k in keep}
     out = args.out or os.path.join(RESULTS, out_name)
     steps = -(-len(data.y_train) // batch_size)
@@ -139,17 +145,26 @@ def main(argv=None):
         rounds_done += 1
     env = environment(torch.device(device))
     erm = statistics.median(times["erm"])
+    erm_min = min(times["erm"])
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "a") as fh:
         for name, ts in times.items():
             t = statistics.median(ts)
+            # three estimators of the cost ratio, because a shared machine drifts: the ratio of the
+            # medians; the median over rounds of the ratio within a round (methods of one round run
+            # back to back, so slow phases hit them alike); the ratio of the minima (the least
+            # disturbed epoch of each method, the usual estimator for a deterministic workload)
+            paired = statistics.median(a / b for a, b in zip(ts, times["erm"]))
             rec = dict(suite=args.suite, method=name, seconds_per_epoch=t, ms_per_step=1e3 * t / steps,
-                       ratio_to_erm=t / erm, steps_per_epoch=steps, rounds=rounds_done, epochs=args.epochs,
+                       ratio_to_erm=t / erm, ratio_to_erm_paired=paired, ms_per_step_min=1e3 * min(ts) / steps,
+                       ratio_to_erm_min=min(ts) / erm_min, round_seconds=ts,
+                       steps_per_epoch=steps, rounds=rounds_done, epochs=args.epochs,
                        threads=args.threads if device == "cpu" else None, amp=args.amp, model=model_label,
                        batch_size=batch_size, train_samples=len(data.y_train), clean_samples=len(data.y_clean),
                        settings=dict(methods[name]), env=env)
             fh.write(json.dumps(rec) + "\n")
-            print(f"{name:>62}: {rec['ms_per_step']:8.3f} ms/step  x{rec['ratio_to_erm']:.2f} ERM", flush=True)
+            print(f"{name:>62}: {rec['ms_per_step']:8.3f} ms/step  x{rec['ratio_to_erm']:.2f} ERM "
+                  f"(paired x{paired:.2f}, min x{rec['ratio_to_erm_min']:.2f})", flush=True)
 
 
 if __name__ == "__main__":

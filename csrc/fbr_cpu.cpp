@@ -21,7 +21,7 @@
 #include "fbr_common.h"
 
 #include <ATen/Parallel.h>
-#include <ATen/ops/empty.h>
+#include <ATen/ATen.h>
 #include <torch/library.h>
 
 #include <Python.h>
@@ -355,6 +355,33 @@ at::Tensor class_similarity_cpu(at::TensorList xs, at::TensorList zs, at::Tensor
   return compute_similarity(op, s, xs, zs, mus, es, fs, clean_y, class_weight, cosine);
 }
 
+// d_i = fbr_row(S_i) for every row (SPEC §3.4), in S's dtype.
+static at::Tensor epilogue(const at::Tensor& S, const at::Tensor& y, const at::Tensor& class_weight, fbr::Shift sh,
+                           double alpha) {
+  const int64_t B = S.size(0), C = S.size(1);
+  at::Tensor out = at::empty({B}, S.options());
+  if (fbr::poison_flag()) out.fill_(std::numeric_limits<double>::quiet_NaN());
+  at::Tensor Sc = S.contiguous();
+  at::Tensor yc = y.contiguous();
+  at::Tensor w = class_weight.contiguous();
+  const int64_t* yp = yc.data_ptr<int64_t>();
+  if (S.scalar_type() == at::kDouble) {
+    const double *Sp = Sc.data_ptr<double>(), *wp = w.data_ptr<double>();
+    double* op_ = out.data_ptr<double>();
+    at::parallel_for(0, B, 256, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) op_[i] = fbr::fbr_row<double>(Sp + i * C, wp, C, yp[i], int(sh), alpha);
+    });
+  } else {
+    const float *Sp = Sc.data_ptr<float>(), *wp = w.data_ptr<float>();
+    float* op_ = out.data_ptr<float>();
+    const float a = static_cast<float>(alpha);
+    at::parallel_for(0, B, 256, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) op_[i] = fbr::fbr_row<float>(Sp + i * C, wp, C, yp[i], int(sh), a);
+    });
+  }
+  return out;
+}
+
 at::Tensor fbr_scores_cpu(at::TensorList xs, at::TensorList zs, at::TensorList mus, at::TensorList es,
                           at::TensorList fs, const at::Tensor& clean_y, const at::Tensor& class_weight, bool cosine,
                           const at::Tensor& y, c10::string_view shift, double alpha) {
@@ -365,26 +392,357 @@ at::Tensor fbr_scores_cpu(at::TensorList xs, at::TensorList zs, at::TensorList m
               xs[0].device(), "; all inputs must be on one device");
   check_cpu(op, xs[0]);
   at::Tensor S = compute_similarity(op, s, xs, zs, mus, es, fs, clean_y, class_weight, cosine);
-  at::Tensor out = at::empty({s.B}, S.options());
-  if (fbr::poison_flag()) out.fill_(std::numeric_limits<double>::quiet_NaN());
-  at::Tensor yc = y.contiguous();
-  at::Tensor w = class_weight.contiguous();
-  const int64_t* yp = yc.data_ptr<int64_t>();
-  const int64_t C = s.C;
-  if (s.acc_dtype == at::kDouble) {
-    const double *Sp = S.data_ptr<double>(), *wp = w.data_ptr<double>();
-    double* op_ = out.data_ptr<double>();
-    at::parallel_for(0, s.B, 256, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) op_[i] = fbr::fbr_row<double>(Sp + i * C, wp, C, yp[i], int(sh), alpha);
-    });
-  } else {
-    const float *Sp = S.data_ptr<float>(), *wp = w.data_ptr<float>();
-    float* op_ = out.data_ptr<float>();
-    const float a = static_cast<float>(alpha);
-    at::parallel_for(0, s.B, 256, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) op_[i] = fbr::fbr_row<float>(Sp + i * C, wp, C, yp[i], int(sh), a);
-    });
+  return epilogue(S, y, class_weight, sh, alpha);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Prototype strategy (SPEC §4): the clean side arrives aggregated by class (memoised by the caller
+// across calls with the same clean tensors), so a call costs one small GEMM per layer:
+//   feature kernel:  S = sum_l X~_l P_l^T                      with P_l (C x d_l) = A^T Z~_l
+//   gradient kernel: S_ic = sum_l E_l,i^T G_l,c X~_l,i          with G_l (C x k_l x d_l)
+// (X~ = X - mu, rows scaled to unit norm for cosine, as reference._feature_side / _second_side).
+// The GEMMs run through ATen (MKL/oneDNN); what the op saves over the Python reference is the
+// dozen separate tensor ops and their dispatch: it matters for small batches, where the whole call
+// costs tens of microseconds.
+// ---------------------------------------------------------------------------------------------
+static at::Tensor rownorm_scaled(const at::Tensor& t) {
+  at::Tensor n = at::linalg_vector_norm(t, 2, at::IntArrayRef{1}, false, c10::nullopt);
+  const double tiny = t.scalar_type() == at::kDouble ? std::numeric_limits<double>::min()
+                                                     : static_cast<double>(std::numeric_limits<float>::min());
+  at::Tensor inv = at::where(n > 0, at::reciprocal(n.clamp_min(tiny)), at::zeros({}, n.options()));
+  return t * inv.unsqueeze(1);
+}
+
+struct ProtoShape {
+  int64_t B = 0, C = 0, L = 0;
+  bool grad = false, center = false;
+  at::ScalarType acc = at::kFloat;
+};
+
+static ProtoShape check_proto_inputs(const char* op, at::TensorList xs, at::TensorList mus, at::TensorList es,
+                                     at::TensorList protos) {
+  ProtoShape p;
+  TORCH_CHECK(!xs.empty(), "fastreweight::", op, ": xs must hold at least one layer, got an empty list");
+  p.L = static_cast<int64_t>(xs.size());
+  TORCH_CHECK(protos.size() == xs.size(), "fastreweight::", op, ": protos must hold one tensor per layer like xs (",
+              xs.size(), "), got ", protos.size());
+  TORCH_CHECK(mus.empty() || mus.size() == xs.size(), "fastreweight::", op,
+              ": mus must be empty (no centering) or hold one tensor per layer (", xs.size(), "), got ", mus.size());
+  TORCH_CHECK(es.empty() || es.size() == xs.size(), "fastreweight::", op,
+              ": es must be empty (feature kernel) or hold one tensor per layer (", xs.size(), "), got ", es.size());
+  p.grad = !es.empty();
+  p.center = !mus.empty();
+  const at::Tensor& x0 = xs[0];
+  TORCH_CHECK(fbr::is_float_dtype(x0.scalar_type()), "fastreweight::", op,
+              ": xs[0] must have dtype float16, bfloat16, float32 or float64, got ", x0.scalar_type());
+  TORCH_CHECK(x0.dim() == 2, "fastreweight::", op, ": xs[0] must be a 2-D tensor, got shape ", fbr::shape_str(x0));
+  p.acc = x0.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  p.B = x0.size(0);
+  const at::Tensor& p0 = protos[0];
+  TORCH_CHECK(p0.dim() == (p.grad ? 3 : 2) && p0.size(0) >= 1, "fastreweight::", op, ": protos[0] must be a ",
+              p.grad ? "3-D tensor [C, k, d] (gradient kernel)" : "2-D tensor [C, d] (feature kernel)",
+              " with at least one class, got shape ", fbr::shape_str(p0));
+  p.C = p0.size(0);
+  const c10::Device dev = x0.device();
+  auto same = [&](const at::Tensor& t, const std::string& name) {
+    TORCH_CHECK(t.device() == dev, "fastreweight::", op, ": ", name, " is on ", t.device(), " but xs[0] is on ",
+                dev, "; all inputs must be on one device");
+  };
+  for (size_t l = 0; l < xs.size(); ++l) {
+    const at::Tensor& x = xs[l];
+    TORCH_CHECK(x.dim() == 2 && x.size(0) == p.B, "fastreweight::", op, ": ", fbr::nm("xs", l),
+                " must be a 2-D tensor with ", p.B, " rows (the batch size of xs[0]), got shape ", fbr::shape_str(x));
+    TORCH_CHECK(x.scalar_type() == x0.scalar_type(), "fastreweight::", op, ": ", fbr::nm("xs", l), " has dtype ",
+                x.scalar_type(), " but xs[0] has ", x0.scalar_type(), "; all feature tensors must share one dtype");
+    same(x, fbr::nm("xs", l));
+    const int64_t d = x.size(1);
+    const at::Tensor& P = protos[l];
+    const int64_t k = p.grad ? es[l].size(es[l].dim() - 1) : 0;
+    if (p.grad) {
+      const at::Tensor& e = es[l];
+      TORCH_CHECK(e.dim() == 2 && e.size(0) == p.B, "fastreweight::", op, ": ", fbr::nm("es", l),
+                  " must be a 2-D tensor with ", p.B, " rows (the batch size of xs[0]), got shape ", fbr::shape_str(e));
+      TORCH_CHECK(e.scalar_type() == x0.scalar_type(), "fastreweight::", op, ": ", fbr::nm("es", l), " has dtype ",
+                  e.scalar_type(), " but xs[0] has ", x0.scalar_type(), "; all feature tensors must share one dtype");
+      same(e, fbr::nm("es", l));
+      TORCH_CHECK(P.dim() == 3 && P.size(0) == p.C && P.size(1) == k && P.size(2) == d, "fastreweight::", op, ": ",
+                  fbr::nm("protos", l), " must have shape [", p.C, ", ", k, ", ", d,
+                  "] (classes, feature size of es[l], feature size of xs[l]), got shape ", fbr::shape_str(P));
+    } else {
+      TORCH_CHECK(P.dim() == 2 && P.size(0) == p.C && P.size(1) == d, "fastreweight::", op, ": ",
+                  fbr::nm("protos", l), " must have shape [", p.C, ", ", d,
+                  "] (classes, feature size of xs[l]), got shape ", fbr::shape_str(P));
+    }
+    TORCH_CHECK(P.scalar_type() == p.acc, "fastreweight::", op, ": ", fbr::nm("protos", l),
+                " must have the accumulation dtype ", p.acc, ", got ", P.scalar_type());
+    same(P, fbr::nm("protos", l));
+    if (p.center) {
+      const at::Tensor& mu = mus[l];
+      TORCH_CHECK(mu.dim() == 1 && mu.size(0) == d, "fastreweight::", op, ": ", fbr::nm("mus", l),
+                  " must be a 1-D tensor of length ", d, " (the feature size of xs[l]), got shape ", fbr::shape_str(mu));
+      TORCH_CHECK(mu.scalar_type() == p.acc, "fastreweight::", op, ": ", fbr::nm("mus", l),
+                  " must have the accumulation dtype ", p.acc, ", got ", mu.scalar_type());
+      same(mu, fbr::nm("mus", l));
+    }
   }
+  check_cpu(op, x0);
+  return p;
+}
+
+// Small feature-kernel calls (B*C*sum(d) <= kDirectWork) skip the GEMM machinery: one pass per batch
+// row centres (and for cosine normalises) the row into a buffer, takes its C dot products with the
+// prototypes and, for fbr_scores, applies the epilogue to the finished row.  A training step of a
+// small model scores 64 rows against 10 prototypes of 256 features: ~160k multiply-adds, a few
+// microseconds, where the ATen path's four tensor ops and their allocations cost several times that.
+// Rows are independent and summed in a fixed order: the result does not depend on the thread count.
+constexpr int64_t kDirectWork = int64_t(1) << 22;
+
+template <typename T>
+static inline __attribute__((always_inline)) T dot_impl(const T* __restrict__ a, const T* __restrict__ b, int64_t d) {
+  using V = typename VecOf<T>::V;
+  using U = typename VecOf<T>::U;
+  constexpr int64_t LN = NR_of<T>::lanes;
+  V s0 = {}, s1 = {};
+  int64_t k = 0;
+  for (; k + 2 * LN <= d; k += 2 * LN) {
+    const V a0 = *reinterpret_cast<const U*>(a + k), b0 = *reinterpret_cast<const U*>(b + k);
+    const V a1 = *reinterpret_cast<const U*>(a + k + LN), b1 = *reinterpret_cast<const U*>(b + k + LN);
+    s0 += a0 * b0;
+    s1 += a1 * b1;
+  }
+  s0 += s1;
+  T acc = T(0);
+  for (int64_t j = 0; j < LN; ++j) acc += s0[j];
+  for (; k < d; ++k) acc += a[k] * b[k];
+  return acc;
+}
+FBR_CLONES float dot_f32(const float* a, const float* b, int64_t d) { return dot_impl<float>(a, b, d); }
+FBR_CLONES double dot_f64(const double* a, const double* b, int64_t d) { return dot_impl<double>(a, b, d); }
+static inline float dot(const float* a, const float* b, int64_t d) { return dot_f32(a, b, d); }
+static inline double dot(const double* a, const double* b, int64_t d) { return dot_f64(a, b, d); }
+
+static bool direct_ok(const ProtoShape& p, at::TensorList xs) {
+  if (p.grad) return false;
+  int64_t dsum = 0;
+  for (const at::Tensor& x : xs) {
+    if (x.scalar_type() != p.acc || (x.size(1) > 1 && x.stride(1) != 1)) return false;
+    dsum += x.size(1);
+  }
+  return p.B * p.C * std::max<int64_t>(dsum, 1) <= kDirectWork;
+}
+
+// S_out (B x C) and/or d_out (B): written for every row.
+template <typename T>
+static void prototype_direct(const ProtoShape& p, at::TensorList xs, at::TensorList mus, at::TensorList protos,
+                             bool cosine, const int64_t* y, const T* w, int shift, T alpha, T* S_out, T* d_out) {
+  const int64_t B = p.B, C = p.C, L = p.L;
+  std::vector<const T*> X(L), MU(L), P(L);
+  std::vector<int64_t> D(L), XS(L);
+  std::vector<at::Tensor> keep;
+  int64_t dmax = 1, dsum = 0;
+  for (int64_t l = 0; l < L; ++l) {
+    X[l] = xs[l].data_ptr<T>();
+    XS[l] = xs[l].stride(0);
+    D[l] = xs[l].size(1);
+    keep.push_back(protos[l].contiguous());
+    P[l] = keep.back().data_ptr<T>();
+    if (p.center) {
+      keep.push_back(mus[l].contiguous());
+      MU[l] = keep.back().data_ptr<T>();
+    } else {
+      MU[l] = nullptr;
+    }
+    dmax = std::max(dmax, D[l]);
+    dsum += D[l];
+  }
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(1, C * dsum));
+  at::parallel_for(0, B, grain, [&](int64_t begin, int64_t end) {
+    std::vector<T> xt(dmax), row(C);
+    for (int64_t i = begin; i < end; ++i) {
+      std::fill(row.begin(), row.end(), T(0));
+      for (int64_t l = 0; l < L; ++l) {
+        center_row<T>(X[l] + i * XS[l], D[l], MU[l], cosine, xt.data());
+        const T* Pl = P[l];
+        for (int64_t c = 0; c < C; ++c) row[c] += dot(xt.data(), Pl + c * D[l], D[l]);
+      }
+      if (S_out) std::copy(row.begin(), row.end(), S_out + i * C);
+      if (d_out) d_out[i] = fbr::fbr_row<T>(row.data(), w, C, y[i], shift, alpha);
+    }
+  });
+}
+
+static at::Tensor prototype_similarity(const ProtoShape& p, at::TensorList xs, at::TensorList mus,
+                                       at::TensorList es, at::TensorList protos, bool cosine) {
+  if (direct_ok(p, xs)) {
+    at::Tensor S = at::empty({p.B, p.C}, xs[0].options().dtype(p.acc));
+    if (fbr::poison_flag()) S.fill_(std::numeric_limits<double>::quiet_NaN());
+    if (p.acc == at::kDouble)
+      prototype_direct<double>(p, xs, mus, protos, cosine, nullptr, nullptr, 0, 0.0, S.data_ptr<double>(), nullptr);
+    else
+      prototype_direct<float>(p, xs, mus, protos, cosine, nullptr, nullptr, 0, 0.0f, S.data_ptr<float>(), nullptr);
+    return S;
+  }
+  at::Tensor S;
+  for (int64_t l = 0; l < p.L; ++l) {
+    at::Tensor x = xs[l].to(p.acc);
+    if (p.center) x = x - mus[l];
+    if (cosine) x = rownorm_scaled(x);
+    at::Tensor term;
+    if (!p.grad) {
+      term = at::mm(x, protos[l].t());
+    } else {
+      at::Tensor e = es[l].to(p.acc);
+      if (cosine) e = rownorm_scaled(e);
+      const int64_t k = e.size(1), d = x.size(1);
+      // T[i, c, :] = G_c x~_i (B x C x k), then S_ic = <T[i, c, :], e_i>
+      at::Tensor T = at::mm(x, protos[l].reshape({p.C * k, d}).t()).view({p.B, p.C, k});
+      term = at::bmm(T, e.unsqueeze(2)).squeeze(2);
+    }
+    S = l == 0 ? term : S + term;
+  }
+  return S.contiguous();
+}
+
+at::Tensor class_similarity_prototype_cpu(at::TensorList xs, at::TensorList mus, at::TensorList es,
+                                          at::TensorList protos, bool cosine) {
+  const char* op = "class_similarity_prototype";
+  const ProtoShape p = check_proto_inputs(op, xs, mus, es, protos);
+  return prototype_similarity(p, xs, mus, es, protos, cosine);
+}
+
+at::Tensor fbr_scores_prototype_cpu(at::TensorList xs, at::TensorList mus, at::TensorList es, at::TensorList protos,
+                                    const at::Tensor& class_weight, bool cosine, const at::Tensor& y,
+                                    c10::string_view shift, double alpha) {
+  const char* op = "fbr_scores_prototype";
+  const ProtoShape p = check_proto_inputs(op, xs, mus, es, protos);
+  TORCH_CHECK(class_weight.dim() == 1 && class_weight.size(0) == p.C, "fastreweight::", op,
+              ": class_weight must be a 1-D tensor of length ", p.C, " (one entry per class of protos), got shape ",
+              fbr::shape_str(class_weight));
+  TORCH_CHECK(class_weight.scalar_type() == p.acc, "fastreweight::", op,
+              ": class_weight must have the accumulation dtype ", p.acc, ", got ", class_weight.scalar_type());
+  fbr::Shape s;
+  s.B = p.B;
+  const fbr::Shift sh = fbr::check_epilogue(op, s, y, shift, alpha);
+  TORCH_CHECK(y.device() == xs[0].device() && class_weight.device() == xs[0].device(), "fastreweight::", op,
+              ": y and class_weight must be on the device of xs[0] (", xs[0].device(), "), got ", y.device(), " and ",
+              class_weight.device());
+  if (direct_ok(p, xs)) {  // similarity and epilogue in one pass over the rows
+    at::Tensor out = at::empty({p.B}, xs[0].options().dtype(p.acc));
+    if (fbr::poison_flag()) out.fill_(std::numeric_limits<double>::quiet_NaN());
+    at::Tensor yc = y.contiguous(), w = class_weight.contiguous();
+    if (p.acc == at::kDouble)
+      prototype_direct<double>(p, xs, mus, protos, cosine, yc.data_ptr<int64_t>(), w.data_ptr<double>(), int(sh),
+                               alpha, nullptr, out.data_ptr<double>());
+    else
+      prototype_direct<float>(p, xs, mus, protos, cosine, yc.data_ptr<int64_t>(), w.data_ptr<float>(), int(sh),
+                              static_cast<float>(alpha), nullptr, out.data_ptr<float>());
+    return out;
+  }
+  at::Tensor S = prototype_similarity(p, xs, mus, es, protos, cosine);
+  return epilogue(S, y, class_weight, sh, alpha);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reweighter update (SPEC §3.6) in one pass, in place:
+//   r^ = r / (mean|r| + eps)  (normalize_update="mean_abs"; "none": r^ = r),
+//   new_i = clip(w[idx_i] + lr * r^_i, 0, 1);  w[idx_i] <- new_i  (a repeated index: the last wins).
+// Every index is bounds-checked here (a bad index raises; it never writes out of bounds).
+// ---------------------------------------------------------------------------------------------
+template <typename T>
+static void reweighter_update(T* w, int64_t N, const int64_t* idx, const T* r, int64_t B, double lr, bool mean_abs,
+                              double eps, T* out) {
+  T denom = T(1);
+  if (mean_abs && B > 0) {
+    T sum = T(0);
+    for (int64_t i = 0; i < B; ++i) sum += std::abs(r[i]);
+    denom = sum / static_cast<T>(B) + static_cast<T>(eps);
+  }
+  const T lr_t = static_cast<T>(lr);
+  for (int64_t i = 0; i < B; ++i) {
+    const int64_t j = idx[i];
+    TORCH_CHECK(j >= 0 && j < N, "fastreweight::reweighter_step: idx holds ", j, " at position ", i,
+                "; indices must lie in [0, ", N, ")");
+    const T step = mean_abs ? r[i] / denom : r[i];
+    out[i] = std::min(std::max(w[j] + lr_t * step, T(0)), T(1));
+  }
+  for (int64_t i = 0; i < B; ++i) w[idx[i]] = out[i];
+}
+
+at::Tensor reweighter_step_cpu(at::Tensor weights, const at::Tensor& idx, const at::Tensor& scores, double lr,
+                               c10::string_view normalize_update, double eps) {
+  const char* op = "reweighter_step";
+  TORCH_CHECK(weights.dim() == 1 && (weights.scalar_type() == at::kFloat || weights.scalar_type() == at::kDouble),
+              "fastreweight::", op, ": weights must be a 1-D float32 or float64 tensor, got ", weights.scalar_type(),
+              " of shape ", fbr::shape_str(weights));
+  TORCH_CHECK(weights.is_contiguous(), "fastreweight::", op, ": weights must be contiguous (it is updated in place)");
+  TORCH_CHECK(idx.dim() == 1 && idx.scalar_type() == at::kLong, "fastreweight::", op,
+              ": idx must be a 1-D int64 tensor, got ", idx.scalar_type(), " of shape ", fbr::shape_str(idx));
+  TORCH_CHECK(scores.dim() == 1 && scores.size(0) == idx.size(0) && fbr::is_float_dtype(scores.scalar_type()),
+              "fastreweight::", op, ": scores must be a 1-D float tensor of length ", idx.size(0),
+              " (one score per index), got ", scores.scalar_type(), " of shape ", fbr::shape_str(scores));
+  TORCH_CHECK(weights.device().is_cpu() && idx.device().is_cpu() && scores.device().is_cpu(), "fastreweight::", op,
+              ": the CPU kernel needs weights, idx and scores on the CPU, got ", weights.device(), ", ", idx.device(),
+              " and ", scores.device());
+  TORCH_CHECK(std::isfinite(lr) && lr >= 0, "fastreweight::", op, ": lr must be a finite float >= 0, got ", lr);
+  TORCH_CHECK(std::isfinite(eps) && eps > 0, "fastreweight::", op, ": eps must be a finite float > 0, got ", eps);
+  const bool mean_abs = normalize_update == "mean_abs";
+  TORCH_CHECK(mean_abs || normalize_update == "none", "fastreweight::", op,
+              ": normalize_update must be one of mean_abs, none, got '",
+              std::string(normalize_update.data(), normalize_update.size()), "'");
+  const int64_t B = idx.size(0), N = weights.size(0);
+  at::Tensor out = at::empty({B}, weights.options());
+  if (fbr::poison_flag()) out.fill_(std::numeric_limits<double>::quiet_NaN());
+  at::Tensor ic = idx.contiguous();
+  at::Tensor rc = scores.to(weights.scalar_type()).contiguous();
+  if (weights.scalar_type() == at::kDouble)
+    reweighter_update<double>(weights.data_ptr<double>(), N, ic.data_ptr<int64_t>(), rc.data_ptr<double>(), B, lr,
+                              mean_abs, eps, out.data_ptr<double>());
+  else
+    reweighter_update<float>(weights.data_ptr<float>(), N, ic.data_ptr<int64_t>(), rc.data_ptr<float>(), B, lr,
+                             mean_abs, eps, out.data_ptr<float>());
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The published per-batch weight rule (SPEC §3.6), written to match reference.threshold_weights:
+//   no negative score: w = 1 everywhere; else eta = 0.5 / min_{r_j < 0} |r_j|,
+//   w_i = clip(0.5 + eta r_i, 0, 1), then 0 where w_i <= 0.5 (NaN stays NaN, as torch.clamp).
+// ---------------------------------------------------------------------------------------------
+template <typename T>
+static void threshold_rule(const T* r, int64_t B, T* w) {
+  bool any_neg = false;
+  T min_neg_abs = std::numeric_limits<T>::infinity();
+  for (int64_t i = 0; i < B; ++i)
+    if (r[i] < T(0)) {
+      any_neg = true;
+      min_neg_abs = std::min(min_neg_abs, -r[i]);
+    }
+  if (!any_neg) {
+    for (int64_t i = 0; i < B; ++i) w[i] = T(1);
+    return;
+  }
+  const T eta = T(0.5) / min_neg_abs;
+  for (int64_t i = 0; i < B; ++i) {
+    T v = T(0.5) + eta * r[i];
+    if (!std::isnan(v)) v = std::min(std::max(v, T(0)), T(1));
+    w[i] = v <= T(0.5) ? T(0) : v;
+  }
+}
+
+at::Tensor threshold_weights_cpu(const at::Tensor& scores) {
+  const char* op = "threshold_weights";
+  TORCH_CHECK(scores.dim() == 1 && (scores.scalar_type() == at::kFloat || scores.scalar_type() == at::kDouble),
+              "fastreweight::", op, ": scores must be a 1-D float32 or float64 tensor, got ", scores.scalar_type(),
+              " of shape ", fbr::shape_str(scores));
+  check_cpu(op, scores);
+  const int64_t B = scores.size(0);
+  at::Tensor out = at::empty({B}, scores.options());
+  if (fbr::poison_flag()) out.fill_(std::numeric_limits<double>::quiet_NaN());
+  at::Tensor rc = scores.contiguous();
+  if (scores.scalar_type() == at::kDouble)
+    threshold_rule<double>(rc.data_ptr<double>(), B, out.data_ptr<double>());
+  else
+    threshold_rule<float>(rc.data_ptr<float>(), B, out.data_ptr<float>());
   return out;
 }
 
@@ -403,6 +761,15 @@ TORCH_LIBRARY(fastreweight, m) {
   m.def(
       "fbr_scores(Tensor[] xs, Tensor[] zs, Tensor[] mus, Tensor[] es, Tensor[] fs, Tensor clean_y, "
       "Tensor class_weight, bool cosine, Tensor y, str shift, float alpha) -> Tensor");
+  m.def(
+      "class_similarity_prototype(Tensor[] xs, Tensor[] mus, Tensor[] es, Tensor[] protos, bool cosine) -> Tensor");
+  m.def(
+      "fbr_scores_prototype(Tensor[] xs, Tensor[] mus, Tensor[] es, Tensor[] protos, Tensor class_weight, "
+      "bool cosine, Tensor y, str shift, float alpha) -> Tensor");
+  m.def(
+      "reweighter_step(Tensor(a!) weights, Tensor idx, Tensor scores, float lr, str normalize_update, float eps) "
+      "-> Tensor");
+  m.def("threshold_weights(Tensor scores) -> Tensor");
   // test hook: fill every output with NaN before the kernel writes it (returns the previous setting)
   m.def("_set_poison_outputs(bool enable) -> bool", &fbr_cpu::set_poison_outputs);
 }
@@ -410,6 +777,10 @@ TORCH_LIBRARY(fastreweight, m) {
 TORCH_LIBRARY_IMPL(fastreweight, CPU, m) {
   m.impl("class_similarity", &fbr_cpu::class_similarity_cpu);
   m.impl("fbr_scores", &fbr_cpu::fbr_scores_cpu);
+  m.impl("class_similarity_prototype", &fbr_cpu::class_similarity_prototype_cpu);
+  m.impl("fbr_scores_prototype", &fbr_cpu::fbr_scores_prototype_cpu);
+  m.impl("reweighter_step", &fbr_cpu::reweighter_step_cpu);
+  m.impl("threshold_weights", &fbr_cpu::threshold_weights_cpu);
 }
 
 // A module init function, so that a setup.py build can be imported as fastreweight._C_cpu

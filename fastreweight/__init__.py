@@ -8,6 +8,7 @@ import logging as _logging
 from . import capture, weights
 from .backends import BackendUnavailable
 from .weights import (
+    CleanScorer,
     Reweighter,
     class_similarity,
     fbr_scores,
@@ -22,6 +23,6 @@ _logging.getLogger("fastreweight").addHandler(_logging.NullHandler())
 
 __version__ = "0.1.0"
 __all__ = [
-    "capture", "weights", "BackendUnavailable", "Reweighter", "class_similarity", "fbr_scores",
+    "capture", "weights", "BackendUnavailable", "CleanScorer", "Reweighter", "class_similarity", "fbr_scores",
     "last_plan", "meta_scores", "stateless_weights", "threshold_weights", "weighted_loss",
 ]

@@ -10,6 +10,8 @@ interact (no batch-norm in training mode, no attention across the batch).
 
 * ``penultimate(model, head, inputs)`` — the input of the final ``nn.Linear`` (the features FBR
   uses, SPEC §7) and the logits, from one forward pass;
+* ``FeatureTap(head)`` — the same features from a hook registered once, for loops that need them at
+  every step (``penultimate`` registers and removes a hook per call);
 * ``head_residual(logits, y)`` — ``softmax(logits) − onehot(y)``, the cross-entropy output gradient
   of the head, i.e. the second factor ``E`` of the last-layer gradient kernel;
 * ``linear_factors(model, layers, inputs, targets)`` — the (A, D) pairs of chosen ``nn.Linear``
@@ -26,7 +28,7 @@ import torch.nn.functional as F
 
 from . import validate as V
 
-__all__ = ["penultimate", "head_residual", "linear_factors", "find_head"]
+__all__ = ["penultimate", "FeatureTap", "head_residual", "linear_factors", "find_head"]
 
 
 def find_head(model: nn.Module) -> nn.Linear:
@@ -71,6 +73,45 @@ def penultimate(model: nn.Module, inputs, head: nn.Linear | None = None) -> tupl
         raise ValueError("head was not called during model(inputs); is it part of the model's forward?")
     _two_d_input("head", store["x"])
     return store["x"], logits
+
+
+class FeatureTap:
+    """A persistent forward pre-hook on ``head`` that keeps the input of its latest call.
+
+    ``take()`` returns that input (the penultimate features of the latest forward through ``head``)
+    and forgets it, so a stale batch is never returned twice.  Remove the hook with ``close()`` or use
+    the tap as a context manager::
+
+        with FeatureTap(model.head) as tap:
+            for xb, yb in loader:
+                logits = model(xb)
+                feats = tap.take()
+    """
+
+    def __init__(self, head: nn.Linear) -> None:
+        self.head = _check_linear("head", head)
+        self._x = None
+        self._handle = head.register_forward_pre_hook(self._hook)
+
+    def _hook(self, mod, args) -> None:
+        self._x = args[0]
+
+    def take(self) -> torch.Tensor:
+        x, self._x = self._x, None
+        if x is None:
+            raise ValueError("head was not called since the last take(); is it part of the model's forward?")
+        _two_d_input("head", x)
+        return x
+
+    def close(self) -> None:
+        self._handle.remove()
+        self._x = None
+
+    def __enter__(self) -> "FeatureTap":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def head_residual(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -3,8 +3,14 @@
 Strategy, by FLOP count (multiply-adds × 2), per layer with feature size d and second factor k:
 
 * pairwise:  2·B·M·d (+ 2·B·M·k for the gradient kernel) to form K, + 2·B·M·C to aggregate;
-* prototype: feature kernel 2·M·C·d + 2·B·C·d; gradient kernel 2·M·k·d + 2·B·C·k·d, and C·k·d
-  prototype values held in memory, which must fit ``PROTOTYPE_MEMORY_BYTES``.
+* prototype: the clean side, 2·M·C·d (feature kernel) or 2·M·k·d (gradient kernel), plus per call
+  2·B·C·d or 2·B·C·k·d; C·d or C·k·d prototype values held in memory, which must fit
+  ``PROTOTYPE_MEMORY_BYTES``.
+
+The prototypes depend on the clean inputs only and every backend memoises them with the clean side
+(``problem.CleanCache``).  Once a call reuses a memoised clean side — a training loop scoring batch
+after batch against the same clean features — the planner expects further reuse and counts the
+clean-side FLOPs as amortised: only the per-call FLOPs are compared with the pairwise strategy's.
 
 Backend: an explicit name must be available and support the problem, or ``BackendUnavailable`` is
 raised with the reason.  ``"auto"`` tries the fast backends for the device (CUDA: Triton, then the
@@ -36,29 +42,36 @@ class Plan:
     prototype_flops: int
 
 
-def shape_flops(B: int, M: int, C: int, layer_dims, acc_bytes: int = 4) -> tuple[int, int, int]:
+def shape_flops(B: int, M: int, C: int, layer_dims, acc_bytes: int = 4, clean_amortised: bool = False
+                ) -> tuple[int, int, int]:
     """(pairwise FLOPs, prototype FLOPs, prototype bytes) for layers given as ``(d, k)`` pairs
-    (``k = 0``: feature kernel)."""
+    (``k = 0``: feature kernel); ``clean_amortised`` leaves out the prototypes' clean-side FLOPs."""
     pair = 2 * B * M * C
     proto = 0
     proto_bytes = 0
     for d, k in layer_dims:
         if k == 0:
             pair += 2 * B * M * d
-            proto += 2 * M * C * d + 2 * B * C * d
+            proto += (0 if clean_amortised else 2 * M * C * d) + 2 * B * C * d
             proto_bytes += C * d * acc_bytes
         else:
             pair += 2 * B * M * (d + k) + B * M
-            proto += 2 * M * k * d + 2 * B * C * k * d
+            proto += (0 if clean_amortised else 2 * M * k * d) + 2 * B * C * k * d
             proto_bytes += C * k * d * acc_bytes
     return pair, proto, proto_bytes
 
 
+def clean_side_reused(problem: Problem) -> bool:
+    """True once a call has reused this problem's memoised clean side (see the module doc)."""
+    return problem.clean_memo.get("reuses", 0) > 0
+
+
 def strategy_flops(problem: Problem) -> tuple[int, int, int]:
-    """(pairwise FLOPs, prototype FLOPs, prototype bytes) of one prepared call."""
+    """(pairwise FLOPs, prototype FLOPs, prototype bytes) of one prepared call; the prototype count
+    leaves out the clean side once it is being reused (``clean_side_reused``)."""
     dims = [(layer.x.shape[1], 0 if layer.e is None else layer.e.shape[1]) for layer in problem.layers]
     return shape_flops(problem.batch_size, problem.num_clean, problem.num_classes, dims,
-                       problem.acc_dtype.itemsize)
+                       problem.acc_dtype.itemsize, clean_side_reused(problem))
 
 
 def choose_strategy(problem: Problem, requested: str) -> tuple[str, str, int, int]:
@@ -67,9 +80,10 @@ def choose_strategy(problem: Problem, requested: str) -> tuple[str, str, int, in
         return requested, f"strategy={requested!r} requested", pair, proto
     if proto_bytes > PROTOTYPE_MEMORY_BYTES:
         return "pairwise", f"prototypes would need {proto_bytes} bytes", pair, proto
+    amortised = " (clean side reused: per-call FLOPs)" if clean_side_reused(problem) else ""
     if proto < pair:
-        return "prototype", f"prototype {proto:.3g} FLOPs < pairwise {pair:.3g}", pair, proto
-    return "pairwise", f"pairwise {pair:.3g} FLOPs <= prototype {proto:.3g}", pair, proto
+        return "prototype", f"prototype {proto:.3g} FLOPs{amortised} < pairwise {pair:.3g}", pair, proto
+    return "pairwise", f"pairwise {pair:.3g} FLOPs <= prototype {proto:.3g}{amortised}", pair, proto
 
 
 _logged: set = set()
@@ -80,10 +94,16 @@ def make_plan(problem: Problem, strategy: str, backend: str) -> Plan:
     strategy, why_strategy, pair, proto = choose_strategy(problem, strategy)
     device = problem.device
     if requested_strategy == "auto" and strategy == "prototype" and pair <= SMALL_PAIRWISE_FLOPS:
+        # a small call costs launches, not FLOPs: a backend whose pairwise path is one fused op but
+        # whose prototype path is several beats the prototypes on launch cost alone
         fused = [backend] if backend != "auto" else list(backends.AUTO_ORDER.get(device.type, ()))
         for name in fused:
-            if name != "reference" and backends.unavailable_reason(name, device) is None and \
-                    backends.load(name).unsupported_reason(problem, "pairwise") is None:
+            if name == "reference" or backends.unavailable_reason(name, device) is not None:
+                continue
+            mod = backends.load(name)
+            if getattr(mod, "FUSED_PROTOTYPE", False) and mod.unsupported_reason(problem, "prototype") is None:
+                break  # its prototype path is one fused op too: FLOPs decide
+            if mod.unsupported_reason(problem, "pairwise") is None:
                 strategy = "pairwise"
                 why_strategy = f"pairwise {pair:.3g} FLOPs is below the launch-cost break-even of a fused backend"
                 break

@@ -208,7 +208,21 @@ def stateless_weights(r: torch.Tensor) -> torch.Tensor:
 
 
 def weighted_loss(losses: torch.Tensor, w: torch.Tensor, reduction: str, eps: float) -> torch.Tensor:
-    total = (w.to(losses.dtype) * losses).sum()
+    """``Σ w_i l_i / max(Σ w_i, eps)`` (``"weight_sum"``) or ``Σ w_i l_i / B`` (``"batch"``).
+
+    Weights without gradient (the usual case: they come from scores of detached features) are
+    normalised first and contracted with the losses by one ``dot``, whose backward is a single
+    scaled copy — this is on every training step's critical path, where the literal form's three
+    autograd nodes cost more than the loss itself for small models.  Weights that require grad
+    (e.g. differentiated through, as in Learning to Reweight) keep the literal form."""
+    w = w.to(losses.dtype)
+    if not w.requires_grad:
+        if reduction == "batch":
+            coef = w / max(losses.shape[0], 1)
+        else:
+            coef = w / w.sum().clamp_min(eps)
+        return torch.dot(losses, coef)
+    total = (w * losses).sum()
     if reduction == "batch":
         return total / max(losses.shape[0], 1)
-    return total / w.to(losses.dtype).sum().clamp_min(eps)
+    return total / w.sum().clamp_min(eps)

@@ -105,6 +105,7 @@ import torch.nn.functional as F
 from . import capture
 from .data import NoisyData
 from .weights import (
+    CleanScorer,
     Reweighter,
     fbr_scores,
     meta_scores,
@@ -532,6 +533,7 @@ def train(
         if clean_features == "cache":
             if state["Z"] is None or state["rw_step"] % refresh_every == 0:
                 state["Z"] = _eval_features(model, xc, eval_batch_size)
+                state["scorer"] = None  # prepared on first use, for the batch features' dtype
             return state["Z"], yc
         if clean_features == "batch":
             xb_c, yb_c = clean_minibatch()
@@ -575,10 +577,16 @@ def train(
                 logits = net(xb)
         else:
             with autocast():
-                feats, logits = capture.penultimate(net, xb, head=head)
+                logits = net(xb)
+            feats = tap.take()  # the head's input in this forward (hook registered once per call)
             feats = feats.detach().float() if amp_dtype is not None else feats.detach()
         Z, u = stateful_clean_feats()
-        if len(yb):
+        if len(yb) and clean_features == "cache":
+            # the cached clean side is scored against many batches: prepared once per refresh
+            if state.get("scorer") is None or state["scorer"].dtype != feats.dtype:
+                state["scorer"] = CleanScorer(Z.to(feats.dtype), u, num_classes=C, check_values=check_values)
+            d = state["scorer"].fbr_scores(feats, yb, shift=shift, alpha=alpha, on_missing_class="skip")
+        elif len(yb):
             d = fbr_scores(feats, yb, Z.to(feats.dtype), u, num_classes=C, shift=shift, alpha=alpha,
                            on_missing_class="skip", check_values=check_values)
         else:  # an empty shard (distributed): nothing to score, but rw.step's collectives still run
@@ -600,17 +608,21 @@ def train(
                     logits = model(xb)
             else:
                 with autocast():
-                    feats, logits = capture.penultimate(model, xb, head=head)
+                    logits = model(xb)
+                feats = tap.take()
             feats = feats.detach()
             if amp_dtype is not None:
                 feats = feats.float()
-            d = fbr_scores(feats, yb, state["Z"].to(feats.dtype), yc, num_classes=C, center="clean",
-                           shift="second", alpha=a, on_missing_class="skip", check_values=check_values)
-            sample_weights[idx] = threshold_weights(d, check_values=check_values).to(wdtype)
+            if state.get("scorer") is None or state["scorer"].dtype != feats.dtype:
+                state["scorer"] = CleanScorer(state["Z"].to(feats.dtype), yc, num_classes=C, center="clean",
+                                              check_values=check_values)
+            d = state["scorer"].fbr_scores(feats, yb, shift="second", alpha=a, on_missing_class="skip")
+            w = threshold_weights(d, check_values=check_values).to(wdtype)
+            sample_weights[idx] = w  # idx holds no repeats: w is what sample_weights[idx] now reads
         else:
             with autocast():
                 logits = model(xb)
-        w = sample_weights[idx]
+            w = sample_weights[idx]
         losses = ce(logits, yb)
         loss = weighted_loss(losses, w.to(losses.dtype), reduction="batch")
         return loss, w
@@ -667,83 +679,89 @@ def train(
 
         bar = tqdm(total=epochs, desc=desc or method, leave=False)
     reweight_start = start_epoch
-    for epoch in range(epochs):
-        t0 = time.perf_counter()
-        for m in models:
-            m.train()
-        for _ in range(clean_passes):
-            clean_pass(epoch)
-        active = reweight_start is not None and epoch >= reweight_start
-        if paper and active:
-            state["Z"] = _eval_features(model, xc, eval_batch_size)
-        if method == "coteaching":
-            rate_t = forget_rate * min(1.0, epoch / max(num_gradual, 1)) ** exponent
-        perm = torch.randperm(N, generator=g).to(dev)
-        for i in range(0, N, batch_size):
-            idx = perm[i:i + batch_size]
-            xb, yb = x[idx], y[idx]
-            if augment is not None:
-                xb = augment(xb, g)
-            if distributed:  # this rank's contiguous shard of the global batch
-                idx, xb, yb = (_shard(t, rank, world) for t in (idx, xb, yb))
-            if method == "erm":
-                with autocast():
-                    logits = net(xb)
-                loss, w = mean_loss(ce(logits, yb)), None
-                backward_step(loss, optimizer)
-            elif method == "fbr":
-                loss, w = (step_fbr_paper(xb, yb, idx, active, epoch) if paper
-                           else step_fbr_stateful(xb, yb, idx, active))
-                backward_step(loss, optimizer)
-            elif method == "meta":
-                loss, w = step_meta(xb, yb, active)
-                backward_step(loss, optimizer)
-            elif method == "l2r":
-                loss, w = step_l2r(xb, yb, active, optimizer)
-                backward_step(loss, optimizer)
-            else:  # coteaching
-                with autocast():
-                    l1 = ce(model(xb), yb)
-                    l2 = ce(model2(xb), yb)
-                keep = max(1, int(round((1 - rate_t) * len(yb))))
-                s1 = torch.argsort(l1.detach())[:keep]
-                s2 = torch.argsort(l2.detach())[:keep]
-                backward_step(l1[s2].mean(), optimizer)
-                backward_step(l2[s1].mean(), optimizer2)
-                w = torch.zeros(len(yb), device=dev)
-                w[s2] = 1.0
-            state["step"] += 1
-            wb = torch.ones(len(yb), device=dev) if w is None else w
-            group_means.append(_group_sums(wb, is_clean_all[idx]) if distributed
-                               else _group_means(wb, is_clean_all[idx]))
-            emit("train", epoch, idx, wb)
-        if auto is not None and reweight_start is None:
-            v = auto_warmup_probe(model, xc, yc, C, eval_batch_size)
-            probes.append(v)
-            if auto.ready(epoch, v):
-                reweight_start = epoch + 1
-        for s in schedulers:
-            s.step()
-        if dev.type == "cuda":  # the epoch's kernels are queued asynchronously: wait once per epoch
-            torch.cuda.synchronize(dev)
-        epoch_secs.append(time.perf_counter() - t0)
-        if group_means and distributed:  # one all-reduce per epoch: the global batches' means
-            sums = torch.stack(group_means)
-            dist.all_reduce(sums, group=process_group)
-            group_means[:] = list(torch.stack([sums[:, 0] / sums[:, 1], sums[:, 2] / sums[:, 3]], 1).float())
-        if group_means:  # one read-back per epoch
-            for mc, mn in torch.stack(group_means).tolist():
-                clean_w.append(mc)
-                noisy_w.append(mn)
-            group_means.clear()
-        acc = evaluate(model, xt, yt, eval_batch_size) if len(yt) else float("nan")
-        test_acc.append(acc)
+    tap = capture.FeatureTap(head) if (method == "fbr" and batch_features == "train") else None
+    try:
+        for epoch in range(epochs):
+            t0 = time.perf_counter()
+            for m in models:
+                m.train()
+            for _ in range(clean_passes):
+                clean_pass(epoch)
+            active = reweight_start is not None and epoch >= reweight_start
+            if paper and active:
+                state["Z"] = _eval_features(model, xc, eval_batch_size)
+                state["scorer"] = None  # prepared for the new clean features on first use
+            if method == "coteaching":
+                rate_t = forget_rate * min(1.0, epoch / max(num_gradual, 1)) ** exponent
+            perm = torch.randperm(N, generator=g).to(dev)
+            for i in range(0, N, batch_size):
+                idx = perm[i:i + batch_size]
+                xb, yb = x[idx], y[idx]
+                if augment is not None:
+                    xb = augment(xb, g)
+                if distributed:  # this rank's contiguous shard of the global batch
+                    idx, xb, yb = (_shard(t, rank, world) for t in (idx, xb, yb))
+                if method == "erm":
+                    with autocast():
+                        logits = net(xb)
+                    loss, w = mean_loss(ce(logits, yb)), None
+                    backward_step(loss, optimizer)
+                elif method == "fbr":
+                    loss, w = (step_fbr_paper(xb, yb, idx, active, epoch) if paper
+                               else step_fbr_stateful(xb, yb, idx, active))
+                    backward_step(loss, optimizer)
+                elif method == "meta":
+                    loss, w = step_meta(xb, yb, active)
+                    backward_step(loss, optimizer)
+                elif method == "l2r":
+                    loss, w = step_l2r(xb, yb, active, optimizer)
+                    backward_step(loss, optimizer)
+                else:  # coteaching
+                    with autocast():
+                        l1 = ce(model(xb), yb)
+                        l2 = ce(model2(xb), yb)
+                    keep = max(1, int(round((1 - rate_t) * len(yb))))
+                    s1 = torch.argsort(l1.detach())[:keep]
+                    s2 = torch.argsort(l2.detach())[:keep]
+                    backward_step(l1[s2].mean(), optimizer)
+                    backward_step(l2[s1].mean(), optimizer2)
+                    w = torch.zeros(len(yb), device=dev)
+                    w[s2] = 1.0
+                state["step"] += 1
+                wb = torch.ones(len(yb), device=dev) if w is None else w
+                group_means.append(_group_sums(wb, is_clean_all[idx]) if distributed
+                                   else _group_means(wb, is_clean_all[idx]))
+                emit("train", epoch, idx, wb)
+            if auto is not None and reweight_start is None:
+                v = auto_warmup_probe(model, xc, yc, C, eval_batch_size)
+                probes.append(v)
+                if auto.ready(epoch, v):
+                    reweight_start = epoch + 1
+            for s in schedulers:
+                s.step()
+            if dev.type == "cuda":  # the epoch's kernels are queued asynchronously: wait once per epoch
+                torch.cuda.synchronize(dev)
+            epoch_secs.append(time.perf_counter() - t0)
+            if group_means and distributed:  # one all-reduce per epoch: the global batches' means
+                sums = torch.stack(group_means)
+                dist.all_reduce(sums, group=process_group)
+                group_means[:] = list(torch.stack([sums[:, 0] / sums[:, 1], sums[:, 2] / sums[:, 3]], 1).float())
+            if group_means:  # one read-back per epoch
+                for mc, mn in torch.stack(group_means).tolist():
+                    clean_w.append(mc)
+                    noisy_w.append(mn)
+                group_means.clear()
+            acc = evaluate(model, xt, yt, eval_batch_size) if len(yt) else float("nan")
+            test_acc.append(acc)
+            if bar is not None:
+                bar.set_postfix(acc=f"{acc:.3f}", w_clean=f"{clean_w[-1] if clean_w else float('nan'):.2f}",
+                                w_noisy=f"{noisy_w[-1] if noisy_w else float('nan'):.2f}")
+                bar.update(1)
         if bar is not None:
-            bar.set_postfix(acc=f"{acc:.3f}", w_clean=f"{clean_w[-1] if clean_w else float('nan'):.2f}",
-                            w_noisy=f"{noisy_w[-1] if noisy_w else float('nan'):.2f}")
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+            bar.close()
+    finally:
+        if tap is not None:  # the hook must not outlive the call
+            tap.close()
 
     final = None
     if sample_weights is not None:

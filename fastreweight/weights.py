@@ -10,6 +10,10 @@ Typical FBR step (SPEC §3, §7)::
     d = fbr_scores(feats, y, clean_feats, clean_y, num_classes=C, shift="second")
     w = threshold_weights(d)                             # or: reweighter.step(idx, d)
     loss = weighted_loss(F.cross_entropy(logits, y, reduction="none"), w, reduction="batch")
+
+In a training loop that scores many batches against the same clean features, ``CleanScorer``
+(``scorer.py``) validates and prepares the clean side once: ``CleanScorer(clean_feats, clean_y,
+num_classes=C).fbr_scores(feats, y)`` gives the same scores with only the batch side checked per call.
 """
 from __future__ import annotations
 
@@ -21,8 +25,10 @@ import torch
 from . import backends, plan as plan_mod, reference
 from . import validate as V
 from .problem import build_problem
+from .scorer import CleanScorer
 
 __all__ = [
+    "CleanScorer",
     "class_similarity",
     "fbr_scores",
     "fbr_from_similarity",
@@ -199,6 +205,9 @@ def threshold_weights(scores: torch.Tensor, *, check_values: bool = True) -> tor
     """The published per-batch rule: 1 everywhere if no score is negative; else
     ``w_i = clip(0.5 + eta·r_i, 0, 1)`` with ``eta = 0.5 / min_{r_j<0} |r_j|``, then 0 where ``w_i <= 0.5``."""
     _check_scores("scores", scores, check_values)
+    if scores.device.type == "cpu" and scores.dtype in (torch.float32, torch.float64) and \
+            not scores.requires_grad and backends.unavailable_reason("cpp", scores.device) is None:
+        return backends.load("cpp").threshold_weights(scores)  # one op instead of eight
     return reference.threshold_weights(scores)
 
 
@@ -224,6 +233,9 @@ class Reweighter:
 
     ``step(idx, scores)``: ``r^ = r / (mean|r| + eps)`` (``normalize_update="mean_abs"``; or
     ``"none"``), ``w[idx] <- clip(w[idx] + lr·r^, 0, 1)``; returns the batch's new weights.
+    ``backend``: ``"auto"`` (the fused Triton kernel on CUDA, the C++ op on the CPU, the reference
+    where neither is available), ``"reference"``, ``"triton"`` or ``"cpp"``; the one in use is
+    ``self.backend``.
     """
 
     def __init__(
@@ -254,28 +266,44 @@ class Reweighter:
         V.check_option("normalize_update", normalize_update, V.NORMALIZE_UPDATE_OPTIONS)
         if dtype not in (torch.float32, torch.float64):
             raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
-        V.check_option("backend", backend, ("auto", "reference", "triton"))
+        V.check_option("backend", backend, ("auto", "reference", "triton", "cpp"))
         self.num_samples = num_samples
         self.lr = float(lr)
         self.init = float(init)
         self.normalize_update = normalize_update
         self.eps = float(eps)
         self.weights = torch.full((num_samples,), float(init), dtype=dtype, device=device)
-        # the fused update kernel (gather, normalise, clip, scatter in one launch) runs where Triton
-        # compiles for the device: CUDA under "auto"; anywhere it is available when asked for
-        reason = backends.unavailable_reason("triton", self.weights.device)
-        if backend == "triton" and reason is not None:
-            raise backends.BackendUnavailable(f"backend='triton' cannot run the Reweighter update: {reason}")
-        use_triton = backend == "triton" or (backend == "auto" and self.weights.device.type == "cuda" and reason is None)
-        self.backend = "triton" if use_triton else "reference"
+        # The fused update (gather, normalise, clip, scatter in one launch / one op): the Triton kernel
+        # on CUDA, the C++ op on the CPU, under "auto"; an explicitly requested one must be available.
+        dev = self.weights.device
+        if backend in ("triton", "cpp"):
+            reason = backends.unavailable_reason(backend, dev)
+            if reason is not None:
+                raise backends.BackendUnavailable(f"backend={backend!r} cannot run the Reweighter update: {reason}")
+            self.backend = backend
+        elif backend == "auto":
+            fast = {"cuda": "triton", "cpu": "cpp"}.get(dev.type)
+            ok = fast is not None and backends.unavailable_reason(fast, dev) is None
+            self.backend = fast if ok else "reference"
+        else:
+            self.backend = "reference"
 
     def step(self, idx: torch.Tensor, scores: torch.Tensor, *, check_values: bool = True) -> torch.Tensor:
-        _check_scores("scores", scores, check_values)
-        V.check_index_vector("idx", idx, scores.shape[0], self.num_samples, check_values)
-        V.check_same_device({"weights": self.weights, "idx": idx, "scores": scores})
+        dev = self.weights.device
+        # the metadata checks, inline for the common case (this runs on every training step)
+        if not (isinstance(scores, torch.Tensor) and isinstance(idx, torch.Tensor)
+                and scores.dim() == 1 and idx.dim() == 1 and idx.shape[0] == scores.shape[0]
+                and scores.dtype in V.FLOAT_DTYPES and idx.dtype in V.INT_DTYPES
+                and scores.device == dev and idx.device == dev):
+            V.check_float_vector("scores", scores)
+            V.check_label_vector("idx", idx, scores.shape[0])
+            V.check_same_device({"weights": self.weights, "idx": idx, "scores": scores})
+        if check_values:
+            _check_scores("scores", scores, True)
+            V.check_index_vector("idx", idx, scores.shape[0], self.num_samples, True)
         idx = idx.to(torch.int64)
-        if self.backend == "triton":
-            return backends.load("triton").reweighter_step(
+        if self.backend != "reference":
+            return backends.load(self.backend).reweighter_step(
                 self.weights, idx, scores, self.lr, self.normalize_update, self.eps
             )
         new = reference.reweighter_update(

@@ -22,8 +22,19 @@ needs_ext = pytest.mark.skipif(LOAD_REASON is not None, reason=f"C++ CPU extensi
 ops = torch.ops.fastreweight if LOAD_REASON is None else None
 CUDA_REASON = csrc_backend.load_cuda() if torch.cuda.is_available() else "no CUDA device"
 needs_cuda_ext = pytest.mark.skipif(CUDA_REASON is not None, reason=f"CUDA extension unavailable: {CUDA_REASON}")
-BACKENDS = [pytest.param("cpp", marks=needs_ext, id="cpp"), pytest.param("cuda", marks=needs_cuda_ext, id="cuda")]
-DEVICE_OF = {"cpp": torch.device("cpu"), "cuda": torch.device("cuda"), "reference": torch.device("cpu")}
+# execution paths under test: "<backend>" runs the pairwise strategy, "<backend>-prototype" the
+# prototype strategy (the C++ backend has both; the CUDA extension implements the pairwise one)
+BACKENDS = [pytest.param("cpp", marks=needs_ext, id="cpp"),
+            pytest.param("cpp-prototype", marks=needs_ext, id="cpp-prototype"),
+            pytest.param("cuda", marks=needs_cuda_ext, id="cuda")]
+DEVICE_OF = {"cpp": torch.device("cpu"), "cpp-prototype": torch.device("cpu"), "cuda": torch.device("cuda"),
+             "reference": torch.device("cpu")}
+
+
+def path_kw(path):
+    """backend= and strategy= of an execution path (the reference: pairwise, the definition)."""
+    backend, _, strategy = path.partition("-")
+    return dict(backend=backend, strategy=strategy or "pairwise")
 
 SIZES = (1, 2, 17, 97, 1025)
 SHIFTS = ("second", "max", "mean", "none")
@@ -68,13 +79,13 @@ def to_device(f, y, u, device):
 def sim(f, y, u, C, backend, **kw):
     f, y, u = to_device(f, y, u, DEVICE_OF[backend])
     return fr.class_similarity(f["x"], y, f["clean_x"], u, x2=f["x2"], clean_x2=f["clean_x2"], num_classes=C,
-                               strategy="pairwise", backend=backend, on_missing_class="skip", **kw).cpu()
+                               on_missing_class="skip", **path_kw(backend), **kw).cpu()
 
 
 def fbr(f, y, u, C, backend, **kw):
     f, y, u = to_device(f, y, u, DEVICE_OF[backend])
     return fr.fbr_scores(f["x"], y, f["clean_x"], u, x2=f["x2"], clean_x2=f["clean_x2"], num_classes=C,
-                         strategy="pairwise", backend=backend, on_missing_class="skip", **kw).cpu()
+                         on_missing_class="skip", **path_kw(backend), **kw).cpu()
 
 
 def kbound(f):
@@ -191,15 +202,15 @@ def test_fbr_ties_and_out_of_range_labels(shift, backend):
     y = torch.tensor([0, 1, 2, 3, -2, 4, 9, 1, 0])
     dev = DEVICE_OF[backend]
     for xx in (x, torch.randn(B, 5, dtype=torch.float64)):
-        kw = dict(num_classes=C, center="none", strategy="pairwise", shift=shift, alpha=0.5, check_values=False)
-        r = fr.fbr_scores(xx, y, z, u, backend="reference", **kw)
-        a = fr.fbr_scores(xx.to(dev), y.to(dev), z.to(dev), u.to(dev), backend=backend, **kw).cpu()
+        kw = dict(num_classes=C, center="none", shift=shift, alpha=0.5, check_values=False)
+        r = fr.fbr_scores(xx, y, z, u, backend="reference", strategy="pairwise", **kw)
+        a = fr.fbr_scores(xx.to(dev), y.to(dev), z.to(dev), u.to(dev), **path_kw(backend), **kw).cpu()
         scale = kbound(dict(x=xx, clean_x=z, x2=None, clean_x2=None))
         assert_close64(a, r, scale=scale)
         assert (a[(y < 0) | (y >= C)] == 0).all()
-        S_kw = dict(num_classes=C, center="none", strategy="pairwise", check_values=False)
-        assert_close64(fr.class_similarity(xx.to(dev), y.to(dev), z.to(dev), u.to(dev), backend=backend, **S_kw).cpu(),
-                       fr.class_similarity(xx, y, z, u, backend="reference", **S_kw), scale=scale)
+        S_kw = dict(num_classes=C, center="none", check_values=False)
+        assert_close64(fr.class_similarity(xx.to(dev), y.to(dev), z.to(dev), u.to(dev), **path_kw(backend), **S_kw).cpu(),
+                       fr.class_similarity(xx, y, z, u, backend="reference", strategy="pairwise", **S_kw), scale=scale)
 
 
 @needs_ext
@@ -220,11 +231,11 @@ def test_fbr_two_class_subset_and_single_present_class_shift():
 @pytest.mark.parametrize("with_labels", [False, True])
 def test_meta_scores(center, with_labels, backend):
     f, _, u = make(97, 300, d=23, k=9, grad=True, layers=2, C=5)
-    kw = dict(center=center, clean_y=u if with_labels else None, strategy="pairwise")
-    r = fr.meta_scores(f["x"], f["x2"], f["clean_x"], f["clean_x2"], backend="reference", **kw)
+    kw = dict(center=center, clean_y=u if with_labels else None)
+    r = fr.meta_scores(f["x"], f["x2"], f["clean_x"], f["clean_x2"], backend="reference", strategy="pairwise", **kw)
     fd, ud, _ = to_device(f, u, u, DEVICE_OF[backend])
     kw["clean_y"] = ud if with_labels else None
-    a = fr.meta_scores(fd["x"], fd["x2"], fd["clean_x"], fd["clean_x2"], backend=backend, **kw)
+    a = fr.meta_scores(fd["x"], fd["x2"], fd["clean_x"], fd["clean_x2"], **path_kw(backend), **kw)
     assert_close64(a.cpu(), r)
 
 
@@ -248,7 +259,7 @@ def test_noncontiguous_inputs(backend):
     nc["x"] = fd["x"].T.contiguous().T  # column-major
     assert not nc["x"].is_contiguous() and not nc["clean_x"].is_contiguous()
     got = fr.class_similarity(nc["x"], yd, nc["clean_x"], ud, x2=nc["x2"], clean_x2=nc["clean_x2"], num_classes=4,
-                              strategy="pairwise", backend=backend, on_missing_class="skip")
+                              on_missing_class="skip", **path_kw(backend))
     assert_close64(got.cpu(), sim(f, y, u, 4, "reference"))
 
 
@@ -423,16 +434,234 @@ def test_backend_interface():
     assert cpp.unavailable_reason(torch.device("cpu")) is None
     assert "CPU tensors only" in cpp.unavailable_reason(torch.device("meta"))
     assert cpp.unsupported_reason(P, "pairwise") is None
-    assert "pairwise" in cpp.unsupported_reason(P, "prototype")
+    assert cpp.unsupported_reason(P, "prototype") is None
+    assert "no strategy 'blocked'" in cpp.unsupported_reason(P, "blocked")
     assert "CUDA tensors only" in cuda.unavailable_reason(torch.device("cpu"))
-    # explicit backend with an unsupported strategy: a clear error
-    with pytest.raises(backends.BackendUnavailable, match="pairwise"):
-        fr.class_similarity(f["x"], y, f["clean_x"], u, num_classes=3, strategy="prototype", backend="cpp")
-    # auto on CPU: pairwise goes to cpp, prototype falls back to the reference
-    fr.class_similarity(f["x"], y, f["clean_x"], u, num_classes=3, strategy="pairwise")
-    assert fr.last_plan().backend == "cpp"
-    fr.class_similarity(f["x"], y, f["clean_x"], u, num_classes=3, strategy="prototype")
-    assert fr.last_plan().backend == "reference"
+    # auto on CPU: both strategies go to cpp
+    for strategy in ("pairwise", "prototype"):
+        fr.class_similarity(f["x"], y, f["clean_x"], u, num_classes=3, strategy=strategy)
+        assert (fr.last_plan().backend, fr.last_plan().strategy) == ("cpp", strategy)
+
+
+@needs_ext
+def test_prototype_path_reuses_the_memoised_prototypes():
+    f, y, u = make(17, 97, C=5, grad=True)
+    kw = dict(x2=f["x2"], clean_x2=f["clean_x2"], num_classes=5, strategy="prototype", backend="cpp")
+    a = fr.fbr_scores(f["x"], y, f["clean_x"], u, **kw)
+    P = build_problem(f["x"], f["clean_x"], y=y, clean_y=u, x2=f["x2"], clean_x2=f["clean_x2"], num_classes=5)
+    protos = P.clean_memo[("reference-prototypes", False)]
+    b = fr.fbr_scores(f["x"], y, f["clean_x"], u, **kw)
+    assert P.clean_memo[("reference-prototypes", False)] is protos  # not recomputed
+    assert torch.equal(a, b)
+
+
+@needs_ext
+@pytest.mark.parametrize("B, C, d", [(97, 10, 65), (1025, 100, 65)], ids=["row-direct", "gemm"])
+@pytest.mark.parametrize("normalize", [None, "cosine"])
+def test_prototype_op_paths_small_and_large(B, C, d, normalize):
+    # the op runs small feature-kernel calls row by row and large ones through ATen's GEMM
+    # (B*C*d below / above 2^22): both against the float64 reference, and in float32
+    f64, y, u = make(B, 300, d=d, C=C, layers=2)
+    r64 = fbr(f64, y, u, C, "reference", normalize=normalize)
+    assert_close64(fbr(f64, y, u, C, "cpp-prototype", normalize=normalize), r64)
+    f32 = cast(f64, torch.float32)
+    assert_close32(fbr(f32, y, u, C, "cpp-prototype", normalize=normalize),
+                   fbr(f32, y, u, C, "reference", normalize=normalize), r64)
+    S64 = sim(f64, y, u, C, "reference", normalize=normalize)
+    assert_close32(sim(f32, y, u, C, "cpp-prototype", normalize=normalize),
+                   sim(f32, y, u, C, "reference", normalize=normalize), S64)
+
+
+# ---------------------------------------------------------------------------------------------
+# the prototype ops: TORCH_CHECK messages, opcheck
+# ---------------------------------------------------------------------------------------------
+def proto_args(B=6, d=5, k=3, C=3, dtype=torch.float32, grad=True, center=True):
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    x, e = torch.randn(B, d, dtype=dtype), torch.randn(B, k, dtype=dtype)
+    P = torch.randn(C, k, d, dtype=acc) if grad else torch.randn(C, d, dtype=acc)
+    mu = torch.randn(d, dtype=acc)
+    return dict(xs=[x], mus=[mu] if center else [], es=[e] if grad else [], protos=[P],
+                class_weight=torch.rand(C, dtype=acc) + 0.5, cosine=False)
+
+
+def call_proto_sim(a):
+    return ops.class_similarity_prototype(a["xs"], a["mus"], a["es"], a["protos"], a["cosine"])
+
+
+def call_proto_fbr(a, y=None, shift="max", alpha=0.0):
+    y = torch.zeros(6, dtype=torch.int64) if y is None else y
+    return ops.fbr_scores_prototype(a["xs"], a["mus"], a["es"], a["protos"], a["class_weight"], a["cosine"], y,
+                                    shift, alpha)
+
+
+PROTO_BAD_INPUTS = [
+    ("protos count", lambda a: a.update(protos=a["protos"] * 2), r"protos must hold one tensor per layer like xs \(1\), got 2"),
+    ("mus count", lambda a: a.update(mus=a["mus"] * 2), r"mus must be empty \(no centering\) or hold one tensor per layer \(1\), got 2"),
+    ("es count", lambda a: a.update(es=a["es"] * 2), r"es must be empty \(feature kernel\) or hold one tensor per layer \(1\), got 2"),
+    ("x int", lambda a: a.update(xs=[a["xs"][0].int()]), r"xs\[0\] must have dtype float16, bfloat16, float32 or float64, got Int"),
+    ("protos rank", lambda a: a.update(protos=[a["protos"][0][:, 0]]), r"protos\[0\] must be a 3-D tensor \[C, k, d\] \(gradient kernel\) with at least one class, got shape \[3, 5\]"),
+    ("protos shape", lambda a: a.update(protos=[a["protos"][0][:, :2]]), r"protos\[0\] must have shape \[3, 3, 5\] \(classes, feature size of es\[l\], feature size of xs\[l\]\), got shape \[3, 2, 5\]"),
+    ("protos dtype", lambda a: a.update(protos=[a["protos"][0].double()]), r"protos\[0\] must have the accumulation dtype Float, got Double"),
+    ("e rows", lambda a: a.update(es=[a["es"][0][:2]]), r"es\[0\] must be a 2-D tensor with 6 rows \(the batch size of xs\[0\]\), got shape \[2, 3\]"),
+    ("e dtype", lambda a: a.update(es=[a["es"][0].double()]), r"es\[0\] has dtype Double but xs\[0\] has Float"),
+    ("mu length", lambda a: a.update(mus=[a["mus"][0][:2]]), r"mus\[0\] must be a 1-D tensor of length 5 \(the feature size of xs\[l\]\), got shape \[2\]"),
+    ("device", lambda a: a.update(mus=[a["mus"][0].to("meta")]), r"mus\[0\] is on meta but xs\[0\] is on cpu; all inputs must be on one device"),
+]
+
+
+@needs_ext
+@pytest.mark.parametrize("case", PROTO_BAD_INPUTS, ids=[c[0] for c in PROTO_BAD_INPUTS])
+def test_prototype_torch_check_messages(case):
+    _, mutate, msg = case
+    for op, call in (("class_similarity_prototype", call_proto_sim), ("fbr_scores_prototype", call_proto_fbr)):
+        a = proto_args()
+        mutate(a)
+        with pytest.raises(RuntimeError, match=rf"fastreweight::{op}: {msg}"):
+            call(a)
+
+
+@needs_ext
+def test_prototype_torch_check_messages_epilogue():
+    a = proto_args(grad=False)
+    a["class_weight"] = a["class_weight"][:2]
+    with pytest.raises(RuntimeError, match=r"fastreweight::fbr_scores_prototype: class_weight must be a 1-D tensor "
+                                           r"of length 3 \(one entry per class of protos\), got shape \[2\]"):
+        call_proto_fbr(a)
+    with pytest.raises(RuntimeError, match=r"fastreweight::fbr_scores_prototype: xs must hold at least one layer"):
+        call_proto_fbr(dict(proto_args(), xs=[], mus=[], es=[], protos=[]))
+    with pytest.raises(RuntimeError, match=r"fastreweight::fbr_scores_prototype: shift must be one of"):
+        call_proto_fbr(proto_args(), shift="median")
+    with pytest.raises(RuntimeError, match=r"fastreweight::fbr_scores_prototype: y must be a 1-D tensor of length 6"):
+        call_proto_fbr(proto_args(), y=torch.zeros(5, dtype=torch.int64))
+
+
+@needs_ext
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("grad", [False, True])
+@pytest.mark.parametrize("cosine", [False, True])
+def test_prototype_opcheck(dtype, grad, cosine):
+    a = proto_args(dtype=dtype, grad=grad)
+    a["cosine"] = cosine
+    torch.library.opcheck(ops.class_similarity_prototype.default,
+                          (a["xs"], a["mus"], a["es"], a["protos"], cosine))
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    torch.library.opcheck(ops.fbr_scores_prototype.default,
+                          (a["xs"], a["mus"], a["es"], a["protos"], a["class_weight"], cosine, y, "second", 0.5))
+
+
+# ---------------------------------------------------------------------------------------------
+# the published per-batch rule (threshold_weights)
+# ---------------------------------------------------------------------------------------------
+@needs_ext
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("B", SIZES)
+def test_threshold_weights_op_matches_reference(dtype, B):
+    g = torch.Generator().manual_seed(B)
+    cases = {
+        "mixed": torch.randn(B, generator=g, dtype=torch.float64) + 0.3,
+        "all positive": torch.rand(B, generator=g, dtype=torch.float64) + 0.1,
+        "all negative": -torch.rand(B, generator=g, dtype=torch.float64) - 0.1,
+        "zeros and ties": torch.tensor([0.0, -1.0, -1.0, 2.0, 0.0] * B, dtype=torch.float64)[:B],
+    }
+    old = csrc_backend.set_poison_outputs(True)
+    try:
+        for name, r in cases.items():
+            r = r.to(dtype)
+            got = ops.threshold_weights(r)
+            assert torch.equal(got, reference.threshold_weights(r)), name
+            assert torch.equal(fr.threshold_weights(r), got), name  # the public function uses the op
+    finally:
+        csrc_backend.set_poison_outputs(old)
+    nan = torch.tensor([float("nan"), -1.0, 0.5], dtype=dtype)
+    torch.testing.assert_close(ops.threshold_weights(nan), reference.threshold_weights(nan), equal_nan=True)
+    assert ops.threshold_weights(torch.zeros(0, dtype=dtype)).shape == (0,)
+
+
+@needs_ext
+def test_threshold_weights_op_checks_and_opcheck():
+    with pytest.raises(RuntimeError, match=r"fastreweight::threshold_weights: scores must be a 1-D float32 or float64 "
+                                           r"tensor, got Half of shape \[3\]"):
+        ops.threshold_weights(torch.ones(3, dtype=torch.float16))
+    with pytest.raises(RuntimeError, match=r"scores must be a 1-D float32 or float64 tensor, got Float of shape \[2, 2\]"):
+        ops.threshold_weights(torch.ones(2, 2))
+    torch.library.opcheck(ops.threshold_weights.default, (torch.randn(17, dtype=torch.float64),))
+    # half precision and scores that carry gradients take the reference path of the public function
+    r = torch.randn(9, dtype=torch.float16)
+    assert torch.equal(fr.threshold_weights(r), reference.threshold_weights(r))
+    rg = torch.randn(9, requires_grad=True)
+    assert fr.threshold_weights(rg).requires_grad
+
+
+# ---------------------------------------------------------------------------------------------
+# the Reweighter update op
+# ---------------------------------------------------------------------------------------------
+@needs_ext
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("normalize_update", ["mean_abs", "none"])
+@pytest.mark.parametrize("N, B", [(1, 1), (2, 2), (1025, 97), (97, 17)])
+def test_reweighter_cpp_matches_reference_step_after_step(dtype, normalize_update, N, B):
+    g = torch.Generator().manual_seed(N + B)
+    a = fr.Reweighter(N, lr=0.4, init=0.7, dtype=dtype, normalize_update=normalize_update, backend="cpp")
+    b = fr.Reweighter(N, lr=0.4, init=0.7, dtype=dtype, normalize_update=normalize_update, backend="reference")
+    assert (a.backend, b.backend) == ("cpp", "reference")
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-6, atol=1e-6)
+    old = csrc_backend.set_poison_outputs(True)
+    try:
+        for step in range(6):
+            idx = torch.randperm(N, generator=g)[:B]
+            checked = step < 5
+            if not checked and B > 2:
+                idx[-1] = idx[0]  # unchecked, a repeated index is allowed: the last occurrence wins in both
+            r = torch.randn(B, generator=g, dtype=torch.float64) * 3
+            wa = a.step(idx, r.to(dtype), check_values=checked)
+            wb = b.step(idx, r.to(dtype), check_values=checked)
+            assert wa.dtype == dtype and torch.isfinite(wa).all()
+            torch.testing.assert_close(wa, wb, **tol)
+            torch.testing.assert_close(a.weights, b.weights, **tol)
+    finally:
+        csrc_backend.set_poison_outputs(old)
+
+
+@needs_ext
+def test_reweighter_auto_uses_cpp_on_cpu_and_bad_indices_raise():
+    rw = fr.Reweighter(10)
+    assert rw.backend == "cpp"
+    before = rw.weights.clone()
+    # without value checks the op still bounds-checks every index and writes nothing out of range
+    with pytest.raises(RuntimeError, match=r"fastreweight::reweighter_step: idx holds 10 at position 1; indices must lie in \[0, 10\)"):
+        rw.step(torch.tensor([3, 10]), torch.tensor([1.0, -1.0]), check_values=False)
+    assert torch.equal(rw.weights, before)
+    with pytest.raises(ValueError, match="idx"):
+        rw.step(torch.tensor([3, -1]), torch.tensor([1.0, -1.0]))
+
+
+@needs_ext
+@pytest.mark.parametrize(
+    "kwargs, msg",
+    [
+        (dict(weights=torch.ones(4, dtype=torch.float16)), r"weights must be a 1-D float32 or float64 tensor, got Half of shape \[4\]"),
+        (dict(weights=torch.ones(8)[::2]), r"weights must be contiguous \(it is updated in place\)"),
+        (dict(idx=torch.tensor([0, 1], dtype=torch.int32)), r"idx must be a 1-D int64 tensor, got Int of shape \[2\]"),
+        (dict(scores=torch.ones(3)), r"scores must be a 1-D float tensor of length 2 \(one score per index\), got Float of shape \[3\]"),
+        (dict(lr=-1.0), r"lr must be a finite float >= 0, got -1"),
+        (dict(eps=0.0), r"eps must be a finite float > 0, got 0"),
+        (dict(normalize_update="l2"), r"normalize_update must be one of mean_abs, none, got 'l2'"),
+    ],
+)
+def test_reweighter_torch_check_messages(kwargs, msg):
+    a = dict(weights=torch.ones(4), idx=torch.tensor([0, 1]), scores=torch.ones(2), lr=0.5,
+             normalize_update="mean_abs", eps=1e-12)
+    a.update(kwargs)
+    with pytest.raises(RuntimeError, match=rf"fastreweight::reweighter_step: {msg}"):
+        ops.reweighter_step(a["weights"], a["idx"], a["scores"], a["lr"], a["normalize_update"], a["eps"])
+
+
+@needs_ext
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_reweighter_opcheck(dtype):
+    w = torch.rand(50, dtype=dtype)
+    torch.library.opcheck(ops.reweighter_step.default,
+                          (w, torch.tensor([3, 7, 49, 0]), torch.randn(4, dtype=dtype), 0.3, "mean_abs", 1e-12))
 
 
 def test_cuda_backend_reports_why_it_is_unavailable():

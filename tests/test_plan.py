@@ -1,4 +1,7 @@
 """The planner: strategy by FLOP count, launch-cost break-even, explicit choices respected."""
+import types
+
+import pytest
 import torch
 
 import fastreweight as fr
@@ -29,16 +32,51 @@ def test_large_feature_kernel_prefers_prototypes():
     assert plan.make_plan(p, "pairwise", "reference").strategy == "pairwise"
 
 
-def test_small_problem_prefers_a_fused_pairwise_backend():
+def _fake_backend(monkeypatch, fused_prototype):
+    """A stand-in fast backend on the CPU that can run everything; ``FUSED_PROTOTYPE`` as given."""
+    mod = types.SimpleNamespace(unavailable_reason=lambda dev: None, unsupported_reason=lambda p, s: None)
+    if fused_prototype:
+        mod.FUSED_PROTOTYPE = True
+    monkeypatch.setitem(backends._cache, "fake", mod)
+    monkeypatch.setitem(backends.AUTO_ORDER, "cpu", ("fake",))
+
+
+@pytest.mark.parametrize("fused_prototype", [False, True])
+def test_small_problem_prefers_a_fused_path(monkeypatch, fused_prototype):
     p = _problem(64, 100, 32, 10)
     pair, proto, _ = plan.strategy_flops(p)
     assert proto < pair <= plan.SMALL_PAIRWISE_FLOPS
     assert plan.make_plan(p, "auto", "reference").strategy == "prototype"  # no fused backend asked for
+    _fake_backend(monkeypatch, fused_prototype)
     chosen = plan.make_plan(p, "auto", "auto")
-    if backends.unavailable_reason("cpp", torch.device("cpu")) is None:
-        assert (chosen.strategy, chosen.backend) == ("pairwise", "cpp")
-    else:
-        assert (chosen.strategy, chosen.backend) == ("prototype", "reference")
+    # a backend whose prototype path is several ops loses to its one-op pairwise path on launch cost;
+    # one with a fused prototype path keeps the cheaper strategy by FLOPs
+    assert (chosen.strategy, chosen.backend) == ("prototype" if fused_prototype else "pairwise", "fake")
+    assert ("launch-cost" in chosen.reason) != fused_prototype
+
+
+def test_cpp_runs_small_problems_with_fused_prototypes():
+    if backends.unavailable_reason("cpp", torch.device("cpu")) is not None:
+        pytest.skip("C++ CPU extension unavailable")
+    chosen = plan.make_plan(_problem(64, 100, 32, 10), "auto", "auto")
+    assert (chosen.strategy, chosen.backend) == ("prototype", "cpp")
+
+
+def test_reused_clean_side_counts_prototypes_per_call():
+    # B=4, M=64, d=16, C=8: pairwise 12288 FLOPs; prototypes 16384 (clean side) + 1024 (per call)
+    g = torch.Generator().manual_seed(1)
+    x, z = torch.randn(4, 16, generator=g), torch.randn(64, 16, generator=g)
+    y, u = torch.arange(4) % 8, torch.arange(64) % 8
+    first = build_problem(x, z, y=y, clean_y=u, num_classes=8)
+    assert plan.strategy_flops(first)[:2] == (12288, 17408)
+    assert plan.make_plan(first, "auto", "reference").strategy == "pairwise"
+    again = build_problem(x.flip(0), z, y=y, clean_y=u, num_classes=8)  # a new batch, the same clean tensors
+    assert plan.strategy_flops(again)[:2] == (12288, 1024)
+    chosen = plan.make_plan(again, "auto", "reference")
+    assert chosen.strategy == "prototype" and "clean side reused" in chosen.reason
+    z.add_(0.0)  # an in-place change to the clean features: a new clean side, counted in full again
+    changed = build_problem(x, z, y=y, clean_y=u, num_classes=8)
+    assert plan.strategy_flops(changed)[:2] == (12288, 17408)
 
 
 def test_prototypes_that_do_not_fit_memory_fall_back_to_pairwise(monkeypatch):

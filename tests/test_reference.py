@@ -178,6 +178,23 @@ def test_head_residual_is_head_output_gradient():
     torch.testing.assert_close(feats, A[0])
 
 
+def test_feature_tap_gives_penultimate_features_and_removes_its_hook():
+    torch.manual_seed(13)
+    model = MLP().double()
+    x = torch.randn(5, 6, dtype=f64)
+    want, logits = capture.penultimate(model, x)
+    with capture.FeatureTap(model.head) as tap:
+        for _ in range(2):  # the hook stays registered across forwards
+            out = model(x)
+            torch.testing.assert_close(tap.take(), want)
+            torch.testing.assert_close(out, logits)
+        with pytest.raises(ValueError, match=r"head was not called since the last take\(\)"):
+            tap.take()  # taken already: a stale batch is never returned twice
+    assert not model.head._forward_pre_hooks
+    with pytest.raises(TypeError, match=r"head must be an nn.Linear module"):
+        capture.FeatureTap(model)
+
+
 def test_capture_leaves_param_grads_untouched():
     model = MLP().double()
     x, y = torch.randn(5, 6, dtype=f64), torch.randint(0, 4, (5,))

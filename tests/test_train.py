@@ -102,6 +102,23 @@ def test_fbr_downweights_mislabelled_samples():
     assert w[d.is_clean].mean() > w[~d.is_clean].mean() + 0.3
 
 
+def test_feature_hook_is_removed_after_training_and_after_an_error():
+    d = _tiny(n=120)
+    m = _mlp(d)
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    for kw in (dict(), dict(recipe="paper", skip_epochs=0, batch_features="train")):
+        train(m, opt, d, method="fbr", epochs=2, batch_size=32, warmup=0, **kw)
+        assert not m.head._forward_pre_hooks
+
+    def boom(info):
+        if info["phase"] == "train":
+            raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError, match="stop"):
+        train(m, opt, d, method="fbr", epochs=2, batch_size=32, warmup=0, callback=boom)
+    assert not m.head._forward_pre_hooks
+
+
 def test_auto_warmup_probe_and_start():
     d = _tiny()
     m = _mlp(d)

@@ -5,6 +5,12 @@ The ops live in the namespace ``fastreweight::`` (see ``csrc/fbr_common.h`` for 
 * ``torch.ops.fastreweight.class_similarity(xs, zs, mus, es, fs, clean_y, class_weight, cosine)``
   -> ``S`` (B×C, float64 for float64 inputs, float32 otherwise);
 * ``torch.ops.fastreweight.fbr_scores(..., y, shift, alpha)`` -> ``d`` (B);
+* ``torch.ops.fastreweight.class_similarity_prototype(xs, mus, es, protos, cosine)`` and
+  ``fbr_scores_prototype(xs, mus, es, protos, class_weight, cosine, y, shift, alpha)``: the prototype
+  strategy on precomputed class prototypes (CPU);
+* ``torch.ops.fastreweight.reweighter_step(weights, idx, scores, lr, normalize_update, eps)``: the
+  Reweighter update, in place on ``weights`` (CPU);
+* ``torch.ops.fastreweight.threshold_weights(scores)``: the published per-batch weight rule (CPU);
 * ``torch.ops.fastreweight._set_poison_outputs(enable)`` -> previous setting (test hook: outputs are
   filled with NaN before the kernel writes them).
 
@@ -169,6 +175,26 @@ def _register_fakes() -> None:
         check_devices("fbr_scores", xs, zs, mus, es, fs, clean_y, class_weight, y)
         x0 = xs[0]
         return x0.new_empty((x0.shape[0],), dtype=_acc_dtype(x0.dtype))
+
+    @torch.library.register_fake("fastreweight::class_similarity_prototype")
+    def _class_similarity_prototype_fake(xs, mus, es, protos, cosine):
+        check_devices("class_similarity_prototype", xs, protos, mus, es, [], protos[0], protos[0])
+        x0 = xs[0]
+        return x0.new_empty((x0.shape[0], protos[0].shape[0]), dtype=_acc_dtype(x0.dtype))
+
+    @torch.library.register_fake("fastreweight::fbr_scores_prototype")
+    def _fbr_scores_prototype_fake(xs, mus, es, protos, class_weight, cosine, y, shift, alpha):
+        check_devices("fbr_scores_prototype", xs, protos, mus, es, [], protos[0], class_weight, y)
+        x0 = xs[0]
+        return x0.new_empty((x0.shape[0],), dtype=_acc_dtype(x0.dtype))
+
+    @torch.library.register_fake("fastreweight::reweighter_step")
+    def _reweighter_step_fake(weights, idx, scores, lr, normalize_update, eps):
+        return weights.new_empty((idx.shape[0],))
+
+    @torch.library.register_fake("fastreweight::threshold_weights")
+    def _threshold_weights_fake(scores):
+        return scores.new_empty(scores.shape)
 
     _fakes_registered = True
 

@@ -1,14 +1,28 @@
-"""The C++ CPU backend (``backend="cpp"``): the pairwise streamed strategy of SPEC §4 in
-``csrc/fbr_cpu.cpp``, run through the custom ops ``torch.ops.fastreweight.*``.
+"""The C++ CPU backend (``backend="cpp"``), through the custom ops ``torch.ops.fastreweight.*`` of
+``csrc/fbr_cpu.cpp``:
 
-float32 inputs accumulate in float32, float64 in float64; float16/bfloat16 inputs are converted once
-to float32 on entry.  The fused ``fbr_scores`` epilogue runs in the same op.
+* strategy ``"pairwise"``: the streamed pairwise strategy of SPEC §4 (``class_similarity`` /
+  ``fbr_scores``), float32 inputs accumulated in float32, float64 in float64, float16/bfloat16
+  converted once to float32 on entry;
+* strategy ``"prototype"``: the class prototypes of the clean side (``reference._clean_prototypes``,
+  memoised with the clean side) and, per call, one op (``class_similarity_prototype`` /
+  ``fbr_scores_prototype``) that centres the batch, multiplies by the prototypes through ATen's GEMM
+  and runs the epilogue — one dispatch instead of the reference's dozen small tensor ops.
+
+The ``fbr_scores`` epilogue (SPEC §3.4) runs in the same op for both strategies.  The ``Reweighter``
+update has its own op (``reweighter_step``, used by ``Reweighter(backend="cpp")`` and by
+``backend="auto"`` on the CPU), and so has the published per-batch rule (``threshold_weights``, used
+by ``weights.threshold_weights`` for float32/float64 CPU scores when the extension is available).
 """
 from __future__ import annotations
 
 import torch
 
-from . import load_cpu, problem_args, unsupported_strategy
+from .. import reference
+from . import load_cpu, problem_args
+
+# the prototype strategy is one op per call here (see plan.make_plan's launch-cost rule)
+FUSED_PROTOTYPE = True
 
 
 def unavailable_reason(device) -> str | None:
@@ -19,12 +33,59 @@ def unavailable_reason(device) -> str | None:
 
 
 def unsupported_reason(problem, strategy) -> str | None:
-    return unsupported_strategy("C++ CPU", strategy)
+    if strategy not in ("pairwise", "prototype"):
+        return f"the C++ CPU backend has no strategy {strategy!r}"
+    return None
+
+
+def _prototype_args(problem):
+    layers = problem.layers
+    xs = [l.x for l in layers]
+    mus = [l.mu for l in layers] if layers[0].mu is not None else []
+    es = [l.e for l in layers] if layers[0].e is not None else []
+    return xs, mus, es, reference._clean_prototypes(problem)
 
 
 def class_similarity(problem, strategy) -> torch.Tensor:
+    if strategy == "prototype":
+        return torch.ops.fastreweight.class_similarity_prototype(*_prototype_args(problem), bool(problem.cosine))
     return torch.ops.fastreweight.class_similarity(*problem_args(problem))
 
 
 def fbr_scores(problem, strategy, shift, alpha) -> torch.Tensor:
+    if strategy == "prototype":
+        return torch.ops.fastreweight.fbr_scores_prototype(
+            *_prototype_args(problem), problem.class_weight, bool(problem.cosine), problem.y, shift, float(alpha))
     return torch.ops.fastreweight.fbr_scores(*problem_args(problem), problem.y, shift, float(alpha))
+
+
+def prepare_fbr_scores(problem, strategy):
+    """A function ``(xs, es, y, shift, alpha) -> d`` for batches scored against ``problem``'s clean side
+    (used by ``CleanScorer``): the clean-side arguments of the op are looked up once, here."""
+    cosine = bool(problem.cosine)
+    cw = problem.class_weight
+    layers = problem.layers
+    mus = [l.mu for l in layers] if layers[0].mu is not None else []
+    if strategy == "prototype":
+        protos = reference._clean_prototypes(problem)
+        op = torch.ops.fastreweight.fbr_scores_prototype
+
+        def run(xs, es, y, shift, alpha):
+            return op(xs, mus, es or [], protos, cw, cosine, y, shift, alpha)
+    else:
+        zs = [l.z for l in layers]
+        fs = [l.f for l in layers] if layers[0].f is not None else []
+        u = problem.clean_y
+        op = torch.ops.fastreweight.fbr_scores
+
+        def run(xs, es, y, shift, alpha):
+            return op(xs, zs, mus, es or [], fs, u, cw, cosine, y, shift, alpha)
+    return run
+
+
+def reweighter_step(weights, idx, scores, lr, normalize_update, eps) -> torch.Tensor:
+    return torch.ops.fastreweight.reweighter_step(weights, idx, scores, float(lr), normalize_update, float(eps))
+
+
+def threshold_weights(scores) -> torch.Tensor:
+    return torch.ops.fastreweight.threshold_weights(scores)

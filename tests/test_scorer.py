@@ -1,0 +1,127 @@
+"""CleanScorer: the clean side prepared once gives the scores of fbr_scores / class_similarity, with
+the batch side validated on every call."""
+import pytest
+import torch
+
+import fastreweight as fr
+from fastreweight import backends
+
+f64 = torch.float64
+CPU = torch.device("cpu")
+AVAILABLE = [b for b in ("reference", "cpp", "triton") if backends.unavailable_reason(b, CPU) is None]
+
+
+def data(B, M, d=13, k=0, C=4, layers=1, dtype=f64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    mk = lambda n, m: (torch.randn(n, m, generator=g, dtype=f64) + 0.5).to(dtype)  # noqa: E731
+    xs = [mk(B, d + l) for l in range(layers)]
+    zs = [mk(M, d + l) for l in range(layers)]
+    es = [mk(B, k + l) for l in range(layers)] if k else None
+    fs = [mk(M, k + l) for l in range(layers)] if k else None
+    one = lambda t: t if t is None or layers > 1 else t[0]  # noqa: E731
+    u = torch.arange(M) % C
+    y = torch.randint(0, C, (B,), generator=g)
+    return one(xs), one(zs), one(es), one(fs), y, u
+
+
+@pytest.mark.parametrize("backend", AVAILABLE)
+@pytest.mark.parametrize("strategy", ["pairwise", "prototype"])
+@pytest.mark.parametrize("kernel", [dict(), dict(k=5), dict(layers=2), dict(k=3, layers=2)],
+                         ids=["feature", "gradient", "feature-2layers", "gradient-2layers"])
+@pytest.mark.parametrize("B", [1, 2, 17, 97])
+def test_matches_the_one_shot_functions(backend, strategy, kernel, B):
+    if backend == "triton" and B in (2, 97):
+        pytest.skip("kept small under the interpreter")
+    dtype = torch.float32 if backend == "triton" else f64  # Triton accumulates in fp32 only
+    x, z, e, f, y, u = data(B, 37, C=4, dtype=dtype, **kernel)
+    for center, normalize in (("clean", None), ("none", "cosine")):
+        kw = dict(num_classes=4, center=center, normalize=normalize, strategy=strategy, backend=backend)
+        scorer = fr.CleanScorer(z, u, clean_x2=f, **kw)
+        for shift, alpha in (("max", 0.0), ("second", 0.25)):
+            got = scorer.fbr_scores(x, y, x2=e, shift=shift, alpha=alpha)
+            want = fr.fbr_scores(x, y, z, u, x2=e, clean_x2=f, shift=shift, alpha=alpha, **kw)
+            assert torch.equal(got, want)
+            assert (fr.last_plan().backend, fr.last_plan().strategy) == (backend, strategy)
+        S = scorer.class_similarity(x, x2=e)
+        torch.testing.assert_close(S, fr.class_similarity(x, y, z, u, x2=e, clean_x2=f, **kw), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_lower_precision_and_auto_plan(dtype):
+    x, z, _, _, y, u = data(33, 50, d=24, dtype=dtype)
+    scorer = fr.CleanScorer(z, u, num_classes=4)
+    a = scorer.fbr_scores(x, y)
+    assert a.dtype == torch.float32
+    # the clean side counts as reused from the first call: the one-shot function plans the same way
+    # once it has seen these clean tensors before
+    fr.fbr_scores(x, y, z, u, num_classes=4)
+    b = fr.fbr_scores(x, y, z, u, num_classes=4)
+    assert torch.equal(a, b)
+    assert "clean side reused" in fr.last_plan().reason or fr.last_plan().strategy == "pairwise"
+
+
+def test_a_new_batch_size_gets_its_own_plan():
+    x, z, _, _, y, u = data(97, 40)
+    scorer = fr.CleanScorer(z, u, num_classes=4)
+    scorer.fbr_scores(x, y)
+    scorer.fbr_scores(x[:5], y[:5])
+    assert sorted(k[0] for k in scorer._plans) == [5, 97]
+
+
+def test_batch_side_errors():
+    x, z, e, f, y, u = data(6, 20, k=3)
+    s = fr.CleanScorer(z, u, clean_x2=f, num_classes=4)
+    with pytest.raises(ValueError, match=r"x must have 13 columns \(the clean side's feature size\), got shape \(6, 5\)"):
+        s.fbr_scores(x[:, :5], y, x2=e)
+    with pytest.raises(TypeError, match=r"x has dtype torch.float32 but the clean features have torch.float64"):
+        s.fbr_scores(x.float(), y, x2=e)
+    with pytest.raises(ValueError, match=r"the clean features are on cpu but x is on meta"):
+        s.fbr_scores(x.to("meta"), y, x2=e)
+    with pytest.raises(ValueError, match=r"x2 must be given exactly when the scorer was built with clean_x2"):
+        s.fbr_scores(x, y)
+    with pytest.raises(ValueError, match=r"x2 must have 6 rows like x, got 2"):
+        s.fbr_scores(x, y, x2=e[:2])
+    with pytest.raises(ValueError, match=r"y must have length 6 \(one label per row\), got 5"):
+        s.fbr_scores(x, y[:5], x2=e)
+    with pytest.raises(TypeError, match=r"y must be an integer tensor"):
+        s.fbr_scores(x, y.float(), x2=e)
+    with pytest.raises(ValueError, match=r"y must hold class labels in \[0, 4\), got values in \[0, 9\]"):
+        s.fbr_scores(x, torch.tensor([0, 1, 2, 3, 9, 0]), x2=e)
+    bad = x.clone()
+    bad[2, 3] = float("nan")
+    with pytest.raises(ValueError, match=r"x contains NaN or Inf"):
+        s.fbr_scores(bad, y, x2=e)
+    with pytest.raises(ValueError, match="shift must be one of"):
+        s.fbr_scores(x, y, x2=e, shift="median")
+    with pytest.raises(ValueError, match="alpha must be a finite float >= 0"):
+        s.fbr_scores(x, y, x2=e, alpha=-1.0)
+    # unchecked, bad values still never read out of bounds: labels outside [0, C) score 0
+    d = s.fbr_scores(x, torch.tensor([0, 1, 2, 3, 9, -1]), x2=e, check_values=False)
+    assert d[4] == 0 and d[5] == 0
+
+
+def test_clean_side_errors_and_missing_classes():
+    x, z, _, _, y, u = data(6, 20)
+    with pytest.raises(TypeError, match="num_classes must be a positive int, got None"):
+        fr.CleanScorer(z, u, num_classes=None)
+    with pytest.raises(ValueError, match="clean_x is empty"):
+        fr.CleanScorer(z[:0], u[:0], num_classes=4)
+    with pytest.raises(ValueError, match=r"clean_y must hold class labels in \[0, 4\)"):
+        fr.CleanScorer(z, u + 1, num_classes=4)
+    nan = z.clone()
+    nan[0, 0] = float("inf")
+    with pytest.raises(ValueError, match="clean_x contains NaN or Inf"):
+        fr.CleanScorer(nan, u, num_classes=4)
+    u2 = u.clone()
+    u2[u2 == 3] = 2  # class 3 absent from the clean subset
+    s = fr.CleanScorer(z, u2, num_classes=4)
+    y3 = torch.tensor([0, 1, 3, 2, 3, 0])
+    with pytest.raises(ValueError, match=r"y contains class\(es\) \[3\] that are absent from the clean subset"):
+        s.fbr_scores(x, y3)
+    d = s.fbr_scores(x, y3, on_missing_class="skip")
+    assert (d[y3 == 3] == 0).all() and (d[y3 != 3] != 0).all()
+    assert s.present.tolist() == [True, True, True, False]
+    one = fr.CleanScorer(z, torch.zeros_like(u), num_classes=4)
+    with pytest.raises(ValueError, match="clean_y must contain at least two classes"):
+        one.fbr_scores(x, torch.zeros(6, dtype=torch.int64))
+    one.class_similarity(x)  # similarities need no second class
