@@ -98,21 +98,26 @@ def _time_ratio(recs, run, erm_run="erm"):
 
 
 def _accuracy_by_cell(recs, source, note):
-    """Rows: runs; columns: (dataset, noise, rate) cells; last column: epoch time over ERM's."""
+    """Rows: runs; columns: (dataset, noise, rate) cells, then the epoch time over ERM's per dataset."""
     cells = sorted({(r["dataset"], r["noise"], r["rate"]) for r in recs}, key=lambda c: (c[0] != "mnist5k", c[1], c[2]))
+    datasets = list(dict.fromkeys(c[0] for c in cells))
     runs = list(dict.fromkeys(r["run"] for r in recs))
     seeds = sorted({r["seed"] for r in recs})
     env = recs[-1]["env"]
+    concurrent = recs[-1].get("concurrent_runs", 2)  # files older than the field: two runs in parallel
+    how = "one run at a time" if concurrent == 1 else f"{concurrent} runs in parallel"
     lines = [
         f"Source: `benchmarks/results/{source}` (seeds {seeds}, {env['date'][:10]}, commit {env['commit']}, "
-        f"{env['device_name']}, 1 thread per run, two runs in parallel); {note}",
+        f"{env['device_name']}, 1 thread per run, {how}); {note}",
         "",
-        "| run | " + " | ".join(f"{d} {n} {int(rt * 100)}%" for d, n, rt in cells) + " | epoch time / ERM |",
-        "| --- " * (len(cells) + 2) + "|",
+        "| run | " + " | ".join(f"{d} {n} {int(rt * 100)}%" for d, n, rt in cells) + " | "
+        + " | ".join(f"epoch time / ERM, {d}" for d in datasets) + " |",
+        "| --- " * (len(cells) + len(datasets) + 1) + "|",
     ]
     for run in runs:
         row = [_acc_cell([r for r in recs if r["run"] == run and (r["dataset"], r["noise"], r["rate"]) == c]) for c in cells]
-        lines.append(f"| {run} | " + " | ".join(row) + f" | {_time_ratio(recs, run):.2f} |")
+        times = [f"{_time_ratio([r for r in recs if r['dataset'] == d], run):.2f}" for d in datasets]
+        lines.append(f"| {run} | " + " | ".join(row) + " | " + " | ".join(times) + " |")
     return "\n".join(lines)
 
 
@@ -122,7 +127,8 @@ def variants_table():
         return None
     return _accuracy_by_cell(recs, "variants.jsonl",
                              "test accuracy after the last epoch, mean ± std over seeds; time ratio = median over "
-                             "cells and seeds of the run's median epoch time over ERM's.")
+                             "the dataset's cells and seeds of the run's median epoch time over ERM's in the same "
+                             "cell and seed.")
 
 
 def cleanpasses_table():
@@ -171,15 +177,20 @@ def e2e_table():
     last_date = recs[-1]["env"]["date"]
     recs = [r for r in recs if r["env"]["date"] == last_date]  # the latest run only
     env = recs[-1]["env"]
+    extra = "ratio_to_erm_paired" in recs[-1]
     lines = [
         f"Source: `benchmarks/results/e2e_cpu.jsonl` ({env['date'][:10]}, commit {env['commit']}, {env['device_name']}, "
-        f"{recs[-1]['threads']} thread, MLP of `demo-mnist`, batch {recs[-1]['batch_size']}, median of {recs[-1]['rounds']} interleaved rounds).",
+        f"{recs[-1]['threads']} thread, MLP of `demo-mnist`, batch {recs[-1]['batch_size']}, median of {recs[-1]['rounds']} interleaved rounds"
+        + ("; × ERM three ways: ratio of the medians, median of the within-round ratios, ratio of the minima)." if extra else ")."),
         "",
-        "| method | ms per training step | × ERM |",
-        "| --- | --- | --- |",
+        "| method | ms per training step | × ERM |" + (" × ERM (paired) | × ERM (min) |" if extra else ""),
+        "| --- | --- | --- |" + (" --- | --- |" if extra else ""),
     ]
     for r in recs:
-        lines.append(f"| {r['method']} | {r['ms_per_step']:.2f} | {r['ratio_to_erm']:.2f} |")
+        row = f"| {r['method']} | {r['ms_per_step']:.2f} | {r['ratio_to_erm']:.2f} |"
+        if extra:
+            row += f" {r['ratio_to_erm_paired']:.2f} | {r['ratio_to_erm_min']:.2f} |"
+        lines.append(row)
     return "\n".join(lines)
 
 

@@ -147,6 +147,8 @@ def main(argv=None):
     ap.add_argument("--only", nargs="+", default=None, help="run names to run")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--concurrent-runs", type=int, default=1,
+                    help="how many such processes share the machine (recorded with the timings)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     env = environment(torch.device("cpu"))
@@ -179,7 +181,7 @@ def main(argv=None):
     t0 = time.time()
     for i, (preset, dataset, noise, rate, seed, name, kw) in enumerate(jobs):
         rec = run_one(preset, dataset, noise, rate, seed, name, kw)
-        rec.update(suite=args.suite, preset=preset, threads=args.threads, env=env)
+        rec.update(suite=args.suite, preset=preset, threads=args.threads, concurrent_runs=args.concurrent_runs, env=env)
         with open(out, "a") as fh:
             fh.write(json.dumps(rec) + "\n")
         print(f"[{i + 1}/{len(jobs)} {time.time() - t0:.0f}s] {dataset} {noise}{rate} s{seed} {name:>18}: "

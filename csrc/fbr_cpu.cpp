@@ -516,10 +516,59 @@ static inline __attribute__((always_inline)) T dot_impl(const T* __restrict__ a,
   for (; k < d; ++k) acc += a[k] * b[k];
   return acc;
 }
-FBR_CLONES float dot_f32(const float* a, const float* b, int64_t d) { return dot_impl<float>(a, b, d); }
-FBR_CLONES double dot_f64(const double* a, const double* b, int64_t d) { return dot_impl<double>(a, b, d); }
-static inline float dot(const float* a, const float* b, int64_t d) { return dot_f32(a, b, d); }
-static inline double dot(const double* a, const double* b, int64_t d) { return dot_f64(a, b, d); }
+template <typename T>
+static inline T hsum(typename VecOf<T>::V v) {
+  T acc = T(0);
+  for (int64_t j = 0; j < NR_of<T>::lanes; ++j) acc += v[j];
+  return acc;
+}
+
+// out[c] = <x, P_c> for the C rows of P (row stride d): four classes per sweep over x, so each loaded
+// vector of x feeds four multiply-adds (a single dot product is load-bound at one per load pair).
+template <typename T>
+static inline __attribute__((always_inline)) void row_dots_impl(const T* __restrict__ x, const T* __restrict__ P,
+                                                                int64_t C, int64_t d, T* __restrict__ out) {
+  using V = typename VecOf<T>::V;
+  using U = typename VecOf<T>::U;
+  constexpr int64_t LN = NR_of<T>::lanes;
+  int64_t c = 0;
+  for (; c + 4 <= C; c += 4) {
+    const T *p0 = P + c * d, *p1 = p0 + d, *p2 = p1 + d, *p3 = p2 + d;
+    V a0 = {}, a1 = {}, a2 = {}, a3 = {};
+    int64_t k = 0;
+    for (; k + LN <= d; k += LN) {
+      const V xv = *reinterpret_cast<const U*>(x + k);
+      a0 += xv * *reinterpret_cast<const U*>(p0 + k);
+      a1 += xv * *reinterpret_cast<const U*>(p1 + k);
+      a2 += xv * *reinterpret_cast<const U*>(p2 + k);
+      a3 += xv * *reinterpret_cast<const U*>(p3 + k);
+    }
+    T s0 = hsum<T>(a0), s1 = hsum<T>(a1), s2 = hsum<T>(a2), s3 = hsum<T>(a3);
+    for (; k < d; ++k) {
+      s0 += x[k] * p0[k];
+      s1 += x[k] * p1[k];
+      s2 += x[k] * p2[k];
+      s3 += x[k] * p3[k];
+    }
+    out[c] = s0;
+    out[c + 1] = s1;
+    out[c + 2] = s2;
+    out[c + 3] = s3;
+  }
+  for (; c < C; ++c) out[c] = dot_impl<T>(x, P + c * d, d);
+}
+FBR_CLONES void row_dots_f32(const float* x, const float* P, int64_t C, int64_t d, float* out) {
+  row_dots_impl<float>(x, P, C, d, out);
+}
+FBR_CLONES void row_dots_f64(const double* x, const double* P, int64_t C, int64_t d, double* out) {
+  row_dots_impl<double>(x, P, C, d, out);
+}
+static inline void row_dots(const float* x, const float* P, int64_t C, int64_t d, float* out) {
+  row_dots_f32(x, P, C, d, out);
+}
+static inline void row_dots(const double* x, const double* P, int64_t C, int64_t d, double* out) {
+  row_dots_f64(x, P, C, d, out);
+}
 
 static bool direct_ok(const ProtoShape& p, at::TensorList xs) {
   if (p.grad) return false;
@@ -557,13 +606,13 @@ static void prototype_direct(const ProtoShape& p, at::TensorList xs, at::TensorL
   }
   const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(1, C * dsum));
   at::parallel_for(0, B, grain, [&](int64_t begin, int64_t end) {
-    std::vector<T> xt(dmax), row(C);
+    std::vector<T> xt(dmax), row(C), part(C);
     for (int64_t i = begin; i < end; ++i) {
-      std::fill(row.begin(), row.end(), T(0));
       for (int64_t l = 0; l < L; ++l) {
         center_row<T>(X[l] + i * XS[l], D[l], MU[l], cosine, xt.data());
-        const T* Pl = P[l];
-        for (int64_t c = 0; c < C; ++c) row[c] += dot(xt.data(), Pl + c * D[l], D[l]);
+        row_dots(xt.data(), P[l], C, D[l], l == 0 ? row.data() : part.data());
+        if (l > 0)
+          for (int64_t c = 0; c < C; ++c) row[c] += part[c];
       }
       if (S_out) std::copy(row.begin(), row.end(), S_out + i * C);
       if (d_out) d_out[i] = fbr::fbr_row<T>(row.data(), w, C, y[i], shift, alpha);

@@ -125,9 +125,11 @@ class Case:
         u = (torch.arange(self.M) % self.C).to(device)
         return xs, y, zs, u, es, fs
 
-    def flops(self, strategy: str) -> int:
-        """The planner's FLOP count for this shape (``plan.shape_flops``)."""
-        pair, proto, _ = plan_mod.shape_flops(self.B, self.M, self.C, [(self.d, self.k)] * self.layers)
+    def flops(self, strategy: str, clean_amortised: bool = False) -> int:
+        """The planner's FLOP count for this shape (``plan.shape_flops``); ``clean_amortised`` leaves out
+        the prototypes' clean-side work (repeated calls with the same clean tensors reuse it)."""
+        pair, proto, _ = plan_mod.shape_flops(self.B, self.M, self.C, [(self.d, self.k)] * self.layers,
+                                              clean_amortised=clean_amortised)
         return pair if strategy == "pairwise" else proto
 
     def bytes_moved(self) -> int:
@@ -198,8 +200,11 @@ def quick(device: str | torch.device = "cpu", backends=("reference", "cpp", "tri
                 except B.BackendUnavailable:
                     continue
                 ms = run_case(case, backend, strategy, device)
+                # run_case repeats the call with the same clean tensors: the memoised prototypes'
+                # clean side is paid once, so the rate counts the per-call FLOPs
                 out.append(Record("quick", asdict(case), backend, strategy, ms,
-                                  case.flops(strategy) / ms / 1e6, case.bytes_moved() / ms / 1e6, env, ceil))
+                                  case.flops(strategy, clean_amortised=True) / ms / 1e6,
+                                  case.bytes_moved() / ms / 1e6, env, ceil))
     return out
 
 

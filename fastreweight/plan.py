@@ -20,6 +20,7 @@ are logged on the ``fastreweight`` logger and kept in the returned ``Plan``.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 
 from . import backends
@@ -87,6 +88,16 @@ def choose_strategy(problem: Problem, requested: str) -> tuple[str, str, int, in
 
 
 _logged: set = set()
+_local = threading.local()
+
+
+def record(p: Plan) -> None:
+    """Remember ``p`` as this thread's latest plan (``weights.last_plan()``)."""
+    _local.plan = p
+
+
+def last() -> Plan | None:
+    return getattr(_local, "plan", None)
 
 
 def make_plan(problem: Problem, strategy: str, backend: str) -> Plan:

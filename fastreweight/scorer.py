@@ -190,8 +190,6 @@ class CleanScorer:
 
     def _prepared(self, xs, es, y64):
         """(plan, backend module, fused runner or None) for this batch size and dtype, made once."""
-        from . import weights  # the last_plan() record lives there
-
         key = (xs[0].shape[0], xs[0].dtype)
         entry = self._plans.get(key)
         if entry is None:
@@ -201,7 +199,7 @@ class CleanScorer:
             prepare = getattr(mod, "prepare_fbr_scores", None)
             entry = (p, mod, prepare(self._template, p.strategy) if prepare is not None else None)
             self._plans[key] = entry
-        weights._local.plan = entry[0]
+        plan_mod.record(entry[0])
         return entry
 
     # ------------------------------------------------------------------------------------------
@@ -215,14 +213,12 @@ class CleanScorer:
     def fbr_scores(self, x, y, *, x2=None, shift: str = "max", alpha: float = 0.0,
                    on_missing_class: str = "raise", check_values: bool | None = None) -> torch.Tensor:
         """The FBR score of every batch row (SPEC §3.4), as ``weights.fbr_scores``."""
-        from .weights import _check_alpha
-
         if shift not in V.SHIFT_OPTIONS:
             V.check_option("shift", shift, V.SHIFT_OPTIONS)
         if on_missing_class not in V.MISSING_OPTIONS:
             V.check_option("on_missing_class", on_missing_class, V.MISSING_OPTIONS)
         if not (type(alpha) is float and 0.0 <= alpha < float("inf")):
-            alpha = _check_alpha(alpha)
+            alpha = V.check_alpha(alpha)
         if y is None:
             raise TypeError("y must be an integer tensor of batch labels, got None")
         cv = self.check_values if check_values is None else check_values

@@ -16,6 +16,7 @@ content) whose message starts with the argument's name and says what was expecte
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -36,6 +37,15 @@ REDUCTION_OPTIONS = ("weight_sum", "batch")
 def check_option(name: str, value, options: Sequence) -> None:
     if value not in options:
         raise ValueError(f"{name} must be one of {list(options)}, got {value!r}")
+
+
+def check_alpha(alpha) -> float:
+    """The label-signed modulation ``alpha`` of SPEC §3.4: a finite float >= 0."""
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
+        raise TypeError(f"alpha must be a non-negative float, got {type(alpha).__name__}")
+    if not math.isfinite(alpha) or alpha < 0:
+        raise ValueError(f"alpha must be a finite float >= 0, got {alpha}")
+    return float(alpha)
 
 
 def check_tensor(name: str, t) -> torch.Tensor:

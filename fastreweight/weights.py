@@ -18,7 +18,6 @@ num_classes=C).fbr_scores(feats, y)`` gives the same scores with only the batch 
 from __future__ import annotations
 
 import math
-import threading
 
 import torch
 
@@ -40,28 +39,17 @@ __all__ = [
     "last_plan",
 ]
 
-_local = threading.local()
-
-
 def last_plan() -> plan_mod.Plan | None:
     """The plan (strategy, backend, reason) of the latest scoring call on this thread."""
-    return getattr(_local, "plan", None)
+    return plan_mod.last()
 
 
 def _dispatch_similarity(problem, strategy, backend):
     V.check_option("strategy", strategy, V.STRATEGY_OPTIONS)
     V.check_option("backend", backend, V.BACKEND_OPTIONS)
     p = plan_mod.make_plan(problem, strategy, backend)
-    _local.plan = p
+    plan_mod.record(p)
     return p, backends.load(p.backend)
-
-
-def _check_alpha(alpha) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
-        raise TypeError(f"alpha must be a non-negative float, got {type(alpha).__name__}")
-    if not math.isfinite(alpha) or alpha < 0:
-        raise ValueError(f"alpha must be a finite float >= 0, got {alpha}")
-    return float(alpha)
 
 
 def class_similarity(
@@ -127,7 +115,7 @@ def fbr_scores(
     ``on_missing_class="skip"``.  The clean subset must hold at least two classes.
     """
     V.check_option("shift", shift, V.SHIFT_OPTIONS)
-    alpha = _check_alpha(alpha)
+    alpha = V.check_alpha(alpha)
     problem = build_problem(
         x, clean_x, y=y, clean_y=clean_y, x2=x2, clean_x2=clean_x2, num_classes=num_classes,
         center=center, normalize=normalize, check_values=check_values,
@@ -148,7 +136,7 @@ def fbr_from_similarity(
     ``class_similarity``; ``present`` (C, bool) marks the classes of the clean subset.  Rows whose
     label is absent or out of range get 0."""
     V.check_option("shift", shift, V.SHIFT_OPTIONS)
-    alpha = _check_alpha(alpha)
+    alpha = V.check_alpha(alpha)
     V.check_float_matrix("S", S)
     V.check_label_vector("y", y, S.shape[0])
     V.check_tensor("present", present)
@@ -221,10 +209,15 @@ def weighted_loss(
     losses: torch.Tensor, w: torch.Tensor, *, reduction: str = "weight_sum", eps: float = 1e-12
 ) -> torch.Tensor:
     """``Σ w_i l_i / max(Σ w_i, eps)`` (``"weight_sum"``) or ``Σ w_i l_i / B`` (``"batch"``, published)."""
-    V.check_option("reduction", reduction, V.REDUCTION_OPTIONS)
-    V.check_float_vector("losses", losses)
-    V.check_float_vector("w", w, losses.shape[0])
-    V.check_same_device({"losses": losses, "w": w})
+    if reduction not in V.REDUCTION_OPTIONS:
+        V.check_option("reduction", reduction, V.REDUCTION_OPTIONS)
+    # the metadata checks, inline for the common case (this runs on every training step)
+    if not (isinstance(losses, torch.Tensor) and isinstance(w, torch.Tensor) and losses.dim() == 1
+            and w.dim() == 1 and w.shape[0] == losses.shape[0] and losses.dtype in V.FLOAT_DTYPES
+            and w.dtype in V.FLOAT_DTYPES and w.device == losses.device):
+        V.check_float_vector("losses", losses)
+        V.check_float_vector("w", w, losses.shape[0])
+        V.check_same_device({"losses": losses, "w": w})
     return reference.weighted_loss(losses, w, reduction, eps)
 
 
