@@ -659,10 +659,9 @@ at::Tensor class_similarity_prototype_cpu(at::TensorList xs, at::TensorList mus,
   return prototype_similarity(p, xs, mus, es, protos, cosine);
 }
 
-at::Tensor fbr_scores_prototype_cpu(at::TensorList xs, at::TensorList mus, at::TensorList es, at::TensorList protos,
-                                    const at::Tensor& class_weight, bool cosine, const at::Tensor& y,
-                                    c10::string_view shift, double alpha) {
-  const char* op = "fbr_scores_prototype";
+static at::Tensor scores_prototype(const char* op, at::TensorList xs, at::TensorList mus, at::TensorList es,
+                                   at::TensorList protos, const at::Tensor& class_weight, bool cosine,
+                                   const at::Tensor& y, c10::string_view shift, double alpha) {
   const ProtoShape p = check_proto_inputs(op, xs, mus, es, protos);
   TORCH_CHECK(class_weight.dim() == 1 && class_weight.size(0) == p.C, "fastreweight::", op,
               ": class_weight must be a 1-D tensor of length ", p.C, " (one entry per class of protos), got shape ",
@@ -691,6 +690,12 @@ at::Tensor fbr_scores_prototype_cpu(at::TensorList xs, at::TensorList mus, at::T
   return epilogue(S, y, class_weight, sh, alpha);
 }
 
+at::Tensor fbr_scores_prototype_cpu(at::TensorList xs, at::TensorList mus, at::TensorList es, at::TensorList protos,
+                                    const at::Tensor& class_weight, bool cosine, const at::Tensor& y,
+                                    c10::string_view shift, double alpha) {
+  return scores_prototype("fbr_scores_prototype", xs, mus, es, protos, class_weight, cosine, y, shift, alpha);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Reweighter update (SPEC §3.6) in one pass, in place:
 //   r^ = r / (mean|r| + eps)  (normalize_update="mean_abs"; "none": r^ = r),
@@ -698,8 +703,8 @@ at::Tensor fbr_scores_prototype_cpu(at::TensorList xs, at::TensorList mus, at::T
 // Every index is bounds-checked here (a bad index raises; it never writes out of bounds).
 // ---------------------------------------------------------------------------------------------
 template <typename T>
-static void reweighter_update(T* w, int64_t N, const int64_t* idx, const T* r, int64_t B, double lr, bool mean_abs,
-                              double eps, T* out) {
+static void reweighter_update(const char* op, T* w, int64_t N, const int64_t* idx, const T* r, int64_t B,
+                              double lr, bool mean_abs, double eps, T* out) {
   T denom = T(1);
   if (mean_abs && B > 0) {
     T sum = T(0);
@@ -709,7 +714,7 @@ static void reweighter_update(T* w, int64_t N, const int64_t* idx, const T* r, i
   const T lr_t = static_cast<T>(lr);
   for (int64_t i = 0; i < B; ++i) {
     const int64_t j = idx[i];
-    TORCH_CHECK(j >= 0 && j < N, "fastreweight::reweighter_step: idx holds ", j, " at position ", i,
+    TORCH_CHECK(j >= 0 && j < N, "fastreweight::", op, ": idx holds ", j, " at position ", i,
                 "; indices must lie in [0, ", N, ")");
     const T step = mean_abs ? r[i] / denom : r[i];
     out[i] = std::min(std::max(w[j] + lr_t * step, T(0)), T(1));
@@ -717,39 +722,67 @@ static void reweighter_update(T* w, int64_t N, const int64_t* idx, const T* r, i
   for (int64_t i = 0; i < B; ++i) w[idx[i]] = out[i];
 }
 
-at::Tensor reweighter_step_cpu(at::Tensor weights, const at::Tensor& idx, const at::Tensor& scores, double lr,
-                               c10::string_view normalize_update, double eps) {
-  const char* op = "reweighter_step";
+// Checks the Reweighter state and update arguments; returns whether the update is normalised.
+static bool check_reweighter(const char* op, const at::Tensor& weights, const at::Tensor& idx, int64_t B, double lr,
+                             c10::string_view normalize_update, double eps) {
   TORCH_CHECK(weights.dim() == 1 && (weights.scalar_type() == at::kFloat || weights.scalar_type() == at::kDouble),
               "fastreweight::", op, ": weights must be a 1-D float32 or float64 tensor, got ", weights.scalar_type(),
               " of shape ", fbr::shape_str(weights));
   TORCH_CHECK(weights.is_contiguous(), "fastreweight::", op, ": weights must be contiguous (it is updated in place)");
   TORCH_CHECK(idx.dim() == 1 && idx.scalar_type() == at::kLong, "fastreweight::", op,
               ": idx must be a 1-D int64 tensor, got ", idx.scalar_type(), " of shape ", fbr::shape_str(idx));
-  TORCH_CHECK(scores.dim() == 1 && scores.size(0) == idx.size(0) && fbr::is_float_dtype(scores.scalar_type()),
-              "fastreweight::", op, ": scores must be a 1-D float tensor of length ", idx.size(0),
-              " (one score per index), got ", scores.scalar_type(), " of shape ", fbr::shape_str(scores));
-  TORCH_CHECK(weights.device().is_cpu() && idx.device().is_cpu() && scores.device().is_cpu(), "fastreweight::", op,
-              ": the CPU kernel needs weights, idx and scores on the CPU, got ", weights.device(), ", ", idx.device(),
-              " and ", scores.device());
+  TORCH_CHECK(idx.size(0) == B, "fastreweight::", op, ": idx must have length ", B, " (one index per batch row), got ",
+              idx.size(0));
+  TORCH_CHECK(weights.device().is_cpu() && idx.device().is_cpu(), "fastreweight::", op,
+              ": the CPU kernel needs weights and idx on the CPU, got ", weights.device(), " and ", idx.device());
   TORCH_CHECK(std::isfinite(lr) && lr >= 0, "fastreweight::", op, ": lr must be a finite float >= 0, got ", lr);
   TORCH_CHECK(std::isfinite(eps) && eps > 0, "fastreweight::", op, ": eps must be a finite float > 0, got ", eps);
   const bool mean_abs = normalize_update == "mean_abs";
   TORCH_CHECK(mean_abs || normalize_update == "none", "fastreweight::", op,
               ": normalize_update must be one of mean_abs, none, got '",
               std::string(normalize_update.data(), normalize_update.size()), "'");
+  return mean_abs;
+}
+
+static at::Tensor apply_update(const char* op, at::Tensor& weights, const at::Tensor& idx, const at::Tensor& scores, double lr,
+                               bool mean_abs, double eps) {
   const int64_t B = idx.size(0), N = weights.size(0);
   at::Tensor out = at::empty({B}, weights.options());
   if (fbr::poison_flag()) out.fill_(std::numeric_limits<double>::quiet_NaN());
   at::Tensor ic = idx.contiguous();
   at::Tensor rc = scores.to(weights.scalar_type()).contiguous();
   if (weights.scalar_type() == at::kDouble)
-    reweighter_update<double>(weights.data_ptr<double>(), N, ic.data_ptr<int64_t>(), rc.data_ptr<double>(), B, lr,
+    reweighter_update<double>(op, weights.data_ptr<double>(), N, ic.data_ptr<int64_t>(), rc.data_ptr<double>(), B, lr,
                               mean_abs, eps, out.data_ptr<double>());
   else
-    reweighter_update<float>(weights.data_ptr<float>(), N, ic.data_ptr<int64_t>(), rc.data_ptr<float>(), B, lr,
+    reweighter_update<float>(op, weights.data_ptr<float>(), N, ic.data_ptr<int64_t>(), rc.data_ptr<float>(), B, lr,
                              mean_abs, eps, out.data_ptr<float>());
   return out;
+}
+
+at::Tensor reweighter_step_cpu(at::Tensor weights, const at::Tensor& idx, const at::Tensor& scores, double lr,
+                               c10::string_view normalize_update, double eps) {
+  const char* op = "reweighter_step";
+  TORCH_CHECK(scores.dim() == 1 && scores.size(0) == idx.size(0) && fbr::is_float_dtype(scores.scalar_type()),
+              "fastreweight::", op, ": scores must be a 1-D float tensor of length ", idx.size(0),
+              " (one score per index), got ", scores.scalar_type(), " of shape ", fbr::shape_str(scores));
+  const bool mean_abs = check_reweighter(op, weights, idx, scores.size(0), lr, normalize_update, eps);
+  TORCH_CHECK(scores.device().is_cpu(), "fastreweight::", op, ": the CPU kernel needs scores on the CPU, got ",
+              scores.device());
+  return apply_update(op, weights, idx, scores, lr, mean_abs, eps);
+}
+
+// Scores and the Reweighter update in one op (prototype strategy): the training step of the stateful
+// recipe, one dispatch instead of two.  Returns (scores, the batch's new weights).
+std::tuple<at::Tensor, at::Tensor> fbr_reweight_prototype_cpu(
+    at::TensorList xs, at::TensorList mus, at::TensorList es, at::TensorList protos, const at::Tensor& class_weight,
+    bool cosine, const at::Tensor& y, c10::string_view shift, double alpha, at::Tensor weights, const at::Tensor& idx,
+    double lr, c10::string_view normalize_update, double eps) {
+  const char* op = "fbr_reweight_prototype";
+  const int64_t B = (xs.empty() || xs[0].dim() == 0) ? 0 : xs[0].size(0);
+  const bool mean_abs = check_reweighter(op, weights, idx, B, lr, normalize_update, eps);  // before any work
+  at::Tensor d = scores_prototype(op, xs, mus, es, protos, class_weight, cosine, y, shift, alpha);
+  return {d, apply_update(op, weights, idx, d, lr, mean_abs, eps)};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -818,6 +851,10 @@ TORCH_LIBRARY(fastreweight, m) {
   m.def(
       "reweighter_step(Tensor(a!) weights, Tensor idx, Tensor scores, float lr, str normalize_update, float eps) "
       "-> Tensor");
+  m.def(
+      "fbr_reweight_prototype(Tensor[] xs, Tensor[] mus, Tensor[] es, Tensor[] protos, Tensor class_weight, "
+      "bool cosine, Tensor y, str shift, float alpha, Tensor(a!) weights, Tensor idx, float lr, "
+      "str normalize_update, float eps) -> (Tensor, Tensor)");
   m.def("threshold_weights(Tensor scores) -> Tensor");
   // test hook: fill every output with NaN before the kernel writes it (returns the previous setting)
   m.def("_set_poison_outputs(bool enable) -> bool", &fbr_cpu::set_poison_outputs);
@@ -830,6 +867,7 @@ TORCH_LIBRARY_IMPL(fastreweight, CPU, m) {
   m.impl("fbr_scores_prototype", &fbr_cpu::fbr_scores_prototype_cpu);
   m.impl("reweighter_step", &fbr_cpu::reweighter_step_cpu);
   m.impl("threshold_weights", &fbr_cpu::threshold_weights_cpu);
+  m.impl("fbr_reweight_prototype", &fbr_cpu::fbr_reweight_prototype_cpu);
 }
 
 // A module init function, so that a setup.py build can be imported as fastreweight._C_cpu

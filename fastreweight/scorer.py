@@ -197,7 +197,9 @@ class CleanScorer:
             p = plan_mod.make_plan(problem, self.strategy, self.backend)
             mod = backends.load(p.backend)
             prepare = getattr(mod, "prepare_fbr_scores", None)
-            entry = (p, mod, prepare(self._template, p.strategy) if prepare is not None else None)
+            prepare_rw = getattr(mod, "prepare_fbr_reweight", None)
+            entry = (p, mod, prepare(self._template, p.strategy) if prepare is not None else None,
+                     prepare_rw(self._template, p.strategy) if prepare_rw is not None else None)
             self._plans[key] = entry
         plan_mod.record(entry[0])
         return entry
@@ -207,12 +209,10 @@ class CleanScorer:
         """S (B×C) of the batch ``x`` against the clean subset, as ``weights.class_similarity``."""
         cv = self.check_values if check_values is None else check_values
         xs, es, _ = self._batch(x, None, x2, cv, "skip", False)
-        p, mod, _ = self._prepared(xs, es, None)
+        p, mod, _, _ = self._prepared(xs, es, None)
         return mod.class_similarity(self._problem(xs, es, None), p.strategy)
 
-    def fbr_scores(self, x, y, *, x2=None, shift: str = "max", alpha: float = 0.0,
-                   on_missing_class: str = "raise", check_values: bool | None = None) -> torch.Tensor:
-        """The FBR score of every batch row (SPEC §3.4), as ``weights.fbr_scores``."""
+    def _score_args(self, x, y, x2, shift, alpha, on_missing_class, check_values):
         if shift not in V.SHIFT_OPTIONS:
             V.check_option("shift", shift, V.SHIFT_OPTIONS)
         if on_missing_class not in V.MISSING_OPTIONS:
@@ -223,7 +223,16 @@ class CleanScorer:
             raise TypeError("y must be an integer tensor of batch labels, got None")
         cv = self.check_values if check_values is None else check_values
         xs, es, y64 = self._batch(x, y, x2, cv, on_missing_class, True)
-        p, mod, run = self._prepared(xs, es, y64)
+        return xs, es, y64, alpha, cv
+
+    def fbr_scores(self, x, y, *, x2=None, shift: str = "max", alpha: float = 0.0,
+                   on_missing_class: str = "raise", check_values: bool | None = None) -> torch.Tensor:
+        """The FBR score of every batch row (SPEC §3.4), as ``weights.fbr_scores``."""
+        xs, es, y64, alpha, _ = self._score_args(x, y, x2, shift, alpha, on_missing_class, check_values)
+        return self._scores(xs, es, y64, shift, alpha)
+
+    def _scores(self, xs, es, y64, shift, alpha) -> torch.Tensor:
+        p, mod, run, _ = self._prepared(xs, es, y64)
         if run is not None:  # the backend's fused path with the clean-side arguments bound once
             return run(xs, es, y64, shift, alpha)
         problem = self._problem(xs, es, y64)
@@ -232,3 +241,24 @@ class CleanScorer:
             return fused(problem, p.strategy, shift, alpha)
         S = mod.class_similarity(problem, p.strategy)
         return reference.fbr_from_similarity(S, problem.y, problem.present, shift, alpha)
+
+    def reweight(self, reweighter, idx, x, y, *, x2=None, shift: str = "max", alpha: float = 0.0,
+                 on_missing_class: str = "raise", check_values: bool | None = None):
+        """Score the batch and apply ``reweighter``'s update at the dataset indices ``idx``; returns
+        ``(scores, new batch weights)`` — ``fbr_scores`` followed by ``reweighter.step(idx, scores)``,
+        in one op where the backend fuses them (the C++ prototype path with a ``Reweighter`` on its
+        ``"cpp"`` backend)."""
+        from .weights import Reweighter
+
+        xs, es, y64, alpha, cv = self._score_args(x, y, x2, shift, alpha, on_missing_class, check_values)
+        fused = None
+        # a subclass (e.g. DistributedReweighter) has its own update rule: only the plain class fuses
+        if type(reweighter) is Reweighter and reweighter.backend == "cpp" and isinstance(idx, torch.Tensor) \
+                and idx.dtype == torch.int64 and idx.dim() == 1 and idx.shape[0] == xs[0].shape[0] \
+                and idx.device == self.device == reweighter.weights.device and not cv:
+            fused = self._prepared(xs, es, y64)[3]
+        if fused is None:
+            d = self._scores(xs, es, y64, shift, alpha)
+            return d, reweighter.step(idx, d, check_values=cv)
+        return fused(xs, es, y64, shift, alpha, reweighter.weights, idx, reweighter.lr,
+                     reweighter.normalize_update, reweighter.eps)

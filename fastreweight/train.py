@@ -582,16 +582,18 @@ def train(
             feats = feats.detach().float() if amp_dtype is not None else feats.detach()
         Z, u = stateful_clean_feats()
         if len(yb) and clean_features == "cache":
-            # the cached clean side is scored against many batches: prepared once per refresh
+            # the cached clean side is scored against many batches: prepared once per refresh; the
+            # scores and the Reweighter update run as one op where the backend fuses them
             if state.get("scorer") is None or state["scorer"].dtype != feats.dtype:
                 state["scorer"] = CleanScorer(Z.to(feats.dtype), u, num_classes=C, check_values=check_values)
-            d = state["scorer"].fbr_scores(feats, yb, shift=shift, alpha=alpha, on_missing_class="skip")
-        elif len(yb):
-            d = fbr_scores(feats, yb, Z.to(feats.dtype), u, num_classes=C, shift=shift, alpha=alpha,
-                           on_missing_class="skip", check_values=check_values)
-        else:  # an empty shard (distributed): nothing to score, but rw.step's collectives still run
-            d = torch.zeros(0, dtype=wdtype, device=dev)
-        w = rw.step(idx, d, check_values=check_values)
+            d, w = state["scorer"].reweight(rw, idx, feats, yb, shift=shift, alpha=alpha, on_missing_class="skip")
+        else:
+            if len(yb):
+                d = fbr_scores(feats, yb, Z.to(feats.dtype), u, num_classes=C, shift=shift, alpha=alpha,
+                               on_missing_class="skip", check_values=check_values)
+            else:  # an empty shard (distributed): nothing to score, but rw.step's collectives still run
+                d = torch.zeros(0, dtype=wdtype, device=dev)
+            w = rw.step(idx, d, check_values=check_values)
         state["rw_step"] += 1
         loss = reweighted_loss(ce(logits, yb), w.to(torch.float32 if amp_dtype else logits.dtype))
         return loss, w

@@ -657,6 +657,28 @@ def test_reweighter_torch_check_messages(kwargs, msg):
 
 
 @needs_ext
+@pytest.mark.parametrize("wdtype", [torch.float32, torch.float64])
+def test_fused_reweight_op_contract(wdtype):
+    a = proto_args(grad=False)
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    w = torch.rand(40, dtype=wdtype)
+    idx = torch.tensor([3, 7, 39, 0, 11, 5])
+    args = (a["xs"], a["mus"], a["es"], a["protos"], a["class_weight"], False, y, "max", 0.0)
+    torch.library.opcheck(ops.fbr_reweight_prototype.default, args + (w, idx, 0.3, "mean_abs", 1e-12))
+    before = w.clone()
+    d, new = ops.fbr_reweight_prototype(*args, w, idx, 0.3, "mean_abs", 1e-12)
+    torch.testing.assert_close(d, ops.fbr_scores_prototype(*args))
+    expect = reference.reweighter_update(before[idx], d.to(wdtype), 0.3, "mean_abs", 1e-12)
+    torch.testing.assert_close(new, expect)
+    torch.testing.assert_close(w[idx], expect)
+    with pytest.raises(RuntimeError, match=r"fastreweight::fbr_reweight_prototype: idx must have length 6 "
+                                           r"\(one index per batch row\), got 5"):
+        ops.fbr_reweight_prototype(*args, w, idx[:5], 0.3, "mean_abs", 1e-12)
+    with pytest.raises(RuntimeError, match=r"fastreweight::fbr_reweight_prototype: idx holds 40 at position 2"):
+        ops.fbr_reweight_prototype(*args, w, torch.tensor([3, 7, 40, 0, 11, 5]), 0.3, "mean_abs", 1e-12)
+
+
+@needs_ext
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_reweighter_opcheck(dtype):
     w = torch.rand(50, dtype=dtype)

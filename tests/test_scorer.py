@@ -125,3 +125,41 @@ def test_clean_side_errors_and_missing_classes():
     with pytest.raises(ValueError, match="clean_y must contain at least two classes"):
         one.fbr_scores(x, torch.zeros(6, dtype=torch.int64))
     one.class_similarity(x)  # similarities need no second class
+
+
+@pytest.mark.parametrize("wdtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("fdtype", [torch.float32, f64])
+@pytest.mark.parametrize("B", [1, 17, 97])
+def test_reweight_equals_scores_then_step(wdtype, fdtype, B):
+    N = 300
+    x, z, _, _, y, u = data(B, 40, dtype=fdtype, seed=B)
+    idx = torch.randperm(N, generator=torch.Generator().manual_seed(B))[:B]
+    scorer = fr.CleanScorer(z, u, num_classes=4)
+    fused_rw = fr.Reweighter(N, lr=0.3, init=0.6, dtype=wdtype)  # "cpp" where the extension is built
+    plain_rw = fr.Reweighter(N, lr=0.3, init=0.6, dtype=wdtype, backend="reference")
+    for step in range(3):
+        d1, w1 = scorer.reweight(fused_rw, idx, x, y, shift="second", alpha=0.1, check_values=False)
+        d2 = scorer.fbr_scores(x, y, shift="second", alpha=0.1)
+        w2 = plain_rw.step(idx, d2)
+        assert torch.equal(d1, d2)
+        tol = dict(rtol=1e-12, atol=1e-12) if wdtype == f64 else dict(rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(w1, w2, **tol)
+        torch.testing.assert_close(fused_rw.weights, plain_rw.weights, **tol)
+        x = x.flip(0) * 1.1
+    # with value checks the scores and the update run separately (the checks need both), same result
+    d3, w3 = scorer.reweight(plain_rw, idx, x, y)
+    assert torch.equal(d3, scorer.fbr_scores(x, y))
+
+
+def test_reweight_checks_its_arguments():
+    x, z, _, _, y, u = data(6, 20)
+    scorer = fr.CleanScorer(z, u, num_classes=4)
+    rw = fr.Reweighter(10)
+    with pytest.raises(ValueError, match=r"idx must have length 6"):
+        scorer.reweight(rw, torch.arange(5), x, y)
+    with pytest.raises(ValueError, match=r"idx must hold dataset indices in \[0, 10\)"):
+        scorer.reweight(rw, torch.arange(6) + 5, x, y)
+    before = rw.weights.clone()
+    with pytest.raises((ValueError, RuntimeError), match=r"idx"):
+        scorer.reweight(rw, torch.arange(6) + 5, x, y, check_values=False)  # still bounds-checked
+    assert torch.equal(rw.weights, before)

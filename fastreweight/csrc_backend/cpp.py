@@ -83,6 +83,24 @@ def prepare_fbr_scores(problem, strategy):
     return run
 
 
+def prepare_fbr_reweight(problem, strategy):
+    """A function ``(xs, es, y, shift, alpha, weights, idx, lr, normalize_update, eps) -> (d, w)`` that
+    scores a batch and applies the Reweighter update in one op (prototype strategy; ``None`` for the
+    pairwise one, which scores and updates in two)."""
+    if strategy != "prototype":
+        return None
+    cosine = bool(problem.cosine)
+    cw = problem.class_weight
+    layers = problem.layers
+    mus = [l.mu for l in layers] if layers[0].mu is not None else []
+    protos = reference._clean_prototypes(problem)
+    op = torch.ops.fastreweight.fbr_reweight_prototype
+
+    def run(xs, es, y, shift, alpha, weights, idx, lr, normalize_update, eps):
+        return op(xs, mus, es or [], protos, cw, cosine, y, shift, alpha, weights, idx, lr, normalize_update, eps)
+    return run
+
+
 def reweighter_step(weights, idx, scores, lr, normalize_update, eps) -> torch.Tensor:
     return torch.ops.fastreweight.reweighter_step(weights, idx, scores, float(lr), normalize_update, float(eps))
 
