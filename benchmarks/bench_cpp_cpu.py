@@ -92,6 +92,22 @@ def main():
             mc, mr = statistics.median(tc), statistics.median(tr)
             say(f"{C:>4} {kernel:>8} {'op':>5} {mc*1e3:8.2f} ({min(tc)*1e3:6.2f}) {mr*1e3:8.2f} ({min(tr)*1e3:6.2f}) "
                 f"{mr/mc:7.2f}x")
+            # what backend="auto" runs when the same clean tensors recur (a training loop): the C++
+            # prototype strategy on the memoised clean side, against the same eager pairwise reference
+            auto = lambda: fr.fbr_scores(x, y, z, u, num_classes=C, shift="max", **kw)  # noqa: E731
+            auto()
+            auto()
+            plan = fr.last_plan()
+            torch.testing.assert_close(auto(), ref(), rtol=1e-3, atol=1e-3 * float(ref().abs().max()))
+            tc, tr = [], []
+            for _ in range(args.repeats):
+                tc.append(timeit(auto, 1)[0])
+                tr.append(timeit(ref, 1)[0])
+            mc, mr = statistics.median(tc), statistics.median(tr)
+            say(f"{C:>4} {kernel:>8} {'auto':>5} {mc*1e3:8.2f} ({min(tc)*1e3:6.2f}) {mr*1e3:8.2f} ({min(tr)*1e3:6.2f}) "
+                f"{mr/mc:7.2f}x   [{plan.backend}/{plan.strategy}: not the pairwise strategy the target names]")
+    say("# api: fbr_scores(backend='cpp'|'reference', strategy='pairwise'); op: the scoring op alone; auto: "
+        "fbr_scores(backend='auto', strategy='auto') with a recurring clean side, against the api reference")
     say(f"# loadavg after {os.getloadavg()}")
     if args.out:
         with open(args.out, "a") as fh:

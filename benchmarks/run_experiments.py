@@ -10,13 +10,17 @@
   ``erm`` (no clean passes), ``erm+cp`` (ERM with the recipe's clean passes), ``l2r``, the library's
   default ``fbr``, ``paper`` (recipe="paper", SPEC §7), and the variants (a) batch features from the
   training forward, (b) one clean pass instead of five, (c) the stateful Reweighter in place of
-  threshold_weights, (d) running class prototypes.  Epoch time is the median training-epoch time of
-  each run; ratios to ERM are formed per cell and seed (same process, back to back).
+  threshold_weights, (d) running class prototypes; (e) = (a) with the five clean passes' worth of clean
+  samples mixed into the training batches (``clean_mix=5``: the same clean visits, no extra steps),
+  next to ``erm+mix``, ERM given the same mixed-in clean samples.  Epoch time is the median
+  training-epoch time of each run; ratios to ERM are formed per cell and seed (same process, back to
+  back).
 * ``ablation`` (stateful FBR, MNIST-5k, 40% symmetric and 40% asymmetric): shift, Reweighter lr, warm-up,
   clean-subset size and clean-feature policy, one at a time around the defaults.
 * ``cleanpasses`` (every cell of ``variants``): ERM, bi-level L2R and the default FBR, each without and
   with five clean passes per epoch — the clean subset used for training as well as for weighting, given
-  to every method alike.
+  to every method alike; and ERM and FBR with the same clean visits mixed into the training batches
+  (``clean_mix=5``).
 * ``refresh`` (every cell of ``variants``): the default stateful FBR with the clean-feature cache
   refreshed every ceil(4·M/B) steps (the default), 2× and 4× that, and once per epoch.
 
@@ -32,6 +36,7 @@ import os
 import statistics
 import sys
 import time
+import uuid
 
 import torch
 
@@ -65,6 +70,8 @@ def variants(preset_name):
         "b:1-clean-pass": {**paper, "clean_passes": 1},
         "c:stateful": stateful,
         "d:prototypes": {**stateful, "clean_features": "prototype"},
+        "erm+mix": dict(method="erm", clean_mix=5),
+        "e:mixed-clean": {**paper, "batch_features": "train", "clean_passes": 0, "clean_mix": 5},
     }
 
 
@@ -78,6 +85,8 @@ def clean_pass_runs():
         "l2r+cp": dict(method="l2r", clean_passes=5),
         "fbr-default": dict(method="fbr"),
         "fbr+cp": dict(method="fbr", clean_passes=5),
+        "erm+mix": dict(method="erm", clean_mix=5),
+        "fbr+mix": dict(method="fbr", clean_mix=5),
     }
 
 
@@ -179,9 +188,13 @@ def main(argv=None):
     if args.only:
         jobs = [j for j in jobs if j[5] in args.only]
     t0 = time.time()
+    # time ratios pair a run with the ERM run of the same invocation (cell and seed): runs of another
+    # invocation met another state of the machine
+    invocation = uuid.uuid4().hex[:12]
     for i, (preset, dataset, noise, rate, seed, name, kw) in enumerate(jobs):
         rec = run_one(preset, dataset, noise, rate, seed, name, kw)
-        rec.update(suite=args.suite, preset=preset, threads=args.threads, concurrent_runs=args.concurrent_runs, env=env)
+        rec.update(suite=args.suite, preset=preset, threads=args.threads, concurrent_runs=args.concurrent_runs,
+                   invocation=invocation, env=env)
         with open(out, "a") as fh:
             fh.write(json.dumps(rec) + "\n")
         print(f"[{i + 1}/{len(jobs)} {time.time() - t0:.0f}s] {dataset} {noise}{rate} s{seed} {name:>18}: "

@@ -35,7 +35,10 @@ and returns a ``TrainResult``.  Methods (SPEC §6, same data, model and budget):
   chosen by the other, ``forget_rate(t) = forget_rate · min(1, t/num_gradual)^exponent``.
 
 Every method accepts ``clean_passes`` (ERM included, so comparisons do not confound reweighting with
-extra clean data, SPEC §6).
+extra clean data, SPEC §6).  ``clean_mix=k`` (methods ``"erm"`` and ``"fbr"``) gives the clean subset the
+same number of visits as ``k`` clean passes without the extra steps: each epoch the clean subset,
+repeated ``k`` times and shuffled, is split evenly over the epoch's training batches and appended to
+them with weight 1 (never scored, never reweighted; in the loss's normaliser like any row).
 
 Warm-up (``warmup``, reweighting methods): an int number of epochs of uniform weights, or ``"auto"``:
 at the end of every epoch the clean subset is split in two class-stratified halves and each half is
@@ -48,7 +51,8 @@ same rule is ``skip_epochs="auto"``.
 
 Shuffling is reproducible: one ``torch.Generator`` seeded with ``seed`` drives, per epoch and in this
 order, one ``randperm(M)`` per clean pass, then ``randperm(N)`` for the training set (then any
-clean mini-batch draws and augmentation of that epoch's steps).  ``callback(event)`` is called after
+clean mini-batch draws and augmentation of that epoch's steps); ``clean_mix=k`` adds ``k`` draws of
+``randperm(M)`` right after ``randperm(N)``.  ``callback(event)`` is called after
 every optimiser step with a dict (``phase``: "clean" or "train", ``epoch``, ``step``, ``idx``,
 ``weights``, ``sample_weights``, ``model``).  The scoring calls skip their data-dependent checks
 (host synchronisation) unless ``check_values=True``; the trainer builds labels in range itself.
@@ -282,6 +286,7 @@ def train(
     lr_gamma: float = 0.1,
     clean_passes: int = 0,
     clean_batch_size: int = 128,
+    clean_mix: int = 0,
     warmup: int | str | None = None,
     auto_tol: float = 0.005,
     auto_patience: int = 2,
@@ -330,6 +335,11 @@ def train(
         raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {amp!r}")
     if epochs < 0 or batch_size < 1 or clean_batch_size < 1 or clean_passes < 0:
         raise ValueError("epochs and clean_passes must be >= 0, batch sizes >= 1")
+    if isinstance(clean_mix, bool) or not isinstance(clean_mix, int) or clean_mix < 0:
+        raise ValueError(f"clean_mix must be an int >= 0, got {clean_mix!r}")
+    if clean_mix and (method not in ("erm", "fbr") or distributed):
+        raise ValueError(f"clean_mix is supported for method='erm' and method='fbr' without distributed=True; "
+                         f"got method={method!r}, distributed={distributed}")
     paper = method == "fbr" and recipe == "paper"
     if batch_features is None:
         batch_features = "eval" if paper else "train"
@@ -565,21 +575,29 @@ def train(
         return state["proto"], state["proto_all_seen"]
 
     # ---- one training step per method --------------------------------------------------------
+    def with_mixed(w, n_rows):
+        """The batch's weights followed by weight 1 for its mixed-in clean rows (``clean_mix``)."""
+        extra = n_rows - w.shape[0]
+        return w if extra == 0 else torch.cat([w, torch.ones(extra, dtype=w.dtype, device=w.device)])
+
     def step_fbr_stateful(xb, yb, idx, active):
+        # rows [0, nb) are the training batch; rows past nb are mixed-in clean rows (clean_mix)
+        nb = idx.shape[0]
         if not active:
             with autocast():
                 logits = net(xb)
             loss = mean_loss(ce(logits, yb))
             return loss, rw.weights[idx]
         if batch_features == "eval":
-            feats = _eval_features(model, xb, eval_batch_size) if len(yb) else None
+            feats = _eval_features(model, xb[:nb], eval_batch_size) if nb else None
             with autocast():
                 logits = net(xb)
         else:
             with autocast():
                 logits = net(xb)
-            feats = tap.take()  # the head's input in this forward (hook registered once per call)
+            feats = tap.take()[:nb]  # the head's input in this forward (hook registered once per call)
             feats = feats.detach().float() if amp_dtype is not None else feats.detach()
+        yb_all, yb = yb, yb[:nb]
         Z, u = stateful_clean_feats()
         if len(yb) and clean_features == "cache":
             # the cached clean side is scored against many batches: prepared once per refresh; the
@@ -595,30 +613,32 @@ def train(
                 d = torch.zeros(0, dtype=wdtype, device=dev)
             w = rw.step(idx, d, check_values=check_values)
         state["rw_step"] += 1
-        loss = reweighted_loss(ce(logits, yb), w.to(torch.float32 if amp_dtype else logits.dtype))
+        loss = reweighted_loss(ce(logits, yb_all),
+                               with_mixed(w.to(torch.float32 if amp_dtype else logits.dtype), yb_all.shape[0]))
         return loss, w
 
     def step_fbr_paper(xb, yb, idx, active, epoch):
+        nb = idx.shape[0]  # rows past nb: mixed-in clean rows (clean_mix), weight 1
         if active:
             a = 1.0 / (C - 1) if epoch < alpha_epochs else 0.0
             if batch_features == "eval":
                 model.eval()
                 with torch.no_grad(), autocast():
-                    feats = capture.penultimate(model, xb, head=head)[0]
+                    feats = capture.penultimate(model, xb[:nb], head=head)[0]
                 model.train()
                 with autocast():
                     logits = model(xb)
             else:
                 with autocast():
                     logits = model(xb)
-                feats = tap.take()
+                feats = tap.take()[:nb]
             feats = feats.detach()
             if amp_dtype is not None:
                 feats = feats.float()
             if state.get("scorer") is None or state["scorer"].dtype != feats.dtype:
                 state["scorer"] = CleanScorer(state["Z"].to(feats.dtype), yc, num_classes=C, center="clean",
                                               check_values=check_values)
-            d = state["scorer"].fbr_scores(feats, yb, shift="second", alpha=a, on_missing_class="skip")
+            d = state["scorer"].fbr_scores(feats, yb[:nb], shift="second", alpha=a, on_missing_class="skip")
             w = threshold_weights(d, check_values=check_values).to(wdtype)
             sample_weights[idx] = w  # idx holds no repeats: w is what sample_weights[idx] now reads
         else:
@@ -626,7 +646,7 @@ def train(
                 logits = model(xb)
             w = sample_weights[idx]
         losses = ce(logits, yb)
-        loss = weighted_loss(losses, w.to(losses.dtype), reduction="batch")
+        loss = weighted_loss(losses, with_mixed(w.to(losses.dtype), losses.shape[0]), reduction="batch")
         return loss, w
 
     def step_meta(xb, yb, active):
@@ -696,11 +716,18 @@ def train(
             if method == "coteaching":
                 rate_t = forget_rate * min(1.0, epoch / max(num_gradual, 1)) ** exponent
             perm = torch.randperm(N, generator=g).to(dev)
+            mixed = None
+            if clean_mix:  # the clean subset clean_mix times, shuffled, spread evenly over the batches
+                mix = torch.cat([torch.randperm(M, generator=g) for _ in range(clean_mix)]).to(dev)
+                mixed = torch.tensor_split(mix, math.ceil(N / batch_size))
             for i in range(0, N, batch_size):
                 idx = perm[i:i + batch_size]
                 xb, yb = x[idx], y[idx]
                 if augment is not None:
                     xb = augment(xb, g)
+                if mixed is not None:  # appended after the training rows, never augmented (as clean passes)
+                    cidx = mixed[i // batch_size]
+                    xb, yb = torch.cat([xb, xc[cidx]]), torch.cat([yb, yc[cidx]])
                 if distributed:  # this rank's contiguous shard of the global batch
                     idx, xb, yb = (_shard(t, rank, world) for t in (idx, xb, yb))
                 if method == "erm":
@@ -730,7 +757,7 @@ def train(
                     w = torch.zeros(len(yb), device=dev)
                     w[s2] = 1.0
                 state["step"] += 1
-                wb = torch.ones(len(yb), device=dev) if w is None else w
+                wb = torch.ones(len(idx), device=dev) if w is None else w
                 group_means.append(_group_sums(wb, is_clean_all[idx]) if distributed
                                    else _group_means(wb, is_clean_all[idx]))
                 emit("train", epoch, idx, wb)

@@ -119,6 +119,53 @@ def test_feature_hook_is_removed_after_training_and_after_an_error():
     assert not m.head._forward_pre_hooks
 
 
+@pytest.mark.parametrize("kw", [dict(method="erm"), dict(method="fbr", warmup=0),
+                                dict(method="fbr", recipe="paper", skip_epochs=0, batch_features="train"),
+                                dict(method="fbr", recipe="paper", skip_epochs=0, batch_features="eval")],
+                         ids=["erm", "fbr", "paper-train-features", "paper-eval-features"])
+def test_clean_mix_visits_every_clean_sample_k_times_per_epoch(kw):
+    d = _tiny(n=150, clean_size=12)
+    N = len(d.y_train)
+    # tag every row with a unique id in feature 0 so that the model's inputs can be traced back
+    d.x_train[:, 0] = torch.arange(len(d.y_train), dtype=d.x_train.dtype) + 1000
+    d.x_clean[:, 0] = -torch.arange(len(d.y_clean), dtype=d.x_clean.dtype) - 1
+    m = _mlp(d)
+    opt = torch.optim.SGD(m.parameters(), lr=0.0)  # lr 0: the tags stay meaningful, nothing diverges
+    seen = []
+    first = m.body[0] if hasattr(m, "body") else next(mod for mod in m.modules() if isinstance(mod, nn.Linear))
+    h = first.register_forward_pre_hook(lambda mod, args: seen.append(args[0][:, 0].detach().clone())
+                                        if torch.is_grad_enabled() else None)
+    steps = []
+    try:
+        r = train(m, opt, d, epochs=2, batch_size=32, clean_mix=3, seed=1,
+                  callback=lambda ev: steps.append(ev["weights"].shape[0]), **kw)
+    finally:
+        h.remove()
+    assert len(r.test_acc) == 2
+    train_forwards = [t for t in seen if (t >= 1000).any()]
+    per_epoch = len(train_forwards) // 2
+    for ep in range(2):
+        rows = torch.cat(train_forwards[ep * per_epoch:(ep + 1) * per_epoch])
+        clean_ids = (-rows[rows < 0] - 1).long()
+        assert torch.equal(torch.bincount(clean_ids, minlength=12), torch.full((12,), 3))  # each 3 times
+        assert torch.equal(torch.sort(rows[rows >= 1000]).values, torch.arange(float(N)) + 1000)
+    share = 3 * 12 // math.ceil(N / 32)  # the clean rows per batch: an even split of 3 x 12
+    for t in train_forwards:  # training rows first, then the batch's share of clean rows
+        n_train = int((t >= 1000).sum())
+        assert (t[:n_train] >= 1000).all() and (t[n_train:] < 0).all() and len(t) - n_train in (share, share + 1)
+    assert all(n <= 32 for n in steps)  # recorded weights cover the training rows only
+
+
+def test_clean_mix_rejects_unsupported_settings():
+    d = _tiny(n=60)
+    m = _mlp(d)
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match=r"clean_mix must be an int >= 0, got -1"):
+        train(m, opt, d, method="erm", epochs=1, clean_mix=-1)
+    with pytest.raises(ValueError, match=r"clean_mix is supported for method='erm' and method='fbr'"):
+        train(m, opt, d, method="l2r", epochs=1, clean_mix=2)
+
+
 def test_auto_warmup_probe_and_start():
     d = _tiny()
     m = _mlp(d)

@@ -486,6 +486,10 @@ def test_hot_path_has_no_host_synchronisation(strategy):
               on_missing_class="skip")
     rw.step(idx, W.fbr_scores(**data, **kw), check_values=False)  # warm-up: compilation, memo, cached params
     W.threshold_weights(W.fbr_scores(**data, **kw), check_values=False)
+    # the trainer's path: the clean side prepared once (CleanScorer), scores + update per batch
+    scorer = fr.CleanScorer(data["clean_x"], data["clean_y"], num_classes=10, strategy=strategy, backend="triton",
+                            check_values=False)
+    scorer.reweight(rw, idx, data["x"], data["y"], on_missing_class="skip")
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
@@ -493,6 +497,8 @@ def test_hot_path_has_no_host_synchronisation(strategy):
             d = W.fbr_scores(**data, **kw)
             rw.step(idx, d, check_values=False)
             W.threshold_weights(d, check_values=False)  # the published recipe's per-batch weights
+            scorer.reweight(rw, idx, data["x"], data["y"], on_missing_class="skip")
+            W.weighted_loss(d, rw.weights[idx])
     finally:
         torch.cuda.set_sync_debug_mode("default")
     torch.cuda.synchronize()
