@@ -15,11 +15,14 @@ Suites:
   ``recipe="paper"`` and its faster variants.  Appends to ``e2e_gpu.jsonl``.
 
 Reweighting is active from the first step (no warm-up), so the time is that of a reweighted step.
-Methods run interleaved in ``rounds`` rounds (erm, fbr, ... then again) so slow drift of the machine
-hits all alike; a method's time is the median over rounds of its median epoch time (the first epoch,
+Methods run interleaved in ``rounds`` rounds, in a new random (seeded) order each round, so slow drift
+of the machine hits all alike; a method's time is the median over rounds of its median epoch time (the first epoch,
 with compilation and autotuning, is dropped), divided by the number of training steps per epoch.
 Each record also carries the within-round ratio to ERM (median over rounds), the ratio of the
-minima, and every round's epoch time (``round_seconds``).
+minima, and every round's epoch time (``round_seconds``); on the CPU also the step cost alone
+(``step_gap_ms``: the median time between consecutive training steps of the last epoch, from callback
+timestamps, so without the epoch's fixed work such as clean passes and the clean-feature refresh) and
+its within-round ratio to ERM's (``step_gap_ratio_paired``).
 Epoch times include each method's clean passes; on CUDA the trainer synchronises once at the end of
 each epoch, so queued kernels are counted.
 """
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import os
 import statistics
 import sys
@@ -129,12 +133,18 @@ def main(argv=None):
     steps = -(-len(data.y_train) // batch_size)
     shape = tuple(data.x_train.shape[1:])
     times = {name: [] for name in methods}
+    steps_gap = {name: [] for name in methods}
     t_start = time.perf_counter()
     rounds_done = 0
+    order_rng = random.Random(0)
     for _ in range(args.rounds):
         if rounds_done and args.budget_s is not None and time.perf_counter() - t_start > args.budget_s:
             break
-        for name, kw in methods.items():
+        # a fresh (seeded) order every round: a machine whose speed drifts periodically must not
+        # favour the methods that happen to run at the same point of every round
+        order = list(methods.items())
+        order_rng.shuffle(order)
+        for name, kw in order:
             torch.manual_seed(0)
             model = Mo.build_model(model_name, shape, data.num_classes)
             opt = P.build_optimizer(preset, model.parameters())
@@ -142,9 +152,16 @@ def main(argv=None):
             if kw["method"] == "coteaching":
                 extra["model2"] = Mo.build_model(model_name, shape, data.num_classes)
                 extra["optimizer2"] = P.build_optimizer(preset, extra["model2"].parameters())
+            stamps = []
+            # on the CPU, also the time between consecutive training steps (callback timestamps): the
+            # step cost alone, without the epoch's fixed work (clean passes, clean-feature refresh)
+            cb = (lambda ev: stamps.append((ev["phase"], ev["epoch"], time.perf_counter()))) if device == "cpu" else None
             res = train(model, opt, data, epochs=args.epochs, batch_size=batch_size, device=device, amp=args.amp,
-                        **kw, **extra)
+                        callback=cb, **kw, **extra)
             times[name].append(statistics.median(res.epoch_seconds[1:] or res.epoch_seconds))
+            if stamps:
+                last_epoch = [t for ph, ep, t in stamps if ph == "train" and ep == args.epochs - 1]
+                steps_gap[name].append(statistics.median(b - a for a, b in zip(last_epoch, last_epoch[1:])))
         rounds_done += 1
     env = environment(torch.device(device))
     erm = statistics.median(times["erm"])
@@ -158,7 +175,14 @@ def main(argv=None):
             # back to back, so slow phases hit them alike); the ratio of the minima (the least
             # disturbed epoch of each method, the usual estimator for a deterministic workload)
             paired = statistics.median(a / b for a, b in zip(ts, times["erm"]))
-            rec = dict(suite=args.suite, method=name, seconds_per_epoch=t, ms_per_step=1e3 * t / steps,
+            gaps = steps_gap[name]
+            step_stats = {}
+            if gaps and steps_gap["erm"]:
+                # per round the median gap between the last epoch's training steps; then the median over
+                # rounds, and the median over rounds of the ratio to ERM's in the same round
+                step_stats = dict(step_gap_ms=1e3 * statistics.median(gaps),
+                                  step_gap_ratio_paired=statistics.median(a / b for a, b in zip(gaps, steps_gap["erm"])))
+            rec = dict(suite=args.suite, method=name, seconds_per_epoch=t, ms_per_step=1e3 * t / steps, **step_stats,
                        ratio_to_erm=t / erm, ratio_to_erm_paired=paired, ms_per_step_min=1e3 * min(ts) / steps,
                        ratio_to_erm_min=min(ts) / erm_min, round_seconds=ts,
                        steps_per_epoch=steps, rounds=rounds_done, epochs=args.epochs,
@@ -167,7 +191,9 @@ def main(argv=None):
                        settings=dict(methods[name]), env=env)
             fh.write(json.dumps(rec) + "\n")
             print(f"{name:>62}: {rec['ms_per_step']:8.3f} ms/step  x{rec['ratio_to_erm']:.2f} ERM "
-                  f"(paired x{paired:.2f}, min x{rec['ratio_to_erm_min']:.2f})", flush=True)
+                  f"(paired x{paired:.2f}, min x{rec['ratio_to_erm_min']:.2f})"
+                  + (f"  step gap {step_stats['step_gap_ms']:.3f} ms x{step_stats['step_gap_ratio_paired']:.2f}"
+                     if step_stats else ""), flush=True)
 
 
 if __name__ == "__main__":

@@ -203,18 +203,24 @@ def e2e_table():
     recs = [r for r in recs if r["env"]["date"] == last_date]  # the latest run only
     env = recs[-1]["env"]
     extra = "ratio_to_erm_paired" in recs[-1]
+    gap = "step_gap_ms" in recs[-1]
     lines = [
         f"Source: `benchmarks/results/e2e_cpu.jsonl` ({env['date'][:10]}, commit {env['commit']}, {env['device_name']}, "
         f"{recs[-1]['threads']} thread, MLP of `demo-mnist`, batch {recs[-1]['batch_size']}, median of {recs[-1]['rounds']} interleaved rounds"
-        + ("; × ERM three ways: ratio of the medians, median of the within-round ratios, ratio of the minima)." if extra else ")."),
+        + ("; × ERM three ways: ratio of the medians, median of the within-round ratios, ratio of the minima" if extra else "")
+        + ("; step alone: median time between consecutive training steps, and its within-round ratio to ERM's" if gap else "")
+        + ").",
         "",
-        "| method | ms per training step | × ERM |" + (" × ERM (paired) | × ERM (min) |" if extra else ""),
-        "| --- | --- | --- |" + (" --- | --- |" if extra else ""),
+        "| method | ms per training step (epoch / steps) | × ERM |" + (" × ERM (paired) | × ERM (min) |" if extra else "")
+        + (" step alone, ms | step alone × ERM |" if gap else ""),
+        "| --- | --- | --- |" + (" --- | --- |" if extra else "") + (" --- | --- |" if gap else ""),
     ]
     for r in recs:
         row = f"| {r['method']} | {r['ms_per_step']:.2f} | {r['ratio_to_erm']:.2f} |"
         if extra:
             row += f" {r['ratio_to_erm_paired']:.2f} | {r['ratio_to_erm_min']:.2f} |"
+        if gap:
+            row += f" {r['step_gap_ms']:.2f} | {r['step_gap_ratio_paired']:.2f} |"
         lines.append(row)
     return "\n".join(lines)
 
