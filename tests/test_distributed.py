@@ -87,9 +87,21 @@ def _free_port():
         return s.getsockname()[1]
 
 
+def _spawn(worker, world, out_dir, tries=3):
+    """mp.spawn on a free TCP port; another process can take the port between probing and binding it,
+    so an "address already in use" failure is retried on a new port (any other failure is raised)."""
+    for attempt in range(tries):
+        try:
+            mp.spawn(worker, args=(world, _free_port(), out_dir), nprocs=world, join=True)
+            return
+        except mp.ProcessRaisedException as exc:
+            if "address already in use" not in str(exc).lower() or attempt == tries - 1:
+                raise
+
+
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="torch.distributed with gloo is not available")
 def test_two_ranks_equal_single_process(tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    _spawn(_worker, 2, str(tmp_path))
     w_ref, p_ref = single_process()
     for rank in range(2):
         got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)

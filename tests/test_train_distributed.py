@@ -68,13 +68,25 @@ def _free_port():
         return s.getsockname()[1]
 
 
+def _spawn(worker, world, out_dir, tries=3):
+    """mp.spawn on a free TCP port; another process can take the port between probing and binding it,
+    so an "address already in use" failure is retried on a new port (any other failure is raised)."""
+    for attempt in range(tries):
+        try:
+            mp.spawn(worker, args=(world, _free_port(), out_dir), nprocs=world, join=True)
+            return
+        except mp.ProcessRaisedException as exc:
+            if "address already in use" not in str(exc).lower() or attempt == tries - 1:
+                raise
+
+
 needs_gloo = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                                 reason="torch.distributed with gloo is not available")
 
 
 @needs_gloo
 def test_train_two_ranks_equal_single_process(tmp_path):
-    mp.spawn(_worker, args=(WORLD, _free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    _spawn(_worker, WORLD, str(tmp_path))
     for name, kw in CASES:
         ref = _run(kw, seed=0)
         for rank in range(WORLD):
