@@ -163,3 +163,23 @@ def test_reweight_checks_its_arguments():
     with pytest.raises((ValueError, RuntimeError), match=r"idx"):
         scorer.reweight(rw, torch.arange(6) + 5, x, y, check_values=False)  # still bounds-checked
     assert torch.equal(rw.weights, before)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("strategy", ["pairwise", "prototype"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_scorer_matches_one_shot_and_reweights(strategy, dtype):
+    dev = torch.device("cuda")
+    x, z, _, _, y, u = data(97, 1025, d=65, C=10, dtype=torch.float32, seed=7)
+    x, z, y, u = x.to(dev, dtype), z.to(dev, dtype), y.to(dev), u.to(dev)
+    kw = dict(num_classes=10, strategy=strategy)
+    scorer = fr.CleanScorer(z, u, **kw)
+    got = scorer.fbr_scores(x, y, shift="second", alpha=0.1)
+    plan = fr.last_plan()
+    want = fr.fbr_scores(x, y, z, u, shift="second", alpha=0.1, backend=plan.backend, **kw)
+    assert plan.backend in ("triton", "cuda") and torch.equal(got, want)
+    rw = fr.Reweighter(500, lr=0.3, device=dev)
+    ref = fr.Reweighter(500, lr=0.3, backend="reference")
+    idx = torch.randperm(500, generator=torch.Generator().manual_seed(1))[:97]
+    d, w = scorer.reweight(rw, idx.to(dev), x, y, shift="second", alpha=0.1)
+    torch.testing.assert_close(w.cpu(), ref.step(idx, d.cpu()), rtol=1e-6, atol=1e-6)
