@@ -34,6 +34,18 @@ from . import validate as V
 from .problem import Layer, Problem, build_problem
 
 
+_REWEIGHTER = []
+
+
+def _reweighter_class():
+    """``weights.Reweighter`` (imported on first use: ``weights`` imports this module)."""
+    if not _REWEIGHTER:
+        from .weights import Reweighter
+
+        _REWEIGHTER.append(Reweighter)
+    return _REWEIGHTER[0]
+
+
 class CleanScorer:
     """Scores batches against one clean subset (see the module doc).
 
@@ -248,12 +260,10 @@ class CleanScorer:
         ``(scores, new batch weights)`` — ``fbr_scores`` followed by ``reweighter.step(idx, scores)``,
         in one op where the backend fuses them (the C++ prototype path with a ``Reweighter`` on its
         ``"cpp"`` backend)."""
-        from .weights import Reweighter
-
         xs, es, y64, alpha, cv = self._score_args(x, y, x2, shift, alpha, on_missing_class, check_values)
         fused = None
         # a subclass (e.g. DistributedReweighter) has its own update rule: only the plain class fuses
-        if type(reweighter) is Reweighter and reweighter.backend == "cpp" and isinstance(idx, torch.Tensor) \
+        if type(reweighter) is _reweighter_class() and reweighter.backend == "cpp" and isinstance(idx, torch.Tensor) \
                 and idx.dtype == torch.int64 and idx.dim() == 1 and idx.shape[0] == xs[0].shape[0] \
                 and idx.device == self.device == reweighter.weights.device and not cv:
             fused = self._prepared(xs, es, y64)[3]
