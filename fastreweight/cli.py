@@ -157,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--weight-decay", type=float, default=None)
     t.add_argument("--lr-milestones", type=int, nargs="*", default=None)
     t.add_argument("--clean-passes", type=int, default=None)
+    t.add_argument("--clean-mix", type=int, default=None,
+                   help="erm/fbr: the clean subset this many times per epoch, mixed into the training batches")
     t.add_argument("--warmup", type=_warmup_arg, default=None, help="epochs of uniform weights, or 'auto'")
     t.add_argument("--skip-epochs", type=_warmup_arg, default=None, help="recipe=paper: epochs <= this are not reweighted, or 'auto'")
     t.add_argument("--alpha-epochs", type=int, default=None)
@@ -293,7 +295,8 @@ def _resolve(args) -> tuple[dict, dict]:
     if args.no_augment:
         augment = False
     s["augment"] = augment and s["dataset"] in ("cifar10", "cifar100")
-    opt_map = dict(recipe="recipe", clean_passes="clean_passes", warmup="warmup", skip_epochs="skip_epochs",
+    opt_map = dict(recipe="recipe", clean_passes="clean_passes", clean_mix="clean_mix", warmup="warmup",
+                   skip_epochs="skip_epochs",
                    alpha_epochs="alpha_epochs", shift="shift", clean_features="clean_features",
                    reweight_lr="lr", amp="amp")
     for a, k in opt_map.items():

@@ -67,6 +67,11 @@ def test_train_digits_and_refuse_overwrite(tmp_path, capsys):
     res2 = json.loads((out / "results-2.json").read_text())
     assert len(res2["runs"]) == 2 and "std" in res2["summary"]["last_acc"]
     assert (_read(out / "results.json"), _read(out / "plot.png")) == before
+    # --clean-mix reaches the trainer (recorded in the run's config)
+    assert cli.main(["train", "--dataset", "digits", "--method", "fbr", "--epochs", "1", "--no-progress",
+                     "--clean-mix", "2", "--out", str(tmp_path / "mix")]) == 0
+    res3 = json.loads((tmp_path / "mix" / "results.json").read_text())
+    assert res3["runs"][0]["config"]["clean_mix"] == 2
     # --out naming an existing file is refused
     f = tmp_path / "afile"
     f.write_text("keep")
