@@ -19,7 +19,7 @@ import time
 import torch
 
 import fastreweight as fr
-from fastreweight import csrc_backend
+from fastreweight import csrc_backend, reference
 from fastreweight.problem import build_problem
 
 
@@ -64,6 +64,16 @@ def main():
     e = torch.randn(B, k, generator=g)
     f = torch.randn(M, k, generator=g)
     say(f"{'C':>4} {'kernel':>8} {'path':>5} {'cpp':>16} {'reference':>16} {'speedup':>8}")
+
+    def compare(C, kernel, path, fast, slow, note=""):
+        tc, tr = [], []
+        for _ in range(args.repeats):  # interleaved, so that load changes hit both
+            tc.append(timeit(fast, 1)[0])
+            tr.append(timeit(slow, 1)[0])
+        mc, mr = statistics.median(tc), statistics.median(tr)
+        say(f"{C:>4} {kernel:>8} {path:>5} {mc*1e3:8.2f} ({min(tc)*1e3:6.2f}) {mr*1e3:8.2f} ({min(tr)*1e3:6.2f}) "
+            f"{mr/mc:7.2f}x" + note)
+
     for C in (10, 100):
         u = torch.arange(M) % C
         y = torch.randint(0, C, (B,), generator=g)
@@ -72,26 +82,13 @@ def main():
             cpp = lambda: fr.fbr_scores(x, y, z, u, backend="cpp", **common)  # noqa: E731
             ref = lambda: fr.fbr_scores(x, y, z, u, backend="reference", **common)  # noqa: E731
             torch.testing.assert_close(cpp(), ref(), rtol=1e-3, atol=1e-3 * float(ref().abs().max()))
-            tc, tr = [], []
-            for _ in range(args.repeats):  # interleaved, so that load changes hit both
-                tc.append(timeit(cpp, 1)[0])
-                tr.append(timeit(ref, 1)[0])
-            mc, mr = statistics.median(tc), statistics.median(tr)
-            say(f"{C:>4} {kernel:>8} {'api':>5} {mc*1e3:8.2f} ({min(tc)*1e3:6.2f}) {mr*1e3:8.2f} ({min(tr)*1e3:6.2f}) "
-                f"{mr/mc:7.2f}x")
+            compare(C, kernel, "api", cpp, ref)
             # the scoring step alone (validation / problem building excluded, same for both)
             P = build_problem(x, z, y=y, clean_y=u, x2=kw.get("x2"), clean_x2=kw.get("clean_x2"), num_classes=C)
             args_op = csrc_backend.problem_args(P)
-            from fastreweight import reference
             op = lambda: torch.ops.fastreweight.fbr_scores(*args_op, P.y, "max", 0.0)  # noqa: E731
             rop = lambda: reference.fbr_from_similarity(reference.class_similarity(P, "pairwise"), P.y, P.present, "max", 0.0)  # noqa: E731
-            tc, tr = [], []
-            for _ in range(args.repeats):
-                tc.append(timeit(op, 1)[0])
-                tr.append(timeit(rop, 1)[0])
-            mc, mr = statistics.median(tc), statistics.median(tr)
-            say(f"{C:>4} {kernel:>8} {'op':>5} {mc*1e3:8.2f} ({min(tc)*1e3:6.2f}) {mr*1e3:8.2f} ({min(tr)*1e3:6.2f}) "
-                f"{mr/mc:7.2f}x")
+            compare(C, kernel, "op", op, rop)
             # what backend="auto" runs when the same clean tensors recur (a training loop): the C++
             # prototype strategy on the memoised clean side, against the same eager pairwise reference
             auto = lambda: fr.fbr_scores(x, y, z, u, num_classes=C, shift="max", **kw)  # noqa: E731
@@ -99,13 +96,8 @@ def main():
             auto()
             plan = fr.last_plan()
             torch.testing.assert_close(auto(), ref(), rtol=1e-3, atol=1e-3 * float(ref().abs().max()))
-            tc, tr = [], []
-            for _ in range(args.repeats):
-                tc.append(timeit(auto, 1)[0])
-                tr.append(timeit(ref, 1)[0])
-            mc, mr = statistics.median(tc), statistics.median(tr)
-            say(f"{C:>4} {kernel:>8} {'auto':>5} {mc*1e3:8.2f} ({min(tc)*1e3:6.2f}) {mr*1e3:8.2f} ({min(tr)*1e3:6.2f}) "
-                f"{mr/mc:7.2f}x   [{plan.backend}/{plan.strategy}: not the pairwise strategy the target names]")
+            compare(C, kernel, "auto", auto, ref,
+                    f"   [{plan.backend}/{plan.strategy}: not the pairwise strategy the target names]")
     say("# api: fbr_scores(backend='cpp'|'reference', strategy='pairwise'); op: the scoring op alone; auto: "
         "fbr_scores(backend='auto', strategy='auto') with a recurring clean side, against the api reference")
     say(f"# loadavg after {os.getloadavg()}")

@@ -448,23 +448,21 @@ static ProtoShape check_proto_inputs(const char* op, at::TensorList xs, at::Tens
     TORCH_CHECK(t.device() == dev, "fastreweight::", op, ": ", name, " is on ", t.device(), " but xs[0] is on ",
                 dev, "; all inputs must be on one device");
   };
+  // a batch-side factor: B rows, the dtype and device of xs[0]
+  auto batch_factor = [&](const at::Tensor& t, const std::string& name) {
+    TORCH_CHECK(t.dim() == 2 && t.size(0) == p.B, "fastreweight::", op, ": ", name, " must be a 2-D tensor with ",
+                p.B, " rows (the batch size of xs[0]), got shape ", fbr::shape_str(t));
+    TORCH_CHECK(t.scalar_type() == x0.scalar_type(), "fastreweight::", op, ": ", name, " has dtype ",
+                t.scalar_type(), " but xs[0] has ", x0.scalar_type(), "; all feature tensors must share one dtype");
+    same(t, name);
+  };
   for (size_t l = 0; l < xs.size(); ++l) {
-    const at::Tensor& x = xs[l];
-    TORCH_CHECK(x.dim() == 2 && x.size(0) == p.B, "fastreweight::", op, ": ", fbr::nm("xs", l),
-                " must be a 2-D tensor with ", p.B, " rows (the batch size of xs[0]), got shape ", fbr::shape_str(x));
-    TORCH_CHECK(x.scalar_type() == x0.scalar_type(), "fastreweight::", op, ": ", fbr::nm("xs", l), " has dtype ",
-                x.scalar_type(), " but xs[0] has ", x0.scalar_type(), "; all feature tensors must share one dtype");
-    same(x, fbr::nm("xs", l));
-    const int64_t d = x.size(1);
+    batch_factor(xs[l], fbr::nm("xs", l));
+    const int64_t d = xs[l].size(1);
     const at::Tensor& P = protos[l];
-    const int64_t k = p.grad ? es[l].size(es[l].dim() - 1) : 0;
     if (p.grad) {
-      const at::Tensor& e = es[l];
-      TORCH_CHECK(e.dim() == 2 && e.size(0) == p.B, "fastreweight::", op, ": ", fbr::nm("es", l),
-                  " must be a 2-D tensor with ", p.B, " rows (the batch size of xs[0]), got shape ", fbr::shape_str(e));
-      TORCH_CHECK(e.scalar_type() == x0.scalar_type(), "fastreweight::", op, ": ", fbr::nm("es", l), " has dtype ",
-                  e.scalar_type(), " but xs[0] has ", x0.scalar_type(), "; all feature tensors must share one dtype");
-      same(e, fbr::nm("es", l));
+      batch_factor(es[l], fbr::nm("es", l));
+      const int64_t k = es[l].size(1);
       TORCH_CHECK(P.dim() == 3 && P.size(0) == p.C && P.size(1) == k && P.size(2) == d, "fastreweight::", op, ": ",
                   fbr::nm("protos", l), " must have shape [", p.C, ", ", k, ", ", d,
                   "] (classes, feature size of es[l], feature size of xs[l]), got shape ", fbr::shape_str(P));

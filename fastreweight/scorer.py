@@ -258,15 +258,17 @@ class CleanScorer:
                  on_missing_class: str = "raise", check_values: bool | None = None):
         """Score the batch and apply ``reweighter``'s update at the dataset indices ``idx``; returns
         ``(scores, new batch weights)`` — ``fbr_scores`` followed by ``reweighter.step(idx, scores)``,
-        in one op where the backend fuses them (the C++ prototype path with a ``Reweighter`` on its
-        ``"cpp"`` backend)."""
+        in one op where the scoring backend fuses them (its ``prepare_fbr_reweight``: the C++ prototype
+        path, with a ``Reweighter`` on the same backend)."""
         xs, es, y64, alpha, cv = self._score_args(x, y, x2, shift, alpha, on_missing_class, check_values)
-        fused = None
-        # a subclass (e.g. DistributedReweighter) has its own update rule: only the plain class fuses
-        if type(reweighter) is _reweighter_class() and reweighter.backend == "cpp" and isinstance(idx, torch.Tensor) \
-                and idx.dtype == torch.int64 and idx.dim() == 1 and idx.shape[0] == xs[0].shape[0] \
-                and idx.device == self.device == reweighter.weights.device and not cv:
-            fused = self._prepared(xs, es, y64)[3]
+        plan, _, _, fused = self._prepared(xs, es, y64)
+        # fused only where the scoring backend also runs this Reweighter's update, the update is the
+        # plain class's (a subclass such as DistributedReweighter has its own rule), idx needs no
+        # conversion and no value checks are asked for (they need the scores before the update)
+        if not (fused is not None and type(reweighter) is _reweighter_class() and reweighter.backend == plan.backend
+                and not cv and isinstance(idx, torch.Tensor) and idx.dtype == torch.int64 and idx.dim() == 1
+                and idx.shape[0] == xs[0].shape[0] and idx.device == self.device == reweighter.weights.device):
+            fused = None
         if fused is None:
             d = self._scores(xs, es, y64, shift, alpha)
             return d, reweighter.step(idx, d, check_values=cv)

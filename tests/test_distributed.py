@@ -1,16 +1,16 @@
 """Two CPU ranks (gloo), launched by the test, reproduce a single-process FBR run exactly."""
 import os
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn as nn
 import torch.nn.functional as F
 
 from fastreweight import capture
 from fastreweight.weights import Reweighter, fbr_scores, weighted_loss
+
+from dist_spawn import spawn
 
 N, D, C, STEPS, LOCAL_B = 24, 5, 3, 6, 4
 f64 = torch.float64
@@ -81,27 +81,9 @@ def _worker(rank, world, port, out_dir):
         dist.destroy_process_group()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _spawn(worker, world, out_dir, tries=3):
-    """mp.spawn on a free TCP port; another process can take the port between probing and binding it,
-    so an "address already in use" failure is retried on a new port (any other failure is raised)."""
-    for attempt in range(tries):
-        try:
-            mp.spawn(worker, args=(world, _free_port(), out_dir), nprocs=world, join=True)
-            return
-        except mp.ProcessRaisedException as exc:
-            if "address already in use" not in str(exc).lower() or attempt == tries - 1:
-                raise
-
-
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="torch.distributed with gloo is not available")
 def test_two_ranks_equal_single_process(tmp_path):
-    _spawn(_worker, 2, str(tmp_path))
+    spawn(_worker, 2, str(tmp_path))
     w_ref, p_ref = single_process()
     for rank in range(2):
         got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)

@@ -1,16 +1,16 @@
 """``train(..., distributed=True)``: two CPU ranks (gloo), launched by the test, reproduce a
 single-process ``train()`` run (same data, seed and initial model) for ERM and stateful FBR."""
 import os
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from fastreweight import data as D
 from fastreweight import models as Mo
 from fastreweight.train import train
+
+from dist_spawn import spawn
 
 WORLD = 2
 f64 = torch.float64
@@ -62,31 +62,13 @@ def _worker(rank, world, port, out_dir):
         dist.destroy_process_group()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _spawn(worker, world, out_dir, tries=3):
-    """mp.spawn on a free TCP port; another process can take the port between probing and binding it,
-    so an "address already in use" failure is retried on a new port (any other failure is raised)."""
-    for attempt in range(tries):
-        try:
-            mp.spawn(worker, args=(world, _free_port(), out_dir), nprocs=world, join=True)
-            return
-        except mp.ProcessRaisedException as exc:
-            if "address already in use" not in str(exc).lower() or attempt == tries - 1:
-                raise
-
-
 needs_gloo = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                                 reason="torch.distributed with gloo is not available")
 
 
 @needs_gloo
 def test_train_two_ranks_equal_single_process(tmp_path):
-    _spawn(_worker, WORLD, str(tmp_path))
+    spawn(_worker, WORLD, str(tmp_path))
     for name, kw in CASES:
         ref = _run(kw, seed=0)
         for rank in range(WORLD):

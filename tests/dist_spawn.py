@@ -1,0 +1,23 @@
+"""Launching the multi-process (gloo) tests: ``mp.spawn`` on a free local TCP port."""
+import socket
+
+import torch.multiprocessing as mp
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spawn(worker, world: int, out_dir: str, tries: int = 3) -> None:
+    """``worker(rank, world, port, out_dir)`` on ``world`` processes.  Another process can take the
+    probed port before the group binds it, so an "address already in use" failure is retried on a new
+    port (any other failure is raised)."""
+    for attempt in range(tries):
+        try:
+            mp.spawn(worker, args=(world, free_port(), out_dir), nprocs=world, join=True)
+            return
+        except mp.ProcessRaisedException as exc:
+            if "address already in use" not in str(exc).lower() or attempt == tries - 1:
+                raise
