@@ -14,6 +14,9 @@ Memory bound (bytes, beyond the memory-mapped input files, which the OS pages in
   + N·(8 + 4 + 8)                     labels, scores and suggested labels of the whole dataset
 
 so it is independent of N but for the last line (20 bytes a sample).  ``memory_bound_bytes`` returns it.
+With ``whiten`` (see ``fastreweight.whiten``) the features are read twice — once for their mean and
+covariance, once to score — and the bound grows by ``4·d²·8`` bytes (covariance, eigenvectors,
+transform, workspace).
 """
 from __future__ import annotations
 
@@ -24,6 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from . import validate as V
+from . import whiten as _whiten
 from .weights import class_similarity, fbr_from_similarity
 
 _NPY = (".npy",)
@@ -74,14 +79,17 @@ class ScoreResult:
     scores: np.ndarray  # N, float32: FBR score (low = suspected label issue)
     suggested: np.ndarray  # N, int64: the present class with the highest similarity
     labels: np.ndarray  # N, int64: the given labels
+    whitening: dict | None = None  # with ``whiten``: the strength used and the leave-one-out criterion
+
 
     def ranking(self) -> np.ndarray:
         """Sample indices from most to least suspicious (stable for ties)."""
         return np.argsort(self.scores, kind="stable")
 
 
-def memory_bound_bytes(n: int, d: int, m: int, c: int, chunk_rows: int, itemsize: int = 4) -> int:
-    return chunk_rows * d * (itemsize + 4) + m * d * 4 + chunk_rows * c * 12 + (1 << 24) * 4 + n * 20
+def memory_bound_bytes(n: int, d: int, m: int, c: int, chunk_rows: int, itemsize: int = 4, whiten: bool = False) -> int:
+    extra = 4 * d * d * 8 if whiten else 0
+    return chunk_rows * d * (itemsize + 4) + m * d * 4 + chunk_rows * c * 12 + (1 << 24) * 4 + n * 20 + extra
 
 
 def score_dataset(
@@ -100,15 +108,25 @@ def score_dataset(
     backend: str = "auto",
     strategy: str = "auto",
     on_missing_class: str = "skip",
+    whiten: str | float | None = None,
     progress: bool = False,
 ) -> ScoreResult:
-    """Score all N rows of ``features`` (N×d, array or memory-map) against the clean subset."""
+    """Score all N rows of ``features`` (N×d, array or memory-map) against the clean subset.
+
+    ``whiten``: ``None`` scores the features as given (SPEC §3); a number ``t > 0`` or ``"auto"``
+    first maps features and clean features through the spectral-shrinkage whitening of
+    ``fastreweight.whiten`` (``"auto"`` picks ``t``, or the plain features, by leave-one-out on the
+    clean subset).  ``ScoreResult.whitening`` records the choice."""
     _check_rows("features", features, 2)
     _check_rows("labels", labels, 1)
     _check_rows("clean_features", clean_features, 2)
     _check_rows("clean_labels", clean_labels, 1)
     if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
         raise ValueError(f"chunk_rows must be a positive int, got {chunk_rows!r}")
+    whiten = _whiten.check_whiten(whiten)
+    V.check_option("shift", shift, V.SHIFT_OPTIONS)
+    V.check_option("center", center, V.CENTER_OPTIONS)
+    alpha = V.check_alpha(alpha)
     N, d = features.shape
     if labels.shape[0] != N:
         raise ValueError(f"labels must have one entry per row of features ({N}), got {labels.shape[0]}")
@@ -131,20 +149,20 @@ def score_dataset(
     if num_classes is None:
         num_classes = int(max(int(y_all.max()) if N else 0, int(cy.max()) if cy.numel() else 0)) + 1
 
+    whitening = None
+    if whiten is not None:
+        whitening = _fit_whitening(features, N, chunk_rows, cz, cy, num_classes, device, progress,
+                                   whiten=whiten, center=center, shift=shift, alpha=alpha)
+        cz = whitening.apply(cz)
+
     scores = np.empty(N, dtype=np.float32)
     suggested = np.empty(N, dtype=np.int64)
-    starts = range(0, N, chunk_rows)
-    if progress:
-        try:
-            from tqdm import tqdm
-
-            starts = tqdm(starts, total=(N + chunk_rows - 1) // chunk_rows, unit="chunk", desc="scoring")
-        except ImportError:  # pragma: no cover - tqdm is a dependency
-            pass
     present = None
-    for start in starts:
+    for start in _chunk_starts(N, chunk_rows, progress, "scoring"):
         stop = min(N, start + chunk_rows)
         x = _as_tensor(features[start:stop]).to(device=device, dtype=torch.float32)
+        if whitening is not None:
+            x = whitening.apply(x)
         y = y_all[start:stop].to(device)
         S = class_similarity(
             x, y, cz, cy, num_classes=num_classes, center=center, normalize=normalize,
@@ -156,7 +174,34 @@ def score_dataset(
         best = torch.where(present[None, :], S, S.new_full((), float("-inf"))).argmax(dim=1)
         scores[start:stop] = dch.float().cpu().numpy()
         suggested[start:stop] = best.cpu().numpy()
-    return ScoreResult(scores=scores, suggested=suggested, labels=y_all.numpy())
+    return ScoreResult(scores=scores, suggested=suggested, labels=y_all.numpy(),
+                       whitening=None if whitening is None else whitening.describe())
+
+
+def _chunk_starts(n: int, chunk_rows: int, progress: bool, desc: str):
+    starts = range(0, n, chunk_rows)
+    if progress:
+        try:
+            from tqdm import tqdm
+
+            return tqdm(starts, total=(n + chunk_rows - 1) // chunk_rows, unit="chunk", desc=desc)
+        except ImportError:  # pragma: no cover - tqdm is a dependency
+            pass
+    return starts
+
+
+def _fit_whitening(features, n, chunk_rows, cz, cy, num_classes, device, progress, **kw) -> _whiten.Whitening:
+    """First pass over the rows (their mean and covariance), then the strength (``fastreweight.whiten``)."""
+    if cy.numel() == 0:
+        raise ValueError("clean_labels is empty: the clean subset needs at least one row per class it scores")
+    if int(cy.min()) < 0 or int(cy.max()) >= num_classes:
+        raise ValueError(f"clean_labels must be in [0, {num_classes}), got values in [{int(cy.min())}, {int(cy.max())}]")
+    if not bool(torch.isfinite(cz).all()):
+        raise ValueError("clean_features contain NaN or Inf")
+    moments = _whiten.StreamingMoments()
+    for start in _chunk_starts(n, chunk_rows, progress, "covariance"):
+        moments.update(_as_tensor(features[start:start + chunk_rows]).to(device=device, dtype=torch.float32))
+    return _whiten.fit_whitening(moments, cz, cy, num_classes, **kw)
 
 
 def write_ranked_csv(result: ScoreResult, path: str, *, threshold: float = 0.0) -> int:

@@ -1,0 +1,207 @@
+"""Spectral-shrinkage whitening for dataset scoring (``fastreweight.whiten``), checked against
+brute-force transcriptions of its docstring: leave-one-out by actually leaving rows out, AUROC by
+counting pairs, the transform by numpy's eigendecomposition in float64."""
+import numpy as np
+import pytest
+import torch
+
+import fastreweight as fr
+from fastreweight import whiten as W
+from fastreweight.cli import main
+from fastreweight.scoring import score_dataset
+from fastreweight.weights import fbr_from_similarity
+
+
+def _clean(M=17, d=6, C=4, seed=0, singleton=False):
+    g = np.random.default_rng(seed)
+    centers = g.standard_normal((C, d)) * 2
+    y = np.arange(M) % C
+    if singleton:  # class C-1 keeps one row only
+        y[y == C - 1] = 0
+        y[-1] = C - 1
+    z = centers[y] + g.standard_normal((M, d)) + 3.0
+    return torch.from_numpy(z), torch.from_numpy(y)
+
+
+@pytest.mark.parametrize("center", ["clean", "none"])
+@pytest.mark.parametrize("singleton", [False, True])
+def test_loo_similarity_equals_leaving_each_row_out(center, singleton):
+    z, y = _clean(singleton=singleton)
+    S, keep, present = W.loo_similarity(z, y, 4, center)
+    assert present.all()
+    for i in range(len(y)):
+        others = torch.arange(len(y)) != i
+        if int((y[others] == y[i]).sum()) == 0:
+            assert not keep[i]
+            continue
+        assert keep[i]
+        want = fr.class_similarity(z[i:i + 1], y[i:i + 1], z[others], y[others], num_classes=4, center=center,
+                                   backend="reference")
+        torch.testing.assert_close(S[i], want[0], rtol=1e-10, atol=1e-10)
+
+
+def _auroc_by_pairs(pos, neg):
+    pos, neg = np.asarray(pos)[:, None], np.asarray(neg)[None, :]
+    return float(((pos > neg) + 0.5 * (pos == neg)).mean())
+
+
+def test_auroc_counts_pairs_with_ties_half():
+    g = np.random.default_rng(1)
+    pos = g.integers(0, 5, 23).astype(float)  # many ties on purpose
+    neg = g.integers(0, 4, 31).astype(float)
+    assert W._auroc(torch.from_numpy(pos), torch.from_numpy(neg)) == pytest.approx(_auroc_by_pairs(pos, neg), abs=1e-12)
+
+
+@pytest.mark.parametrize("shift", ["max", "second", "mean", "none"])
+def test_loo_auroc_is_true_against_every_wrong_label(shift):
+    z, y = _clean(M=19, C=5, seed=2, singleton=True)
+    S, keep, present = W.loo_similarity(z, y, 5, "clean")
+    pos, neg = [], []
+    for i in torch.nonzero(keep).flatten().tolist():
+        for c in range(5):
+            d = fbr_from_similarity(S[i:i + 1], torch.tensor([c]), present, shift=shift, alpha=0.1)
+            (pos if c == int(y[i]) else neg).append(float(d))
+    got = W.loo_auroc(z, y, 5, center="clean", shift=shift, alpha=0.1)
+    assert got == pytest.approx(_auroc_by_pairs(pos, neg), abs=1e-12)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 97, 1025])
+def test_streaming_moments_match_numpy(chunk):
+    g = np.random.default_rng(3)
+    x = g.standard_normal((97, 5)) * [1, 2, 3, 0.1, 5] + 1000.0  # far from the origin
+    m = W.StreamingMoments()
+    for s in range(0, 97, chunk):
+        m.update(torch.from_numpy(x[s:s + chunk]).float())
+    mean, cov = m.finalize()
+    xf = x.astype(np.float32).astype(np.float64)
+    np.testing.assert_allclose(mean.numpy(), xf.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(cov.numpy(), np.cov(xf, rowvar=False, bias=True), rtol=1e-9, atol=1e-9)
+
+
+def _data(N=97, M=17, d=6, C=4, seed=0):
+    g = np.random.default_rng(seed)
+    centers = g.standard_normal((C, d)) * 2
+    y = g.integers(0, C, N)
+    cy = np.arange(M) % C
+    x = (centers[y] + g.standard_normal((N, d)) * [3, 1, 1, 0.3, 0.3, 0.1]).astype(np.float32)
+    cx = (centers[cy] + g.standard_normal((M, d)) * [3, 1, 1, 0.3, 0.3, 0.1]).astype(np.float32)
+    noisy = y.copy()
+    noisy[:20] = (noisy[:20] + 1) % C
+    return x, noisy, cx, cy
+
+
+def _whiten_by_numpy(x, cx, t):
+    x64 = x.astype(np.float64)
+    mu = x64.mean(0)
+    lam, vec = np.linalg.eigh(np.cov(x64, rowvar=False, bias=True))
+    lam = np.clip(lam, 0, None)
+    Wm = vec / np.sqrt(lam + t * lam.max())
+    return (x64 - mu) @ Wm, (cx.astype(np.float64) - mu) @ Wm
+
+
+@pytest.mark.parametrize("t", [0.01, 0.3, 3.0])
+@pytest.mark.parametrize("shift", ["max", "second"])
+def test_whitened_scores_equal_scoring_the_transformed_features(t, shift):
+    x, y, cx, cy = _data()
+    got = score_dataset(x, y, cx, cy, num_classes=4, chunk_rows=13, shift=shift, whiten=t)
+    xw, cxw = _whiten_by_numpy(x, cx, t)
+    want = fr.fbr_scores(torch.from_numpy(xw), torch.from_numpy(y), torch.from_numpy(cxw), torch.from_numpy(cy),
+                         num_classes=4, shift=shift)
+    scale = float(want.abs().max())
+    np.testing.assert_allclose(got.scores, want.numpy(), rtol=1e-4, atol=1e-5 * scale)
+    assert got.whitening == {"strength": t, "criterion": {}}
+
+
+def test_auto_picks_the_best_leave_one_out_candidate_and_scores_with_it():
+    x, y, cx, cy = _data(N=1025, M=97, seed=4)
+    res = score_dataset(x, y, cx, cy, num_classes=4, chunk_rows=100, whiten="auto")
+    crit = res.whitening["criterion"]
+    assert set(crit) == {"plain"} | {f"t={t:g}" for t in W.AUTO_STRENGTHS}
+    # the criterion itself, recomputed from the transformed clean rows
+    for t in (0.01, 1.0):
+        _, cxw = _whiten_by_numpy(x, cx, t)
+        assert crit[f"t={t:g}"] == pytest.approx(
+            W.loo_auroc(torch.from_numpy(cxw), torch.from_numpy(cy), 4, center="clean", shift="max", alpha=0.0), abs=1e-4)
+    best = max(crit.values())
+    order = ["plain"] + [f"t={t:g}" for t in W.AUTO_STRENGTHS]
+    first_best = next(k for k in order if crit[k] == best)
+    chosen = "plain" if res.whitening["strength"] is None else f"t={res.whitening['strength']:g}"
+    assert chosen == first_best
+    again = score_dataset(x, y, cx, cy, num_classes=4, chunk_rows=1025,
+                          whiten=res.whitening["strength"] if res.whitening["strength"] else None)
+    np.testing.assert_allclose(res.scores, again.scores, rtol=1e-4, atol=1e-4)
+
+
+def test_auto_is_chunk_invariant_and_repeatable():
+    x, y, cx, cy = _data(N=301, M=41, seed=5)
+    a = score_dataset(x, y, cx, cy, num_classes=4, chunk_rows=7, whiten="auto")
+    b = score_dataset(x, y, cx, cy, num_classes=4, chunk_rows=301, whiten="auto")
+    c = score_dataset(x, y, cx, cy, num_classes=4, chunk_rows=7, whiten="auto")
+    assert a.whitening["strength"] == b.whitening["strength"]
+    np.testing.assert_allclose(a.scores, b.scores, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(a.scores, c.scores)
+
+
+def test_whitening_helps_when_one_shared_direction_dominates():
+    """One huge-variance direction shared by all classes hides the class signal from the plain inner
+    product; whitening damps it, and "auto" finds that on the clean rows alone."""
+    g = np.random.default_rng(6)
+    N, M, d, C = 2000, 60, 8, 3
+    centers = g.standard_normal((C, d))
+    centers[:, 0] = 0
+    y = g.integers(0, C, N)
+    cy = np.arange(M) % C
+    scale = np.r_[50.0, np.ones(d - 1)]
+    x = (centers[y] + g.standard_normal((N, d)) * scale).astype(np.float32)
+    cx = (centers[cy] + g.standard_normal((M, d)) * scale).astype(np.float32)
+    noisy = y.copy()
+    wrong = g.random(N) < 0.3
+    noisy[wrong] = (noisy[wrong] + g.integers(1, C, wrong.sum())) % C
+    from sklearn.metrics import roc_auc_score
+
+    plain = score_dataset(x, noisy, cx, cy, num_classes=C)
+    auto = score_dataset(x, noisy, cx, cy, num_classes=C, whiten="auto")
+    assert auto.whitening["strength"] is not None
+    assert roc_auc_score(wrong, -auto.scores) > roc_auc_score(wrong, -plain.scores) + 0.05
+
+
+def test_constant_features_fall_back_to_plain():
+    x = np.ones((11, 3), dtype=np.float32)
+    res = score_dataset(x, np.arange(11) % 2, x[:4], np.array([0, 1, 0, 1]), whiten="auto")
+    assert res.whitening["strength"] is None
+    np.testing.assert_array_equal(res.scores, np.zeros(11, dtype=np.float32))
+
+
+@pytest.mark.parametrize("value", ["x", -1, 0, float("nan"), float("inf"), True, [0.1]])
+def test_bad_whiten_values_are_refused(value):
+    x, y, cx, cy = _data()
+    with pytest.raises(ValueError, match=r"whiten must be None, 'none', 'auto' or a positive number"):
+        score_dataset(x, y, cx, cy, whiten=value)
+
+
+def test_whiten_rejects_bad_features_and_labels():
+    x, y, cx, cy = _data()
+    bad = x.copy()
+    bad[5, 2] = np.nan
+    with pytest.raises(ValueError, match=r"features contain NaN or Inf: whitening needs finite features"):
+        score_dataset(bad, y, cx, cy, whiten="auto")
+    badc = cx.copy()
+    badc[0, 0] = np.inf
+    with pytest.raises(ValueError, match=r"clean_features contain NaN or Inf"):
+        score_dataset(x, y, badc, cy, whiten=0.1)
+    with pytest.raises(ValueError, match=r"clean_labels must be in \[0, 4\), got values in \[0, 7\]"):
+        score_dataset(x, y, cx, np.r_[cy[:-1], 7], num_classes=4, whiten="auto")
+    with pytest.raises(ValueError, match=r"shift must be one of"):
+        score_dataset(x, y, cx, cy, shift="largest", whiten="auto")
+
+
+def test_cli_whiten(tmp_path, capsys):
+    x, y, cx, cy = _data(N=301, M=41, seed=7)
+    for name, a in dict(x=x, y=y, cx=cx, cy=cy).items():
+        np.save(tmp_path / f"{name}.npy", a)
+    base = ["score", "--features", str(tmp_path / "x.npy"), "--labels", str(tmp_path / "y.npy"),
+            "--clean-features", str(tmp_path / "cx.npy"), "--clean-labels", str(tmp_path / "cy.npy"), "--no-progress"]
+    assert main(base + ["--out", str(tmp_path / "a.csv"), "--whiten", "auto"]) == 0
+    assert "whitening:" in capsys.readouterr().out
+    assert main(base + ["--out", str(tmp_path / "b.csv"), "--whiten", "-2"]) == 2
+    assert "--whiten must be none, auto or a positive number" in capsys.readouterr().err
