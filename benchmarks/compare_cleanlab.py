@@ -50,6 +50,8 @@ def main(argv=None) -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--rates", type=float, nargs="+", default=[0.2, 0.4])
     ap.add_argument("--clean", type=int, nargs="+", default=[100, 500])
+    ap.add_argument("--dataset", choices=("mnist5k", "digits"), default="mnist5k",
+                    help="digits: scikit-learn's 1797 8x8 digits, pool of 300 held out as the clean pool")
     ap.add_argument("--whiten", nargs="+", default=["none", "auto"], help="whiten settings of score_dataset to run")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "cleanlab_comparison.jsonl"))
     args = ap.parse_args(argv)
@@ -65,8 +67,16 @@ def main(argv=None) -> None:
     import cleanlab
     from fastreweight.scoring import score_dataset
 
-    X, y = mnist_data()
-    X = X.astype(np.float32) / 255.0
+    if args.dataset == "mnist5k":
+        X, y = mnist_data()
+        X = X.astype(np.float32) / 255.0
+        pool_size = 500
+    else:
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        X, y = digits.data.astype(np.float32) / 16.0, digits.target
+        pool_size = 300
     y = y.astype(np.int64)
     env = dict(date=time.strftime("%Y-%m-%d"), commit=_commit(), machine=platform.processor() or platform.machine(),
                cores=os.cpu_count(), torch=torch.__version__, cleanlab=cleanlab.__version__, python=platform.python_version())
@@ -74,7 +84,7 @@ def main(argv=None) -> None:
         for rate in args.rates:
             rng = np.random.default_rng(seed)
             perm = rng.permutation(len(y))
-            pool, tr = perm[:500], perm[500:]
+            pool, tr = perm[:pool_size], perm[pool_size:]
             noisy = y[tr].copy()
             flip = rng.random(len(tr)) < rate
             noisy[flip] = rng.integers(0, 10, int(flip.sum()))
@@ -101,7 +111,7 @@ def main(argv=None) -> None:
             recs.append(dict(method="cleanlab (5-fold logistic regression)", auroc=roc_auc_score(wrong, -quality), precision=p, recall=r, seconds=dt))
             with open(args.out, "a") as fh:
                 for rec in recs:
-                    rec.update(seed=seed, rate=rate, n=len(tr), true_noise=float(wrong.mean()), **env)
+                    rec.update(dataset=args.dataset, seed=seed, rate=rate, n=len(tr), true_noise=float(wrong.mean()), **env)
                     fh.write(json.dumps(rec) + "\n")
                     print(f"seed {seed} rate {rate:.0%} {rec['method']:>40}: AUROC {rec['auroc']:.4f}  "
                           f"precision {rec['precision']:.3f}  recall {rec['recall']:.3f}  {rec['seconds']:.2f} s", flush=True)

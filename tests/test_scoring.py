@@ -118,3 +118,11 @@ def test_score_dataset_on_the_gpu_matches_the_cpu_reference(backend):
     scale = float(np.abs(ref.scores).max())
     np.testing.assert_allclose(got.scores, ref.scores, rtol=1e-4, atol=1e-5 * scale)
     assert (got.suggested == ref.suggested).mean() > 0.99  # ties between near-equal classes may flip
+    # whitening: covariance pass, eigendecomposition and leave-one-out choice on the device
+    ref_w = score_dataset(feats, labels, clean, clean_labels, num_classes=C, chunk_rows=97, backend="reference",
+                          whiten="auto")
+    got_w = score_dataset(feats, labels, clean, clean_labels, num_classes=C, chunk_rows=97, device="cuda",
+                          backend=backend, whiten="auto")
+    assert got_w.whitening["strength"] == ref_w.whitening["strength"]
+    scale = float(np.abs(ref_w.scores).max())
+    np.testing.assert_allclose(got_w.scores, ref_w.scores, rtol=1e-4, atol=1e-4 * scale)
