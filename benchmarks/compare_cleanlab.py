@@ -8,7 +8,9 @@ labels resampled uniformly over the 10 classes, so some stay right).  Both metho
 rows:
 * fastreweight: ``score_dataset`` on the pixels with ``M`` clean samples from the pool (FBR score,
   ``shift="max"``), as is and with ``whiten="auto"`` (spectral-shrinkage whitening, strength picked
-  by leave-one-out on the M clean rows; its time includes the covariance pass and the choice);
+  by leave-one-out on the M clean rows; its time includes the covariance pass and the choice), and
+  with ``refine=1`` on top (a second scoring pass against class means of the clean rows and the rows
+  the first pass scored > 0);
   flagged = score <= 0; AUROC of ``-score``;
 * cleanlab: ``find_label_issues`` given out-of-sample predicted probabilities from 5-fold
   cross-validated logistic regression on the noisy labels (as cleanlab recommends); AUROC of
@@ -39,6 +41,14 @@ def _commit() -> str:
         return "unknown"
 
 
+SETTINGS = {
+    "plain": {},
+    "whiten": {"whiten": "auto"},
+    "refine": {"refine": 1},
+    "whiten+refine": {"whiten": "auto", "refine": 1},
+}
+
+
 def prf(flag: np.ndarray, wrong: np.ndarray) -> tuple[float, float]:
     precision = float(wrong[flag].mean()) if flag.any() else 0.0
     recall = float(flag[wrong].mean()) if wrong.any() else 0.0
@@ -52,7 +62,8 @@ def main(argv=None) -> None:
     ap.add_argument("--clean", type=int, nargs="+", default=[100, 500])
     ap.add_argument("--dataset", choices=("mnist5k", "digits"), default="mnist5k",
                     help="digits: scikit-learn's 1797 8x8 digits, pool of 300 held out as the clean pool")
-    ap.add_argument("--whiten", nargs="+", default=["none", "auto"], help="whiten settings of score_dataset to run")
+    ap.add_argument("--settings", nargs="+", default=["plain", "whiten", "whiten+refine"],
+                    choices=sorted(SETTINGS), help="score_dataset settings to run")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "cleanlab_comparison.jsonl"))
     args = ap.parse_args(argv)
 
@@ -92,14 +103,16 @@ def main(argv=None) -> None:
             recs = []
             for m in args.clean:
                 cidx = pool[:m]
-                for wh in args.whiten:
+                for setting in args.settings:
+                    kw = SETTINGS[setting]
                     t0 = time.perf_counter()
-                    res = score_dataset(X[tr], noisy, X[cidx], y[cidx], num_classes=10, shift="max", whiten=wh)
+                    res = score_dataset(X[tr], noisy, X[cidx], y[cidx], num_classes=10, shift="max", **kw)
                     dt = time.perf_counter() - t0
                     p, r = prf(res.scores <= 0, wrong)
-                    label = f"fastreweight (M={m})" if wh == "none" else f"fastreweight whiten={wh} (M={m})"
+                    opts = " ".join(f"{k}={v}" for k, v in kw.items())
+                    label = f"fastreweight {opts} (M={m})" if opts else f"fastreweight (M={m})"
                     recs.append(dict(method=label, auroc=roc_auc_score(wrong, -res.scores), precision=p, recall=r, seconds=dt,
-                                     whitening=res.whitening))
+                                     whitening=res.whitening, refinement=res.refinement))
             t0 = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

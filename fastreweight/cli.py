@@ -191,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--whiten", default="none",
                     help="none (SPEC §3 as is), auto (spectral-shrinkage whitening, strength picked by leave-one-out "
                          "on the clean subset), or a strength t > 0; see fastreweight.whiten")
+    sc.add_argument("--refine", type=int, default=0,
+                    help="rounds of re-scoring against class means of the clean rows and the rows scored > 0")
     sc.add_argument("--threshold", type=float, default=0.0, help="flag rows with score <= threshold")
     sc.add_argument("--device", default="cpu")
     sc.add_argument("--backend", choices=("auto", "reference", "triton", "cpp", "cuda"), default="auto")
@@ -234,19 +236,23 @@ def run_score(args) -> int:
         raise ValueError("the clean subset is missing: give --clean-idx, or --clean-features and --clean-labels")
     C = args.num_classes or int(max(np.asarray(y).max(), np.asarray(cy).max())) + 1
     whiten = _whiten_arg(args.whiten)
-    bound = scoring.memory_bound_bytes(x.shape[0], x.shape[1], cx.shape[0], C, args.chunk_rows, whiten=whiten is not None)
+    bound = scoring.memory_bound_bytes(x.shape[0], x.shape[1], cx.shape[0], C, args.chunk_rows, whiten=whiten is not None,
+                                       refine=args.refine > 0)
     print(f"scoring {x.shape[0]} rows × {x.shape[1]} features against {cx.shape[0]} clean rows, {C} classes; "
           f"memory bound ≈ {bound / 2**20:.0f} MiB beyond the memory-mapped input")
     t0 = time.perf_counter()
     res = scoring.score_dataset(
         x, y, cx, cy, num_classes=C, chunk_rows=args.chunk_rows, shift=args.shift, alpha=args.alpha,
         center=args.center, normalize=None if args.normalize == "none" else args.normalize,
-        device=_device(args.device), backend=args.backend, whiten=whiten, progress=not args.no_progress,
+        device=_device(args.device), backend=args.backend, whiten=whiten, refine=args.refine,
+        progress=not args.no_progress,
     )
     dt = time.perf_counter() - t0
     if res.whitening is not None:
         t = res.whitening["strength"]
         print("whitening: " + ("none chosen (plain features scored best on the clean subset)" if t is None else f"strength t = {t:g}"))
+    if res.refinement is not None:
+        print(f"refined {res.refinement['rounds']}×: {res.refinement['pseudo_clean_rows']} rows scored > 0 joined the clean class means")
     try:
         flagged = scoring.write_ranked_csv(res, args.out, threshold=args.threshold)
     except FileExistsError:

@@ -16,7 +16,8 @@ Memory bound (bytes, beyond the memory-mapped input files, which the OS pages in
 so it is independent of N but for the last line (20 bytes a sample).  ``memory_bound_bytes`` returns it.
 With ``whiten`` (see ``fastreweight.whiten``) the features are read twice — once for their mean and
 covariance, once to score — and the bound grows by ``4·d²·8`` bytes (covariance, eigenvectors,
-transform, workspace).
+transform, workspace); with ``refine`` the rows are read once more per round and the bound grows by
+``2·C·(d + 1)·8`` bytes (per-class sums and counts).
 """
 from __future__ import annotations
 
@@ -80,6 +81,7 @@ class ScoreResult:
     suggested: np.ndarray  # N, int64: the present class with the highest similarity
     labels: np.ndarray  # N, int64: the given labels
     whitening: dict | None = None  # with ``whiten``: the strength used and the leave-one-out criterion
+    refinement: dict | None = None  # with ``refine``: rounds and pseudo-clean rows of the last round
 
 
     def ranking(self) -> np.ndarray:
@@ -87,8 +89,9 @@ class ScoreResult:
         return np.argsort(self.scores, kind="stable")
 
 
-def memory_bound_bytes(n: int, d: int, m: int, c: int, chunk_rows: int, itemsize: int = 4, whiten: bool = False) -> int:
-    extra = 4 * d * d * 8 if whiten else 0
+def memory_bound_bytes(n: int, d: int, m: int, c: int, chunk_rows: int, itemsize: int = 4, whiten: bool = False,
+                       refine: bool = False) -> int:
+    extra = (4 * d * d * 8 if whiten else 0) + (2 * c * (d + 1) * 8 if refine else 0)
     return chunk_rows * d * (itemsize + 4) + m * d * 4 + chunk_rows * c * 12 + (1 << 24) * 4 + n * 20 + extra
 
 
@@ -109,6 +112,7 @@ def score_dataset(
     strategy: str = "auto",
     on_missing_class: str = "skip",
     whiten: str | float | None = None,
+    refine: int = 0,
     progress: bool = False,
 ) -> ScoreResult:
     """Score all N rows of ``features`` (N×d, array or memory-map) against the clean subset.
@@ -116,7 +120,12 @@ def score_dataset(
     ``whiten``: ``None`` scores the features as given (SPEC §3); a number ``t > 0`` or ``"auto"``
     first maps features and clean features through the spectral-shrinkage whitening of
     ``fastreweight.whiten`` (``"auto"`` picks ``t``, or the plain features, by leave-one-out on the
-    clean subset).  ``ScoreResult.whitening`` records the choice."""
+    clean subset).  ``ScoreResult.whitening`` records the choice.
+
+    ``refine``: rounds of re-scoring against class means of the clean rows together with the rows
+    the previous pass scored > 0 under their given labels (pseudo-clean rows; one more streamed pass
+    each).  The clean side stays the clean subset's classes; ``normalize="cosine"`` is not supported
+    with it.  ``ScoreResult.refinement`` records the rounds and the pseudo-clean rows used."""
     _check_rows("features", features, 2)
     _check_rows("labels", labels, 1)
     _check_rows("clean_features", clean_features, 2)
@@ -124,6 +133,10 @@ def score_dataset(
     if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
         raise ValueError(f"chunk_rows must be a positive int, got {chunk_rows!r}")
     whiten = _whiten.check_whiten(whiten)
+    if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
+        raise ValueError(f"refine must be an int >= 0 (rounds of re-scoring), got {refine!r}")
+    if refine and normalize not in (None, "none"):
+        raise ValueError(f"refine needs normalize=None: its prototypes are plain class means, got normalize={normalize!r}")
     V.check_option("shift", shift, V.SHIFT_OPTIONS)
     V.check_option("center", center, V.CENTER_OPTIONS)
     alpha = V.check_alpha(alpha)
@@ -155,27 +168,62 @@ def score_dataset(
                                    whiten=whiten, center=center, shift=shift, alpha=alpha)
         cz = whitening.apply(cz)
 
+    score_pass = dict(features=features, y_all=y_all, chunk_rows=chunk_rows, whitening=whitening, device=device,
+                      progress=progress, sim_kw=dict(num_classes=num_classes, center=center, normalize=normalize,
+                                                     strategy=strategy, backend=backend,
+                                                     on_missing_class=on_missing_class),
+                      shift=shift, alpha=alpha)
+    scores, suggested, sums = _score_pass(cz, cy, accumulate=refine > 0, desc="scoring", **score_pass)
+    refinement = None
+    for round_ in range(refine):
+        # SPEC §3's prototypes from more rows: the clean rows together with the rows the last pass
+        # scored > 0 under their given labels; one row per present class stands for its mean
+        csum = torch.zeros_like(sums[0]).index_add_(0, cy, cz.to(torch.float64))
+        ccount = torch.bincount(cy, minlength=num_classes).to(torch.float64)
+        present_cls = torch.nonzero(ccount > 0).flatten()
+        total = (csum + sums[0])[present_cls] / (ccount + sums[1])[present_cls, None]
+        refinement = {"rounds": round_ + 1, "pseudo_clean_rows": int(sums[1].sum())}
+        last = round_ == refine - 1
+        scores, suggested, sums = _score_pass(total.to(torch.float32), present_cls, accumulate=not last,
+                                              desc=f"refining {round_ + 1}/{refine}", **score_pass)
+    return ScoreResult(scores=scores, suggested=suggested, labels=y_all.numpy(),
+                       whitening=None if whitening is None else whitening.describe(), refinement=refinement)
+
+
+def _score_pass(cz, cy, *, features, y_all, chunk_rows, whitening, device, progress, sim_kw, shift, alpha,
+                accumulate, desc):
+    """One streamed pass: FBR score and suggested class of every row against the clean side
+    ``(cz, cy)``; with ``accumulate``, also the per-class sum and count of the (transformed) rows that
+    score > 0 under their given label."""
+    N = y_all.shape[0]
+    C = sim_kw["num_classes"]
     scores = np.empty(N, dtype=np.float32)
     suggested = np.empty(N, dtype=np.int64)
-    present = None
-    for start in _chunk_starts(N, chunk_rows, progress, "scoring"):
+    present = torch.bincount(cy.clamp(0, C - 1), minlength=C) > 0
+    sums = None
+    for start in _chunk_starts(N, chunk_rows, progress, desc):
         stop = min(N, start + chunk_rows)
         x = _as_tensor(features[start:stop]).to(device=device, dtype=torch.float32)
         if whitening is not None:
             x = whitening.apply(x)
         y = y_all[start:stop].to(device)
-        S = class_similarity(
-            x, y, cz, cy, num_classes=num_classes, center=center, normalize=normalize,
-            strategy=strategy, backend=backend, on_missing_class=on_missing_class,
-        )
-        if present is None:
-            present = torch.bincount(cy.clamp(0, num_classes - 1), minlength=num_classes) > 0
+        S = class_similarity(x, y, cz, cy, **sim_kw)
         dch = fbr_from_similarity(S, y, present, shift=shift, alpha=alpha)
         best = torch.where(present[None, :], S, S.new_full((), float("-inf"))).argmax(dim=1)
+        if accumulate:
+            if sums is None:
+                sums = (torch.zeros(C, x.shape[1], dtype=torch.float64, device=device),
+                        torch.zeros(C, dtype=torch.float64, device=device))
+            keep = (dch > 0) & (y >= 0) & (y < C)
+            yk = y[keep]
+            sums[0].index_add_(0, yk, x[keep].to(torch.float64))
+            sums[1].index_add_(0, yk, torch.ones_like(yk, dtype=torch.float64))
         scores[start:stop] = dch.float().cpu().numpy()
         suggested[start:stop] = best.cpu().numpy()
-    return ScoreResult(scores=scores, suggested=suggested, labels=y_all.numpy(),
-                       whitening=None if whitening is None else whitening.describe())
+    if accumulate and sums is None:  # no rows at all
+        sums = (torch.zeros(C, cz.shape[1], dtype=torch.float64, device=device),
+                torch.zeros(C, dtype=torch.float64, device=device))
+    return scores, suggested, sums
 
 
 def _chunk_starts(n: int, chunk_rows: int, progress: bool, desc: str):

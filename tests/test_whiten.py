@@ -205,3 +205,74 @@ def test_cli_whiten(tmp_path, capsys):
     assert "whitening:" in capsys.readouterr().out
     assert main(base + ["--out", str(tmp_path / "b.csv"), "--whiten", "-2"]) == 2
     assert "--whiten must be none, auto or a positive number" in capsys.readouterr().err
+
+
+# ---- refine: re-scoring against class means of the clean rows and the rows scored > 0 -------------
+def _refine_by_hand(x, y, cx, cy, C, shift):
+    """Two passes in float64 with the public reference API, from the docstring of ``refine``."""
+    xt, yt = torch.from_numpy(x).double(), torch.from_numpy(y)
+    cxt, cyt = torch.from_numpy(cx).double(), torch.from_numpy(cy)
+    d1 = fr.fbr_scores(xt, yt, cxt, cyt, num_classes=C, shift=shift, backend="reference")
+    # no row near the fence, so float32 and float64 agree on which are kept (exact zeros are rows whose
+    # own class is the second largest under shift="second": 0 in every precision)
+    assert float(d1[d1 != 0].abs().min()) > 1e-4
+    keep = d1 > 0
+    means, labels = [], []
+    for c in range(C):
+        rows = torch.cat([cxt[cyt == c], xt[keep & (yt == c)]])
+        if (cyt == c).any():
+            means.append(rows.mean(0))
+            labels.append(c)
+    d2 = fr.fbr_scores(xt, yt, torch.stack(means), torch.tensor(labels), num_classes=C, shift=shift, backend="reference")
+    return d2.numpy(), int(keep.sum())
+
+
+@pytest.mark.parametrize("shift", ["max", "second"])
+@pytest.mark.parametrize("chunk", [13, 97])
+def test_refine_equals_two_passes_by_hand(shift, chunk):
+    x, y, cx, cy = _data(seed=8)
+    res = score_dataset(x, y, cx, cy, num_classes=4, chunk_rows=chunk, shift=shift, refine=1)
+    want, kept = _refine_by_hand(x, y, cx, cy, 4, shift)
+    scale = float(np.abs(want).max())
+    np.testing.assert_allclose(res.scores, want, rtol=1e-4, atol=1e-5 * scale)
+    assert res.refinement == {"rounds": 1, "pseudo_clean_rows": kept}
+
+
+def test_refine_after_whitening_equals_refining_the_transformed_features():
+    x, y, cx, cy = _data(N=301, M=41, seed=9)
+    res = score_dataset(x, y, cx, cy, num_classes=4, chunk_rows=50, whiten=0.3, refine=1)
+    xw, cxw = _whiten_by_numpy(x, cx, 0.3)
+    want, kept = _refine_by_hand(xw, y, cxw, cy, 4, "max")
+    np.testing.assert_allclose(res.scores, want, rtol=1e-4, atol=1e-5 * float(np.abs(want).max()))
+    assert res.refinement["pseudo_clean_rows"] == kept
+
+
+def test_refine_keeps_classes_absent_from_the_clean_subset_absent():
+    x, y, cx, cy = _data(seed=10)
+    only = cy != 3  # class 3 has no clean row: its rows stay unscored (0) after refining too
+    res = score_dataset(x, y, cx[only], cy[only], num_classes=4, refine=2)
+    assert (res.scores[y == 3] == 0).all()
+    assert (res.suggested != 3).all()
+    assert res.refinement["rounds"] == 2
+
+
+@pytest.mark.parametrize("kw,msg", [
+    (dict(refine=-1), r"refine must be an int >= 0"),
+    (dict(refine=True), r"refine must be an int >= 0"),
+    (dict(refine=1.0), r"refine must be an int >= 0"),
+    (dict(refine=1, normalize="cosine"), r"refine needs normalize=None"),
+])
+def test_bad_refine_is_refused(kw, msg):
+    x, y, cx, cy = _data()
+    with pytest.raises(ValueError, match=msg):
+        score_dataset(x, y, cx, cy, **kw)
+
+
+def test_cli_refine(tmp_path, capsys):
+    x, y, cx, cy = _data(N=301, M=41, seed=7)
+    for name, a in dict(x=x, y=y, cx=cx, cy=cy).items():
+        np.save(tmp_path / f"{name}.npy", a)
+    assert main(["score", "--features", str(tmp_path / "x.npy"), "--labels", str(tmp_path / "y.npy"),
+                 "--clean-features", str(tmp_path / "cx.npy"), "--clean-labels", str(tmp_path / "cy.npy"),
+                 "--no-progress", "--out", str(tmp_path / "a.csv"), "--whiten", "0.1", "--refine", "1"]) == 0
+    assert "refined 1×" in capsys.readouterr().out
