@@ -32,8 +32,8 @@ def _ms(values, fmt="{:.3f}"):
     return (fmt + " ± " + fmt).format(statistics.mean(values), statistics.stdev(values))
 
 
-def cleanlab_table():
-    recs = _jsonl("cleanlab_comparison.jsonl")
+def cleanlab_table(name="cleanlab_comparison.jsonl"):
+    recs = _jsonl(name)
     if not recs:
         return None
     groups = defaultdict(list)
@@ -43,7 +43,7 @@ def cleanlab_table():
     env = recs[-1]
     commits = sorted({r["commit"] for r in recs})
     lines = [
-        f"Source: `benchmarks/results/cleanlab_comparison.jsonl` (seeds {seeds}, {env['date']}, commit {', '.join(commits)}, "
+        f"Source: `benchmarks/results/{name}` (seeds {seeds}, {env['date']}, commit {', '.join(commits)}, "
         f"{env['cores']}-core CPU, cleanlab {env['cleanlab']}); mean ± std over seeds; MNIST-5k: 4500 scored rows, "
         "clean pool 500; digits: 1497 scored rows, clean pool 300.",
         "",
@@ -430,7 +430,8 @@ def gpu_plots(plt):
         plt.close(fig)
 
 
-SECTIONS = {"cleanlab": cleanlab_table, "micro-cpu": micro_table, "variants": variants_table,
+SECTIONS = {"cleanlab": cleanlab_table,
+            "cleanlab-heldout": lambda: cleanlab_table("cleanlab_comparison_heldout.jsonl"), "micro-cpu": micro_table, "variants": variants_table,
             "ablation": ablation_table, "cleanpasses": cleanpasses_table, "refresh": refresh_table, "e2e-cpu": e2e_table, "gpu-targets": gpu_targets_table,
             "gpu-grid": gpu_grid_table, "e2e-gpu": e2e_gpu_table}
 
