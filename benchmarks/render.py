@@ -167,6 +167,14 @@ def cleanpasses_table():
                              "test accuracy after the last epoch, mean ± std over seeds; time ratio as in the table above.")
 
 
+def whiten_table():
+    recs = _jsonl("whiten.jsonl")
+    if not recs:
+        return None
+    return _accuracy_by_cell(recs, "whiten.jsonl",
+                             "test accuracy after the last epoch, mean ± std over seeds; time ratio as in the tables above.")
+
+
 def refresh_table():
     recs = _jsonl("refresh.jsonl")
     if not recs:
@@ -432,7 +440,7 @@ def gpu_plots(plt):
 
 SECTIONS = {"cleanlab": cleanlab_table,
             "cleanlab-heldout": lambda: cleanlab_table("cleanlab_comparison_heldout.jsonl"), "micro-cpu": micro_table, "variants": variants_table,
-            "ablation": ablation_table, "cleanpasses": cleanpasses_table, "refresh": refresh_table, "e2e-cpu": e2e_table, "gpu-targets": gpu_targets_table,
+            "ablation": ablation_table, "cleanpasses": cleanpasses_table, "refresh": refresh_table, "whiten": whiten_table, "e2e-cpu": e2e_table, "gpu-targets": gpu_targets_table,
             "gpu-grid": gpu_grid_table, "e2e-gpu": e2e_gpu_table}
 
 

@@ -4,6 +4,7 @@
     python benchmarks/run_experiments.py ablation  [--seeds 0 1 2]
     python benchmarks/run_experiments.py cleanpasses [--seeds 0 1 2] [--datasets mnist5k digits]
     python benchmarks/run_experiments.py refresh [--seeds 0 1 2] [--datasets mnist5k digits]
+    python benchmarks/run_experiments.py whiten [--seeds 0 1 2] [--datasets mnist5k digits]
 
 * ``variants`` (the published recipe and our faster variants, SPEC §7): for every cell
   (dataset × {20/40/60% symmetric, 40% asymmetric} noise) and seed, from one initialisation:
@@ -22,6 +23,8 @@
   with five clean passes per epoch — the clean subset used for training as well as for weighting, given
   to every method alike; and ERM and FBR with the same clean visits mixed into the training batches
   (``clean_mix=5``).
+* ``whiten`` (every cell of ``variants``): the default FBR with ``feature_whiten="auto"``, without and
+  with five clean passes, next to ERM, L2R and the default FBR (``fastreweight.whiten``).
 * ``refresh`` (every cell of ``variants``): the default stateful FBR with the clean-feature cache
   refreshed every ceil(4·M/B) steps (the default), 2× and 4× that, and once per epoch.
 
@@ -93,6 +96,20 @@ def clean_pass_runs():
     }
 
 
+def whiten_runs():
+    """The default stateful FBR with ``feature_whiten="auto"`` (the cached clean features whitened by
+    their own covariance, folded into the class means, strength by leave-one-out at each refresh),
+    without and with five clean passes, next to ERM, bi-level L2R and the default."""
+    return {
+        "erm": dict(method="erm"),
+        "l2r": dict(method="l2r"),
+        "fbr-default": dict(method="fbr"),
+        "fbr+whiten": dict(method="fbr", feature_whiten="auto"),
+        "fbr+cp": dict(method="fbr", clean_passes=5),
+        "fbr+whiten+cp": dict(method="fbr", feature_whiten="auto", clean_passes=5),
+    }
+
+
 def refresh_runs():
     """The cache policy's refresh interval R (SPEC §5), in multiples of the default ceil(4·M/B):
     ``R=k·auto`` is ceil(4k·M/B) steps; ``R=epoch`` refreshes once per epoch (ceil(N/B) steps)."""
@@ -152,7 +169,7 @@ def run_one(preset_name, dataset, noise, rate, seed, name, kw, clean_size=None):
 
 def main(argv=None):
     ap = argparse.ArgumentParser()
-    ap.add_argument("suite", choices=("variants", "ablation", "cleanpasses", "refresh"))
+    ap.add_argument("suite", choices=("variants", "ablation", "cleanpasses", "refresh", "whiten"))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--datasets", nargs="+", default=["mnist5k", "digits"])
     ap.add_argument("--cells", nargs="+", default=None, help="e.g. sym:0.4 asym:0.4")
@@ -174,8 +191,8 @@ def main(argv=None):
                 for seed in args.seeds:
                     for name, kw in variants(preset).items():
                         jobs.append((preset, dataset, noise, rate, seed, name, kw))
-    elif args.suite in ("cleanpasses", "refresh"):
-        runs = clean_pass_runs() if args.suite == "cleanpasses" else refresh_runs()
+    elif args.suite in ("cleanpasses", "refresh", "whiten"):
+        runs = {"cleanpasses": clean_pass_runs, "refresh": refresh_runs, "whiten": whiten_runs}[args.suite]()
         for dataset in args.datasets:
             preset = "demo-mnist" if dataset == "mnist5k" else "demo-digits"
             for noise, rate in cells:

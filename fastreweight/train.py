@@ -18,6 +18,12 @@ and returns a ``TrainResult``.  Methods (SPEC §6, same data, model and budget):
     same accuracy as refreshing every ``ceil(4·M/B)`` steps, the earlier default, on every cell); ``"batch"``: a fresh clean mini-batch per step; ``"prototype"``: running class
     means (EMA with ``prototype_momentum``) of the clean features, updated from one clean mini-batch
     per step and used as a C-row clean set (exact for the feature kernel, SPEC §4).
+    ``feature_whiten`` (``"cache"`` only; ``None`` by default): ``"auto"`` or a strength ``t > 0``
+    scores against the cached clean features whitened by their own covariance
+    (``fastreweight.whiten.shrunk_class_means``: the whitening is folded into the C class means at
+    each refresh, so a step costs what it costs without it; ``"auto"`` picks ``t`` or the plain means
+    by leave-one-out on the clean subset at every refresh).  ``TrainResult.config["whiten_strengths"]``
+    lists the strength used at each refresh (``None``: plain means).
   - ``recipe="paper"``: SPEC §7 step by step — every epoch starts with ``clean_passes`` passes over
     the clean subset (batch ``clean_batch_size`` = 128, mean CE, same optimiser); then, if
     ``epoch > skip_epochs``, the clean features (eval mode, no_grad) once; each training batch gets
@@ -299,6 +305,7 @@ def train(
     reduction: str = "weight_sum",
     clean_features: str = "cache",
     refresh_every: int | str = "auto",
+    feature_whiten: str | float | None = None,
     prototype_momentum: float = 0.9,
     batch_features: str | None = None,
     skip_epochs: int | str = 10,
@@ -331,6 +338,15 @@ def train(
         raise ValueError(f"recipe must be 'stateful' or 'paper', got {recipe!r}")
     if clean_features not in ("cache", "batch", "prototype"):
         raise ValueError(f"clean_features must be cache, batch or prototype, got {clean_features!r}")
+    from .whiten import check_whiten, shrunk_class_means
+
+    try:
+        feature_whiten = check_whiten(feature_whiten)
+    except ValueError:
+        raise ValueError(f"feature_whiten must be None, 'auto' or a positive number, got {feature_whiten!r}") from None
+    if feature_whiten is not None and not (method == "fbr" and recipe == "stateful" and clean_features == "cache"):
+        raise ValueError("feature_whiten applies to method='fbr' with recipe='stateful' and clean_features='cache'; "
+                         f"got method={method!r}, recipe={recipe!r}, clean_features={clean_features!r}")
     if amp not in (None, "bf16", "fp16"):
         raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {amp!r}")
     if epochs < 0 or batch_size < 1 or clean_batch_size < 1 or clean_passes < 0:
@@ -490,6 +506,7 @@ def train(
     clean_w, noisy_w, test_acc, epoch_secs, probes = [], [], [], [], []
     group_means: list[torch.Tensor] = []
     state = {"step": 0, "rw_step": 0, "Z": None, "proto": None, "proto_seen": None}
+    whiten_strengths: list = []  # feature_whiten: the strength used at each refresh
     head = capture.find_head(model) if method == "fbr" else None  # found once, not every step
 
     def emit(phase, epoch, idx=None, w=None):
@@ -542,9 +559,13 @@ def train(
     def stateful_clean_feats():
         if clean_features == "cache":
             if state["Z"] is None or state["rw_step"] % refresh_every == 0:
-                state["Z"] = _eval_features(model, xc, eval_batch_size)
+                state["Z"], state["Zy"] = _eval_features(model, xc, eval_batch_size), yc
                 state["scorer"] = None  # prepared on first use, for the batch features' dtype
-            return state["Z"], yc
+                if feature_whiten is not None:  # C rows standing for the whitened clean side
+                    sm = shrunk_class_means(state["Z"], yc, C, whiten=feature_whiten, shift=shift, alpha=alpha)
+                    state["Z"], state["Zy"] = sm.rows, sm.labels
+                    whiten_strengths.append(sm.strength)
+            return state["Z"], state["Zy"]
         if clean_features == "batch":
             xb_c, yb_c = clean_minibatch()
             return _eval_features(model, xb_c, eval_batch_size), yb_c
@@ -798,6 +819,8 @@ def train(
     finite = [a for a in test_acc if a == a]
     if paper and reweight_start is not None:
         config["skip_epochs_used"] = reweight_start - 1
+    if feature_whiten is not None:
+        config["whiten_strengths"] = whiten_strengths
     return TrainResult(
         method=method if not (method == "fbr") else f"fbr-{recipe}",
         test_acc=test_acc,

@@ -16,8 +16,7 @@ scoring (centering, class similarity, row shift) is unchanged and runs on ``z``.
 Choosing ``t`` (``whiten="auto"``): the right strength depends on how many clean rows estimate each
 class mean, so it is picked on the clean subset itself, by leave-one-out.  For every candidate (the
 plain features included) each clean row is scored against class means that exclude it — once with
-its true label (a positive) and once with each other present class (negatives; 16 of them, drawn
-with a fixed seed, when there are more than 17 classes) — and the candidate whose scores separate
+its true label (a positive) and once with each other present class (negatives) — and the candidate whose scores separate
 the two groups best (AUROC, the Mann–Whitney statistic, ties counted half) wins; ties go to the
 plain features, then to the larger ``t``.  It uses trusted labels only, never the noisy ones.  The
 leave-one-out similarity is closed-form: removing row ``i`` from its class ``y`` moves that class
@@ -43,7 +42,6 @@ from .reference import fbr_from_similarity
 #: Candidate strengths t = τ/λ₁ tried by ``whiten="auto"`` (geometric, from nearly full whitening to
 #: nearly the plain inner product).
 AUTO_STRENGTHS = (3.0, 1.0, 0.3, 0.1, 0.03, 0.01)
-_MAX_NEGATIVE_CLASSES = 16
 
 
 @dataclass
@@ -130,46 +128,83 @@ def _auroc(pos: torch.Tensor, neg: torch.Tensor) -> float:
 def loo_similarity(z: torch.Tensor, y: torch.Tensor, num_classes: int, center: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Leave-one-out class similarity of the clean rows (SPEC §3.1–3.3, linear kernel).
 
-    Returns ``(S, keep, present)``: ``S[i, c]`` is row i's similarity to class c's mean computed
-    without row i (centre and prototypes as ``center`` defines them), ``keep`` marks rows whose class
-    keeps at least one other row, ``present`` the classes of the clean subset."""
+    ``z`` is M×d, or K×M×d for K candidate feature maps of the same rows at once.  Returns
+    ``(S, keep, present)``: ``S[..., i, c]`` is row i's similarity to class c's mean computed without
+    row i (centre and prototypes as ``center`` defines them), ``keep`` marks rows whose class keeps at
+    least one other row, ``present`` the classes of the clean subset."""
     z = z.to(torch.float64)
-    counts = torch.bincount(y, minlength=num_classes).to(torch.float64)
+    onehot = torch.nn.functional.one_hot(y, num_classes).to(torch.float64)  # M×C
+    counts = onehot.sum(dim=0)
     present = counts > 0
-    sums = torch.zeros(num_classes, z.shape[1], dtype=torch.float64, device=z.device).index_add_(0, y, z)
-    means = sums / counts.clamp_min(1)[:, None]
+    means = (onehot.T @ z) / counts.clamp_min(1)[:, None]  # (K×)C×d
     n_own = counts[y]
     keep = n_own >= 2
-    delta = (means[y] - z) / (n_own - 1).clamp_min(1)[:, None]  # move of the own class mean
+    delta = (means[..., y, :] - z) / (n_own - 1).clamp_min(1)[:, None]  # move of the own class mean
     delta = delta * keep[:, None]
     if center == "clean":
-        cen = means[present].mean(dim=0)
-        cen_rows = cen[None, :] + delta / present.sum().to(torch.float64)
+        cen = means[..., present, :].mean(dim=-2, keepdim=True)
+        cen_rows = cen + delta / present.sum().to(torch.float64)
     else:
         cen_rows = torch.zeros_like(z)
     zt = z - cen_rows
-    S = zt @ means.T - (zt * cen_rows).sum(dim=1, keepdim=True)
-    S = S + torch.nn.functional.one_hot(y, num_classes).to(torch.float64) * (zt * delta).sum(dim=1, keepdim=True)
+    S = zt @ means.transpose(-1, -2) - (zt * cen_rows).sum(dim=-1, keepdim=True)
+    S = S + onehot * (zt * delta).sum(dim=-1, keepdim=True)
     return S, keep, present
 
 
-def loo_auroc(z: torch.Tensor, y: torch.Tensor, num_classes: int, *, center: str, shift: str, alpha: float) -> float:
-    """The criterion of ``whiten="auto"``: AUROC of leave-one-out FBR scores, true vs wrong labels."""
-    S, keep, present = loo_similarity(z, y, num_classes, center)
-    S, yk = S[keep], y[keep]
-    classes = torch.nonzero(present).flatten()
-    n_cls = classes.numel()
-    if yk.numel() == 0 or n_cls < 2:
-        return float("nan")
-    pos = fbr_from_similarity(S, yk, present, shift, alpha)
-    slot = torch.searchsorted(classes, yk)  # position of each row's class among the present ones
-    if n_cls - 1 <= _MAX_NEGATIVE_CLASSES:
-        offsets = [torch.full_like(slot, k) for k in range(1, n_cls)]
+def all_label_scores(S: torch.Tensor, present: torch.Tensor, shift: str, alpha: float) -> torch.Tensor:
+    """``D[i, c]``: the FBR score of SPEC §3.4 (``fbr_from_similarity``) that row i would get if its
+    label were c, for every present class c at once (absent columns: NaN)."""
+    n_comp = present.sum().to(S.dtype) - 1
+    Sp = S.masked_fill(~present, float("-inf"))
+    total = S.masked_fill(~present, 0).sum(dim=-1, keepdim=True)
+    if shift == "none":
+        b = torch.zeros_like(S)
+    elif shift == "mean":
+        b = (total - S) / n_comp.clamp_min(1)
     else:
-        g = torch.Generator(device="cpu").manual_seed(0)
-        offsets = [torch.randint(1, n_cls, slot.shape, generator=g).to(slot.device) for _ in range(_MAX_NEGATIVE_CLASSES)]
-    neg = torch.cat([fbr_from_similarity(S, classes[(slot + off) % n_cls], present, shift, alpha) for off in offsets])
-    return _auroc(pos, neg)
+        top = torch.topk(Sp, k=min(2, S.shape[-1]), dim=-1).values
+        first = top[..., :1]
+        second = top[..., -1:] if top.shape[-1] > 1 else torch.full_like(first, float("-inf"))
+        if shift == "max":  # largest competitor: the top score, or the second for the top class itself
+            b = torch.where(Sp == first, second, first)
+            ties = (Sp == first).sum(dim=-1, keepdim=True) > 1  # a tie at the top: the other one competes
+            b = torch.where(ties, first, b)
+        else:  # "second": second largest over present classes, the own class included
+            b = second.expand_as(S)
+        b = b.nan_to_num(nan=float("nan"), posinf=float("inf"), neginf=0.0)
+    D = S - b
+    if alpha != 0:
+        D = D - alpha * (total - S - n_comp * b)
+    return D.masked_fill(~present, float("nan"))
+
+
+def loo_auroc(z: torch.Tensor, y: torch.Tensor, num_classes: int, *, center: str, shift: str, alpha: float):
+    """The criterion of ``whiten="auto"``: AUROC of leave-one-out FBR scores, true vs wrong labels
+    (a float; a list of K floats for K×M×d candidates)."""
+    S, keep, present = loo_similarity(z, y, num_classes, center)
+    batched = S.dim() == 3
+    S = S if batched else S[None]
+    S, yk = S[:, keep], y[keep]
+    if yk.numel() == 0 or int(present.sum()) < 2:
+        out = [float("nan")] * S.shape[0]
+    else:
+        D = all_label_scores(S, present, shift, alpha)
+        own = torch.nn.functional.one_hot(yk, num_classes).bool()
+        neg_mask = ~own & present[None, :]
+        out = [_auroc(Dk[own], Dk[neg_mask]) for Dk in D]
+    return out if batched else out[0]
+
+
+def _pick(criterion: dict, plain_auc: float, strengths, aucs) -> float | None:
+    """The best candidate: the plain features unless a strength beats them; ties to the larger t."""
+    criterion["plain"] = plain_auc
+    best_t, best_auc = None, plain_auc
+    for t, auc in zip(strengths, aucs):
+        criterion[f"t={t:g}"] = auc
+        if auc > best_auc or (np.isnan(best_auc) and not np.isnan(auc)):
+            best_t, best_auc = t, auc
+    return best_t
 
 
 def fit_whitening(
@@ -193,17 +228,16 @@ def fit_whitening(
                          strength=float(whiten))
     xc = clean_features.to(torch.float64)
     yc = clean_labels.to(torch.int64)
-    best_label, best_auc, best = "plain", loo_auroc(xc, yc, num_classes, center=center, shift=shift, alpha=alpha), None
-    criterion = {"plain": best_auc}
-    for t in AUTO_STRENGTHS:
-        W = whitening_matrix(evals, evecs, t)
-        auc = loo_auroc((xc - mean) @ W, yc, num_classes, center=center, shift=shift, alpha=alpha)
-        criterion[f"t={t:g}"] = auc
-        if auc > best_auc or (np.isnan(best_auc) and not np.isnan(auc)):
-            best_label, best_auc, best = f"t={t:g}", auc, (t, W)
+    kw = dict(center=center, shift=shift, alpha=alpha)
+    coords = (xc - mean) @ evecs  # whitening with strength t scales these columns by (λ + t·λ₁)^(-1/2)
+    scales = torch.stack([(evals + t * evals[0]).rsqrt() for t in AUTO_STRENGTHS])
+    criterion: dict = {}
+    best = _pick(criterion, loo_auroc(xc, yc, num_classes, **kw), AUTO_STRENGTHS,
+                 loo_auroc(coords[None] * scales[:, None, :], yc, num_classes, **kw))
     if best is None:
         return Whitening(mean=mean, matrix=None, strength=None, criterion=criterion)
-    return Whitening(mean=mean, matrix=best[1].to(torch.float32), strength=best[0], criterion=criterion)
+    return Whitening(mean=mean, matrix=whitening_matrix(evals, evecs, best).to(torch.float32), strength=best,
+                     criterion=criterion)
 
 
 def check_whiten(whiten) -> str | float | None:
@@ -220,3 +254,74 @@ def check_whiten(whiten) -> str | float | None:
     if isinstance(whiten, bool) or not isinstance(whiten, (int, float)) or not np.isfinite(whiten) or whiten <= 0:
         raise ValueError(f"whiten must be None, 'none', 'auto' or a positive number, got {whiten!r}")
     return float(whiten)
+
+
+# ---------------------------------------------------------------------------------------------
+# Whitening folded into the class means (training loops: no per-step cost)
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class ShrunkMeans:
+    """One row per present class; plain scoring against them (``center="clean"``) is whitened scoring."""
+
+    rows: torch.Tensor  # P×d, the dtype of the clean features
+    labels: torch.Tensor  # P, int64: the present classes, ascending
+    strength: float | None  # t, or None: the plain class means were chosen
+    criterion: dict = field(default_factory=dict)
+
+
+def shrunk_class_means(
+    clean_features: torch.Tensor,
+    clean_labels: torch.Tensor,
+    num_classes: int,
+    *,
+    whiten: str | float,
+    shift: str = "max",
+    alpha: float = 0.0,
+) -> ShrunkMeans:
+    """Whitening by the clean rows' own covariance, folded into their class means.
+
+    With ``Σ = V diag(λ) Vᵀ`` the covariance of the M clean rows (rank r < M: computed from the M×M
+    Gram matrix, O(M²·d + M³)), ``τ = t·λ₁``, the class means ``m_c`` and their class-balanced mean
+    ``cen``, the rows
+
+        m'_c = cen + τ (Σ + τI)⁻¹ (m_c − cen) = m_c − V diag(λ/(λ + τ)) Vᵀ (m_c − cen)
+
+    make the plain centred score of any batch row ``x`` equal to ``τ`` times its score under the
+    whitening of the module doc (``S_ic = (x − cen)ᵀ τ(Σ + τI)⁻¹ (m_c − cen)``), for every row shift and
+    ``alpha`` (they act on ``S``, which is only scaled).  The factor ``τ`` keeps scores on the plain
+    scale: ``t → ∞`` gives back the plain class means.  So a training loop that scores every batch
+    against cached clean features pays for the whitening once per refresh — the batch side is
+    untouched.  ``whiten="auto"`` picks ``t`` (or the plain means) by the leave-one-out criterion of
+    the module doc, computed in the r coordinates of the clean rows' span."""
+    z = clean_features.detach().to(torch.float64)
+    y = clean_labels.to(torch.int64)
+    M = z.shape[0]
+    counts = torch.bincount(y, minlength=num_classes)
+    present = torch.nonzero(counts > 0).flatten()
+    means = torch.zeros(num_classes, z.shape[1], dtype=torch.float64, device=z.device).index_add_(0, y, z)
+    means = means[present] / counts[present, None].to(torch.float64)
+    cen = means.mean(dim=0)
+    plain = ShrunkMeans(rows=means.to(clean_features.dtype), labels=present, strength=None)
+    zc = z - z.mean(dim=0)
+    evals, evecs = torch.linalg.eigh(zc @ zc.T / M)
+    evals, evecs = evals.flip(0), evecs.flip(1)
+    if M < 2 or float(evals[0]) <= 0:
+        return plain
+    keep = evals > evals[0] * 1e-10
+    lam = evals[keep]
+    coords = evecs[:, keep] * (M * lam).sqrt()  # zc expressed in the orthonormal basis V of its span
+    V = zc.T @ evecs[:, keep] / (M * lam).sqrt()
+    kw = dict(center="clean", shift=shift, alpha=alpha)
+    criterion: dict = {}
+    if whiten == "auto":
+        scales = torch.stack([(lam + t * lam[0]).rsqrt() for t in AUTO_STRENGTHS])
+        best_t = _pick(criterion, loo_auroc(z, y, num_classes, **kw), AUTO_STRENGTHS,
+                       loo_auroc(coords[None] * scales[:, None, :], y, num_classes, **kw))
+    else:
+        best_t = float(whiten)
+    if best_t is None:
+        plain.criterion = criterion
+        return plain
+    shrink = lam / (lam + best_t * lam[0])
+    rows = means - (((means - cen) @ V) * shrink) @ V.T
+    return ShrunkMeans(rows=rows.to(clean_features.dtype), labels=present, strength=best_t, criterion=criterion)

@@ -276,3 +276,84 @@ def test_cli_refine(tmp_path, capsys):
                  "--clean-features", str(tmp_path / "cx.npy"), "--clean-labels", str(tmp_path / "cy.npy"),
                  "--no-progress", "--out", str(tmp_path / "a.csv"), "--whiten", "0.1", "--refine", "1"]) == 0
     assert "refined 1×" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("shift", ["max", "second", "mean", "none"])
+@pytest.mark.parametrize("alpha", [0.0, 0.3])
+def test_all_label_scores_equal_scoring_each_label(shift, alpha):
+    g = np.random.default_rng(12)
+    S = torch.from_numpy(g.integers(-3, 4, (41, 6)).astype(np.float64))  # small integers: many ties
+    present = torch.tensor([True, True, False, True, True, True])
+    D = W.all_label_scores(S, present, shift, alpha)
+    assert D[:, 2].isnan().all()
+    for c in (0, 1, 3, 4, 5):
+        want = fbr_from_similarity(S, torch.full((41,), c), present, shift=shift, alpha=alpha)
+        torch.testing.assert_close(D[:, c], want, rtol=0, atol=1e-12)
+
+
+# ---- whitening folded into the class means (training loops) ----------------------------------
+@pytest.mark.parametrize("M,d", [(17, 33), (41, 6), (2, 5)])
+@pytest.mark.parametrize("shift", ["max", "second"])
+def test_shrunk_class_means_score_like_whitened_features(M, d, shift):
+    """Plain scores against the shrunk means = τ × scores of features whitened by the clean rows'
+    covariance (numpy, float64, full d×d), for batch rows in and outside the clean rows' span."""
+    g = np.random.default_rng(M * d)
+    C = 4 if M > 2 else 2
+    z = g.standard_normal((M, d)) * np.linspace(3, 0.1, d) + 2
+    y = np.arange(M) % C
+    x = g.standard_normal((97, d)) * 3 + 1
+    yb = g.integers(0, C, 97)
+    t = 0.3
+    sm = W.shrunk_class_means(torch.from_numpy(z), torch.from_numpy(y), C, whiten=t, shift=shift)
+    got = fr.fbr_scores(torch.from_numpy(x), torch.from_numpy(yb), sm.rows, sm.labels, num_classes=C, shift=shift,
+                        alpha=0.1)
+    lam, vec = np.linalg.eigh(np.cov(z, rowvar=False, bias=True))
+    lam = np.clip(lam, 0, None)
+    tau = t * lam.max()
+    Wm = vec / np.sqrt(lam + tau)
+    mu = z.mean(0)
+    want = tau * fr.fbr_scores(torch.from_numpy((x - mu) @ Wm), torch.from_numpy(yb), torch.from_numpy((z - mu) @ Wm),
+                               torch.from_numpy(y), num_classes=C, shift=shift, alpha=0.1)
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9 * float(want.abs().max()))
+    assert sm.strength == t and sm.rows.dtype == torch.float64
+
+
+def test_shrunk_class_means_auto_uses_the_leave_one_out_criterion():
+    z, y = _clean(M=41, d=6, C=4, seed=13)
+    sm = W.shrunk_class_means(z.float(), y, 4, whiten="auto")
+    assert set(sm.criterion) == {"plain"} | {f"t={t:g}" for t in W.AUTO_STRENGTHS}
+    zn = z.float().double().numpy()
+    lam, vec = np.linalg.eigh(np.cov(zn, rowvar=False, bias=True))
+    lam = np.clip(lam, 0, None)
+    for t in (0.01, 1.0):
+        zw = (zn - zn.mean(0)) @ (vec / np.sqrt(lam + t * lam.max()))
+        assert sm.criterion[f"t={t:g}"] == pytest.approx(
+            W.loo_auroc(torch.from_numpy(zw), y, 4, center="clean", shift="max", alpha=0.0), abs=1e-9)
+    order = ["plain"] + [f"t={t:g}" for t in W.AUTO_STRENGTHS]
+    best = max(sm.criterion.values())
+    chosen = "plain" if sm.strength is None else f"t={sm.strength:g}"
+    assert chosen == next(k for k in order if sm.criterion[k] == best)
+    assert sm.rows.dtype == torch.float32
+
+
+def test_shrunk_class_means_with_an_absent_class_and_constant_rows():
+    z, y = _clean(M=17, d=5, C=4, seed=14)
+    keep = y != 2
+    sm = W.shrunk_class_means(z[keep], y[keep], 4, whiten=0.1)
+    assert sm.labels.tolist() == [0, 1, 3]
+    const = W.shrunk_class_means(torch.ones(6, 3), torch.tensor([0, 1, 0, 1, 0, 1]), 2, whiten="auto")
+    assert const.strength is None
+    torch.testing.assert_close(const.rows, torch.ones(2, 3))
+
+
+def test_batched_criterion_equals_one_candidate_at_a_time():
+    z, y = _clean(M=29, d=7, C=4, seed=15, singleton=True)
+    scales = torch.from_numpy(np.random.default_rng(16).uniform(0.2, 3.0, (5, 7)))
+    batched = W.loo_auroc(z[None] * scales[:, None, :], y, 4, center="clean", shift="max", alpha=0.2)
+    single = [W.loo_auroc(z * s, y, 4, center="clean", shift="max", alpha=0.2) for s in scales]
+    assert batched == pytest.approx(single, abs=1e-12)
+    S_b, keep_b, _ = W.loo_similarity(z[None] * scales[:, None, :], y, 4, "none")
+    for k in range(5):
+        S_k, keep_k, _ = W.loo_similarity(z * scales[k], y, 4, "none")
+        torch.testing.assert_close(S_b[k], S_k)
+        assert torch.equal(keep_b, keep_k)
