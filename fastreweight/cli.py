@@ -165,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--shift", choices=("second", "max", "mean", "none"), default=None)
     t.add_argument("--clean-features", choices=("cache", "batch", "prototype"), default=None)
     t.add_argument("--reweight-lr", type=float, default=None, help="stateful FBR: Reweighter step size")
+    t.add_argument("--feature-whiten", default=None,
+                   help="stateful FBR, cache policy: auto or a strength t > 0 — score against the cached clean "
+                        "features whitened by their own covariance (fastreweight.whiten)")
     t.add_argument("--amp", choices=("bf16", "fp16"), default=None)
     t.add_argument("--no-augment", action="store_true", help="CIFAR: no random crop/flip")
     t.add_argument("--seed", type=int, default=None)
@@ -320,13 +323,13 @@ def _resolve(args) -> tuple[dict, dict]:
     opt_map = dict(recipe="recipe", clean_passes="clean_passes", clean_mix="clean_mix", warmup="warmup",
                    skip_epochs="skip_epochs",
                    alpha_epochs="alpha_epochs", shift="shift", clean_features="clean_features",
-                   reweight_lr="lr", amp="amp")
+                   reweight_lr="lr", amp="amp", feature_whiten="feature_whiten")
     for a, k in opt_map.items():
         v = getattr(args, a)
         if v is not None:
             kw[k] = v
     if s["method"] != "fbr":
-        for k in ("recipe", "skip_epochs", "alpha_epochs", "shift", "clean_features", "lr"):
+        for k in ("recipe", "skip_epochs", "alpha_epochs", "shift", "clean_features", "lr", "feature_whiten"):
             kw.pop(k, None)
     if kw.get("recipe") == "paper":
         for k in ("warmup", "shift"):

@@ -353,3 +353,50 @@ def test_paper_recipe_matches_spec_transcription():
         assert (store == 0).any() and (store > 0.5).any()
     finally:
         torch.set_default_dtype(torch.float32)
+
+
+# ------------------------------------------------------------------------------------------------
+# feature_whiten (stateful FBR, cache policy)
+# ------------------------------------------------------------------------------------------------
+def _fbr_run(d, **kw):
+    m = _mlp(d)
+    opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
+    return train(m, opt, d, method="fbr", epochs=4, batch_size=32, warmup=1, seed=0, lr=0.5, **kw)
+
+
+def test_feature_whiten_with_a_huge_strength_is_plain_fbr():
+    """τ(Σ + τI)⁻¹ → I as t → ∞: the shrunk means become the plain class means."""
+    d = _tiny(n=300, rate=0.4, noise="pair", clean_size=30)
+    plain = _fbr_run(d)
+    huge = _fbr_run(d, feature_whiten=1e12)
+    torch.testing.assert_close(huge.final_weights, plain.final_weights, rtol=0, atol=1e-5)
+    assert huge.config["whiten_strengths"] == [1e12] * len(huge.config["whiten_strengths"])
+    assert len(huge.config["whiten_strengths"]) == 3  # one refresh per reweighting epoch
+
+
+def test_feature_whiten_auto_is_repeatable_and_records_its_choices():
+    from fastreweight.whiten import AUTO_STRENGTHS
+
+    d = _tiny(n=300, rate=0.4, noise="pair", clean_size=30)
+    a = _fbr_run(d, feature_whiten="auto")
+    b = _fbr_run(d, feature_whiten="auto")
+    assert torch.equal(a.final_weights, b.final_weights)
+    assert a.config["whiten_strengths"] == b.config["whiten_strengths"]
+    assert all(t is None or t in AUTO_STRENGTHS for t in a.config["whiten_strengths"])
+    mc, mn = a.mean_weights()
+    assert mc > mn + 0.3, (mc, mn)
+
+
+@pytest.mark.parametrize("kw,msg", [
+    (dict(feature_whiten="x"), r"feature_whiten must be None, 'auto' or a positive number"),
+    (dict(feature_whiten=-1.0), r"feature_whiten must be None, 'auto' or a positive number"),
+    (dict(feature_whiten="auto", recipe="paper"), r"feature_whiten applies to method='fbr' with recipe='stateful'"),
+    (dict(feature_whiten="auto", clean_features="batch"), r"feature_whiten applies to .* clean_features='cache'"),
+])
+def test_feature_whiten_rejects_unsupported_settings(kw, msg):
+    d = _tiny(n=60)
+    m = _mlp(d)
+    with pytest.raises(ValueError, match=msg):
+        train(m, torch.optim.SGD(m.parameters(), lr=0.1), d, method="fbr", epochs=1, **kw)
+    with pytest.raises(ValueError, match=r"feature_whiten applies to method='fbr'"):
+        train(m, torch.optim.SGD(m.parameters(), lr=0.1), d, method="erm", epochs=1, feature_whiten=0.1)
