@@ -109,20 +109,28 @@ def whitening_matrix(evals: torch.Tensor, evecs: torch.Tensor, strength: float) 
     return evecs * (evals + tau).rsqrt()[None, :]
 
 
-def _auroc(pos: torch.Tensor, neg: torch.Tensor) -> float:
-    """P(pos > neg) + ½·P(pos = neg), through average ranks (Mann–Whitney U)."""
-    n1, n0 = pos.numel(), neg.numel()
+def _auroc(pos: torch.Tensor, neg: torch.Tensor):
+    """P(pos > neg) + ½·P(pos = neg) through average ranks (Mann–Whitney U); ``pos``/``neg`` 1-D, or
+    K×n1 / K×n0 for K independent problems (a list of K floats then)."""
+    batched = pos.dim() == 2
+    pos, neg = (pos, neg) if batched else (pos[None], neg[None])
+    n1, n0 = pos.shape[-1], neg.shape[-1]
     if n1 == 0 or n0 == 0:
-        return float("nan")
-    allv = torch.cat([pos, neg]).to(torch.float64)
-    sorted_v, order = torch.sort(allv)
-    _, counts = torch.unique_consecutive(sorted_v, return_counts=True)
-    ends = torch.cumsum(counts, 0).to(torch.float64)
-    avg = ends - (counts.to(torch.float64) - 1) / 2  # 1-based average rank of each tie group
-    ranks = torch.empty_like(allv)
-    ranks[order] = torch.repeat_interleave(avg, counts)
-    u = float(ranks[:n1].sum()) - n1 * (n1 + 1) / 2
-    return u / (n1 * n0)
+        out = [float("nan")] * pos.shape[0]
+        return out if batched else out[0]
+    if pos.shape[0] * n1 * n0 <= 1 << 22:  # small: count the pairs directly (cheaper than ranking)
+        p, n = pos[:, :, None], neg[:, None, :]
+        u = (p > n).sum(dim=(1, 2)).to(torch.float64) + 0.5 * (p == n).sum(dim=(1, 2)).to(torch.float64)
+        out = (u / (n1 * n0)).tolist()
+        return out if batched else out[0]
+    allv = torch.cat([pos, neg], dim=-1).to(torch.float64).contiguous()
+    sorted_v = torch.sort(allv, dim=-1).values
+    below = torch.searchsorted(sorted_v, allv, right=False)  # values strictly smaller
+    upto = torch.searchsorted(sorted_v, allv, right=True)  # values smaller or equal
+    ranks = (below + upto + 1).to(torch.float64) / 2  # 1-based average rank of the tie group
+    u = ranks[:, :n1].sum(dim=-1) - n1 * (n1 + 1) / 2
+    out = (u / (n1 * n0)).tolist()
+    return out if batched else out[0]
 
 
 def loo_similarity(z: torch.Tensor, y: torch.Tensor, num_classes: int, center: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -192,7 +200,7 @@ def loo_auroc(z: torch.Tensor, y: torch.Tensor, num_classes: int, *, center: str
         D = all_label_scores(S, present, shift, alpha)
         own = torch.nn.functional.one_hot(yk, num_classes).bool()
         neg_mask = ~own & present[None, :]
-        out = [_auroc(Dk[own], Dk[neg_mask]) for Dk in D]
+        out = _auroc(D[:, own], D[:, neg_mask])
     return out if batched else out[0]
 
 
@@ -314,9 +322,11 @@ def shrunk_class_means(
     kw = dict(center="clean", shift=shift, alpha=alpha)
     criterion: dict = {}
     if whiten == "auto":
-        scales = torch.stack([(lam + t * lam[0]).rsqrt() for t in AUTO_STRENGTHS])
-        best_t = _pick(criterion, loo_auroc(z, y, num_classes, **kw), AUTO_STRENGTHS,
-                       loo_auroc(coords[None] * scales[:, None, :], y, num_classes, **kw))
+        # with center="clean" the plain features are the unscaled coordinates (a rotation and a
+        # translation of the rows): every candidate in one batched call, the plain one first
+        scales = torch.stack([torch.ones_like(lam)] + [(lam + t * lam[0]).rsqrt() for t in AUTO_STRENGTHS])
+        aucs = loo_auroc(coords[None] * scales[:, None, :], y, num_classes, **kw)
+        best_t = _pick(criterion, aucs[0], AUTO_STRENGTHS, aucs[1:])
     else:
         best_t = float(whiten)
     if best_t is None:

@@ -45,11 +45,14 @@ def _auroc_by_pairs(pos, neg):
     return float(((pos > neg) + 0.5 * (pos == neg)).mean())
 
 
-def test_auroc_counts_pairs_with_ties_half():
+@pytest.mark.parametrize("n", [(23, 31), (1, 1), (2100, 2100)])  # the last takes the ranking path
+def test_auroc_counts_pairs_with_ties_half(n):
     g = np.random.default_rng(1)
-    pos = g.integers(0, 5, 23).astype(float)  # many ties on purpose
-    neg = g.integers(0, 4, 31).astype(float)
+    pos = g.integers(0, 5, n[0]).astype(float)  # many ties on purpose
+    neg = g.integers(0, 4, n[1]).astype(float)
     assert W._auroc(torch.from_numpy(pos), torch.from_numpy(neg)) == pytest.approx(_auroc_by_pairs(pos, neg), abs=1e-12)
+    both = W._auroc(torch.from_numpy(np.stack([pos, -pos])), torch.from_numpy(np.stack([neg, -neg])))
+    assert both == pytest.approx([_auroc_by_pairs(pos, neg), _auroc_by_pairs(-pos, -neg)], abs=1e-12)
 
 
 @pytest.mark.parametrize("shift", ["max", "second", "mean", "none"])
@@ -329,6 +332,8 @@ def test_shrunk_class_means_auto_uses_the_leave_one_out_criterion():
         zw = (zn - zn.mean(0)) @ (vec / np.sqrt(lam + t * lam.max()))
         assert sm.criterion[f"t={t:g}"] == pytest.approx(
             W.loo_auroc(torch.from_numpy(zw), y, 4, center="clean", shift="max", alpha=0.0), abs=1e-9)
+    assert sm.criterion["plain"] == pytest.approx(
+        W.loo_auroc(z.float().double(), y, 4, center="clean", shift="max", alpha=0.0), abs=1e-6)
     order = ["plain"] + [f"t={t:g}" for t in W.AUTO_STRENGTHS]
     best = max(sm.criterion.values())
     chosen = "plain" if sm.strength is None else f"t={sm.strength:g}"
