@@ -288,8 +288,8 @@ def shrunk_class_means(
 ) -> ShrunkMeans:
     """Whitening by the clean rows' own covariance, folded into their class means.
 
-    With ``Σ = V diag(λ) Vᵀ`` the covariance of the M clean rows (rank r < M: computed from the M×M
-    Gram matrix, O(M²·d + M³)), ``τ = t·λ₁``, the class means ``m_c`` and their class-balanced mean
+    With ``Σ = V diag(λ) Vᵀ`` the covariance of the M clean rows (rank r < min(M, d): computed from
+    the smaller Gram matrix, M×M or d×d, O(M·d·min(M, d) + min(M, d)³)), ``τ = t·λ₁``, the class means ``m_c`` and their class-balanced mean
     ``cen``, the rows
 
         m'_c = cen + τ (Σ + τI)⁻¹ (m_c − cen) = m_c − V diag(λ/(λ + τ)) Vᵀ (m_c − cen)
@@ -311,14 +311,20 @@ def shrunk_class_means(
     cen = means.mean(dim=0)
     plain = ShrunkMeans(rows=means.to(clean_features.dtype), labels=present, strength=None)
     zc = z - z.mean(dim=0)
-    evals, evecs = torch.linalg.eigh(zc @ zc.T / M)
+    # the spectrum of Σ from the smaller of the two Gram matrices: M×M (zc zcᵀ) or d×d (zcᵀ zc = M·Σ)
+    gram_rows = M <= z.shape[1]
+    evals, evecs = torch.linalg.eigh(zc @ zc.T / M if gram_rows else zc.T @ zc / M)
     evals, evecs = evals.flip(0), evecs.flip(1)
     if M < 2 or float(evals[0]) <= 0:
         return plain
     keep = evals > evals[0] * 1e-10
     lam = evals[keep]
-    coords = evecs[:, keep] * (M * lam).sqrt()  # zc expressed in the orthonormal basis V of its span
-    V = zc.T @ evecs[:, keep] / (M * lam).sqrt()
+    if gram_rows:
+        V = zc.T @ evecs[:, keep] / (M * lam).sqrt()  # orthonormal basis of the rows' span
+        coords = evecs[:, keep] * (M * lam).sqrt()  # zc in that basis
+    else:
+        V = evecs[:, keep]
+        coords = zc @ V
     kw = dict(center="clean", shift=shift, alpha=alpha)
     criterion: dict = {}
     if whiten == "auto":
