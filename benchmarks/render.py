@@ -44,8 +44,10 @@ def cleanlab_table(name="cleanlab_comparison.jsonl"):
     commits = sorted({r["commit"] for r in recs})
     lines = [
         f"Source: `benchmarks/results/{name}` (seeds {seeds}, {env['date']}, commit {', '.join(commits)}, "
-        f"{env['cores']}-core CPU, cleanlab {env['cleanlab']}); mean ± std over seeds; MNIST-5k: 4500 scored rows, "
-        "clean pool 500; digits: 1497 scored rows, clean pool 300.",
+        f"{env['cores']}-core CPU, cleanlab {env['cleanlab']}); mean ± std over seeds; "
+        + "; ".join(desc for ds, desc in (("mnist5k", "MNIST-5k: 4500 scored rows, clean pool 500"),
+                                          ("digits", "digits: 1497 scored rows, clean pool 300"))
+                    if any(k[0] == ds for k in groups)) + ".",
         "",
         "| data | noise | method | AUROC | precision | recall | seconds |",
         "| --- | --- | --- | --- | --- | --- | --- |",

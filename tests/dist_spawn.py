@@ -21,3 +21,16 @@ def spawn(worker, world: int, out_dir: str, tries: int = 3) -> None:
         except mp.ProcessRaisedException as exc:
             if "address already in use" not in str(exc).lower() or attempt == tries - 1:
                 raise
+
+
+def quiesce() -> None:
+    """Call on every rank before ``destroy_process_group`` once the work is done: free the DDP objects
+    (their reducers hold the group; reference cycles keep them until a collection) and wait until every
+    rank is done, so no rank tears down connections another still uses.  A worker torn down otherwise
+    aborted once in a CI run ("terminate called without an active exception")."""
+    import gc
+
+    import torch.distributed as dist
+
+    gc.collect()
+    dist.barrier()

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from fastreweight import capture
 from fastreweight.weights import Reweighter, fbr_scores, weighted_loss
 
-from dist_spawn import spawn
+from dist_spawn import quiesce, spawn
 
 N, D, C, STEPS, LOCAL_B = 24, 5, 3, 6, 4
 f64 = torch.float64
@@ -77,6 +77,8 @@ def _worker(rank, world, port, out_dir):
             opt.step()
         torch.save({"weights": rw.weights, "params": [p.detach() for p in model.parameters()]},
                    os.path.join(out_dir, f"rank{rank}.pt"))
+        del ddp, opt
+        quiesce()
     finally:
         dist.destroy_process_group()
 

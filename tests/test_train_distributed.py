@@ -10,7 +10,7 @@ from fastreweight import data as D
 from fastreweight import models as Mo
 from fastreweight.train import train
 
-from dist_spawn import spawn
+from dist_spawn import quiesce, spawn
 
 WORLD = 2
 f64 = torch.float64
@@ -58,6 +58,7 @@ def _worker(rank, world, port, out_dir):
             # rank 1 starts from a different initialisation: DDP must broadcast rank 0's parameters
             out = _run(kw, seed=rank, distributed=True)
             torch.save(out, os.path.join(out_dir, f"{name}-rank{rank}.pt"))
+        quiesce()
     finally:
         dist.destroy_process_group()
 
