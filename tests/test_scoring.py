@@ -126,3 +126,32 @@ def test_score_dataset_on_the_gpu_matches_the_cpu_reference(backend):
     assert got_w.whitening["strength"] == ref_w.whitening["strength"]
     scale = float(np.abs(ref_w.scores).max())
     np.testing.assert_allclose(got_w.scores, ref_w.scores, rtol=1e-4, atol=1e-4 * scale)
+
+
+def _cpu_backends():
+    from fastreweight import backends
+
+    out = []
+    for b in ("cpp", "triton"):  # triton on the CPU: through the interpreter (conftest)
+        reason = backends.unavailable_reason(b, torch.device("cpu"))
+        out.append(pytest.param(b, marks=pytest.mark.skipif(reason is not None, reason=str(reason))))
+    return out
+
+
+@pytest.mark.parametrize("backend", _cpu_backends())
+@pytest.mark.parametrize("kw", [dict(), dict(whiten="auto", refine=1)], ids=["plain", "whiten-refine"])
+def test_score_dataset_backends_on_the_cpu_match_the_reference(backend, kw):
+    """The streamed scorer through each fast backend the CPU has (the Triton kernels through the
+    interpreter): the reference backend's scores and suggestions, odd sizes, a ragged last chunk."""
+    rng = np.random.default_rng(17)
+    N, M, d, C = 97, 41, 17, 5
+    feats = (rng.standard_normal((N, d)) + 0.5).astype(np.float32)
+    labels = rng.integers(0, C, N)
+    clean = (rng.standard_normal((M, d)) + 0.5).astype(np.float32)
+    clean_labels = np.arange(M) % C
+    ref = score_dataset(feats, labels, clean, clean_labels, num_classes=C, chunk_rows=13, backend="reference", **kw)
+    got = score_dataset(feats, labels, clean, clean_labels, num_classes=C, chunk_rows=13, backend=backend, **kw)
+    scale = float(np.abs(ref.scores).max())
+    np.testing.assert_allclose(got.scores, ref.scores, rtol=1e-4, atol=1e-5 * scale)
+    np.testing.assert_array_equal(got.suggested, ref.suggested)
+    assert got.whitening == ref.whitening and got.refinement == ref.refinement
