@@ -177,6 +177,15 @@ def whiten_table():
                              "test accuracy after the last epoch, mean ± std over seeds; time ratio as in the tables above.")
 
 
+def whiten_size_table():
+    recs = _jsonl("whiten-size.jsonl")
+    if not recs:
+        return None
+    return _accuracy_by_cell(recs, "whiten-size.jsonl",
+                             "MNIST-5k with M clean samples; test accuracy after the last epoch, mean ± std over seeds; "
+                             "time ratio as in the tables above.")
+
+
 def refresh_table():
     recs = _jsonl("refresh.jsonl")
     if not recs:
@@ -442,7 +451,7 @@ def gpu_plots(plt):
 
 SECTIONS = {"cleanlab": cleanlab_table,
             "cleanlab-heldout": lambda: cleanlab_table("cleanlab_comparison_heldout.jsonl"), "micro-cpu": micro_table, "variants": variants_table,
-            "ablation": ablation_table, "cleanpasses": cleanpasses_table, "refresh": refresh_table, "whiten": whiten_table, "e2e-cpu": e2e_table, "gpu-targets": gpu_targets_table,
+            "ablation": ablation_table, "cleanpasses": cleanpasses_table, "refresh": refresh_table, "whiten": whiten_table, "whiten-size": whiten_size_table, "e2e-cpu": e2e_table, "gpu-targets": gpu_targets_table,
             "gpu-grid": gpu_grid_table, "e2e-gpu": e2e_gpu_table}
 
 

@@ -25,6 +25,8 @@
   (``clean_mix=5``).
 * ``whiten`` (every cell of ``variants``): the default FBR with ``feature_whiten="auto"``, without and
   with five clean passes, next to ERM, L2R and the default FBR (``fastreweight.whiten``).
+* ``whiten-size`` (MNIST-5k, every noise cell): the default FBR and ``feature_whiten="auto"`` with
+  25, 100 and 400 clean samples.
 * ``refresh`` (every cell of ``variants``): the default stateful FBR with the clean-feature cache
   refreshed every ceil(4·M/B) steps (the default), 2× and 4× that, and once per epoch.
 
@@ -110,6 +112,16 @@ def whiten_runs():
     }
 
 
+def whiten_size_runs():
+    """``feature_whiten="auto"`` against the default FBR for clean subsets of 25, 100 and 400 samples
+    (MNIST-5k): with few clean rows per class the covariance and the class means are rough."""
+    runs = {"erm": dict(method="erm")}
+    for m in (25, 100, 400):
+        runs[f"fbr-default, M={m}"] = dict(method="fbr", _clean_size=m)
+        runs[f"fbr+whiten, M={m}"] = dict(method="fbr", feature_whiten="auto", _clean_size=m)
+    return runs
+
+
 def refresh_runs():
     """The cache policy's refresh interval R (SPEC §5), in multiples of the default ceil(4·M/B):
     ``R=k·auto`` is ceil(4k·M/B) steps; ``R=epoch`` refreshes once per epoch (ceil(N/B) steps)."""
@@ -169,7 +181,7 @@ def run_one(preset_name, dataset, noise, rate, seed, name, kw, clean_size=None):
 
 def main(argv=None):
     ap = argparse.ArgumentParser()
-    ap.add_argument("suite", choices=("variants", "ablation", "cleanpasses", "refresh", "whiten"))
+    ap.add_argument("suite", choices=("variants", "ablation", "cleanpasses", "refresh", "whiten", "whiten-size"))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--datasets", nargs="+", default=["mnist5k", "digits"])
     ap.add_argument("--cells", nargs="+", default=None, help="e.g. sym:0.4 asym:0.4")
@@ -191,8 +203,11 @@ def main(argv=None):
                 for seed in args.seeds:
                     for name, kw in variants(preset).items():
                         jobs.append((preset, dataset, noise, rate, seed, name, kw))
-    elif args.suite in ("cleanpasses", "refresh", "whiten"):
-        runs = {"cleanpasses": clean_pass_runs, "refresh": refresh_runs, "whiten": whiten_runs}[args.suite]()
+    elif args.suite in ("cleanpasses", "refresh", "whiten", "whiten-size"):
+        runs = {"cleanpasses": clean_pass_runs, "refresh": refresh_runs, "whiten": whiten_runs,
+                "whiten-size": whiten_size_runs}[args.suite]()
+        if args.suite == "whiten-size" and args.datasets == ["mnist5k", "digits"]:
+            args.datasets = ["mnist5k"]
         for dataset in args.datasets:
             preset = "demo-mnist" if dataset == "mnist5k" else "demo-digits"
             for noise, rate in cells:
