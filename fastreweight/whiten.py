@@ -1,4 +1,8 @@
-"""Spectral-shrinkage whitening for dataset-scale scoring, its strength chosen on the clean subset.
+"""Spectral-shrinkage whitening of the features FBR scores, its strength chosen on the clean subset.
+
+Two users: ``fastreweight.scoring.score_dataset(whiten=...)`` (the covariance of the rows being
+scored, applied to every chunk) and ``train(feature_whiten=...)`` (the covariance of the cached clean
+features, folded into the class means: ``shrunk_class_means`` at the end of this module).
 
 The FBR score of SPEC §3 uses the plain inner product of (centred) features.  On raw features a few
 high-variance directions — shared by every class — dominate that inner product.  ``fastreweight
@@ -16,8 +20,8 @@ scoring (centering, class similarity, row shift) is unchanged and runs on ``z``.
 Choosing ``t`` (``whiten="auto"``): the right strength depends on how many clean rows estimate each
 class mean, so it is picked on the clean subset itself, by leave-one-out.  For every candidate (the
 plain features included) each clean row is scored against class means that exclude it — once with
-its true label (a positive) and once with each other present class (negatives) — and the candidate whose scores separate
-the two groups best (AUROC, the Mann–Whitney statistic, ties counted half) wins; ties go to the
+its true label (a positive) and once with each other present class (negatives) — and the
+candidate whose scores separate the two groups best (AUROC, the Mann–Whitney statistic, ties counted half) wins; ties go to the
 plain features, then to the larger ``t``.  It uses trusted labels only, never the noisy ones.  The
 leave-one-out similarity is closed-form: removing row ``i`` from its class ``y`` moves that class
 mean by ``δ = (μ_y − z_i)/(n_y − 1)`` and the class-balanced centre by ``δ/C'``, so all M rows cost
@@ -37,7 +41,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .reference import fbr_from_similarity
 
 #: Candidate strengths t = τ/λ₁ tried by ``whiten="auto"`` (geometric, from nearly full whitening to
 #: nearly the plain inner product).
