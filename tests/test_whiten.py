@@ -362,3 +362,19 @@ def test_batched_criterion_equals_one_candidate_at_a_time():
         S_k, keep_k, _ = W.loo_similarity(z * scales[k], y, 4, "none")
         torch.testing.assert_close(S_b[k], S_k)
         assert torch.equal(keep_b, keep_k)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_whitening_on_cuda_matches_the_cpu():
+    """Both users on a CUDA device: the folded class means (training) and the streamed scorer's map
+    choose the same strength as on the CPU and give the same numbers."""
+    z, y = _clean(M=97, d=33, C=5, seed=18)
+    cpu = W.shrunk_class_means(z.float(), y, 5, whiten="auto")
+    gpu = W.shrunk_class_means(z.float().cuda(), y.cuda(), 5, whiten="auto")
+    assert gpu.strength == cpu.strength and gpu.rows.device.type == "cuda"
+    torch.testing.assert_close(gpu.rows.cpu(), cpu.rows, rtol=1e-4, atol=1e-4)
+    x, yy, cx, cy = _data(N=1025, M=97, seed=19)
+    a = score_dataset(x, yy, cx, cy, num_classes=4, chunk_rows=100, whiten="auto", refine=1)
+    b = score_dataset(x, yy, cx, cy, num_classes=4, chunk_rows=100, whiten="auto", refine=1, device="cuda")
+    assert a.whitening["strength"] == b.whitening["strength"]
+    np.testing.assert_allclose(b.scores, a.scores, rtol=1e-3, atol=1e-4 * float(np.abs(a.scores).max()))
