@@ -32,7 +32,9 @@ but not reflected in the choice.
 
 Cost: one extra streamed pass over the N rows for μ and Σ (N·d² multiply-adds in float64), one
 symmetric eigendecomposition of a d×d matrix, and N·d² more for the transform when scoring.  Extra
-memory: about 4·d²·8 bytes (Σ, its eigenvectors, the float32 transform and workspace).
+memory: about 4·d²·8 bytes (Σ, its eigenvectors, the float32 transform and workspace), and for
+``"auto"`` the criterion's temporaries, at most about eight float64 arrays of
+``max(2^22, M·max(d, C))`` elements (candidates are batched only below that size).
 """
 from __future__ import annotations
 
@@ -207,6 +209,20 @@ def loo_auroc(z: torch.Tensor, y: torch.Tensor, num_classes: int, *, center: str
     return out if batched else out[0]
 
 
+#: Candidates are evaluated together while their K×M×max(d, C) working set stays below this many
+#: elements (32 MiB per float64 temporary), one at a time beyond it.
+_BATCH_ELEMS = 1 << 22
+
+
+def _scaled_criterion(coords: torch.Tensor, scales: torch.Tensor, y: torch.Tensor, num_classes: int, kw: dict) -> list:
+    """``loo_auroc`` of ``coords · diag(scales[k])`` for every row k of ``scales`` (K×d), batched
+    while the working set is small, candidate by candidate otherwise (bounded memory)."""
+    K, (M, d) = scales.shape[0], coords.shape
+    if K * M * max(d, num_classes) <= _BATCH_ELEMS:
+        return loo_auroc(coords[None] * scales[:, None, :], y, num_classes, **kw)
+    return [loo_auroc(coords * sk, y, num_classes, **kw) for sk in scales]
+
+
 def _pick(criterion: dict, plain_auc: float, strengths, aucs) -> float | None:
     """The best candidate: the plain features unless a strength beats them; ties to the larger t."""
     criterion["plain"] = plain_auc
@@ -244,7 +260,7 @@ def fit_whitening(
     scales = torch.stack([(evals + t * evals[0]).rsqrt() for t in AUTO_STRENGTHS])
     criterion: dict = {}
     best = _pick(criterion, loo_auroc(xc, yc, num_classes, **kw), AUTO_STRENGTHS,
-                 loo_auroc(coords[None] * scales[:, None, :], yc, num_classes, **kw))
+                 _scaled_criterion(coords, scales, yc, num_classes, kw))
     if best is None:
         return Whitening(mean=mean, matrix=None, strength=None, criterion=criterion)
     return Whitening(mean=mean, matrix=whitening_matrix(evals, evecs, best).to(torch.float32), strength=best,
@@ -334,7 +350,7 @@ def shrunk_class_means(
         # with center="clean" the plain features are the unscaled coordinates (a rotation and a
         # translation of the rows): every candidate in one batched call, the plain one first
         scales = torch.stack([torch.ones_like(lam)] + [(lam + t * lam[0]).rsqrt() for t in AUTO_STRENGTHS])
-        aucs = loo_auroc(coords[None] * scales[:, None, :], y, num_classes, **kw)
+        aucs = _scaled_criterion(coords, scales, y, num_classes, kw)
         best_t = _pick(criterion, aucs[0], AUTO_STRENGTHS, aucs[1:])
     else:
         best_t = float(whiten)

@@ -378,3 +378,16 @@ def test_whitening_on_cuda_matches_the_cpu():
     b = score_dataset(x, yy, cx, cy, num_classes=4, chunk_rows=100, whiten="auto", refine=1, device="cuda")
     assert a.whitening["strength"] == b.whitening["strength"]
     np.testing.assert_allclose(b.scores, a.scores, rtol=1e-3, atol=1e-4 * float(np.abs(a.scores).max()))
+
+
+def test_candidates_one_at_a_time_equal_the_batch(monkeypatch):
+    """Past the working-set bound the candidates are evaluated one by one: same criterion, same pick."""
+    x, y, cx, cy = _data(N=301, M=41, seed=20)
+    batched = score_dataset(x, y, cx, cy, num_classes=4, whiten="auto")
+    sm_b = W.shrunk_class_means(torch.from_numpy(cx), torch.from_numpy(cy), 4, whiten="auto")
+    monkeypatch.setattr(W, "_BATCH_ELEMS", 1)
+    single = score_dataset(x, y, cx, cy, num_classes=4, whiten="auto")
+    sm_s = W.shrunk_class_means(torch.from_numpy(cx), torch.from_numpy(cy), 4, whiten="auto")
+    assert single.whitening["criterion"] == pytest.approx(batched.whitening["criterion"], abs=1e-12)
+    assert sm_s.criterion == pytest.approx(sm_b.criterion, abs=1e-12) and sm_s.strength == sm_b.strength
+    np.testing.assert_array_equal(single.scores, batched.scores)
