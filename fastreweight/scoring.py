@@ -16,8 +16,9 @@ Memory bound (bytes, beyond the memory-mapped input files, which the OS pages in
 so it is independent of N but for the last line (20 bytes a sample).  ``memory_bound_bytes`` returns it.
 With ``whiten`` (see ``fastreweight.whiten``) the features are read twice — once for their mean and
 covariance, once to score — and the bound grows by ``4·d²·8`` bytes (covariance, eigenvectors,
-transform, workspace) plus ``8·8·max(2^22, M·max(d, C))`` bytes for the leave-one-out criterion; with ``refine`` the rows are read once more per round and the bound grows by
-``2·C·(d + 1)·8`` bytes (per-class sums and counts).
+transform, workspace) plus ``8·8·max(2^22, M·max(d, C))`` bytes for the leave-one-out criterion;
+with ``refine`` the rows are read once more per round and the bound grows by ``2·C·(d + 1)·8`` bytes
+(per-class sums and counts).
 """
 from __future__ import annotations
 
