@@ -394,6 +394,7 @@ DEMO_METHODS = [
     ("L2R", dict(method="l2r")),
     ("meta", dict(method="meta")),
     ("FBR", dict(method="fbr", recipe="paper", skip_epochs=2, alpha_epochs=10)),
+    ("FBR+w", dict(method="fbr", feature_whiten="auto")),
 ]
 
 
@@ -415,6 +416,8 @@ def run_demo(args) -> int:
             mk = dict(mk)
             if args.quick and mk.get("recipe") == "paper":
                 mk["skip_epochs"] = -1  # reweight from the first epoch
+            elif args.quick and mk["method"] == "fbr":
+                mk["warmup"] = 0
             torch.manual_seed(args.seed)
             model = Mo.build_model("mlp", data.input_shape, data.num_classes)
             opt = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"],
@@ -432,6 +435,8 @@ def run_demo(args) -> int:
     print(f"{'run':<12}{'best acc':>10}{'last acc':>10}{'w clean':>10}{'w noisy':>10}{'s/epoch':>10}")
     for label, b, l, mc, mn, sp in rows:
         print(f"{label:<12}{b:>10.4f}{l:>10.4f}{mc:>10.3f}{mn:>10.3f}{sp:>10.3f}")
+    print("(FBR: the published recipe, SPEC §7; FBR+w: the stateful FBR with whitened clean features, "
+          "feature_whiten='auto')")
     print("(weights: mean over the last epoch's steps; L2R/meta weights are rescaled to mean 1 per batch)")
     print(f"total {total:.1f} s")
     if paths:
