@@ -16,7 +16,7 @@ Memory bound (bytes, beyond the memory-mapped input files, which the OS pages in
 so it is independent of N but for the last line (20 bytes a sample).  ``memory_bound_bytes`` returns it.
 With ``whiten`` (see ``fastreweight.whiten``) the features are read twice — once for their mean and
 covariance, once to score — and the bound grows by ``4·d²·8`` bytes (covariance, eigenvectors,
-transform, workspace) plus ``8·8·max(2^22, M·max(d, C))`` bytes for the leave-one-out criterion;
+transform, workspace) plus ``8·8·max(2^20, M·max(d, C))`` bytes for the leave-one-out criterion;
 with ``refine`` the rows are read once more per round and the bound grows by ``2·C·(d + 1)·8`` bytes
 (per-class sums and counts).
 """
@@ -92,7 +92,7 @@ class ScoreResult:
 
 def memory_bound_bytes(n: int, d: int, m: int, c: int, chunk_rows: int, itemsize: int = 4, whiten: bool = False,
                        refine: bool = False) -> int:
-    extra = (4 * d * d * 8 + 8 * 8 * max(1 << 22, m * max(d, c)) if whiten else 0) + (2 * c * (d + 1) * 8 if refine else 0)
+    extra = (4 * d * d * 8 + 8 * 8 * max(1 << 20, m * max(d, c)) if whiten else 0) + (2 * c * (d + 1) * 8 if refine else 0)
     return chunk_rows * d * (itemsize + 4) + m * d * 4 + chunk_rows * c * 12 + (1 << 24) * 4 + n * 20 + extra
 
 

@@ -34,7 +34,7 @@ Cost: one extra streamed pass over the N rows for μ and Σ (N·d² multiply-add
 symmetric eigendecomposition of a d×d matrix, and N·d² more for the transform when scoring.  Extra
 memory: about 4·d²·8 bytes (Σ, its eigenvectors, the float32 transform and workspace), and for
 ``"auto"`` the criterion's temporaries, at most about eight float64 arrays of
-``max(2^22, M·max(d, C))`` elements (candidates are batched only below that size).
+``max(2^20, M·max(d, C))`` elements (candidates are batched only below that size).
 """
 from __future__ import annotations
 
@@ -210,8 +210,8 @@ def loo_auroc(z: torch.Tensor, y: torch.Tensor, num_classes: int, *, center: str
 
 
 #: Candidates are evaluated together while their K×M×max(d, C) working set stays below this many
-#: elements (32 MiB per float64 temporary), one at a time beyond it.
-_BATCH_ELEMS = 1 << 22
+#: elements (8 MiB per float64 temporary), one at a time beyond it.
+_BATCH_ELEMS = 1 << 20
 
 
 def _scaled_criterion(coords: torch.Tensor, scales: torch.Tensor, y: torch.Tensor, num_classes: int, kw: dict) -> list:
