@@ -164,17 +164,23 @@ def score_dataset(
         num_classes = int(max(int(y_all.max()) if N else 0, int(cy.max()) if cy.numel() else 0)) + 1
 
     whitening = None
+    folded = False  # the whitening folded into the class means: rows are scored as they are
     if whiten is not None:
         whitening = _fit_whitening(features, N, chunk_rows, cz, cy, num_classes, device, progress,
                                    whiten=whiten, center=center, shift=shift, alpha=alpha)
-        cz = whitening.apply(cz)
+        if whitening.matrix is not None and center == "clean" and normalize in (None, "none"):
+            folded = True
+        else:
+            cz = whitening.apply(cz)
+    side = (lambda z, y: whitening.folded_means(z, y, num_classes)) if folded else (lambda z, y: (z, y))
 
-    score_pass = dict(features=features, y_all=y_all, chunk_rows=chunk_rows, whitening=whitening, device=device,
+    score_pass = dict(features=features, y_all=y_all, chunk_rows=chunk_rows,
+                      whitening=None if folded else whitening, device=device,
                       progress=progress, sim_kw=dict(num_classes=num_classes, center=center, normalize=normalize,
                                                      strategy=strategy, backend=backend,
                                                      on_missing_class=on_missing_class),
                       shift=shift, alpha=alpha)
-    scores, suggested, sums = _score_pass(cz, cy, accumulate=refine > 0, desc="scoring", **score_pass)
+    scores, suggested, sums = _score_pass(*side(cz, cy), accumulate=refine > 0, desc="scoring", **score_pass)
     refinement = None
     for round_ in range(refine):
         # SPEC §3's prototypes from more rows: the clean rows together with the rows the last pass
@@ -185,7 +191,7 @@ def score_dataset(
         total = (csum + sums[0])[present_cls] / (ccount + sums[1])[present_cls, None]
         refinement = {"rounds": round_ + 1, "pseudo_clean_rows": int(sums[1].sum())}
         last = round_ == refine - 1
-        scores, suggested, sums = _score_pass(total.to(torch.float32), present_cls, accumulate=not last,
+        scores, suggested, sums = _score_pass(*side(total.to(torch.float32), present_cls), accumulate=not last,
                                               desc=f"refining {round_ + 1}/{refine}", **score_pass)
     return ScoreResult(scores=scores, suggested=suggested, labels=y_all.numpy(),
                        whitening=None if whitening is None else whitening.describe(), refinement=refinement)

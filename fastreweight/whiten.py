@@ -55,14 +55,32 @@ class Whitening:
     """The fitted map ``z = (x − mean) @ matrix`` (``matrix`` is ``V·diag((λ + t·λ₁)^(-1/2))``)."""
 
     mean: torch.Tensor  # d, float64
-    matrix: torch.Tensor | None  # d×d, float32 (None: the plain features were chosen)
+    matrix: torch.Tensor | None  # d×d, float64 (None: the plain features were chosen)
     strength: float | None  # t, or None for the plain features
     criterion: dict = field(default_factory=dict)  # candidate label -> leave-one-out AUROC ("auto" only)
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         if self.matrix is None:
             return x
-        return (x.to(torch.float64) - self.mean).to(self.matrix.dtype) @ self.matrix
+        # in the rows' precision (float32 rows: a float32 subtraction and GEMM, no float64 copy)
+        work = torch.float64 if x.dtype == torch.float64 else torch.float32
+        return (x.to(work) - self.mean.to(work)) @ self.matrix.to(work)
+
+    def folded_means(self, z: torch.Tensor, y: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One row per present class such that plain scoring with ``center="clean"`` against them
+        equals scoring the mapped rows against the mapped clean rows: with ``A = W Wᵀ`` (W =
+        ``matrix``), the class means ``m_c`` of ``z`` and their class-balanced mean ``cen``, the rows
+        ``cen + A (m_c − cen)`` give ``S_ic = (x_i − cen)ᵀ A (m_c − cen)``, which is what the map
+        gives (the centre maps to the centre; the mean ``μ`` cancels).  The batch side is then used
+        as it is: no d×d product per scored row."""
+        z64, y = z.to(torch.float64), y.to(torch.int64)
+        counts = torch.bincount(y, minlength=num_classes)
+        present = torch.nonzero(counts > 0).flatten()
+        means = torch.zeros(num_classes, z.shape[1], dtype=torch.float64, device=z.device).index_add_(0, y, z64)
+        means = means[present] / counts[present, None].to(torch.float64)
+        cen = means.mean(dim=0)
+        rows = cen + ((means - cen) @ self.matrix) @ self.matrix.T
+        return rows.to(z.dtype), present
 
     def describe(self) -> dict:
         return {"strength": self.strength, "criterion": dict(self.criterion)}
@@ -258,8 +276,7 @@ def fit_whitening(
     if float(evals[0]) <= 0:  # constant features: nothing to whiten
         return Whitening(mean=mean, matrix=None, strength=None)
     if whiten != "auto":
-        return Whitening(mean=mean, matrix=whitening_matrix(evals, evecs, float(whiten)).to(torch.float32),
-                         strength=float(whiten))
+        return Whitening(mean=mean, matrix=whitening_matrix(evals, evecs, float(whiten)), strength=float(whiten))
     xc = clean_features.to(torch.float64)
     yc = clean_labels.to(torch.int64)
     kw = dict(center=center, shift=shift, alpha=alpha)
@@ -270,8 +287,7 @@ def fit_whitening(
                  _scaled_criterion(coords, scales, yc, num_classes, kw))
     if best is None:
         return Whitening(mean=mean, matrix=None, strength=None, criterion=criterion)
-    return Whitening(mean=mean, matrix=whitening_matrix(evals, evecs, best).to(torch.float32), strength=best,
-                     criterion=criterion)
+    return Whitening(mean=mean, matrix=whitening_matrix(evals, evecs, best), strength=best, criterion=criterion)
 
 
 def check_whiten(whiten) -> str | float | None:

@@ -397,3 +397,26 @@ def test_candidates_one_at_a_time_equal_the_batch(monkeypatch):
     assert single.whitening["criterion"] == pytest.approx(batched.whitening["criterion"], abs=1e-12)
     assert sm_s.criterion == pytest.approx(sm_b.criterion, abs=1e-12) and sm_s.strength == sm_b.strength
     np.testing.assert_array_equal(single.scores, batched.scores)
+
+
+@pytest.mark.parametrize("kw", [dict(center="none"), dict(normalize="cosine")], ids=["center-none", "cosine"])
+def test_whitening_without_folding_transforms_the_rows(kw):
+    """Where the map cannot be folded into the class means (no class-balanced centre, or cosine
+    normalisation) every row is mapped: the scores of the numpy-mapped features."""
+    x, y, cx, cy = _data(seed=21)
+    got = score_dataset(x, y, cx, cy, num_classes=4, chunk_rows=13, whiten=0.3, **kw)
+    xw, cxw = _whiten_by_numpy(x, cx, 0.3)
+    want = fr.fbr_scores(torch.from_numpy(xw), torch.from_numpy(y), torch.from_numpy(cxw), torch.from_numpy(cy),
+                         num_classes=4, **kw)
+    np.testing.assert_allclose(got.scores, want.numpy(), rtol=1e-4, atol=1e-5 * float(want.abs().max()))
+
+
+def test_folded_means_equal_mapping_every_row():
+    x, y, cx, cy = _data(N=301, M=41, seed=22)
+    w = W.Whitening(mean=torch.from_numpy(x.astype(np.float64).mean(0)),
+                    matrix=torch.from_numpy(np.random.default_rng(23).standard_normal((6, 6))), strength=0.5)
+    rows, labels = w.folded_means(torch.from_numpy(cx).double(), torch.from_numpy(cy), 4)
+    got = fr.fbr_scores(torch.from_numpy(x).double(), torch.from_numpy(y), rows, labels, num_classes=4)
+    want = fr.fbr_scores(w.apply(torch.from_numpy(x).double()), torch.from_numpy(y),
+                         w.apply(torch.from_numpy(cx).double()), torch.from_numpy(cy), num_classes=4)
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9 * float(want.abs().max()))
