@@ -61,6 +61,25 @@ def cleanlab_table(name="cleanlab_comparison.jsonl"):
     return "\n".join(lines)
 
 
+def score_table():
+    recs = _jsonl("score_cpu.jsonl")
+    if not recs:
+        return None
+    env = recs[-1]["env"]
+    r0 = recs[-1]
+    lines = [
+        f"Source: `benchmarks/results/score_cpu.jsonl` ({env['date'][:10]}, commit {env['commit']}, {r0['threads']} threads; "
+        f"synthetic Gaussian-mixture features, N = {r0['n']}, d = {r0['d']}, C = {r0['classes']}, M = {r0['clean']} clean rows, "
+        f"chunks of {r0['chunk_rows']} rows read from a memory-mapped .npy; best of {len(r0['seconds_all'])} runs).",
+        "",
+        "| setting | seconds | memory bound (MiB) |",
+        "| --- | --- | --- |",
+    ]
+    for r in recs:
+        lines.append(f"| {r['setting']} | {r['seconds']:.2f} | {r['memory_bound_mib']:.0f} |")
+    return "\n".join(lines)
+
+
 def micro_table():
     path = os.path.join(RESULTS, "micro_cpu.json")
     if not os.path.exists(path):
@@ -389,7 +408,7 @@ def plots():
         import matplotlib.pyplot as plt
     except ImportError:
         return
-    recs = [r for r in _jsonl("cleanlab_comparison.jsonl") if r.get("dataset", "mnist5k") == "mnist5k"]
+    recs = [r for r in (_jsonl("cleanlab_comparison.jsonl") or []) if r.get("dataset", "mnist5k") == "mnist5k"]
     if recs:
         fig, ax = plt.subplots(figsize=(6, 3.5))
         methods = sorted({r["method"] for r in recs})
@@ -449,7 +468,7 @@ def gpu_plots(plt):
         plt.close(fig)
 
 
-SECTIONS = {"cleanlab": cleanlab_table,
+SECTIONS = {"cleanlab": cleanlab_table, "score-cpu": score_table,
             "cleanlab-heldout": lambda: cleanlab_table("cleanlab_comparison_heldout.jsonl"), "micro-cpu": micro_table, "variants": variants_table,
             "ablation": ablation_table, "cleanpasses": cleanpasses_table, "refresh": refresh_table, "whiten": whiten_table, "whiten-size": whiten_size_table, "e2e-cpu": e2e_table, "gpu-targets": gpu_targets_table,
             "gpu-grid": gpu_grid_table, "e2e-gpu": e2e_gpu_table}
