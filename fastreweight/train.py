@@ -18,8 +18,8 @@ and returns a ``TrainResult``.  Methods (SPEC §6, same data, model and budget):
     same accuracy as refreshing every ``ceil(4·M/B)`` steps, the earlier default, on every cell); ``"batch"``: a fresh clean mini-batch per step; ``"prototype"``: running class
     means (EMA with ``prototype_momentum``) of the clean features, updated from one clean mini-batch
     per step and used as a C-row clean set (exact for the feature kernel, SPEC §4).
-    ``feature_whiten`` (``"cache"`` only; ``None`` by default): ``"auto"`` or a strength ``t > 0``
-    scores against the cached clean features whitened by their own covariance
+    ``feature_whiten`` (``"cache"`` only here, and ``recipe="paper"``; ``None`` by default): ``"auto"``
+    or a strength ``t > 0`` scores against the cached clean features whitened by their own covariance
     (``fastreweight.whiten.shrunk_class_means``: the whitening is folded into the C class means at
     each refresh, so a step costs what it costs without it; ``"auto"`` picks ``t`` or the plain means
     by leave-one-out on the clean subset at every refresh).  ``TrainResult.config["whiten_strengths"]``
@@ -30,7 +30,9 @@ and returns a ``TrainResult``.  Methods (SPEC §6, same data, model and budget):
     an eval-mode no_grad forward for its penultimate features, ``fbr_scores(center="clean",
     shift="second", alpha=1/(C−1) if epoch < alpha_epochs else 0)``, ``threshold_weights``, stored
     per sample (initial value 0.5, so the loss during ``epoch <= skip_epochs`` is 0.5·mean CE), and
-    the loss ``weighted_loss(reduction="batch")``.
+    the loss ``weighted_loss(reduction="batch")``.  ``feature_whiten`` (not part of the recipe; off by
+    default) whitens the epoch's clean features as for the cache policy, the criterion using the
+    recipe's shift and that epoch's ``alpha``.
 
 * ``"meta"`` — SPEC §3.5: ``capture.linear_factors`` of the head (``meta_layers="all"``: every
   ``nn.Linear``) for the batch and for a clean mini-batch, ``meta_scores``, ``stateless_weights``.
@@ -344,9 +346,10 @@ def train(
         feature_whiten = check_whiten(feature_whiten)
     except ValueError:
         raise ValueError(f"feature_whiten must be None, 'auto' or a positive number, got {feature_whiten!r}") from None
-    if feature_whiten is not None and not (method == "fbr" and recipe == "stateful" and clean_features == "cache"):
-        raise ValueError("feature_whiten applies to method='fbr' with recipe='stateful' and clean_features='cache'; "
-                         f"got method={method!r}, recipe={recipe!r}, clean_features={clean_features!r}")
+    if feature_whiten is not None and not (method == "fbr" and (recipe == "paper" or clean_features == "cache")):
+        raise ValueError("feature_whiten applies to method='fbr' with recipe='paper', or recipe='stateful' and "
+                         f"clean_features='cache'; got method={method!r}, recipe={recipe!r}, "
+                         f"clean_features={clean_features!r}")
     if amp not in (None, "bf16", "fp16"):
         raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {amp!r}")
     if epochs < 0 or batch_size < 1 or clean_batch_size < 1 or clean_passes < 0:
@@ -657,7 +660,7 @@ def train(
             if amp_dtype is not None:
                 feats = feats.float()
             if state.get("scorer") is None or state["scorer"].dtype != feats.dtype:
-                state["scorer"] = CleanScorer(state["Z"].to(feats.dtype), yc, num_classes=C, center="clean",
+                state["scorer"] = CleanScorer(state["Z"].to(feats.dtype), state["Zy"], num_classes=C, center="clean",
                                               check_values=check_values)
             d = state["scorer"].fbr_scores(feats, yb[:nb], shift="second", alpha=a, on_missing_class="skip")
             w = threshold_weights(d, check_values=check_values).to(wdtype)
@@ -732,8 +735,13 @@ def train(
                 clean_pass(epoch)
             active = reweight_start is not None and epoch >= reweight_start
             if paper and active:
-                state["Z"] = _eval_features(model, xc, eval_batch_size)
+                state["Z"], state["Zy"] = _eval_features(model, xc, eval_batch_size), yc
                 state["scorer"] = None  # prepared for the new clean features on first use
+                if feature_whiten is not None:  # C rows standing for the whitened clean side
+                    sm = shrunk_class_means(state["Z"], yc, C, whiten=feature_whiten, shift="second",
+                                            alpha=1.0 / (C - 1) if epoch < alpha_epochs else 0.0)
+                    state["Z"], state["Zy"] = sm.rows, sm.labels
+                    whiten_strengths.append(sm.strength)
             if method == "coteaching":
                 rate_t = forget_rate * min(1.0, epoch / max(num_gradual, 1)) ** exponent
             perm = torch.randperm(N, generator=g).to(dev)

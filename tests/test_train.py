@@ -390,7 +390,8 @@ def test_feature_whiten_auto_is_repeatable_and_records_its_choices():
 @pytest.mark.parametrize("kw,msg", [
     (dict(feature_whiten="x"), r"feature_whiten must be None, 'auto' or a positive number"),
     (dict(feature_whiten=-1.0), r"feature_whiten must be None, 'auto' or a positive number"),
-    (dict(feature_whiten="auto", recipe="paper"), r"feature_whiten applies to method='fbr' with recipe='stateful'"),
+    (dict(feature_whiten="auto", recipe="stateful", clean_features="prototype"),
+     r"feature_whiten applies to method='fbr' with recipe='paper', or recipe='stateful'"),
     (dict(feature_whiten="auto", clean_features="batch"), r"feature_whiten applies to .* clean_features='cache'"),
 ])
 def test_feature_whiten_rejects_unsupported_settings(kw, msg):
@@ -400,3 +401,14 @@ def test_feature_whiten_rejects_unsupported_settings(kw, msg):
         train(m, torch.optim.SGD(m.parameters(), lr=0.1), d, method="fbr", epochs=1, **kw)
     with pytest.raises(ValueError, match=r"feature_whiten applies to method='fbr'"):
         train(m, torch.optim.SGD(m.parameters(), lr=0.1), d, method="erm", epochs=1, feature_whiten=0.1)
+
+
+def test_feature_whiten_in_the_paper_recipe():
+    """One whitening per reweighted epoch; a huge strength is the recipe itself."""
+    d = _tiny(n=300, rate=0.4, noise="pair", clean_size=30)
+    kw = dict(recipe="paper", skip_epochs=1, clean_passes=1, alpha_epochs=2)
+    plain = _fbr_run(d, **kw)
+    huge = _fbr_run(d, feature_whiten=1e12, **kw)
+    auto = _fbr_run(d, feature_whiten="auto", **kw)
+    torch.testing.assert_close(huge.final_weights, plain.final_weights, rtol=0, atol=1e-5)
+    assert len(auto.config["whiten_strengths"]) == 2  # epochs 2 and 3 are reweighted
