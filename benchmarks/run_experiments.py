@@ -14,9 +14,9 @@
   threshold_weights, (d) running class prototypes; (e) = (a) with the five clean passes' worth of clean
   samples mixed into the training batches (``clean_mix=5``: the same clean visits, no extra steps),
   next to ``erm+mix``, ERM given the same mixed-in clean samples; (a+b) = (a) with two or three clean
-  passes instead of five; (a+w) = (a) with the clean features whitened (``feature_whiten="auto"``).  Epoch time is the median
-  training-epoch time of each run; ratios to ERM are formed per cell and seed (same process, back to
-  back).
+  passes instead of five; (a+w) = (a) with the clean features whitened (``feature_whiten="auto"``).
+  Epoch time is the median training-epoch time of each run; ratios to ERM are formed per cell and
+  seed (same process, back to back).
 * ``ablation`` (stateful FBR, MNIST-5k, 40% symmetric and 40% asymmetric): shift, Reweighter lr, warm-up,
   clean-subset size and clean-feature policy, one at a time around the defaults.
 * ``cleanpasses`` (every cell of ``variants``): ERM, bi-level L2R and the default FBR, each without and
