@@ -50,6 +50,7 @@ RESULTS = os.path.join(os.path.dirname(__file__), "results")
 ALL_METHODS = {
     "erm": dict(method="erm"),
     "fbr (default: stateful, cache)": dict(method="fbr", warmup=0),
+    "fbr feature_whiten=auto (cache)": dict(method="fbr", warmup=0, feature_whiten="auto"),
     "fbr clean_features=batch": dict(method="fbr", warmup=0, clean_features="batch"),
     "fbr clean_features=prototype": dict(method="fbr", warmup=0, clean_features="prototype"),
     "fbr recipe=paper (eval forward, 5 clean passes)": dict(method="fbr", recipe="paper", skip_epochs=-1, clean_passes=5),
