@@ -121,7 +121,9 @@ def score_dataset(
     ``whiten``: ``None`` scores the features as given (SPEC §3); a number ``t > 0`` or ``"auto"``
     first maps features and clean features through the spectral-shrinkage whitening of
     ``fastreweight.whiten`` (``"auto"`` picks ``t``, or the plain features, by leave-one-out on the
-    clean subset).  ``ScoreResult.whitening`` records the choice.
+    clean subset).  With ``center="clean"`` and no cosine normalisation the map is folded into the
+    clean class means (``Whitening.folded_means``), so the scored rows are never transformed; otherwise
+    every chunk is mapped.  ``ScoreResult.whitening`` records the choice.
 
     ``refine``: rounds of re-scoring against class means of the clean rows together with the rows
     the previous pass scored > 0 under their given labels (pseudo-clean rows; one more streamed pass
