@@ -27,6 +27,8 @@
   with five clean passes, next to ERM, L2R and the default FBR (``fastreweight.whiten``).
 * ``whiten-size`` (MNIST-5k, every noise cell): the default FBR and ``feature_whiten="auto"`` with
   25, 100 and 400 clean samples.
+* ``whiten-cnn`` (MNIST-5k; ``--cells`` to choose): ERM, the default FBR and ``feature_whiten="auto"``
+  on the small CNN of ``fastreweight.models`` (20 epochs).
 * ``refresh`` (every cell of ``variants``): the default stateful FBR with the clean-feature cache
   refreshed every ceil(4·M/B) steps (the default), 2× and 4× that, and once per epoch.
 
@@ -123,6 +125,13 @@ def whiten_size_runs():
     return runs
 
 
+def whiten_cnn_runs():
+    """``feature_whiten="auto"`` on another architecture: the small CNN on MNIST-5k (20 epochs)."""
+    cnn = dict(_model="cnn", _epochs=20)
+    return {"erm": dict(method="erm", **cnn), "fbr-default": dict(method="fbr", **cnn),
+            "fbr+whiten": dict(method="fbr", feature_whiten="auto", **cnn)}
+
+
 def refresh_runs():
     """The cache policy's refresh interval R (SPEC §5), in multiples of the default ceil(4·M/B):
     ``R=k·auto`` is ceil(4k·M/B) steps; ``R=epoch`` refreshes once per epoch (ceil(N/B) steps)."""
@@ -157,22 +166,26 @@ def run_one(preset_name, dataset, noise, rate, seed, name, kw, clean_size=None):
     clean_size = kw.pop("_clean_size", clean_size or preset.clean_size)
     data = D.make_data(dataset, noise=noise, rate=rate, clean_size=clean_size, seed=seed)
     refresh = kw.pop("_refresh", None)
+    model_name = kw.pop("_model", preset.model)
+    epochs = kw.pop("_epochs", None)
     if refresh == "epoch":
         kw["refresh_every"] = -(-len(data.y_train) // preset.batch_size)
     elif refresh is not None:
         kw["refresh_every"] = max(1, -(-4 * refresh * clean_size // preset.batch_size))
     torch.manual_seed(seed)
-    model = Mo.build_model(preset.model, tuple(data.x_train.shape[1:]), data.num_classes)
+    model = Mo.build_model(model_name, tuple(data.x_train.shape[1:]), data.num_classes)
     opt = P.build_optimizer(preset, model.parameters())
     tk = P.train_kwargs(preset)
     for k in list(tk):
         if k not in ("epochs", "batch_size", "lr_milestones", "lr_gamma"):
             tk.pop(k)
     tk.update(kw)
+    if epochs is not None:
+        tk["epochs"] = epochs
     res = train(model, opt, data, seed=seed, **tk)
     cw, nw = res.mean_weights()
     return dict(
-        run=name, dataset=dataset, noise=noise, rate=rate, seed=seed, clean_size=clean_size,
+        run=name, dataset=dataset, noise=noise, rate=rate, seed=seed, clean_size=clean_size, model=model_name,
         last_acc=res.last_acc, best_acc=res.best_acc, clean_weight=cw, noisy_weight=nw,
         epoch_s_median=statistics.median(res.epoch_seconds), epoch_s_mean=res.seconds_per_epoch,
         epochs=len(res.epoch_seconds), reweight_start_epoch=res.reweight_start_epoch,
@@ -182,7 +195,8 @@ def run_one(preset_name, dataset, noise, rate, seed, name, kw, clean_size=None):
 
 def main(argv=None):
     ap = argparse.ArgumentParser()
-    ap.add_argument("suite", choices=("variants", "ablation", "cleanpasses", "refresh", "whiten", "whiten-size"))
+    ap.add_argument("suite", choices=("variants", "ablation", "cleanpasses", "refresh", "whiten", "whiten-size",
+                                          "whiten-cnn"))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--datasets", nargs="+", default=["mnist5k", "digits"])
     ap.add_argument("--cells", nargs="+", default=None, help="e.g. sym:0.4 asym:0.4")
@@ -204,10 +218,10 @@ def main(argv=None):
                 for seed in args.seeds:
                     for name, kw in variants(preset).items():
                         jobs.append((preset, dataset, noise, rate, seed, name, kw))
-    elif args.suite in ("cleanpasses", "refresh", "whiten", "whiten-size"):
+    elif args.suite in ("cleanpasses", "refresh", "whiten", "whiten-size", "whiten-cnn"):
         runs = {"cleanpasses": clean_pass_runs, "refresh": refresh_runs, "whiten": whiten_runs,
-                "whiten-size": whiten_size_runs}[args.suite]()
-        if args.suite == "whiten-size" and args.datasets == ["mnist5k", "digits"]:
+                "whiten-size": whiten_size_runs, "whiten-cnn": whiten_cnn_runs}[args.suite]()
+        if args.suite in ("whiten-size", "whiten-cnn") and args.datasets == ["mnist5k", "digits"]:
             args.datasets = ["mnist5k"]
         for dataset in args.datasets:
             preset = "demo-mnist" if dataset == "mnist5k" else "demo-digits"
