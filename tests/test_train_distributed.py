@@ -24,6 +24,8 @@ CASES = [
     # a clean pass (clean batches 5 -> shards 2/3, last clean batch 2 -> 1/1), eval-mode batch features
     ("fbr-uneven", dict(method="fbr", warmup=1, batch_size=7, clean_passes=1, clean_batch_size=5,
                         batch_features="eval", reduction="batch", shift="second", alpha=0.25)),
+    # whitened clean features: every rank folds the same whitening into the same class means
+    ("fbr-whiten", dict(method="fbr", warmup=0, batch_size=8, refresh_every=3, feature_whiten="auto")),
 ]
 EPOCHS = 2
 
