@@ -170,58 +170,26 @@ def _accuracy_by_cell(recs, source, note):
     return "\n".join(lines)
 
 
-def variants_table():
-    recs = _jsonl("variants.jsonl")
-    if not recs:
-        return None
-    return _accuracy_by_cell(recs, "variants.jsonl",
-                             "test accuracy after the last epoch, mean ± std over seeds; time ratio = median over "
-                             "the dataset's cells and seeds of the run's median epoch time over ERM's in the same "
-                             "cell and seed.")
+_SAME_TIME = "time ratio as in the tables above."
+_ACC = "test accuracy after the last epoch, mean ± std over seeds"
+
+#: README sections rendered by ``_accuracy_by_cell``: section -> (results file, what the table holds)
+CELL_TABLES = {
+    "variants": ("variants.jsonl", f"{_ACC}; time ratio = median over the dataset's cells and seeds of the run's "
+                                   "median epoch time over ERM's in the same cell and seed."),
+    "cleanpasses": ("cleanpasses.jsonl", f"{_ACC}; time ratio as in the table above."),
+    "whiten": ("whiten.jsonl", f"{_ACC}; {_SAME_TIME}"),
+    "whiten-size": ("whiten-size.jsonl", f"MNIST-5k with M clean samples; {_ACC}; {_SAME_TIME}"),
+    "whiten-cnn": ("whiten-cnn.jsonl", f"MNIST-5k, the small CNN of `fastreweight.models`, 20 epochs; {_ACC}; {_SAME_TIME}"),
+    "refresh": ("refresh.jsonl", "stateful FBR with the clean-feature cache refreshed every R reweighting steps "
+                                 "(`fbr-default`: every ceil(4·M/B) steps, the default when this was run; `R=epoch`: "
+                                 f"every ceil(N/B) steps); {_ACC}; {_SAME_TIME}"),
+}
 
 
-def cleanpasses_table():
-    recs = _jsonl("cleanpasses.jsonl")
-    if not recs:
-        return None
-    return _accuracy_by_cell(recs, "cleanpasses.jsonl",
-                             "test accuracy after the last epoch, mean ± std over seeds; time ratio as in the table above.")
-
-
-def whiten_table():
-    recs = _jsonl("whiten.jsonl")
-    if not recs:
-        return None
-    return _accuracy_by_cell(recs, "whiten.jsonl",
-                             "test accuracy after the last epoch, mean ± std over seeds; time ratio as in the tables above.")
-
-
-def whiten_size_table():
-    recs = _jsonl("whiten-size.jsonl")
-    if not recs:
-        return None
-    return _accuracy_by_cell(recs, "whiten-size.jsonl",
-                             "MNIST-5k with M clean samples; test accuracy after the last epoch, mean ± std over seeds; "
-                             "time ratio as in the tables above.")
-
-
-def whiten_cnn_table():
-    recs = _jsonl("whiten-cnn.jsonl")
-    if not recs:
-        return None
-    return _accuracy_by_cell(recs, "whiten-cnn.jsonl",
-                             "MNIST-5k, the small CNN of `fastreweight.models`, 20 epochs; test accuracy after the last epoch, "
-                             "mean ± std over seeds; time ratio as in the tables above.")
-
-
-def refresh_table():
-    recs = _jsonl("refresh.jsonl")
-    if not recs:
-        return None
-    return _accuracy_by_cell(recs, "refresh.jsonl",
-                             "stateful FBR with the clean-feature cache refreshed every R reweighting steps (`fbr-default`: "
-                             "every ceil(4·M/B) steps, the default when this was run; `R=epoch`: every ceil(N/B) steps); test accuracy after "
-                             "the last epoch, mean ± std over seeds; time ratio as in the tables above.")
+def _cell_table(name: str, note: str):
+    recs = _jsonl(name)
+    return _accuracy_by_cell(recs, name, note) if recs else None
 
 
 def ablation_table():
@@ -478,9 +446,10 @@ def gpu_plots(plt):
 
 
 SECTIONS = {"cleanlab": cleanlab_table, "score-cpu": score_table,
-            "cleanlab-heldout": lambda: cleanlab_table("cleanlab_comparison_heldout.jsonl"), "micro-cpu": micro_table, "variants": variants_table,
-            "ablation": ablation_table, "cleanpasses": cleanpasses_table, "refresh": refresh_table, "whiten": whiten_table, "whiten-size": whiten_size_table, "whiten-cnn": whiten_cnn_table, "e2e-cpu": e2e_table, "gpu-targets": gpu_targets_table,
-            "gpu-grid": gpu_grid_table, "e2e-gpu": e2e_gpu_table}
+            "cleanlab-heldout": lambda: cleanlab_table("cleanlab_comparison_heldout.jsonl"), "micro-cpu": micro_table,
+            "ablation": ablation_table, "e2e-cpu": e2e_table, "gpu-targets": gpu_targets_table,
+            "gpu-grid": gpu_grid_table, "e2e-gpu": e2e_gpu_table,
+            **{sec: (lambda name=name, note=note: _cell_table(name, note)) for sec, (name, note) in CELL_TABLES.items()}}
 
 
 def main():

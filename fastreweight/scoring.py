@@ -223,10 +223,12 @@ def _score_pass(cz, cy, *, features, y_all, chunk_rows, whitening, device, progr
             if sums is None:
                 sums = (torch.zeros(C, x.shape[1], dtype=torch.float64, device=device),
                         torch.zeros(C, dtype=torch.float64, device=device))
-            keep = (dch > 0) & (y >= 0) & (y < C)
-            yk = y[keep]
-            sums[0].index_add_(0, yk, x[keep].to(torch.float64))
-            sums[1].index_add_(0, yk, torch.ones_like(yk, dtype=torch.float64))
+            # rows scored > 0 (labels out of range never are kept); a masked add, so no boolean
+            # indexing and no host synchronisation per chunk
+            keep = ((dch > 0) & (y >= 0) & (y < C)).to(torch.float64)
+            yc = y.clamp(0, C - 1)
+            sums[0].index_add_(0, yc, x.to(torch.float64) * keep[:, None])
+            sums[1].index_add_(0, yc, keep)
         scores[start:stop] = dch.float().cpu().numpy()
         suggested[start:stop] = best.cpu().numpy()
     if accumulate and sums is None:  # no rows at all
@@ -251,10 +253,10 @@ def _fit_whitening(features, n, chunk_rows, cz, cy, num_classes, device, progres
     """First pass over the rows (their mean and covariance), then the strength (``fastreweight.whiten``)."""
     if cy.numel() == 0:
         raise ValueError("clean_labels is empty: the clean subset needs at least one row per class it scores")
-    if int(cy.min()) < 0 or int(cy.max()) >= num_classes:
-        raise ValueError(f"clean_labels must be in [0, {num_classes}), got values in [{int(cy.min())}, {int(cy.max())}]")
-    if not bool(torch.isfinite(cz).all()):
-        raise ValueError("clean_features contain NaN or Inf")
+    vc = V.ValueChecks()  # before the first pass: the criterion reads the clean side
+    vc.finite("clean_features", cz)
+    vc.labels_in_range("clean_labels", cy, num_classes)
+    vc.run()
     moments = _whiten.StreamingMoments()
     for start in _chunk_starts(n, chunk_rows, progress, "covariance"):
         moments.update(_as_tensor(features[start:start + chunk_rows]).to(device=device, dtype=torch.float32))

@@ -116,6 +116,7 @@ import torch.nn.functional as F
 
 from . import capture
 from .data import NoisyData
+from .whiten import check_whiten, shrunk_class_means
 from .weights import (
     CleanScorer,
     Reweighter,
@@ -340,8 +341,6 @@ def train(
         raise ValueError(f"recipe must be 'stateful' or 'paper', got {recipe!r}")
     if clean_features not in ("cache", "batch", "prototype"):
         raise ValueError(f"clean_features must be cache, batch or prototype, got {clean_features!r}")
-    from .whiten import check_whiten, shrunk_class_means
-
     try:
         feature_whiten = check_whiten(feature_whiten)
     except ValueError:
@@ -565,7 +564,8 @@ def train(
                 state["Z"], state["Zy"] = _eval_features(model, xc, eval_batch_size), yc
                 state["scorer"] = None  # prepared on first use, for the batch features' dtype
                 if feature_whiten is not None:  # C rows standing for the whitened clean side
-                    sm = shrunk_class_means(state["Z"], yc, C, whiten=feature_whiten, shift=shift, alpha=alpha)
+                    sm = shrunk_class_means(state["Z"], yc, C, whiten=feature_whiten, shift=shift, alpha=alpha,
+                                            check_values=check_values)
                     state["Z"], state["Zy"] = sm.rows, sm.labels
                     whiten_strengths.append(sm.strength)
             return state["Z"], state["Zy"]
@@ -739,7 +739,8 @@ def train(
                 state["scorer"] = None  # prepared for the new clean features on first use
                 if feature_whiten is not None:  # C rows standing for the whitened clean side
                     sm = shrunk_class_means(state["Z"], yc, C, whiten=feature_whiten, shift="second",
-                                            alpha=1.0 / (C - 1) if epoch < alpha_epochs else 0.0)
+                                            alpha=1.0 / (C - 1) if epoch < alpha_epochs else 0.0,
+                                            check_values=check_values)
                     state["Z"], state["Zy"] = sm.rows, sm.labels
                     whiten_strengths.append(sm.strength)
             if method == "coteaching":

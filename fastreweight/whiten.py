@@ -44,6 +44,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from . import validate as V
+
 
 #: Candidate strengths t = τ/λ₁ tried by ``whiten="auto"`` (geometric, from nearly full whitening to
 #: nearly the plain inner product).
@@ -73,17 +75,22 @@ class Whitening:
         ``cen + A (m_c − cen)`` give ``S_ic = (x_i − cen)ᵀ A (m_c − cen)``, which is what the map
         gives (the centre maps to the centre; the mean ``μ`` cancels).  The batch side is then used
         as it is: no d×d product per scored row."""
-        z64, y = z.to(torch.float64), y.to(torch.int64)
-        counts = torch.bincount(y, minlength=num_classes)
-        present = torch.nonzero(counts > 0).flatten()
-        means = torch.zeros(num_classes, z.shape[1], dtype=torch.float64, device=z.device).index_add_(0, y, z64)
-        means = means[present] / counts[present, None].to(torch.float64)
+        means, present = class_means(z, y, num_classes)
         cen = means.mean(dim=0)
         rows = cen + ((means - cen) @ self.matrix) @ self.matrix.T
         return rows.to(z.dtype), present
 
     def describe(self) -> dict:
         return {"strength": self.strength, "criterion": dict(self.criterion)}
+
+
+def class_means(z: torch.Tensor, y: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(means of the present classes, float64, P×d; the present classes, ascending, int64)."""
+    z64, y = z.to(torch.float64), y.to(torch.int64)
+    counts = torch.bincount(y, minlength=num_classes)
+    present = torch.nonzero(counts > 0).flatten()
+    sums = torch.zeros(num_classes, z.shape[1], dtype=torch.float64, device=z.device).index_add_(0, y, z64)
+    return sums[present] / counts[present, None].to(torch.float64), present
 
 
 class StreamingMoments:
@@ -327,8 +334,13 @@ def shrunk_class_means(
     whiten: str | float,
     shift: str = "max",
     alpha: float = 0.0,
+    check_values: bool = True,
 ) -> ShrunkMeans:
     """Whitening by the clean rows' own covariance, folded into their class means.
+
+    ``clean_features`` M×d float (M ≥ 1), ``clean_labels`` M integers in ``[0, num_classes)``, on one
+    device; ``whiten`` ``"auto"`` or a strength ``t > 0``.  ``check_values`` adds the data-dependent
+    checks (finite features, labels in range: one host synchronisation).
 
     With ``Σ = V diag(λ) Vᵀ`` the covariance of the M clean rows (rank r < min(M, d): computed from
     the smaller Gram matrix, M×M or d×d, O(M·d·min(M, d) + min(M, d)³)), ``τ = t·λ₁``, the class means ``m_c`` and their class-balanced mean
@@ -343,13 +355,27 @@ def shrunk_class_means(
     against cached clean features pays for the whitening once per refresh — the batch side is
     untouched.  ``whiten="auto"`` picks ``t`` (or the plain means) by the leave-one-out criterion of
     the module doc, computed in the r coordinates of the clean rows' span."""
+    V.check_float_matrix("clean_features", clean_features)
+    V.check_label_vector("clean_labels", clean_labels, clean_features.shape[0])
+    V.check_same_device({"clean_features": clean_features, "clean_labels": clean_labels})
+    if V.check_num_classes(num_classes) is None:
+        raise TypeError("num_classes must be a positive int, got None")
+    whiten = check_whiten(whiten)
+    if whiten is None:
+        raise ValueError("whiten must be 'auto' or a positive number here (None means no whitening: use the plain means)")
+    V.check_option("shift", shift, V.SHIFT_OPTIONS)
+    alpha = V.check_alpha(alpha)
+    if clean_features.shape[0] == 0:
+        raise ValueError("clean_features is empty: the clean subset needs at least one row")
+    if check_values:
+        vc = V.ValueChecks()
+        vc.finite("clean_features", clean_features)
+        vc.labels_in_range("clean_labels", clean_labels, num_classes)
+        vc.run()
     z = clean_features.detach().to(torch.float64)
     y = clean_labels.to(torch.int64)
     M = z.shape[0]
-    counts = torch.bincount(y, minlength=num_classes)
-    present = torch.nonzero(counts > 0).flatten()
-    means = torch.zeros(num_classes, z.shape[1], dtype=torch.float64, device=z.device).index_add_(0, y, z)
-    means = means[present] / counts[present, None].to(torch.float64)
+    means, present = class_means(z, y, num_classes)
     cen = means.mean(dim=0)
     plain = ShrunkMeans(rows=means.to(clean_features.dtype), labels=present, strength=None)
     zc = z - z.mean(dim=0)
@@ -362,11 +388,11 @@ def shrunk_class_means(
     keep = evals > evals[0] * 1e-10
     lam = evals[keep]
     if gram_rows:
-        V = zc.T @ evecs[:, keep] / (M * lam).sqrt()  # orthonormal basis of the rows' span
+        basis = zc.T @ evecs[:, keep] / (M * lam).sqrt()  # orthonormal basis V of the rows' span
         coords = evecs[:, keep] * (M * lam).sqrt()  # zc in that basis
     else:
-        V = evecs[:, keep]
-        coords = zc @ V
+        basis = evecs[:, keep]
+        coords = zc @ basis
     kw = dict(center="clean", shift=shift, alpha=alpha)
     criterion: dict = {}
     if whiten == "auto":
@@ -381,5 +407,5 @@ def shrunk_class_means(
         plain.criterion = criterion
         return plain
     shrink = lam / (lam + best_t * lam[0])
-    rows = means - (((means - cen) @ V) * shrink) @ V.T
+    rows = means - (((means - cen) @ basis) * shrink) @ basis.T
     return ShrunkMeans(rows=rows.to(clean_features.dtype), labels=present, strength=best_t, criterion=criterion)

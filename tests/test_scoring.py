@@ -92,6 +92,13 @@ def test_score_dataset_rejects_bad_input(kw, exc, msg):
         score_dataset(**args)
 
 
+def _offset_data(N, M, d, C, seed):
+    """Like ``_data``, with features offset from the origin (centering matters) and every class clean."""
+    g = np.random.default_rng(seed)
+    return ((g.standard_normal((N, d)) + 0.5).astype(np.float32), g.integers(0, C, N),
+            (g.standard_normal((M, d)) + 0.5).astype(np.float32), np.arange(M) % C)
+
+
 def _gpu_backends():
     if not torch.cuda.is_available():
         return [pytest.param("triton", marks=pytest.mark.skip(reason="no CUDA device"))]
@@ -106,12 +113,8 @@ def _gpu_backends():
 def test_score_dataset_on_the_gpu_matches_the_cpu_reference(backend):
     """Streamed scoring on a CUDA device (odd chunk size, features handed over as a host array) gives
     the CPU reference's scores and suggested labels."""
-    rng = np.random.default_rng(11)
-    N, M, d, C = 1025, 97, 33, 7
-    feats = (rng.standard_normal((N, d)) + 0.5).astype(np.float32)
-    labels = rng.integers(0, C, N)
-    clean = (rng.standard_normal((M, d)) + 0.5).astype(np.float32)
-    clean_labels = np.arange(M) % C
+    C = 7
+    feats, labels, clean, clean_labels = _offset_data(N=1025, M=97, d=33, C=C, seed=11)
     ref = score_dataset(feats, labels, clean, clean_labels, num_classes=C, chunk_rows=97, backend="reference")
     got = score_dataset(feats, labels, clean, clean_labels, num_classes=C, chunk_rows=97, device="cuda",
                         backend=backend)
@@ -143,12 +146,8 @@ def _cpu_backends():
 def test_score_dataset_backends_on_the_cpu_match_the_reference(backend, kw):
     """The streamed scorer through each fast backend the CPU has (the Triton kernels through the
     interpreter): the reference backend's scores and suggestions, odd sizes, a ragged last chunk."""
-    rng = np.random.default_rng(17)
-    N, M, d, C = 97, 41, 17, 5
-    feats = (rng.standard_normal((N, d)) + 0.5).astype(np.float32)
-    labels = rng.integers(0, C, N)
-    clean = (rng.standard_normal((M, d)) + 0.5).astype(np.float32)
-    clean_labels = np.arange(M) % C
+    C = 5
+    feats, labels, clean, clean_labels = _offset_data(N=97, M=41, d=17, C=C, seed=17)
     ref = score_dataset(feats, labels, clean, clean_labels, num_classes=C, chunk_rows=13, backend="reference", **kw)
     got = score_dataset(feats, labels, clean, clean_labels, num_classes=C, chunk_rows=13, backend=backend, **kw)
     scale = float(np.abs(ref.scores).max())

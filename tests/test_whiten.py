@@ -196,9 +196,9 @@ def test_whiten_rejects_bad_features_and_labels():
         score_dataset(bad, y, cx, cy, whiten="auto")
     badc = cx.copy()
     badc[0, 0] = np.inf
-    with pytest.raises(ValueError, match=r"clean_features contain NaN or Inf"):
+    with pytest.raises(ValueError, match=r"clean_features contains NaN or Inf"):
         score_dataset(x, y, badc, cy, whiten=0.1)
-    with pytest.raises(ValueError, match=r"clean_labels must be in \[0, 4\), got values in \[0, 7\]"):
+    with pytest.raises(ValueError, match=r"clean_labels must hold class labels in \[0, 4\), got values in \[0, 7\]"):
         score_dataset(x, y, cx, np.r_[cy[:-1], 7], num_classes=4, whiten="auto")
     with pytest.raises(ValueError, match=r"shift must be one of"):
         score_dataset(x, y, cx, cy, shift="largest", whiten="auto")
@@ -420,3 +420,27 @@ def test_folded_means_equal_mapping_every_row():
     want = fr.fbr_scores(w.apply(torch.from_numpy(x).double()), torch.from_numpy(y),
                          w.apply(torch.from_numpy(cx).double()), torch.from_numpy(cy), num_classes=4)
     torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9 * float(want.abs().max()))
+
+
+@pytest.mark.parametrize("args,kw,exc,msg", [
+    ((torch.ones(5), torch.zeros(5, dtype=torch.long), 2), {}, ValueError, r"clean_features must be a 2-D tensor"),
+    ((torch.ones(5, 3, dtype=torch.long), torch.zeros(5, dtype=torch.long), 2), {}, TypeError,
+     r"clean_features must have a floating dtype"),
+    ((torch.ones(5, 3), torch.zeros(4, dtype=torch.long), 2), {}, ValueError, r"clean_labels must have length 5"),
+    ((torch.ones(5, 3), torch.zeros(5), 2), {}, TypeError, r"clean_labels must be an integer tensor"),
+    ((torch.ones(0, 3), torch.zeros(0, dtype=torch.long), 2), {}, ValueError, r"clean_features is empty"),
+    ((torch.ones(5, 3), torch.tensor([0, 1, 0, 1, 2]), 2), {}, ValueError,
+     r"clean_labels must hold class labels in \[0, 2\), got values in \[0, 2\]"),
+    ((torch.tensor([[0.0, 1.0]] * 3 + [[float("nan"), 1.0]]), torch.tensor([0, 1, 0, 1]), 2), {}, ValueError,
+     r"clean_features contains NaN or Inf"),
+    ((torch.ones(5, 3), torch.zeros(5, dtype=torch.long), 0), {}, ValueError, r"num_classes must be a positive int"),
+    ((torch.ones(5, 3), torch.zeros(5, dtype=torch.long), 2), dict(whiten=None), ValueError,
+     r"whiten must be 'auto' or a positive number here"),
+    ((torch.ones(5, 3), torch.zeros(5, dtype=torch.long), 2), dict(whiten=-1), ValueError,
+     r"whiten must be None, 'none', 'auto' or a positive number"),
+    ((torch.ones(5, 3), torch.zeros(5, dtype=torch.long), 2), dict(shift="top"), ValueError, r"shift must be one of"),
+])
+def test_shrunk_class_means_rejects_bad_input(args, kw, exc, msg):
+    kw = {"whiten": "auto", **kw}
+    with pytest.raises(exc, match=msg):
+        W.shrunk_class_means(*args, **kw)
