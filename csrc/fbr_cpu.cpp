@@ -826,6 +826,168 @@ at::Tensor threshold_weights_cpu(const at::Tensor& scores) {
   return out;
 }
 
+// ---------------------------------------------------------------------------------------------
+// The leave-one-out criterion of whiten="auto" (fastreweight/whiten.py, loo_auroc), one candidate
+// feature map per row of `scales`: candidate k maps clean row i to z_i = coords_i * scales_k
+// (elementwise; coords are the rows in an eigenbasis, so each candidate is a whitening strength).
+// For each candidate, each clean row i whose class keeps another row is scored against class means
+// that exclude it (SPEC §3.1-3.4, linear kernel; with center the class-balanced centre moves with
+// the own class mean), once under its own label (a positive) and once under every other present
+// class (negatives); the result is the AUROC of positives against negatives (Mann-Whitney U, ties
+// counted half), NaN when there is no positive, no negative or fewer than two present classes.
+// Written to match whiten.loo_similarity + all_label_scores + _auroc; float64 throughout.
+// Cost per candidate O(M*C*r + n0*log n0) with n0 = (number of kept rows)*(present classes - 1),
+// memory O(M*r + C*r + n0): nothing of size K*M*r is formed.  Candidates are independent and run in
+// parallel; each one's arithmetic is sequential, so results do not depend on the thread count.
+// ---------------------------------------------------------------------------------------------
+// a·b with four partial sums (independent accumulators: the loop is not bound by the add latency)
+static inline double dot4(const double* a, const double* b, int64_t n) {
+  double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+  int64_t j = 0;
+  for (; j + 4 <= n; j += 4) {
+    s0 += a[j] * b[j];
+    s1 += a[j + 1] * b[j + 1];
+    s2 += a[j + 2] * b[j + 2];
+    s3 += a[j + 3] * b[j + 3];
+  }
+  for (; j < n; ++j) s0 += a[j] * b[j];
+  return (s0 + s1) + (s2 + s3);
+}
+
+static double loo_auroc_one(const double* coords, const double* scale, const int64_t* y, int64_t M, int64_t r,
+                            int64_t C, bool center, fbr::Shift sh, double alpha) {
+  // meansT is r x C (class index fastest), so a row's C similarities accumulate in C independent
+  // lanes: S[c] += zt[j] * meansT[j][c], a loop the compiler vectorises without reassociating sums
+  std::vector<double> z(M * r), meansT(r * C, 0.0), cen(r, 0.0), delta(r), cenr(r), zt(r), S(C);
+  std::vector<int64_t> counts(C, 0);
+  for (int64_t i = 0; i < M; ++i) {
+    const double* ci = coords + i * r;
+    double* zi = z.data() + i * r;
+    const int64_t c = y[i];
+    for (int64_t j = 0; j < r; ++j) {
+      zi[j] = ci[j] * scale[j];
+      meansT[j * C + c] += zi[j];
+    }
+    counts[c] += 1;
+  }
+  int64_t P = 0;
+  std::vector<double> inv_count(C, 0.0);
+  for (int64_t c = 0; c < C; ++c)
+    if (counts[c] > 0) {
+      ++P;
+      inv_count[c] = 1.0 / static_cast<double>(counts[c]);
+    }
+  for (int64_t j = 0; j < r; ++j)
+    for (int64_t c = 0; c < C; ++c) meansT[j * C + c] *= inv_count[c];
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  if (P < 2) return nan;
+  if (center) {
+    for (int64_t j = 0; j < r; ++j) {
+      double t = 0.0;
+      for (int64_t c = 0; c < C; ++c) t += meansT[j * C + c];  // absent classes hold 0
+      cen[j] = t / static_cast<double>(P);
+    }
+  }
+  const double n_comp = static_cast<double>(P - 1);
+  std::vector<double> pos, neg;
+  pos.reserve(M);
+  neg.reserve(M * (P - 1));
+  int64_t n0 = 0;
+  for (int64_t i = 0; i < M; ++i) {
+    const int64_t yi = y[i], n_own = counts[yi];
+    if (n_own < 2) continue;  // alone in its class: left out
+    const double* zi = z.data() + i * r;
+    const double inv = 1.0 / static_cast<double>(n_own - 1);
+    const double invP = 1.0 / static_cast<double>(P);
+    for (int64_t j = 0; j < r; ++j) {
+      delta[j] = (meansT[j * C + yi] - zi[j]) * inv;  // the own class mean without row i is m_y + delta
+      cenr[j] = center ? cen[j] + delta[j] * invP : 0.0;
+      zt[j] = zi[j] - cenr[j];
+    }
+    const double a = dot4(zt.data(), cenr.data(), r), b = dot4(zt.data(), delta.data(), r);
+    std::fill(S.begin(), S.end(), 0.0);
+    for (int64_t j = 0; j < r; ++j) {
+      const double v = zt[j];
+      const double* mj = meansT.data() + j * C;
+      for (int64_t c = 0; c < C; ++c) S[c] += v * mj[c];
+    }
+    double total = 0.0, first = -std::numeric_limits<double>::infinity(), second = first;
+    for (int64_t c = 0; c < C; ++c) {
+      if (counts[c] == 0) continue;
+      double s = S[c] - a;
+      if (c == yi) s += b;
+      S[c] = s;
+      total += s;
+      if (s > first) {
+        second = first;
+        first = s;
+      } else if (s > second) {
+        second = s;
+      }
+    }
+    for (int64_t c = 0; c < C; ++c) {
+      if (counts[c] == 0) continue;
+      double bc = 0.0;
+      switch (sh) {
+        case fbr::Shift::None: bc = 0.0; break;
+        case fbr::Shift::Mean: bc = (total - S[c]) / std::max(n_comp, 1.0); break;
+        case fbr::Shift::Max: bc = S[c] == first ? second : first; break;  // a tie at the top: second == first
+        case fbr::Shift::Second: bc = second; break;
+      }
+      double dc = S[c] - bc;
+      if (alpha != 0.0) dc -= alpha * (total - S[c] - n_comp * bc);
+      if (c == yi) pos.push_back(dc);
+      else {
+        ++n0;
+        if (!std::isnan(dc)) neg.push_back(dc);  // a NaN pair counts as neither greater nor equal
+      }
+    }
+  }
+  if (pos.empty() || n0 == 0) return nan;
+  std::sort(neg.begin(), neg.end());
+  double u = 0.0;
+  for (double p : pos) {
+    if (std::isnan(p)) continue;
+    const auto lo = std::lower_bound(neg.begin(), neg.end(), p);
+    const auto hi = std::upper_bound(lo, neg.end(), p);
+    u += static_cast<double>(lo - neg.begin()) + 0.5 * static_cast<double>(hi - lo);
+  }
+  return u / (static_cast<double>(pos.size()) * static_cast<double>(n0));
+}
+
+at::Tensor loo_auroc_cpu(const at::Tensor& coords, const at::Tensor& scales, const at::Tensor& y, int64_t num_classes,
+                         bool center, c10::string_view shift, double alpha) {
+  const char* op = "loo_auroc";
+  TORCH_CHECK(coords.dim() == 2 && coords.scalar_type() == at::kDouble, "fastreweight::", op,
+              ": coords must be a 2-D float64 tensor (M x r), got ", coords.scalar_type(), " of shape ",
+              fbr::shape_str(coords));
+  TORCH_CHECK(scales.dim() == 2 && scales.scalar_type() == at::kDouble && scales.size(1) == coords.size(1),
+              "fastreweight::", op, ": scales must be a 2-D float64 tensor (K x ", coords.size(1),
+              ", one row per candidate), got ", scales.scalar_type(), " of shape ", fbr::shape_str(scales));
+  TORCH_CHECK(num_classes >= 1, "fastreweight::", op, ": num_classes must be >= 1, got ", num_classes);
+  fbr::Shape s;
+  s.B = coords.size(0);
+  const fbr::Shift sh = fbr::check_epilogue(op, s, y, shift, alpha);
+  TORCH_CHECK(coords.device().is_cpu() && scales.device().is_cpu() && y.device().is_cpu(), "fastreweight::", op,
+              ": the CPU kernel needs coords, scales and y on the CPU, got ", coords.device(), ", ", scales.device(),
+              " and ", y.device());
+  const int64_t M = coords.size(0), r = coords.size(1), K = scales.size(0), C = num_classes;
+  at::Tensor cc = coords.contiguous(), sc = scales.contiguous(), yc = y.contiguous();
+  const int64_t* yp = yc.data_ptr<int64_t>();
+  for (int64_t i = 0; i < M; ++i)
+    TORCH_CHECK(yp[i] >= 0 && yp[i] < C, "fastreweight::", op, ": y holds ", yp[i], " at position ", i,
+                "; labels must lie in [0, ", C, ")");
+  at::Tensor out = at::empty({K}, coords.options());
+  if (fbr::poison_flag()) out.fill_(std::numeric_limits<double>::quiet_NaN());
+  const double* cp = cc.data_ptr<double>();
+  const double* spp = sc.data_ptr<double>();
+  double* op_ = out.data_ptr<double>();
+  at::parallel_for(0, K, 1, [&](int64_t k0, int64_t k1) {
+    for (int64_t k = k0; k < k1; ++k) op_[k] = loo_auroc_one(cp, spp + k * r, yp, M, r, C, center, sh, alpha);
+  });
+  return out;
+}
+
 bool set_poison_outputs(bool enable) {
   const bool old = fbr::poison_flag();
   fbr::poison_flag() = enable;
@@ -854,6 +1016,7 @@ TORCH_LIBRARY(fastreweight, m) {
       "bool cosine, Tensor y, str shift, float alpha, Tensor(a!) weights, Tensor idx, float lr, "
       "str normalize_update, float eps) -> (Tensor, Tensor)");
   m.def("threshold_weights(Tensor scores) -> Tensor");
+  m.def("loo_auroc(Tensor coords, Tensor scales, Tensor y, int num_classes, bool center, str shift, float alpha) -> Tensor");
   // test hook: fill every output with NaN before the kernel writes it (returns the previous setting)
   m.def("_set_poison_outputs(bool enable) -> bool", &fbr_cpu::set_poison_outputs);
 }
@@ -866,6 +1029,7 @@ TORCH_LIBRARY_IMPL(fastreweight, CPU, m) {
   m.impl("reweighter_step", &fbr_cpu::reweighter_step_cpu);
   m.impl("threshold_weights", &fbr_cpu::threshold_weights_cpu);
   m.impl("fbr_reweight_prototype", &fbr_cpu::fbr_reweight_prototype_cpu);
+  m.impl("loo_auroc", &fbr_cpu::loo_auroc_cpu);
 }
 
 // A module init function, so that a setup.py build can be imported as fastreweight._C_cpu

@@ -256,19 +256,48 @@ class _AutoWarmup:
         return self.since >= self.patience or epoch + 1 >= self.cap
 
 
-def _group_means(w: torch.Tensor, clean_mask: torch.Tensor) -> torch.Tensor:
-    """[mean weight of the batch's clean rows, of its mislabelled rows] on the device (NaN for an
-    empty group), so that recording them costs no host synchronisation per step."""
-    w = w.detach().float()
-    m = clean_mask.to(w.dtype)
-    return torch.stack([(w * m).sum() / m.sum(), (w * (1 - m)).sum() / (1 - m).sum()])
+class _WeightLog:
+    """The mean weight of each training step's clean rows and of its mislabelled rows, computed once
+    per epoch rather than per step: a step only hands over its weight tensor (no tensor op; ERM, whose
+    weights are all 1, hands over nothing) and the rows it covered, a contiguous range of the epoch's
+    permutation.  At the end of the epoch one concatenation and one ``index_add_`` give every step's
+    [Σ w·clean, #clean, Σ w·noisy, #noisy] (float64), which ranks all-reduce when distributed; a group
+    absent from a step's batch gives NaN.  No host synchronisation until the single read-back.
+
+    The weight tensors are kept by reference until the epoch ends: every method returns a fresh
+    tensor per step (never a view of state it updates later)."""
+
+    def __init__(self) -> None:
+        self.ranges: list[tuple[int, int]] = []  # (first row, number of rows) of the permutation
+        self.weights: list[torch.Tensor] = []
+
+    def add(self, start: int, rows: int, w: torch.Tensor | None) -> None:
+        self.ranges.append((start, rows))
+        if w is not None:
+            self.weights.append(w.detach())
+
+    def step_sums(self, perm: torch.Tensor, is_clean: torch.Tensor) -> torch.Tensor | None:
+        """(steps × 4) float64 sums of the epoch's steps; ``None`` if no step was logged."""
+        if not self.ranges:
+            return None
+        dev = perm.device
+        starts, sizes = torch.tensor(self.ranges, device=dev).unbind(1)
+        total = sum(n for _, n in self.ranges)
+        step = torch.repeat_interleave(torch.arange(len(self.ranges), device=dev), sizes, output_size=total)
+        # row r of the log is row starts[s] + (r − first row of step s) of the permutation
+        pos = (starts - (torch.cumsum(sizes, 0) - sizes))[step] + torch.arange(total, device=dev)
+        m = is_clean[perm[pos]].to(torch.float64)
+        w = (torch.cat(self.weights).to(torch.float64) if self.weights
+             else torch.ones(total, dtype=torch.float64, device=dev))
+        cols = torch.stack([w * m, m, w * (1 - m), 1 - m], dim=1)
+        self.ranges.clear()
+        self.weights.clear()
+        return torch.zeros(len(sizes), 4, dtype=torch.float64, device=dev).index_add_(0, step, cols)
 
 
-def _group_sums(w: torch.Tensor, clean_mask: torch.Tensor) -> torch.Tensor:
-    """[Σ w·clean, #clean, Σ w·noisy, #noisy] of a shard (float64), for all-reducing over ranks."""
-    w = w.detach().to(torch.float64)
-    m = clean_mask.to(w.dtype)
-    return torch.stack([(w * m).sum(), m.sum(), (w * (1 - m)).sum(), (1 - m).sum()])
+def _shard_start(rows: int, rank: int, world: int) -> int:
+    """The first row of ``_shard``'s part of ``rows`` rows."""
+    return rank * rows // world
 
 
 def _shard(t: torch.Tensor, rank: int, world: int) -> torch.Tensor:
@@ -506,7 +535,7 @@ def train(
             layers = list(meta_layers)
 
     clean_w, noisy_w, test_acc, epoch_secs, probes = [], [], [], [], []
-    group_means: list[torch.Tensor] = []
+    weight_log = _WeightLog()
     state = {"step": 0, "rw_step": 0, "Z": None, "proto": None, "proto_seen": None}
     whiten_strengths: list = []  # feature_whiten: the strength used at each refresh
     head = capture.find_head(model) if method == "fbr" else None  # found once, not every step
@@ -758,7 +787,9 @@ def train(
                 if mixed is not None:  # appended after the training rows, never augmented (as clean passes)
                     cidx = mixed[i // batch_size]
                     xb, yb = torch.cat([xb, xc[cidx]]), torch.cat([yb, yc[cidx]])
+                first = i  # the rows of perm this step covers: [first, first + len(idx))
                 if distributed:  # this rank's contiguous shard of the global batch
+                    first += _shard_start(len(idx), rank, world)
                     idx, xb, yb = (_shard(t, rank, world) for t in (idx, xb, yb))
                 if method == "erm":
                     with autocast():
@@ -787,10 +818,9 @@ def train(
                     w = torch.zeros(len(yb), device=dev)
                     w[s2] = 1.0
                 state["step"] += 1
-                wb = torch.ones(len(idx), device=dev) if w is None else w
-                group_means.append(_group_sums(wb, is_clean_all[idx]) if distributed
-                                   else _group_means(wb, is_clean_all[idx]))
-                emit("train", epoch, idx, wb)
+                weight_log.add(first, len(idx), w)
+                if callback is not None:
+                    emit("train", epoch, idx, torch.ones(len(idx), device=dev) if w is None else w)
             if auto is not None and reweight_start is None:
                 v = auto_warmup_probe(model, xc, yc, C, eval_batch_size)
                 probes.append(v)
@@ -801,15 +831,14 @@ def train(
             if dev.type == "cuda":  # the epoch's kernels are queued asynchronously: wait once per epoch
                 torch.cuda.synchronize(dev)
             epoch_secs.append(time.perf_counter() - t0)
-            if group_means and distributed:  # one all-reduce per epoch: the global batches' means
-                sums = torch.stack(group_means)
-                dist.all_reduce(sums, group=process_group)
-                group_means[:] = list(torch.stack([sums[:, 0] / sums[:, 1], sums[:, 2] / sums[:, 3]], 1).float())
-            if group_means:  # one read-back per epoch
-                for mc, mn in torch.stack(group_means).tolist():
+            sums = weight_log.step_sums(perm, is_clean_all)
+            if sums is not None:
+                if distributed:  # one all-reduce per epoch: the global batches' sums
+                    dist.all_reduce(sums, group=process_group)
+                means = torch.stack([sums[:, 0] / sums[:, 1], sums[:, 2] / sums[:, 3]], 1).float()
+                for mc, mn in means.tolist():  # one read-back per epoch
                     clean_w.append(mc)
                     noisy_w.append(mn)
-                group_means.clear()
             acc = evaluate(model, xt, yt, eval_batch_size) if len(yt) else float("nan")
             test_acc.append(acc)
             if bar is not None:

@@ -34,8 +34,11 @@ Cost: one extra streamed pass over the N rows for μ and Σ (N·d² multiply-add
 rows, summed in float64), one
 symmetric eigendecomposition of a d×d matrix, and N·d² more for the transform when scoring.  Extra
 memory: about 4·d²·8 bytes (Σ, its eigenvectors, the float32 transform and workspace), and for
-``"auto"`` the criterion's temporaries, at most about eight float64 arrays of
-``max(2^20, M·max(d, C))`` elements (candidates are batched only below that size).
+``"auto"`` the criterion's temporaries.  On the CPU the criterion is the C++ op
+``fastreweight::loo_auroc`` (``criterion_backend``): one call for all candidates, O(M·d + M·C) memory
+per candidate, the AUROC by sorting the negatives.  Elsewhere (or without the extension) it is the
+batched torch code below, at most about eight float64 arrays of ``max(2^20, M·max(d, C))`` elements
+(candidates are batched only below that size); the two agree to rounding (tests).
 """
 from __future__ import annotations
 
@@ -44,6 +47,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from . import backends
 from . import validate as V
 
 
@@ -246,9 +250,28 @@ def loo_auroc(z: torch.Tensor, y: torch.Tensor, num_classes: int, *, center: str
 _BATCH_ELEMS = 1 << 20
 
 
-def _scaled_criterion(coords: torch.Tensor, scales: torch.Tensor, y: torch.Tensor, num_classes: int, kw: dict) -> list:
-    """``loo_auroc`` of ``coords · diag(scales[k])`` for every row k of ``scales`` (K×d), batched
-    while the working set is small, candidate by candidate otherwise (bounded memory)."""
+def criterion_backend(device: torch.device) -> str:
+    """Which implementation ``whiten="auto"`` scores its candidates with on ``device``: ``"cpp"`` (the
+    C++ op ``fastreweight::loo_auroc``, one call for every candidate, CPU) where the extension is
+    available, else ``"reference"`` (the batched torch code of this module, any device)."""
+    if device.type == "cpu" and backends.unavailable_reason("cpp", device) is None:
+        return "cpp"
+    return "reference"
+
+
+def _scaled_criterion(coords: torch.Tensor, scales: torch.Tensor, y: torch.Tensor, num_classes: int, kw: dict,
+                      backend: str = "auto") -> list:
+    """``loo_auroc`` of ``coords · diag(scales[k])`` for every row k of ``scales`` (K×d).
+
+    ``backend="auto"``: ``criterion_backend``'s choice.  The C++ op forms nothing of size K×M×d (one
+    candidate at a time, O(M·d + M·C) memory each); the reference batches candidates while the
+    working set is small and goes candidate by candidate otherwise (bounded memory)."""
+    if backend == "auto":
+        backend = criterion_backend(coords.device)
+    if backend == "cpp":
+        return backends.load("cpp").loo_auroc(
+            coords.to(torch.float64), scales.to(torch.float64), y.to(torch.int64), num_classes,
+            kw["center"] == "clean", kw["shift"], kw["alpha"]).tolist()
     K, (M, d) = scales.shape[0], coords.shape
     if K * M * max(d, num_classes) <= _BATCH_ELEMS:
         return loo_auroc(coords[None] * scales[:, None, :], y, num_classes, **kw)
@@ -290,8 +313,8 @@ def fit_whitening(
     coords = (xc - mean) @ evecs  # whitening with strength t scales these columns by (λ + t·λ₁)^(-1/2)
     scales = torch.stack([(evals + t * evals[0]).rsqrt() for t in AUTO_STRENGTHS])
     criterion: dict = {}
-    best = _pick(criterion, loo_auroc(xc, yc, num_classes, **kw), AUTO_STRENGTHS,
-                 _scaled_criterion(coords, scales, yc, num_classes, kw))
+    plain_auc = _scaled_criterion(xc, torch.ones_like(xc[:1]), yc, num_classes, kw)[0]
+    best = _pick(criterion, plain_auc, AUTO_STRENGTHS, _scaled_criterion(coords, scales, yc, num_classes, kw))
     if best is None:
         return Whitening(mean=mean, matrix=None, strength=None, criterion=criterion)
     return Whitening(mean=mean, matrix=whitening_matrix(evals, evecs, best), strength=best, criterion=criterion)

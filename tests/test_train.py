@@ -90,6 +90,33 @@ def test_methods_run(method, kw):
     assert r.config["method"] == method
 
 
+@pytest.mark.parametrize("method,kw", METHOD_CASES + [("fbr", {"warmup": 0, "clean_mix": 2}),
+                                                      ("erm", {"clean_mix": 1})])
+def test_logged_group_means_equal_each_steps_weights(method, kw):
+    """``clean_weight`` / ``noisy_weight`` (computed once per epoch from the steps' weight tensors) equal
+    each training step's mean weight over its clean and its mislabelled rows, computed here from the
+    callback's (idx, weights) of that step; NaN where the batch holds no row of the group."""
+    d = _tiny(n=130)  # 97 training rows: batches of 32, 32, 32, 1 (the last one holds a single group)
+    m = _mlp(d)
+    opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
+    seen = []
+
+    def cb(ev):
+        if ev["phase"] == "train":
+            seen.append((ev["idx"].clone(), ev["weights"].detach().double().clone()))
+
+    r = train(m, opt, d, method=method, epochs=2, batch_size=32, seed=3, callback=cb, **kw)
+    clean = d.y_train == d.y_train_true
+    assert len(seen) == len(r.clean_weight) == len(r.noisy_weight)
+    for (idx, w), mc, mn in zip(seen, r.clean_weight, r.noisy_weight):
+        assert len(w) == len(idx)
+        for got, mask in ((mc, clean[idx]), (mn, ~clean[idx])):
+            if mask.any():
+                assert got == pytest.approx(float(w[mask].mean()), rel=1e-6, abs=1e-7)
+            else:
+                assert math.isnan(got)
+
+
 def test_fbr_downweights_mislabelled_samples():
     d = _tiny(n=600, rate=0.4, noise="pair", clean_size=30)
     m = _mlp(d)

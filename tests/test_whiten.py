@@ -387,7 +387,9 @@ def test_whitening_on_cuda_matches_the_cpu():
 
 
 def test_candidates_one_at_a_time_equal_the_batch(monkeypatch):
-    """Past the working-set bound the candidates are evaluated one by one: same criterion, same pick."""
+    """Past the working-set bound the reference evaluates the candidates one by one: same criterion,
+    same pick."""
+    monkeypatch.setattr(W, "criterion_backend", lambda device: "reference")
     x, y, cx, cy = _data(N=301, M=41, seed=20)
     batched = score_dataset(x, y, cx, cy, num_classes=4, whiten="auto")
     sm_b = W.shrunk_class_means(torch.from_numpy(cx), torch.from_numpy(cy), 4, whiten="auto")
@@ -444,3 +446,123 @@ def test_shrunk_class_means_rejects_bad_input(args, kw, exc, msg):
     kw = {"whiten": "auto", **kw}
     with pytest.raises(exc, match=msg):
         W.shrunk_class_means(*args, **kw)
+
+
+# ---------------------------------------------------------------------------------------------
+# the C++ criterion (fastreweight::loo_auroc) against the reference code of this module
+# ---------------------------------------------------------------------------------------------
+from fastreweight import csrc_backend  # noqa: E402
+
+CPP_REASON = csrc_backend.load_cpu()
+needs_cpp = pytest.mark.skipif(CPP_REASON is not None, reason=f"C++ CPU extension unavailable: {CPP_REASON}")
+
+
+def _criterion_inputs(M, r, C, K, seed, absent=False, singleton=False):
+    g = np.random.default_rng(seed)
+    coords = g.standard_normal((M, r)) + g.standard_normal(r) * 3
+    scales = g.uniform(0.05, 3.0, (K, r))
+    y = g.integers(0, C, M)
+    y[:C] = np.arange(C)
+    if absent and C > 2:
+        y[y == 1] = 0  # class 1 absent
+    if singleton:
+        y[y == C - 1] = 0
+        y[-1] = C - 1
+    return torch.from_numpy(coords), torch.from_numpy(scales), torch.from_numpy(y)
+
+
+@needs_cpp
+@pytest.mark.parametrize("M,r,C,K", [(2, 1, 2, 1), (17, 5, 3, 4), (97, 13, 10, 7), (50, 49, 10, 8), (203, 3, 7, 2)])
+@pytest.mark.parametrize("shift", ["max", "second", "mean", "none"])
+@pytest.mark.parametrize("alpha", [0.0, 0.3])
+@pytest.mark.parametrize("center", ["clean", "none"])
+@pytest.mark.parametrize("case", ["plain", "absent", "singleton"])
+def test_cpp_criterion_equals_the_reference(M, r, C, K, shift, alpha, center, case):
+    coords, scales, y = _criterion_inputs(M, r, C, K, seed=M * 31 + C, absent=case == "absent",
+                                          singleton=case == "singleton")
+    kw = dict(center=center, shift=shift, alpha=alpha)
+    want = W._scaled_criterion(coords, scales, y, C, kw, backend="reference")
+    old = csrc_backend.set_poison_outputs(True)  # every output element must be written by the op
+    try:
+        got = W._scaled_criterion(coords, scales, y, C, kw, backend="cpp")
+    finally:
+        csrc_backend.set_poison_outputs(old)
+    assert len(got) == K
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)  # NaN where the reference has NaN
+
+
+@needs_cpp
+@pytest.mark.parametrize("C,r", [(2, 1), (4, 1), (8, 2)])
+@pytest.mark.parametrize("shift", ["max", "second", "mean", "none"])
+@pytest.mark.parametrize("alpha", [0.0, 0.3])
+@pytest.mark.parametrize("center", ["clean", "none"])
+def test_cpp_criterion_counts_exact_ties_like_the_reference(C, r, shift, alpha, center):
+    """Many exactly equal scores: small-integer rows, two per class and a power-of-two number of classes,
+    so every mean and centre is exact in float64 whatever the order of summation — the two
+    implementations then compute identical scores, and ties must count one half in both."""
+    g = np.random.default_rng(C * 7 + r)
+    coords = torch.from_numpy(g.integers(-1, 2, (2 * C, r)).astype(float))
+    y = torch.from_numpy(g.permutation(np.repeat(np.arange(C), 2)))
+    scales = torch.tensor([[1.0] * r, [2.0] * r, [0.5] * r], dtype=torch.float64)
+    kw = dict(center=center, shift=shift, alpha=alpha)
+    S, keep, present = W.loo_similarity(coords, y, C, center)
+    D = W.all_label_scores(S[keep], present, shift, alpha)
+    own = torch.nn.functional.one_hot(y[keep], C).bool()
+    assert (D[own][:, None] == D[~own][None, :]).any()  # the inputs do hold ties between the groups
+    want = W._scaled_criterion(coords, scales, y, C, kw, backend="reference")
+    got = W._scaled_criterion(coords, scales, y, C, kw, backend="cpp")
+    assert got == want
+
+
+@needs_cpp
+def test_cpp_criterion_is_nan_without_positives_or_two_classes():
+    op = torch.ops.fastreweight.loo_auroc
+    coords = torch.randn(5, 3, dtype=torch.float64)
+    ones = torch.ones(2, 3, dtype=torch.float64)
+    one_class = op(coords, ones, torch.zeros(5, dtype=torch.int64), 3, True, "max", 0.0)
+    all_single = op(coords[:3], ones, torch.tensor([0, 1, 2]), 3, True, "max", 0.0)
+    assert torch.isnan(one_class).all() and torch.isnan(all_single).all()
+
+
+@needs_cpp
+@pytest.mark.parametrize("args,msg", [
+    (dict(coords=torch.randn(4, 3)), "coords must be a 2-D float64 tensor"),
+    (dict(scales=torch.ones(2, 4, dtype=torch.float64)), r"scales must be a 2-D float64 tensor \(K x 3"),
+    (dict(y=torch.tensor([0, 1, 5, 0])), "y holds 5 at position 2"),
+    (dict(y=torch.tensor([0, 1, 0])), "y must be a 1-D tensor of length 4"),
+    (dict(y=torch.tensor([0, 1, 0, 1], dtype=torch.int32)), "y must have dtype int64"),
+    (dict(shift="top"), "shift must be one of"),
+    (dict(alpha=-1.0), "alpha must be a finite float >= 0"),
+    (dict(num_classes=0), "num_classes must be >= 1"),
+])
+def test_cpp_criterion_checks_its_inputs(args, msg):
+    a = dict(coords=torch.randn(4, 3, dtype=torch.float64), scales=torch.ones(2, 3, dtype=torch.float64),
+             y=torch.tensor([0, 1, 0, 1]), num_classes=3, center=True, shift="max", alpha=0.0)
+    a.update(args)
+    with pytest.raises(RuntimeError, match="fastreweight::loo_auroc: " + msg):
+        torch.ops.fastreweight.loo_auroc(*a.values())
+
+
+@needs_cpp
+def test_cpp_criterion_opcheck():
+    coords, scales, y = _criterion_inputs(17, 5, 3, 4, seed=3)
+    torch.library.opcheck(torch.ops.fastreweight.loo_auroc.default, (coords, scales, y, 3, True, "second", 0.2))
+
+
+@needs_cpp
+def test_whitening_picks_the_same_with_either_criterion(monkeypatch):
+    """Both users of the criterion (training's folded means, the streamed scorer) choose the same
+    strength and give the same numbers whichever implementation scores the candidates."""
+    assert W.criterion_backend(torch.device("cpu")) == "cpp"
+    x, y, cx, cy = _data(N=301, M=41, seed=21)
+    cpp_sm = W.shrunk_class_means(torch.from_numpy(cx), torch.from_numpy(cy), 4, whiten="auto", shift="second",
+                                  alpha=0.1)
+    cpp_sd = score_dataset(x, y, cx, cy, num_classes=4, whiten="auto")
+    monkeypatch.setattr(W, "criterion_backend", lambda device: "reference")
+    ref_sm = W.shrunk_class_means(torch.from_numpy(cx), torch.from_numpy(cy), 4, whiten="auto", shift="second",
+                                  alpha=0.1)
+    ref_sd = score_dataset(x, y, cx, cy, num_classes=4, whiten="auto")
+    assert cpp_sm.criterion == pytest.approx(ref_sm.criterion, abs=1e-12) and cpp_sm.strength == ref_sm.strength
+    torch.testing.assert_close(cpp_sm.rows, ref_sm.rows, rtol=0, atol=0)
+    assert cpp_sd.whitening["criterion"] == pytest.approx(ref_sd.whitening["criterion"], abs=1e-12)
+    np.testing.assert_array_equal(cpp_sd.scores, ref_sd.scores)

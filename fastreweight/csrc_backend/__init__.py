@@ -13,6 +13,8 @@ The ops live in the namespace ``fastreweight::`` (see ``csrc/fbr_common.h`` for 
 * ``torch.ops.fastreweight.fbr_reweight_prototype(..., weights, idx, lr, normalize_update, eps)``: the
   prototype scores and the Reweighter update in one op, returning (scores, new batch weights) (CPU);
 * ``torch.ops.fastreweight.threshold_weights(scores)``: the published per-batch weight rule (CPU);
+* ``torch.ops.fastreweight.loo_auroc(coords, scales, y, num_classes, center, shift, alpha)``: the
+  leave-one-out criterion of ``whiten="auto"`` for K candidate scalings of the clean rows (CPU);
 * ``torch.ops.fastreweight._set_poison_outputs(enable)`` -> previous setting (test hook: outputs are
   filled with NaN before the kernel writes them).
 
@@ -204,6 +206,10 @@ def _register_fakes() -> None:
     @torch.library.register_fake("fastreweight::threshold_weights")
     def _threshold_weights_fake(scores):
         return scores.new_empty(scores.shape)
+
+    @torch.library.register_fake("fastreweight::loo_auroc")
+    def _loo_auroc_fake(coords, scales, y, num_classes, center, shift, alpha):
+        return coords.new_empty((scales.shape[0],), dtype=torch.float64)
 
     _fakes_registered = True
 

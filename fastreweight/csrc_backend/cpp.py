@@ -107,3 +107,8 @@ def reweighter_step(weights, idx, scores, lr, normalize_update, eps) -> torch.Te
 
 def threshold_weights(scores) -> torch.Tensor:
     return torch.ops.fastreweight.threshold_weights(scores)
+
+
+def loo_auroc(coords, scales, y, num_classes, center, shift, alpha) -> torch.Tensor:
+    """The leave-one-out criterion of ``whiten="auto"`` for every candidate (row of ``scales``), K float64."""
+    return torch.ops.fastreweight.loo_auroc(coords, scales, y, int(num_classes), bool(center), shift, float(alpha))
