@@ -14,7 +14,9 @@
   threshold_weights, (d) running class prototypes; (e) = (a) with the five clean passes' worth of clean
   samples mixed into the training batches (``clean_mix=5``: the same clean visits, no extra steps),
   next to ``erm+mix``, ERM given the same mixed-in clean samples; (a+b) = (a) with two or three clean
-  passes instead of five; (a+w) = (a) with the clean features whitened (``feature_whiten="auto"``).
+  passes instead of five; (a+w) = (a) with the clean features whitened (``feature_whiten="auto"``);
+  ``fbr+whiten`` = the library's default FBR with ``feature_whiten="auto"`` — (a), (c) and no clean
+  passes at all, with whitened clean features.
   Epoch time is the median training-epoch time of each run; ratios to ERM are formed per cell and
   seed (same process, back to back).
 * ``ablation`` (stateful FBR, MNIST-5k, 40% symmetric and 40% asymmetric): shift, Reweighter lr, warm-up,
@@ -83,6 +85,7 @@ def variants(preset_name):
         "a+b:2-clean-passes": {**paper, "batch_features": "train", "clean_passes": 2},
         "a+b:3-clean-passes": {**paper, "batch_features": "train", "clean_passes": 3},
         "a+w:whitened": {**paper, "batch_features": "train", "feature_whiten": "auto"},
+        "fbr+whiten": dict(method="fbr", feature_whiten="auto"),
     }
 
 
