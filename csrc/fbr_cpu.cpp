@@ -854,75 +854,87 @@ static inline double dot4(const double* a, const double* b, int64_t n) {
   return (s0 + s1) + (s2 + s3);
 }
 
+// One candidate.  The M x r rows `zt` (each row centred by its own leave-one-out centre) times the
+// r x C class means is the bulk of the work (M*C*r multiply-adds): one GEMM (at::mm); everything else
+// is O(M*r + M*C) per candidate, plus sorting the n0 negatives.
 static double loo_auroc_one(const double* coords, const double* scale, const int64_t* y, int64_t M, int64_t r,
                             int64_t C, bool center, fbr::Shift sh, double alpha) {
-  // meansT is r x C (class index fastest), so a row's C similarities accumulate in C independent
-  // lanes: S[c] += zt[j] * meansT[j][c], a loop the compiler vectorises without reassociating sums
-  std::vector<double> z(M * r), meansT(r * C, 0.0), cen(r, 0.0), delta(r), cenr(r), zt(r), S(C);
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  const auto f64 = at::TensorOptions().dtype(at::kDouble);
   std::vector<int64_t> counts(C, 0);
+  for (int64_t i = 0; i < M; ++i) counts[y[i]] += 1;
+  int64_t P = 0;
+  for (int64_t c = 0; c < C; ++c) P += counts[c] > 0;
+  if (P < 2) return nan;
+  // z_i = coords_i * scale; meansT (r x C) holds the class means, absent classes 0
+  at::Tensor z_t = at::empty({M, r}, f64), meansT_t = at::zeros({r, C}, f64);
+  double* z = z_t.data_ptr<double>();
+  double* meansT = meansT_t.data_ptr<double>();
   for (int64_t i = 0; i < M; ++i) {
     const double* ci = coords + i * r;
-    double* zi = z.data() + i * r;
+    double* zi = z + i * r;
     const int64_t c = y[i];
     for (int64_t j = 0; j < r; ++j) {
       zi[j] = ci[j] * scale[j];
       meansT[j * C + c] += zi[j];
     }
-    counts[c] += 1;
   }
-  int64_t P = 0;
-  std::vector<double> inv_count(C, 0.0);
+  std::vector<double> inv_count(C, 0.0), cen(r, 0.0), delta(r), cenr(r);
   for (int64_t c = 0; c < C; ++c)
-    if (counts[c] > 0) {
-      ++P;
-      inv_count[c] = 1.0 / static_cast<double>(counts[c]);
+    if (counts[c] > 0) inv_count[c] = 1.0 / static_cast<double>(counts[c]);
+  for (int64_t j = 0; j < r; ++j) {
+    double t = 0.0;
+    for (int64_t c = 0; c < C; ++c) {
+      meansT[j * C + c] *= inv_count[c];
+      t += meansT[j * C + c];
     }
-  for (int64_t j = 0; j < r; ++j)
-    for (int64_t c = 0; c < C; ++c) meansT[j * C + c] *= inv_count[c];
-  const double nan = std::numeric_limits<double>::quiet_NaN();
-  if (P < 2) return nan;
-  if (center) {
-    for (int64_t j = 0; j < r; ++j) {
-      double t = 0.0;
-      for (int64_t c = 0; c < C; ++c) t += meansT[j * C + c];  // absent classes hold 0
-      cen[j] = t / static_cast<double>(P);
-    }
+    if (center) cen[j] = t / static_cast<double>(P);
   }
-  const double n_comp = static_cast<double>(P - 1);
-  std::vector<double> pos, neg;
-  pos.reserve(M);
-  neg.reserve(M * (P - 1));
-  int64_t n0 = 0;
-  for (int64_t i = 0; i < M; ++i) {
-    const int64_t yi = y[i], n_own = counts[yi];
-    if (n_own < 2) continue;  // alone in its class: left out
-    const double* zi = z.data() + i * r;
-    const double inv = 1.0 / static_cast<double>(n_own - 1);
-    const double invP = 1.0 / static_cast<double>(P);
+  // the kept rows (their class keeps another row), centred: zt_i = z_i - cenr_i, with a_i = zt_i·cenr_i
+  // and b_i = zt_i·delta_i for the epilogue (the own class mean without row i is m_y + delta_i)
+  std::vector<int64_t> kept;
+  kept.reserve(M);
+  for (int64_t i = 0; i < M; ++i)
+    if (counts[y[i]] >= 2) kept.push_back(i);
+  const int64_t n1 = static_cast<int64_t>(kept.size());
+  if (n1 == 0) return nan;
+  at::Tensor zt_t = at::empty({n1, r}, f64);
+  double* zt = zt_t.data_ptr<double>();
+  std::vector<double> av(n1), bv(n1);
+  const double invP = 1.0 / static_cast<double>(P);
+  for (int64_t k = 0; k < n1; ++k) {
+    const int64_t i = kept[k], yi = y[i];
+    const double* zi = z + i * r;
+    double* zk = zt + k * r;
+    const double inv = 1.0 / static_cast<double>(counts[yi] - 1);
     for (int64_t j = 0; j < r; ++j) {
-      delta[j] = (meansT[j * C + yi] - zi[j]) * inv;  // the own class mean without row i is m_y + delta
+      delta[j] = (meansT[j * C + yi] - zi[j]) * inv;
       cenr[j] = center ? cen[j] + delta[j] * invP : 0.0;
-      zt[j] = zi[j] - cenr[j];
+      zk[j] = zi[j] - cenr[j];
     }
-    const double a = dot4(zt.data(), cenr.data(), r), b = dot4(zt.data(), delta.data(), r);
-    std::fill(S.begin(), S.end(), 0.0);
-    for (int64_t j = 0; j < r; ++j) {
-      const double v = zt[j];
-      const double* mj = meansT.data() + j * C;
-      for (int64_t c = 0; c < C; ++c) S[c] += v * mj[c];
-    }
+    av[k] = dot4(zk, cenr.data(), r);
+    bv[k] = dot4(zk, delta.data(), r);
+  }
+  const at::Tensor S_t = at::mm(zt_t, meansT_t).contiguous();  // n1 x C
+  const double* Sall = S_t.data_ptr<double>();
+  const double n_comp = static_cast<double>(P - 1);
+  std::vector<double> pos(n1), neg, S(C);
+  neg.reserve(n1 * (P - 1));
+  int64_t n0 = 0;
+  for (int64_t k = 0; k < n1; ++k) {
+    const int64_t yi = y[kept[k]];
     double total = 0.0, first = -std::numeric_limits<double>::infinity(), second = first;
     for (int64_t c = 0; c < C; ++c) {
       if (counts[c] == 0) continue;
-      double s = S[c] - a;
-      if (c == yi) s += b;
-      S[c] = s;
-      total += s;
-      if (s > first) {
+      double v = Sall[k * C + c] - av[k];
+      if (c == yi) v += bv[k];
+      S[c] = v;
+      total += v;
+      if (v > first) {
         second = first;
-        first = s;
-      } else if (s > second) {
-        second = s;
+        first = v;
+      } else if (v > second) {
+        second = v;
       }
     }
     for (int64_t c = 0; c < C; ++c) {
@@ -936,7 +948,7 @@ static double loo_auroc_one(const double* coords, const double* scale, const int
       }
       double dc = S[c] - bc;
       if (alpha != 0.0) dc -= alpha * (total - S[c] - n_comp * bc);
-      if (c == yi) pos.push_back(dc);
+      if (c == yi) pos[k] = dc;
       else {
         ++n0;
         if (!std::isnan(dc)) neg.push_back(dc);  // a NaN pair counts as neither greater nor equal
