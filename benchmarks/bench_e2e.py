@@ -1,11 +1,14 @@
 """End-to-end training-step cost of every method, as ratios to ERM measured in the same run.
 
-    python benchmarks/bench_e2e.py [--suite cpu-mlp|gpu-preact18|gpu-resnet34-paper] [--rounds 3] [--epochs 3]
+    python benchmarks/bench_e2e.py [--suite cpu-mlp|cpu-mlp-digits|gpu-preact18|gpu-resnet34-paper] [--rounds 3] [--epochs 3]
 
 Suites:
 
 * ``cpu-mlp`` (default): the MLP of the ``demo-mnist`` preset on MNIST-5k (40% symmetric noise, 100
   clean labels), batch 64, one CPU thread.  Appends to ``benchmarks/results/e2e_cpu.jsonl``.
+* ``cpu-mlp-digits``: the same on scikit-learn's digits with the ``demo-digits`` preset (40% symmetric
+  noise, 50 clean labels, 22 steps of batch 64 per epoch: fixed per-epoch work weighs most here).
+  Appends to ``benchmarks/results/e2e_cpu_digits.jsonl``.
 * ``gpu-preact18``: PreAct-ResNet-18, batch 128, on random 3×32×32 inputs (3840 training samples = 30
   steps per epoch, 500 clean samples, 10 classes), every method.  Appends to ``e2e_gpu.jsonl``.
 * ``gpu-resnet34-paper``: the published CIFAR recipe's step cost (SPEC §7, preset ``paper-cifar``:
@@ -59,6 +62,9 @@ ALL_METHODS = {
     "erm + 5 clean passes mixed in": dict(method="erm", clean_mix=5),
     "fbr recipe=paper, train features, clean mixed in": dict(method="fbr", recipe="paper", skip_epochs=-1,
                                                             clean_mix=5, batch_features="train"),
+    "fbr recipe=paper, train features, whitened (a+w)": dict(method="fbr", recipe="paper", skip_epochs=-1,
+                                                            clean_passes=5, batch_features="train",
+                                                            feature_whiten="auto"),
     "meta": dict(method="meta", warmup=0),
     "l2r": dict(method="l2r", warmup=0),
     "coteaching": dict(method="coteaching"),
@@ -91,6 +97,11 @@ def suite(name: str, args):
         preset = P.get_preset("demo-mnist")
         data = D.make_data("mnist5k", noise="sym", rate=0.4, clean_size=100, seed=0)
         return data, preset.model, preset.batch_size, preset, ALL_METHODS, "mlp (demo-mnist)", "e2e_cpu.jsonl"
+    if name == "cpu-mlp-digits":
+        preset = P.get_preset("demo-digits")
+        data = D.make_data("digits", noise="sym", rate=0.4, clean_size=preset.clean_size, seed=0)
+        return (data, preset.model, preset.batch_size, preset, ALL_METHODS, "mlp (demo-digits)",
+                "e2e_cpu_digits.jsonl")
     if name == "gpu-preact18":
         preset = P.get_preset("paper-cifar")
         data = synthetic_images(30 * 128 // args.shrink, 500 // args.shrink)
@@ -105,7 +116,8 @@ def suite(name: str, args):
 
 def main(argv=None):
     ap = argparse.ArgumentParser()
-    ap.add_argument("--suite", default="cpu-mlp", choices=("cpu-mlp", "gpu-preact18", "gpu-resnet34-paper"))
+    ap.add_argument("--suite", default="cpu-mlp", choices=("cpu-mlp", "cpu-mlp-digits", "gpu-preact18",
+                                                            "gpu-resnet34-paper"))
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
@@ -117,7 +129,7 @@ def main(argv=None):
                     help="start no new round after this many seconds (the rounds done are written)")
     ap.add_argument("--shrink", type=int, default=1, help="divide the gpu suites' sample counts (script checks only)")
     args = ap.parse_args(argv)
-    device = args.device or ("cpu" if args.suite == "cpu-mlp" else "cuda")
+    device = args.device or ("cpu" if args.suite.startswith("cpu-") else "cuda")
     if device == "cpu":
         torch.set_num_threads(args.threads)
     else:

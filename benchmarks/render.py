@@ -213,8 +213,8 @@ def ablation_table():
     return "\n".join(lines)
 
 
-def e2e_table():
-    recs = _jsonl("e2e_cpu.jsonl")
+def e2e_table(name="e2e_cpu.jsonl", preset="demo-mnist"):
+    recs = _jsonl(name)
     if not recs:
         return None
     last_date = recs[-1]["env"]["date"]
@@ -223,8 +223,9 @@ def e2e_table():
     extra = "ratio_to_erm_paired" in recs[-1]
     gap = "step_gap_ms" in recs[-1]
     lines = [
-        f"Source: `benchmarks/results/e2e_cpu.jsonl` ({env['date'][:10]}, commit {env['commit']}, {env['device_name']}, "
-        f"{recs[-1]['threads']} thread, MLP of `demo-mnist`, batch {recs[-1]['batch_size']}, median of {recs[-1]['rounds']} interleaved rounds"
+        f"Source: `benchmarks/results/{name}` ({env['date'][:10]}, commit {env['commit']}, {env['device_name']}, "
+        f"{recs[-1]['threads']} thread, MLP of `{preset}`, batch {recs[-1]['batch_size']}, "
+        f"{recs[-1]['steps_per_epoch']} training steps per epoch, median of {recs[-1]['rounds']} interleaved rounds"
         + ("; × ERM three ways: ratio of the medians, median of the within-round ratios, ratio of the minima" if extra else "")
         + ("; step alone: median time between consecutive training steps, and its within-round ratio to ERM's" if gap else "")
         + ").",
@@ -447,7 +448,8 @@ def gpu_plots(plt):
 
 SECTIONS = {"cleanlab": cleanlab_table, "score-cpu": score_table,
             "cleanlab-heldout": lambda: cleanlab_table("cleanlab_comparison_heldout.jsonl"), "micro-cpu": micro_table,
-            "ablation": ablation_table, "e2e-cpu": e2e_table, "gpu-targets": gpu_targets_table,
+            "ablation": ablation_table, "e2e-cpu": e2e_table,
+            "e2e-cpu-digits": lambda: e2e_table("e2e_cpu_digits.jsonl", "demo-digits"), "gpu-targets": gpu_targets_table,
             "gpu-grid": gpu_grid_table, "e2e-gpu": e2e_gpu_table,
             **{sec: (lambda name=name, note=note: _cell_table(name, note)) for sec, (name, note) in CELL_TABLES.items()}}
 

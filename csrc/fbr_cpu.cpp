@@ -838,7 +838,7 @@ at::Tensor threshold_weights_cpu(const at::Tensor& scores) {
 // Written to match whiten.loo_similarity + all_label_scores + _auroc; float64 throughout.
 // Cost per candidate O(M*C*r + n0*log n0) with n0 = (number of kept rows)*(present classes - 1),
 // memory O(M*r + C*r + n0): nothing of size K*M*r is formed.  Candidates are independent and run in
-// parallel; each one's arithmetic is sequential, so results do not depend on the thread count.
+// parallel (at::parallel_for over K).
 // ---------------------------------------------------------------------------------------------
 // a·b with four partial sums (independent accumulators: the loop is not bound by the add latency)
 static inline double dot4(const double* a, const double* b, int64_t n) {
