@@ -62,21 +62,28 @@ def cleanlab_table(name="cleanlab_comparison.jsonl"):
 
 
 def score_table():
+    """One row per setting, one time column per run of bench_score.py (oldest first)."""
     recs = _jsonl("score_cpu.jsonl")
     if not recs:
         return None
     env = recs[-1]["env"]
     r0 = recs[-1]
+    runs = list(dict.fromkeys((r["env"]["date"], r["env"]["commit"]) for r in recs))
+    settings = list(dict.fromkeys(r["setting"] for r in recs))
+    secs = {(r["env"]["date"], r["env"]["commit"], r["setting"]): r["seconds"] for r in recs}
+    mem = {r["setting"]: r["memory_bound_mib"] for r in recs}
     lines = [
-        f"Source: `benchmarks/results/score_cpu.jsonl` ({env['date'][:10]}, commit {env['commit']}, {r0['threads']} threads; "
+        f"Source: `benchmarks/results/score_cpu.jsonl` ({env['date'][:10]}, {r0['threads']} threads; "
         f"synthetic Gaussian-mixture features, N = {r0['n']}, d = {r0['d']}, C = {r0['classes']}, M = {r0['clean']} clean rows, "
-        f"chunks of {r0['chunk_rows']} rows read from a memory-mapped .npy; best of {len(r0['seconds_all'])} runs).",
+        f"chunks of {r0['chunk_rows']} rows read from a memory-mapped .npy; best of {len(r0['seconds_all'])} runs; "
+        "one column per run of the script, by commit).",
         "",
-        "| setting | seconds | memory bound (MiB) |",
-        "| --- | --- | --- |",
+        "| setting | " + " | ".join(f"seconds, commit {c}" for _, c in runs) + " | memory bound (MiB) |",
+        "| --- " * (len(runs) + 2) + "|",
     ]
-    for r in recs:
-        lines.append(f"| {r['setting']} | {r['seconds']:.2f} | {r['memory_bound_mib']:.0f} |")
+    for st in settings:
+        cells = [f"{secs[(d, c, st)]:.2f}" if (d, c, st) in secs else "" for d, c in runs]
+        lines.append(f"| {st} | " + " | ".join(cells) + f" | {mem[st]:.0f} |")
     return "\n".join(lines)
 
 
