@@ -251,6 +251,37 @@ def e2e_table(name="e2e_cpu.jsonl", preset="demo-mnist"):
     return "\n".join(lines)
 
 
+def e2e_repeats_table():
+    """Repeated short runs of bench_e2e.py (ERM, the default FBR, the whitened FBR): one row per run."""
+    recs = _jsonl("e2e_cpu_repeats.jsonl")
+    if not recs:
+        return None
+    by_run: dict = {}
+    for r in recs:
+        by_run.setdefault(r["env"]["date"], {})[r["method"]] = r
+    fbr, wh = "fbr (default: stateful, cache)", "fbr feature_whiten=auto (cache)"
+    r0 = recs[-1]
+    lines = [
+        f"Source: `benchmarks/results/e2e_cpu_repeats.jsonl` ({r0['env']['date'][:10]}, {r0['env']['device_name']}, "
+        f"1 thread, MLP of `demo-mnist`, batch {r0['batch_size']}, {r0['rounds']} interleaved rounds per run; "
+        "× ERM as ratio of the medians / median of the within-round ratios / ratio of the minima; step alone: "
+        "within-round ratio of the median time between consecutive training steps).",
+        "",
+        "| run (start, commit) | ERM ms per step | default FBR × ERM | step alone | whitened FBR × ERM | step alone |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+
+    def three(r):
+        return f"{r['ratio_to_erm']:.2f} / {r['ratio_to_erm_paired']:.2f} / {r['ratio_to_erm_min']:.2f}"
+
+    for date, ms in by_run.items():
+        if not all(k in ms for k in ("erm", fbr, wh)):
+            continue
+        lines.append(f"| {date[11:16]}, {ms['erm']['env']['commit']} | {ms['erm']['ms_per_step']:.2f} | {three(ms[fbr])} | "
+                     f"{ms[fbr]['step_gap_ratio_paired']:.2f} | {three(ms[wh])} | {ms[wh]['step_gap_ratio_paired']:.2f} |")
+    return "\n".join(lines)
+
+
 def _gpu_runs():
     """Every GPU kernel-benchmark record under results/gpu_*/ (header + timings), newest directory last."""
     import glob
@@ -456,7 +487,8 @@ def gpu_plots(plt):
 SECTIONS = {"cleanlab": cleanlab_table, "score-cpu": score_table,
             "cleanlab-heldout": lambda: cleanlab_table("cleanlab_comparison_heldout.jsonl"), "micro-cpu": micro_table,
             "ablation": ablation_table, "e2e-cpu": e2e_table,
-            "e2e-cpu-digits": lambda: e2e_table("e2e_cpu_digits.jsonl", "demo-digits"), "gpu-targets": gpu_targets_table,
+            "e2e-cpu-digits": lambda: e2e_table("e2e_cpu_digits.jsonl", "demo-digits"),
+            "e2e-cpu-repeats": e2e_repeats_table, "gpu-targets": gpu_targets_table,
             "gpu-grid": gpu_grid_table, "e2e-gpu": e2e_gpu_table,
             **{sec: (lambda name=name, note=note: _cell_table(name, note)) for sec, (name, note) in CELL_TABLES.items()}}
 
