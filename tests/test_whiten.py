@@ -566,3 +566,19 @@ def test_whitening_picks_the_same_with_either_criterion(monkeypatch):
     torch.testing.assert_close(cpp_sm.rows, ref_sm.rows, rtol=0, atol=0)
     assert cpp_sd.whitening["criterion"] == pytest.approx(ref_sd.whitening["criterion"], abs=1e-12)
     np.testing.assert_array_equal(cpp_sd.scores, ref_sd.scores)
+
+
+@needs_cpp
+def test_cpp_criterion_is_deterministic_across_calls_and_thread_counts():
+    """Repeated calls, with one or two threads, give bit-identical criteria."""
+    coords, scales, y = _criterion_inputs(1025, 97, 17, 7, seed=23)
+    old = torch.get_num_threads()
+    try:
+        outs = []
+        for threads in (1, 2, 1, 2):
+            torch.set_num_threads(threads)
+            outs.append(torch.ops.fastreweight.loo_auroc(coords, scales, y, 17, True, "max", 0.1))
+    finally:
+        torch.set_num_threads(old)
+    assert all(torch.equal(outs[0], o) for o in outs[1:])
+    assert not torch.isnan(outs[0]).any()
