@@ -770,17 +770,38 @@ at::Tensor reweighter_step_cpu(at::Tensor weights, const at::Tensor& idx, const 
   return apply_update(op, weights, idx, scores, lr, mean_abs, eps);
 }
 
-// Scores and the Reweighter update in one op (prototype strategy): the training step of the stateful
-// recipe, one dispatch instead of two.  Returns (scores, the batch's new weights).
-std::tuple<at::Tensor, at::Tensor> fbr_reweight_prototype_cpu(
+// coef_i = w_i / max(sum_j w_j, loss_eps): the weights of the "weight_sum" loss reduction
+// (weights.weighted_loss), so that the training step's loss is one dot product with the losses.
+// The sum runs in the weights' dtype, left to right.
+template <typename T>
+static void loss_coefficients(const T* w, int64_t B, double loss_eps, T* coef) {
+  T sum = T(0);
+  for (int64_t i = 0; i < B; ++i) sum += w[i];
+  const T denom = std::max(sum, static_cast<T>(loss_eps));
+  for (int64_t i = 0; i < B; ++i) coef[i] = w[i] / denom;
+}
+
+// Scores, the Reweighter update and the loss coefficients in one op (prototype strategy): the
+// training step of the stateful recipe, one dispatch instead of two plus three for the loss's
+// normalisation.  Returns (scores, the batch's new weights, their loss coefficients).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> fbr_reweight_prototype_cpu(
     at::TensorList xs, at::TensorList mus, at::TensorList es, at::TensorList protos, const at::Tensor& class_weight,
     bool cosine, const at::Tensor& y, c10::string_view shift, double alpha, at::Tensor weights, const at::Tensor& idx,
-    double lr, c10::string_view normalize_update, double eps) {
+    double lr, c10::string_view normalize_update, double eps, double loss_eps) {
   const char* op = "fbr_reweight_prototype";
   const int64_t B = (xs.empty() || xs[0].dim() == 0) ? 0 : xs[0].size(0);
   const bool mean_abs = check_reweighter(op, weights, idx, B, lr, normalize_update, eps);  // before any work
+  TORCH_CHECK(std::isfinite(loss_eps) && loss_eps > 0, "fastreweight::", op,
+              ": loss_eps must be a finite float > 0, got ", loss_eps);
   at::Tensor d = scores_prototype(op, xs, mus, es, protos, class_weight, cosine, y, shift, alpha);
-  return {d, apply_update(op, weights, idx, d, lr, mean_abs, eps)};
+  at::Tensor w = apply_update(op, weights, idx, d, lr, mean_abs, eps);
+  at::Tensor coef = at::empty({B}, w.options());
+  if (fbr::poison_flag()) coef.fill_(std::numeric_limits<double>::quiet_NaN());
+  if (w.scalar_type() == at::kDouble)
+    loss_coefficients<double>(w.data_ptr<double>(), B, loss_eps, coef.data_ptr<double>());
+  else
+    loss_coefficients<float>(w.data_ptr<float>(), B, loss_eps, coef.data_ptr<float>());
+  return {d, w, coef};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1026,7 +1047,7 @@ TORCH_LIBRARY(fastreweight, m) {
   m.def(
       "fbr_reweight_prototype(Tensor[] xs, Tensor[] mus, Tensor[] es, Tensor[] protos, Tensor class_weight, "
       "bool cosine, Tensor y, str shift, float alpha, Tensor(a!) weights, Tensor idx, float lr, "
-      "str normalize_update, float eps) -> (Tensor, Tensor)");
+      "str normalize_update, float eps, float loss_eps) -> (Tensor, Tensor, Tensor)");
   m.def("threshold_weights(Tensor scores) -> Tensor");
   m.def("loo_auroc(Tensor coords, Tensor scales, Tensor y, int num_classes, bool center, str shift, float alpha) -> Tensor");
   // test hook: fill every output with NaN before the kernel writes it (returns the previous setting)

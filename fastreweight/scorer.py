@@ -255,11 +255,18 @@ class CleanScorer:
         return reference.fbr_from_similarity(S, problem.y, problem.present, shift, alpha)
 
     def reweight(self, reweighter, idx, x, y, *, x2=None, shift: str = "max", alpha: float = 0.0,
-                 on_missing_class: str = "raise", check_values: bool | None = None):
+                 on_missing_class: str = "raise", check_values: bool | None = None, loss_eps: float | None = None):
         """Score the batch and apply ``reweighter``'s update at the dataset indices ``idx``; returns
         ``(scores, new batch weights)`` — ``fbr_scores`` followed by ``reweighter.step(idx, scores)``,
         in one op where the scoring backend fuses them (its ``prepare_fbr_reweight``: the C++ prototype
-        path, with a ``Reweighter`` on the same backend)."""
+        path, with a ``Reweighter`` on the same backend).
+
+        With ``loss_eps`` (a float > 0) it returns ``(scores, w, coef)`` with ``coef = w / max(Σw,
+        loss_eps)``, the coefficients of ``weighted_loss(losses, w, reduction="weight_sum",
+        eps=loss_eps)``: that loss is then ``torch.dot(losses, coef)``.  The fused op forms them in
+        the same call; otherwise they take the three tensor ops ``weighted_loss`` would."""
+        if loss_eps is not None and not (type(loss_eps) is float and 0.0 < loss_eps < float("inf")):
+            raise ValueError(f"loss_eps must be a finite float > 0 or None, got {loss_eps!r}")
         xs, es, y64, alpha, cv = self._score_args(x, y, x2, shift, alpha, on_missing_class, check_values)
         plan, _, _, fused = self._prepared(xs, es, y64)
         # fused only where the scoring backend also runs this Reweighter's update, the update is the
@@ -271,6 +278,8 @@ class CleanScorer:
             fused = None
         if fused is None:
             d = self._scores(xs, es, y64, shift, alpha)
-            return d, reweighter.step(idx, d, check_values=cv)
-        return fused(xs, es, y64, shift, alpha, reweighter.weights, idx, reweighter.lr,
-                     reweighter.normalize_update, reweighter.eps)
+            w = reweighter.step(idx, d, check_values=cv)
+            return (d, w) if loss_eps is None else (d, w, w / w.sum().clamp_min(loss_eps))
+        d, w, coef = fused(xs, es, y64, shift, alpha, reweighter.weights, idx, reweighter.lr,
+                           reweighter.normalize_update, reweighter.eps, 1e-12 if loss_eps is None else loss_eps)
+        return (d, w) if loss_eps is None else (d, w, coef)

@@ -118,6 +118,7 @@ from . import capture
 from .data import NoisyData
 from .whiten import check_whiten, shrunk_class_means
 from .weights import (
+    WEIGHTED_LOSS_EPS as LOSS_EPS,
     CleanScorer,
     Reweighter,
     fbr_scores,
@@ -130,6 +131,11 @@ from .weights import (
 __all__ = ["train", "TrainResult", "METHODS", "evaluate", "auto_warmup_probe"]
 
 METHODS = ("erm", "fbr", "meta", "l2r", "coteaching")
+
+#: The stateful FBR step's loss as ``dot(losses, coef)`` with the coefficients that come with the
+#: weights (``CleanScorer.reweight(..., loss_eps=...)``); ``False`` computes it with ``weighted_loss``
+#: instead (the same quantity; tests compare the two).
+_LOSS_FROM_COEFFICIENTS = True
 
 
 @dataclass
@@ -628,6 +634,10 @@ def train(
         return state["proto"], state["proto_all_seen"]
 
     # ---- one training step per method --------------------------------------------------------
+    # the stateful step's loss from the weights' own coefficients (one dot): a single process and the
+    # "weight_sum" reduction, whose eps is weighted_loss's default
+    coef_loss = _LOSS_FROM_COEFFICIENTS and not distributed and reduction == "weight_sum"
+
     def with_mixed(w, n_rows):
         """The batch's weights followed by weight 1 for its mixed-in clean rows (``clean_mix``)."""
         extra = n_rows - w.shape[0]
@@ -657,6 +667,13 @@ def train(
             # scores and the Reweighter update run as one op where the backend fuses them
             if state.get("scorer") is None or state["scorer"].dtype != feats.dtype:
                 state["scorer"] = CleanScorer(Z.to(feats.dtype), u, num_classes=C, check_values=check_values)
+            if coef_loss and yb_all.shape[0] == nb:
+                # the loss's normalisation Σ w_i l_i / max(Σ w_i, eps) comes with the weights (the fused
+                # op forms w / max(Σw, eps) in the same call): the loss is one dot product
+                d, w, coef = state["scorer"].reweight(rw, idx, feats, yb, shift=shift, alpha=alpha,
+                                                      on_missing_class="skip", loss_eps=LOSS_EPS)
+                state["rw_step"] += 1
+                return torch.dot(ce(logits, yb_all), coef.to(torch.float32 if amp_dtype else logits.dtype)), w
             d, w = state["scorer"].reweight(rw, idx, feats, yb, shift=shift, alpha=alpha, on_missing_class="skip")
         else:
             if len(yb):

@@ -205,8 +205,12 @@ def stateless_weights(scores: torch.Tensor, *, check_values: bool = True) -> tor
     return reference.stateless_weights(scores)
 
 
+#: ``weighted_loss``'s default floor on ``Σ w`` for ``reduction="weight_sum"``.
+WEIGHTED_LOSS_EPS = 1e-12
+
+
 def weighted_loss(
-    losses: torch.Tensor, w: torch.Tensor, *, reduction: str = "weight_sum", eps: float = 1e-12
+    losses: torch.Tensor, w: torch.Tensor, *, reduction: str = "weight_sum", eps: float = WEIGHTED_LOSS_EPS
 ) -> torch.Tensor:
     """``Σ w_i l_i / max(Σ w_i, eps)`` (``"weight_sum"``) or ``Σ w_i l_i / B`` (``"batch"``, published)."""
     if reduction not in V.REDUCTION_OPTIONS:

@@ -664,18 +664,33 @@ def test_fused_reweight_op_contract(wdtype):
     w = torch.rand(40, dtype=wdtype)
     idx = torch.tensor([3, 7, 39, 0, 11, 5])
     args = (a["xs"], a["mus"], a["es"], a["protos"], a["class_weight"], False, y, "max", 0.0)
-    torch.library.opcheck(ops.fbr_reweight_prototype.default, args + (w, idx, 0.3, "mean_abs", 1e-12))
+    torch.library.opcheck(ops.fbr_reweight_prototype.default, args + (w, idx, 0.3, "mean_abs", 1e-12, 1e-12))
     before = w.clone()
-    d, new = ops.fbr_reweight_prototype(*args, w, idx, 0.3, "mean_abs", 1e-12)
+    old = csrc_backend.set_poison_outputs(True)  # every element of the three outputs must be written
+    try:
+        d, new, coef = ops.fbr_reweight_prototype(*args, w, idx, 0.3, "mean_abs", 1e-12, 1e-12)
+    finally:
+        csrc_backend.set_poison_outputs(old)
     torch.testing.assert_close(d, ops.fbr_scores_prototype(*args))
     expect = reference.reweighter_update(before[idx], d.to(wdtype), 0.3, "mean_abs", 1e-12)
     torch.testing.assert_close(new, expect)
     torch.testing.assert_close(w[idx], expect)
+    # the coefficients of the "weight_sum" loss, in float64 from the new weights
+    want = new.double() / new.double().sum().clamp_min(1e-12)
+    torch.testing.assert_close(coef.double(), want, rtol=1e-6 if wdtype == torch.float32 else 1e-13, atol=0)
+    assert coef.dtype == wdtype
+    # all weights 0: the floor loss_eps divides (coefficients 0, never NaN)
+    zero = torch.zeros(40, dtype=wdtype)
+    _, _, coef0 = ops.fbr_reweight_prototype(*args, zero, idx, 0.0, "mean_abs", 1e-12, 0.5)
+    assert torch.equal(coef0, torch.zeros(6, dtype=wdtype))
     with pytest.raises(RuntimeError, match=r"fastreweight::fbr_reweight_prototype: idx must have length 6 "
                                            r"\(one index per batch row\), got 5"):
-        ops.fbr_reweight_prototype(*args, w, idx[:5], 0.3, "mean_abs", 1e-12)
+        ops.fbr_reweight_prototype(*args, w, idx[:5], 0.3, "mean_abs", 1e-12, 1e-12)
     with pytest.raises(RuntimeError, match=r"fastreweight::fbr_reweight_prototype: idx holds 40 at position 2"):
-        ops.fbr_reweight_prototype(*args, w, torch.tensor([3, 7, 40, 0, 11, 5]), 0.3, "mean_abs", 1e-12)
+        ops.fbr_reweight_prototype(*args, w, torch.tensor([3, 7, 40, 0, 11, 5]), 0.3, "mean_abs", 1e-12, 1e-12)
+    with pytest.raises(RuntimeError, match=r"fastreweight::fbr_reweight_prototype: loss_eps must be a finite "
+                                           r"float > 0, got 0"):
+        ops.fbr_reweight_prototype(*args, w, idx, 0.3, "mean_abs", 1e-12, 0.0)
 
 
 @needs_ext

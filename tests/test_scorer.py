@@ -151,6 +151,47 @@ def test_reweight_equals_scores_then_step(wdtype, fdtype, B):
     assert torch.equal(d3, scorer.fbr_scores(x, y))
 
 
+@pytest.mark.parametrize("wdtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("B", [1, 17, 97])
+@pytest.mark.parametrize("check_values", [False, True], ids=["fused", "separate"])
+def test_reweight_loss_coefficients_give_the_weighted_loss(wdtype, B, check_values):
+    """``reweight(..., loss_eps=eps)`` also returns ``coef = w / max(Σw, eps)``: ``dot(losses, coef)`` is
+    ``weighted_loss(losses, w, reduction="weight_sum", eps=eps)``, whether the fused op forms them
+    (check_values=False, the C++ prototype path where built) or three tensor ops do (value checks on)."""
+    N = 300
+    x, z, _, _, y, u = data(B, 40, dtype=wdtype, seed=B + 1)
+    idx = torch.randperm(N, generator=torch.Generator().manual_seed(B))[:B]
+    scorer = fr.CleanScorer(z, u, num_classes=4)
+    rw = fr.Reweighter(N, lr=0.3, init=0.6, dtype=wdtype)
+    twin = fr.Reweighter(N, lr=0.3, init=0.6, dtype=wdtype, backend="reference")
+    losses = torch.rand(B, dtype=wdtype, generator=torch.Generator().manual_seed(7)) + 0.1
+    for step in range(3):
+        d, w, coef = scorer.reweight(rw, idx, x, y, shift="max", check_values=check_values, loss_eps=1e-12)
+        d2, w2 = scorer.reweight(twin, idx, x, y, shift="max", check_values=True)
+        tol = dict(rtol=1e-12, atol=1e-12) if wdtype == f64 else dict(rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(w, w2, **tol)
+        assert coef.dtype == w.dtype and coef.shape == (B,)
+        want = w.double() / w.double().sum().clamp_min(1e-12)
+        torch.testing.assert_close(coef.double(), want, **tol)
+        torch.testing.assert_close(torch.dot(losses, coef), fr.weighted_loss(losses, w), **tol)
+        x = x.flip(0) * 1.1
+    # every weight 0: the floor divides, coefficients 0 (never NaN)
+    zero = fr.Reweighter(N, lr=0.0, init=0.0, dtype=wdtype)
+    _, w0, c0 = scorer.reweight(zero, idx, x, y, check_values=check_values, loss_eps=0.5)
+    assert torch.equal(w0, torch.zeros(B, dtype=wdtype)) and torch.equal(c0, torch.zeros(B, dtype=wdtype))
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf"), 1, "1e-12"])
+def test_reweight_refuses_a_bad_loss_eps(bad):
+    x, z, _, _, y, u = data(6, 20)
+    scorer = fr.CleanScorer(z, u, num_classes=4)
+    rw = fr.Reweighter(10)
+    before = rw.weights.clone()
+    with pytest.raises(ValueError, match="loss_eps must be a finite float > 0 or None"):
+        scorer.reweight(rw, torch.arange(6), x, y, loss_eps=bad)
+    assert torch.equal(rw.weights, before)
+
+
 def test_reweight_checks_its_arguments():
     x, z, _, _, y, u = data(6, 20)
     scorer = fr.CleanScorer(z, u, num_classes=4)

@@ -117,6 +117,27 @@ def test_logged_group_means_equal_each_steps_weights(method, kw):
                 assert math.isnan(got)
 
 
+@pytest.mark.parametrize("check_values", [False, True], ids=["fused-op", "separate-ops"])
+def test_stateful_loss_from_coefficients_equals_the_weighted_loss(monkeypatch, check_values):
+    """The stateful FBR step takes its loss as dot(losses, coef) with the coefficients that come with
+    the weights (from the fused C++ op, or from three tensor ops with value checks on).  Against the
+    same training with the loss from ``weighted_loss`` (the module switch off), weights and parameters
+    agree to float32 rounding after three epochs."""
+    import fastreweight.train as T
+
+    d = _tiny(n=400, rate=0.4)
+    out = []
+    for from_coef in (True, False):
+        monkeypatch.setattr(T, "_LOSS_FROM_COEFFICIENTS", from_coef)
+        m = _mlp(d)
+        opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
+        r = train(m, opt, d, method="fbr", warmup=0, epochs=3, batch_size=32, seed=1, check_values=check_values)
+        out.append((r.final_weights, torch.cat([p.detach().flatten() for p in m.parameters()])))
+    assert not torch.equal(out[0][0], torch.ones_like(out[0][0]))  # the weights did move
+    torch.testing.assert_close(out[0][0], out[1][0], rtol=0, atol=1e-5)
+    torch.testing.assert_close(out[0][1], out[1][1], rtol=0, atol=1e-5)
+
+
 def test_fbr_downweights_mislabelled_samples():
     d = _tiny(n=600, rate=0.4, noise="pair", clean_size=30)
     m = _mlp(d)

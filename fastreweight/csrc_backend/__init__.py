@@ -10,8 +10,9 @@ The ops live in the namespace ``fastreweight::`` (see ``csrc/fbr_common.h`` for 
   strategy on precomputed class prototypes (CPU);
 * ``torch.ops.fastreweight.reweighter_step(weights, idx, scores, lr, normalize_update, eps)``: the
   Reweighter update, in place on ``weights`` (CPU);
-* ``torch.ops.fastreweight.fbr_reweight_prototype(..., weights, idx, lr, normalize_update, eps)``: the
-  prototype scores and the Reweighter update in one op, returning (scores, new batch weights) (CPU);
+* ``torch.ops.fastreweight.fbr_reweight_prototype(..., weights, idx, lr, normalize_update, eps, loss_eps)``:
+  the prototype scores, the Reweighter update and the loss coefficients ``w / max(Σw, loss_eps)`` in
+  one op, returning (scores, new batch weights, coefficients) (CPU);
 * ``torch.ops.fastreweight.threshold_weights(scores)``: the published per-batch weight rule (CPU);
 * ``torch.ops.fastreweight.loo_auroc(coords, scales, y, num_classes, center, shift, alpha)``: the
   leave-one-out criterion of ``whiten="auto"`` for K candidate scalings of the clean rows (CPU);
@@ -198,10 +199,11 @@ def _register_fakes() -> None:
 
     @torch.library.register_fake("fastreweight::fbr_reweight_prototype")
     def _fbr_reweight_prototype_fake(xs, mus, es, protos, class_weight, cosine, y, shift, alpha, weights, idx, lr,
-                                     normalize_update, eps):
+                                     normalize_update, eps, loss_eps):
         check_devices("fbr_reweight_prototype", xs, protos, mus, es, [], protos[0], class_weight, y)
         x0 = xs[0]
-        return x0.new_empty((x0.shape[0],), dtype=_acc_dtype(x0.dtype)), weights.new_empty((idx.shape[0],))
+        return (x0.new_empty((x0.shape[0],), dtype=_acc_dtype(x0.dtype)), weights.new_empty((idx.shape[0],)),
+                weights.new_empty((idx.shape[0],)))
 
     @torch.library.register_fake("fastreweight::threshold_weights")
     def _threshold_weights_fake(scores):

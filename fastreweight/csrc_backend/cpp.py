@@ -84,9 +84,10 @@ def prepare_fbr_scores(problem, strategy):
 
 
 def prepare_fbr_reweight(problem, strategy):
-    """A function ``(xs, es, y, shift, alpha, weights, idx, lr, normalize_update, eps) -> (d, w)`` that
-    scores a batch and applies the Reweighter update in one op (prototype strategy; ``None`` for the
-    pairwise one, which scores and updates in two)."""
+    """A function ``(xs, es, y, shift, alpha, weights, idx, lr, normalize_update, eps, loss_eps) ->
+    (d, w, coef)`` that scores a batch, applies the Reweighter update and forms the loss coefficients
+    ``w / max(Σw, loss_eps)`` in one op (prototype strategy; ``None`` for the pairwise one, which
+    scores and updates in two)."""
     if strategy != "prototype":
         return None
     cosine = bool(problem.cosine)
@@ -96,8 +97,9 @@ def prepare_fbr_reweight(problem, strategy):
     protos = reference._clean_prototypes(problem)
     op = torch.ops.fastreweight.fbr_reweight_prototype
 
-    def run(xs, es, y, shift, alpha, weights, idx, lr, normalize_update, eps):
-        return op(xs, mus, es or [], protos, cw, cosine, y, shift, alpha, weights, idx, lr, normalize_update, eps)
+    def run(xs, es, y, shift, alpha, weights, idx, lr, normalize_update, eps, loss_eps):
+        return op(xs, mus, es or [], protos, cw, cosine, y, shift, alpha, weights, idx, lr, normalize_update, eps,
+                  loss_eps)
     return run
 
 
