@@ -859,7 +859,7 @@ at::Tensor threshold_weights_cpu(const at::Tensor& scores) {
 // Written to match whiten.loo_similarity + all_label_scores + _auroc; float64 throughout.
 // Cost per candidate O(M*C*r + n0*log n0) with n0 = (number of kept rows)*(present classes - 1),
 // memory O(M*r + C*r + n0): nothing of size K*M*r is formed.  Candidates are independent and run in
-// parallel (at::parallel_for over K).
+// parallel (at::parallel_for over K) while they are small, one at a time when large.
 // ---------------------------------------------------------------------------------------------
 // a·b with four partial sums (independent accumulators: the loop is not bound by the add latency)
 static inline double dot4(const double* a, const double* b, int64_t n) {
@@ -1015,7 +1015,12 @@ at::Tensor loo_auroc_cpu(const at::Tensor& coords, const at::Tensor& scales, con
   const double* cp = cc.data_ptr<double>();
   const double* spp = sc.data_ptr<double>();
   double* op_ = out.data_ptr<double>();
-  at::parallel_for(0, K, 1, [&](int64_t k0, int64_t k1) {
+  // Small candidates run in parallel.  A large one (M * max(r, C) past 2^20 elements: its working set
+  // is about four float64 arrays of that size) runs one at a time, so the op's memory stays within
+  // the bound fastreweight.scoring.memory_bound_bytes states whatever the thread count; its GEMM
+  // still uses the threads.
+  const int64_t grain = M * std::max(r, C) > (int64_t(1) << 20) ? std::max<int64_t>(K, 1) : 1;
+  at::parallel_for(0, K, grain, [&](int64_t k0, int64_t k1) {
     for (int64_t k = k0; k < k1; ++k) op_[k] = loo_auroc_one(cp, spp + k * r, yp, M, r, C, center, sh, alpha);
   });
   return out;

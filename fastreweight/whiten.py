@@ -35,8 +35,9 @@ rows, summed in float64), one
 symmetric eigendecomposition of a d×d matrix, and N·d² more for the transform when scoring.  Extra
 memory: about 4·d²·8 bytes (Σ, its eigenvectors, the float32 transform and workspace), and for
 ``"auto"`` the criterion's temporaries.  On the CPU the criterion is the C++ op
-``fastreweight::loo_auroc`` (``criterion_backend``): one call for all candidates, O(M·d + M·C) memory
-per candidate, the AUROC by sorting the negatives.  Elsewhere (or without the extension) it is the
+``fastreweight::loo_auroc`` (``criterion_backend``): one call for all candidates, about four float64
+arrays of M·max(d, C) elements per candidate (candidates run in parallel only while that is below
+2^20 elements, so the bound above holds for any thread count), the AUROC by sorting the negatives.  Elsewhere (or without the extension) it is the
 batched torch code below, at most about eight float64 arrays of ``max(2^20, M·max(d, C))`` elements
 (candidates are batched only below that size); the two agree to rounding (tests).
 """

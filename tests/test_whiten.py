@@ -472,7 +472,8 @@ def _criterion_inputs(M, r, C, K, seed, absent=False, singleton=False):
 
 
 @needs_cpp
-@pytest.mark.parametrize("M,r,C,K", [(2, 1, 2, 1), (17, 5, 3, 4), (97, 13, 10, 7), (50, 49, 10, 8), (203, 3, 7, 2)])
+@pytest.mark.parametrize("M,r,C,K", [(2, 1, 2, 1), (17, 5, 3, 4), (97, 13, 10, 7), (50, 49, 10, 8), (203, 3, 7, 2),
+                                     (1100, 1000, 3, 2)])  # the last: M·r > 2^20, candidates one at a time
 @pytest.mark.parametrize("shift", ["max", "second", "mean", "none"])
 @pytest.mark.parametrize("alpha", [0.0, 0.3])
 @pytest.mark.parametrize("center", ["clean", "none"])
