@@ -661,6 +661,7 @@ def train(
             feats = tap.take()[:nb]  # the head's input in this forward (hook registered once per call)
             feats = feats.detach().float() if amp_dtype is not None else feats.detach()
         yb_all, yb = yb, yb[:nb]
+        coef = None
         Z, u = stateful_clean_feats()
         if len(yb) and clean_features == "cache":
             # the cached clean side is scored against many batches: prepared once per refresh; the
@@ -672,9 +673,9 @@ def train(
                 # op forms w / max(Σw, eps) in the same call): the loss is one dot product
                 d, w, coef = state["scorer"].reweight(rw, idx, feats, yb, shift=shift, alpha=alpha,
                                                       on_missing_class="skip", loss_eps=LOSS_EPS)
-                state["rw_step"] += 1
-                return torch.dot(ce(logits, yb_all), coef.to(torch.float32 if amp_dtype else logits.dtype)), w
-            d, w = state["scorer"].reweight(rw, idx, feats, yb, shift=shift, alpha=alpha, on_missing_class="skip")
+            else:
+                d, w = state["scorer"].reweight(rw, idx, feats, yb, shift=shift, alpha=alpha,
+                                                on_missing_class="skip")
         else:
             if len(yb):
                 d = fbr_scores(feats, yb, Z.to(feats.dtype), u, num_classes=C, shift=shift, alpha=alpha,
@@ -683,9 +684,10 @@ def train(
                 d = torch.zeros(0, dtype=wdtype, device=dev)
             w = rw.step(idx, d, check_values=check_values)
         state["rw_step"] += 1
-        loss = reweighted_loss(ce(logits, yb_all),
-                               with_mixed(w.to(torch.float32 if amp_dtype else logits.dtype), yb_all.shape[0]))
-        return loss, w
+        losses, loss_dtype = ce(logits, yb_all), torch.float32 if amp_dtype else logits.dtype
+        if coef is not None:
+            return torch.dot(losses, coef.to(loss_dtype)), w
+        return reweighted_loss(losses, with_mixed(w.to(loss_dtype), yb_all.shape[0])), w
 
     def step_fbr_paper(xb, yb, idx, active, epoch):
         nb = idx.shape[0]  # rows past nb: mixed-in clean rows (clean_mix), weight 1
