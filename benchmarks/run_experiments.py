@@ -16,7 +16,9 @@
   next to ``erm+mix``, ERM given the same mixed-in clean samples; (a+b) = (a) with two or three clean
   passes instead of five; (a+w) = (a) with the clean features whitened (``feature_whiten="auto"``);
   ``fbr+whiten`` = the library's default FBR with ``feature_whiten="auto"`` — (a), (c) and no clean
-  passes at all, with whitened clean features.
+  passes at all, with whitened clean features; ``fbr+whiten/k`` = the same with the whitening refitted
+  at every k-th refresh only (``feature_whiten_every=k``; the refreshes between shrink the new class
+  means by the last fit).
   Epoch time is the median training-epoch time of each run; ratios to ERM are formed per cell and
   seed (same process, back to back).
 * ``ablation`` (stateful FBR, MNIST-5k, 40% symmetric and 40% asymmetric): shift, Reweighter lr, warm-up,
@@ -86,6 +88,8 @@ def variants(preset_name):
         "a+b:3-clean-passes": {**paper, "batch_features": "train", "clean_passes": 3},
         "a+w:whitened": {**paper, "batch_features": "train", "feature_whiten": "auto"},
         "fbr+whiten": dict(method="fbr", feature_whiten="auto"),
+        "fbr+whiten/5": dict(method="fbr", feature_whiten="auto", feature_whiten_every=5),
+        "fbr+whiten/10": dict(method="fbr", feature_whiten="auto", feature_whiten_every=10),
     }
 
 

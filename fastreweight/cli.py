@@ -168,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--feature-whiten", default=None,
                    help="stateful FBR, cache policy: auto or a strength t > 0 — score against the cached clean "
                         "features whitened by their own covariance (fastreweight.whiten)")
+    t.add_argument("--feature-whiten-every", type=int, default=None,
+                   help="with --feature-whiten: refit the whitening every k-th clean-feature refresh (default 1); "
+                        "the refreshes between shrink the new class means by the last fit")
     t.add_argument("--amp", choices=("bf16", "fp16"), default=None)
     t.add_argument("--no-augment", action="store_true", help="CIFAR: no random crop/flip")
     t.add_argument("--seed", type=int, default=None)
@@ -323,13 +326,15 @@ def _resolve(args) -> tuple[dict, dict]:
     opt_map = dict(recipe="recipe", clean_passes="clean_passes", clean_mix="clean_mix", warmup="warmup",
                    skip_epochs="skip_epochs",
                    alpha_epochs="alpha_epochs", shift="shift", clean_features="clean_features",
-                   reweight_lr="lr", amp="amp", feature_whiten="feature_whiten")
+                   reweight_lr="lr", amp="amp", feature_whiten="feature_whiten",
+                   feature_whiten_every="feature_whiten_every")
     for a, k in opt_map.items():
         v = getattr(args, a)
         if v is not None:
             kw[k] = v
     if s["method"] != "fbr":
-        for k in ("recipe", "skip_epochs", "alpha_epochs", "shift", "clean_features", "lr", "feature_whiten"):
+        for k in ("recipe", "skip_epochs", "alpha_epochs", "shift", "clean_features", "lr", "feature_whiten",
+                  "feature_whiten_every"):
             kw.pop(k, None)
     if kw.get("recipe") == "paper":
         for k in ("warmup", "shift"):

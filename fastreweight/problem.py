@@ -114,12 +114,16 @@ def acc_dtype_for(dtype: torch.dtype) -> torch.dtype:
 
 def class_balanced_mean(z: torch.Tensor, clean_y: torch.Tensor, class_counts: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
     """mu = (1/C') Σ_{c present} mean_{j: u_j = c} Z_j  =  Σ_j Z_j / (C' · M_{u_j})."""
+    return class_balanced_row_weights(clean_y, class_counts, acc) @ z.to(acc)
+
+
+def class_balanced_row_weights(clean_y: torch.Tensor, class_counts: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
+    """The M weights ``1/(C' · M_{u_j})`` (0 for a label out of range) of ``class_balanced_mean``."""
     C = class_counts.shape[0]
     in_range = (clean_y >= 0) & (clean_y < C)  # out-of-range rows (check_values=False) take no part
     present = (class_counts > 0).sum().to(acc)
     row_count = class_counts[clean_y.clamp(0, C - 1)].to(acc).clamp_min(1)
-    row_w = torch.where(in_range, 1.0 / (row_count * present), torch.zeros((), dtype=acc, device=z.device))
-    return row_w @ z.to(acc)
+    return torch.where(in_range, 1.0 / (row_count * present), torch.zeros((), dtype=acc, device=clean_y.device))
 
 
 def build_problem(

@@ -52,7 +52,17 @@ def _prepared_factors(problem: Problem):
 
 
 def clean_class_matrix(problem: Problem) -> torch.Tensor:
-    """A (M×C): A_jc = 1/M_c if u_j = c else 0, so that S = K·A (SPEC §3.3)."""
+    """A (M×C): A_jc = 1/M_c if u_j = c else 0, so that S = K·A (SPEC §3.3).
+
+    It depends on the clean labels only: memoised in ``problem.clean_memo`` (``CleanScorer.refresh``
+    keeps it when the clean features change)."""
+    A = problem.clean_memo.get("class_matrix")
+    if A is None or A.dtype != problem.acc_dtype:
+        A = problem.clean_memo["class_matrix"] = _class_matrix(problem)
+    return A
+
+
+def _class_matrix(problem: Problem) -> torch.Tensor:
     C = problem.num_classes
     u = problem.clean_y
     valid = (u >= 0) & (u < C)

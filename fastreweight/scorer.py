@@ -31,7 +31,11 @@ import torch
 
 from . import backends, plan as plan_mod, reference
 from . import validate as V
-from .problem import Layer, Problem, build_problem
+from .problem import Layer, Problem, build_problem, class_balanced_row_weights
+
+#: clean-memo entries that depend on the clean labels only (kept by ``CleanScorer.refresh``)
+_LABEL_ONLY_MEMO = ("counts", "class_weight", "values_checked", "reuses", "class_matrix", "row_weight",
+                    ("triton", "class_sort"))
 
 
 _REWEIGHTER = []
@@ -96,10 +100,67 @@ class CleanScorer:
         self.dtype = zs[0].dtype
         self._dims = [z.shape[1] for z in zs]
         self._kdims = [f.shape[1] for f in fs] if fs is not None else None
+        self.center = center
         self._plans: dict = {}
         self._two_classes_checked = False
 
     # ------------------------------------------------------------------------------------------
+    def refresh(self, clean_x, clean_x2=None) -> "CleanScorer":
+        """New values of the clean features for the same clean labels, in place; returns ``self``.
+
+        ``clean_x`` (and ``clean_x2`` exactly when the scorer was built with it) must have the layout,
+        shapes, dtype and device of the features the scorer was built with; with the scorer's
+        ``check_values`` they must be finite.  A training loop that refreshes its clean-feature cache
+        (SPEC §5) calls this instead of building a new scorer: what depends on the labels only (class
+        counts and weights, the checks of the labels, the plans chosen per batch size) is kept, and
+        only what depends on the values is recomputed — the centering mean and each cached plan's
+        prepared clean side (e.g. the class prototypes).  Scores afterwards equal those of a scorer
+        built from scratch on the new features (tests)."""
+        if (clean_x2 is None) != (self._kdims is None):
+            raise ValueError("clean_x2 must be given exactly when the scorer was built with clean_x2 (gradient kernel)")
+        t = self._template
+        M = t.num_clean
+        zs = self._factors("clean_x", clean_x, self._dims)
+        fs = self._factors("clean_x2", clean_x2, self._kdims) if clean_x2 is not None else [None] * len(zs)
+        for i, (z, f) in enumerate(zip(zs, fs)):
+            for name, u in (("clean_x", z), ("clean_x2", f)):
+                if u is not None and u.shape[0] != M:
+                    nm = f"{name}[{i}]" if len(zs) > 1 else name
+                    raise ValueError(f"{nm} must have {M} rows (the clean subset's size), got {u.shape[0]}")
+        if self.check_values:
+            vc = V.ValueChecks()
+            for i, (z, f) in enumerate(zip(zs, fs)):
+                sfx = f"[{i}]" if len(zs) > 1 else ""
+                vc.finite(f"clean_x{sfx}", z)
+                if f is not None:
+                    vc.finite(f"clean_x2{sfx}", f)
+            vc.run()
+        acc = t.acc_dtype
+        # a fresh memo: the label-only entries carried over, the value-dependent ones (the backends'
+        # prepared clean side) recomputed on demand
+        memo = {k: v for k, v in t.clean_memo.items() if k in _LABEL_ONLY_MEMO}
+        mus = [None] * len(zs)
+        if self.center == "clean":  # class_balanced_mean, its label-only row weights kept
+            row_w = memo.get("row_weight")
+            if row_w is None:
+                row_w = memo["row_weight"] = class_balanced_row_weights(t.clean_y, t.class_counts, acc)
+            mus = [row_w @ z.to(acc) for z in zs]
+        memo["mus"] = mus
+        memo["reuses"] = max(memo.get("reuses", 0), 1)
+        self._template = dataclasses.replace(
+            t, layers=[Layer(x=L.x, z=z, mu=mu, e=L.e, f=f) for L, z, mu, f in zip(t.layers, zs, mus, fs)],
+            clean_memo=memo)
+        for key, (p, mod, _, _) in list(self._plans.items()):
+            self._plans[key] = self._prepare(p, mod)
+        return self
+
+    def _prepare(self, p, mod):
+        """(plan, backend module, prepared scores runner or None, prepared reweight runner or None)."""
+        prepare = getattr(mod, "prepare_fbr_scores", None)
+        prepare_rw = getattr(mod, "prepare_fbr_reweight", None)
+        return (p, mod, prepare(self._template, p.strategy) if prepare is not None else None,
+                prepare_rw(self._template, p.strategy) if prepare_rw is not None else None)
+
     @property
     def num_clean(self) -> int:
         return self._template.num_clean
@@ -207,11 +268,7 @@ class CleanScorer:
         if entry is None:
             problem = self._problem(xs, es, y64)
             p = plan_mod.make_plan(problem, self.strategy, self.backend)
-            mod = backends.load(p.backend)
-            prepare = getattr(mod, "prepare_fbr_scores", None)
-            prepare_rw = getattr(mod, "prepare_fbr_reweight", None)
-            entry = (p, mod, prepare(self._template, p.strategy) if prepare is not None else None,
-                     prepare_rw(self._template, p.strategy) if prepare_rw is not None else None)
+            entry = self._prepare(p, backends.load(p.backend))
             self._plans[key] = entry
         plan_mod.record(entry[0])
         return entry
@@ -253,6 +310,53 @@ class CleanScorer:
             return fused(problem, p.strategy, shift, alpha)
         S = mod.class_similarity(problem, p.strategy)
         return reference.fbr_from_similarity(S, problem.y, problem.present, shift, alpha)
+
+    def bind_reweight(self, reweighter, *, shift: str = "max", alpha: float = 0.0, on_missing_class: str = "raise",
+                      loss_eps: float | None = None):
+        """``reweight`` with its keyword arguments bound: a function ``(idx, x, y)`` returning what
+        ``reweight(reweighter, idx, x, y, shift=shift, alpha=alpha, on_missing_class=on_missing_class,
+        loss_eps=loss_eps)`` returns, with the scorer's ``check_values``.
+
+        For the call a training loop makes at every step: the keywords are checked once here, and a
+        batch that the backend's fused op takes (one feature layer, a plain ``Reweighter`` on the
+        planned backend, no value checks, a batch size seen before) goes to that op after a few
+        metadata checks — no Python frames between the loop and the op beyond this one.  In a training
+        step every line of Python runs with caches the forward and backward passes have evicted, so
+        this matters more than its microbenchmark suggests.  Anything else (a first batch size, other
+        shapes, dtypes or devices, bad input) takes ``reweight`` itself, with its checks and errors.
+        It follows ``refresh``: the prepared op is looked up at each call."""
+        V.check_option("shift", shift, V.SHIFT_OPTIONS)
+        V.check_option("on_missing_class", on_missing_class, V.MISSING_OPTIONS)
+        alpha = V.check_alpha(alpha)
+        if loss_eps is not None and not (type(loss_eps) is float and 0.0 < loss_eps < float("inf")):
+            raise ValueError(f"loss_eps must be a finite float > 0 or None, got {loss_eps!r}")
+
+        def general(idx, x, y):
+            return self.reweight(reweighter, idx, x, y, shift=shift, alpha=alpha, on_missing_class=on_missing_class,
+                                 loss_eps=loss_eps)
+
+        if self.check_values or type(reweighter) is not _reweighter_class() or len(self._dims) != 1 or self._kdims:
+            return general
+        plans, dims, dtype, device = self._plans, self._dims[0], self.dtype, self.device
+        op_eps = 1e-12 if loss_eps is None else loss_eps
+        int64, Tensor, record = torch.int64, torch.Tensor, plan_mod.record
+
+        def fast(idx, x, y):
+            if (type(x) is Tensor and type(y) is Tensor and type(idx) is Tensor and x.dim() == 2
+                    and x.dtype == dtype and x.shape[1] == dims and y.dtype == int64 and idx.dtype == int64
+                    and y.dim() == 1 and idx.dim() == 1 and y.shape[0] == x.shape[0] == idx.shape[0]
+                    and x.device == device and y.device == device and idx.device == device):
+                entry = plans.get((x.shape[0], dtype))
+                w_all = reweighter.weights
+                if (entry is not None and entry[3] is not None and entry[0].backend == reweighter.backend
+                        and w_all.device == device):
+                    record(entry[0])
+                    d, w, coef = entry[3]([x], None, y, shift, alpha, w_all, idx, reweighter.lr,
+                                          reweighter.normalize_update, reweighter.eps, op_eps)
+                    return (d, w) if loss_eps is None else (d, w, coef)
+            return general(idx, x, y)
+
+        return fast
 
     def reweight(self, reweighter, idx, x, y, *, x2=None, shift: str = "max", alpha: float = 0.0,
                  on_missing_class: str = "raise", check_values: bool | None = None, loss_eps: float | None = None):

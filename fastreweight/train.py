@@ -23,7 +23,11 @@ and returns a ``TrainResult``.  Methods (SPEC §6, same data, model and budget):
     (``fastreweight.whiten.shrunk_class_means``: the whitening is folded into the C class means at
     each refresh, so a step costs what it costs without it; ``"auto"`` picks ``t`` or the plain means
     by leave-one-out on the clean subset at every refresh).  ``TrainResult.config["whiten_strengths"]``
-    lists the strength used at each refresh (``None``: plain means).
+    lists the strength used at each refresh (``None``: plain means).  ``feature_whiten_every=k`` (default
+    1) refits the whitening (the covariance's spectrum and, for ``"auto"``, the strength) at every k-th
+    refresh only; the refreshes between shrink the new class means by the last fit
+    (``ShrunkMeans.refold``: no eigendecomposition, no criterion), which divides the whitening's cost
+    per epoch by about k.
   - ``recipe="paper"``: SPEC §7 step by step — every epoch starts with ``clean_passes`` passes over
     the clean subset (batch ``clean_batch_size`` = 128, mean CE, same optimiser); then, if
     ``epoch > skip_epochs``, the clean features (eval mode, no_grad) once; each training batch gets
@@ -344,6 +348,7 @@ def train(
     clean_features: str = "cache",
     refresh_every: int | str = "auto",
     feature_whiten: str | float | None = None,
+    feature_whiten_every: int = 1,
     prototype_momentum: float = 0.9,
     batch_features: str | None = None,
     skip_epochs: int | str = 10,
@@ -384,6 +389,8 @@ def train(
         raise ValueError("feature_whiten applies to method='fbr' with recipe='paper', or recipe='stateful' and "
                          f"clean_features='cache'; got method={method!r}, recipe={recipe!r}, "
                          f"clean_features={clean_features!r}")
+    if isinstance(feature_whiten_every, bool) or not isinstance(feature_whiten_every, int) or feature_whiten_every < 1:
+        raise ValueError(f"feature_whiten_every must be an int >= 1, got {feature_whiten_every!r}")
     if amp not in (None, "bf16", "fp16"):
         raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {amp!r}")
     if epochs < 0 or batch_size < 1 or clean_batch_size < 1 or clean_passes < 0:
@@ -542,7 +549,8 @@ def train(
 
     clean_w, noisy_w, test_acc, epoch_secs, probes = [], [], [], [], []
     weight_log = _WeightLog()
-    state = {"step": 0, "rw_step": 0, "Z": None, "proto": None, "proto_seen": None}
+    state = {"step": 0, "rw_step": 0, "Z": None, "proto": None, "proto_seen": None, "clean_new": False,
+             "whiten_refreshes": 0}
     whiten_strengths: list = []  # feature_whiten: the strength used at each refresh
     head = capture.find_head(model) if method == "fbr" else None  # found once, not every step
 
@@ -593,16 +601,27 @@ def train(
             emit("clean", epoch, b, None)
 
     # ---- stateful FBR clean features (SPEC §5) ---------------------------------------------
+    def whitened_clean(shift_, alpha_):
+        """Replace the fresh clean features ``state["Z"]`` by the C whitened class means: a new fit at
+        every ``feature_whiten_every``-th refresh, the last fit's fold of the new means in between."""
+        fit = state.get("whiten_fit")
+        if fit is None or state["whiten_refreshes"] % feature_whiten_every == 0:
+            fit = shrunk_class_means(state["Z"], yc, C, whiten=feature_whiten, shift=shift_, alpha=alpha_,
+                                     check_values=check_values)
+        else:
+            fit = fit.refold(state["Z"], yc, C)
+        state["whiten_fit"] = fit
+        state["whiten_refreshes"] += 1
+        state["Z"], state["Zy"] = fit.rows, fit.labels
+        whiten_strengths.append(fit.strength)
+
     def stateful_clean_feats():
         if clean_features == "cache":
             if state["Z"] is None or state["rw_step"] % refresh_every == 0:
                 state["Z"], state["Zy"] = _eval_features(model, xc, eval_batch_size), yc
-                state["scorer"] = None  # prepared on first use, for the batch features' dtype
+                state["clean_new"] = True  # the scorer takes them on first use, in the batch features' dtype
                 if feature_whiten is not None:  # C rows standing for the whitened clean side
-                    sm = shrunk_class_means(state["Z"], yc, C, whiten=feature_whiten, shift=shift, alpha=alpha,
-                                            check_values=check_values)
-                    state["Z"], state["Zy"] = sm.rows, sm.labels
-                    whiten_strengths.append(sm.strength)
+                    whitened_clean(shift, alpha)
             return state["Z"], state["Zy"]
         if clean_features == "batch":
             xb_c, yb_c = clean_minibatch()
@@ -643,6 +662,19 @@ def train(
         extra = n_rows - w.shape[0]
         return w if extra == 0 else torch.cat([w, torch.ones(extra, dtype=w.dtype, device=w.device)])
 
+    def current_scorer(Z, u, dtype, center):
+        """``state["scorer"]`` for the clean features ``Z`` (labels ``u``): built on first use (or for a
+        new dtype), afterwards refreshed in place when the cache holds new features — the labels are
+        the same at every refresh (``yc``, or under whitening the classes present in ``yc``), so only
+        what depends on the values is recomputed (``CleanScorer.refresh``)."""
+        sc = state.get("scorer")
+        if sc is None or sc.dtype != dtype:
+            sc = state["scorer"] = CleanScorer(Z.to(dtype), u, num_classes=C, center=center, check_values=check_values)
+        elif state["clean_new"]:
+            sc.refresh(Z.to(dtype))
+        state["clean_new"] = False
+        return sc
+
     def step_fbr_stateful(xb, yb, idx, active):
         # rows [0, nb) are the training batch; rows past nb are mixed-in clean rows (clean_mix)
         nb = idx.shape[0]
@@ -658,24 +690,30 @@ def train(
         else:
             with autocast():
                 logits = net(xb)
-            feats = tap.take()[:nb]  # the head's input in this forward (hook registered once per call)
+            feats = tap.take()  # the head's input in this forward (hook registered once per call)
+            if feats.shape[0] != nb:
+                feats = feats[:nb]
             feats = feats.detach().float() if amp_dtype is not None else feats.detach()
-        yb_all, yb = yb, yb[:nb]
+        yb_all = yb
+        if yb.shape[0] != nb:
+            yb = yb[:nb]
         coef = None
         Z, u = stateful_clean_feats()
         if len(yb) and clean_features == "cache":
             # the cached clean side is scored against many batches: prepared once per refresh; the
             # scores and the Reweighter update run as one op where the backend fuses them
-            if state.get("scorer") is None or state["scorer"].dtype != feats.dtype:
-                state["scorer"] = CleanScorer(Z.to(feats.dtype), u, num_classes=C, check_values=check_values)
+            sc = current_scorer(Z, u, feats.dtype, "clean")
             if coef_loss and yb_all.shape[0] == nb:
                 # the loss's normalisation Σ w_i l_i / max(Σ w_i, eps) comes with the weights (the fused
-                # op forms w / max(Σw, eps) in the same call): the loss is one dot product
-                d, w, coef = state["scorer"].reweight(rw, idx, feats, yb, shift=shift, alpha=alpha,
-                                                      on_missing_class="skip", loss_eps=LOSS_EPS)
+                # op forms w / max(Σw, eps) in the same call): the loss is one dot product.  The call is
+                # bound once per scorer (refreshes keep it): per step, a few metadata checks and the op
+                if state.get("reweight_for") is not sc:
+                    state["reweight_fn"] = sc.bind_reweight(rw, shift=shift, alpha=alpha, on_missing_class="skip",
+                                                            loss_eps=LOSS_EPS)
+                    state["reweight_for"] = sc
+                d, w, coef = state["reweight_fn"](idx, feats, yb)
             else:
-                d, w = state["scorer"].reweight(rw, idx, feats, yb, shift=shift, alpha=alpha,
-                                                on_missing_class="skip")
+                d, w = sc.reweight(rw, idx, feats, yb, shift=shift, alpha=alpha, on_missing_class="skip")
         else:
             if len(yb):
                 d = fbr_scores(feats, yb, Z.to(feats.dtype), u, num_classes=C, shift=shift, alpha=alpha,
@@ -707,9 +745,7 @@ def train(
             feats = feats.detach()
             if amp_dtype is not None:
                 feats = feats.float()
-            if state.get("scorer") is None or state["scorer"].dtype != feats.dtype:
-                state["scorer"] = CleanScorer(state["Z"].to(feats.dtype), state["Zy"], num_classes=C, center="clean",
-                                              check_values=check_values)
+            current_scorer(state["Z"], state["Zy"], feats.dtype, "clean")
             d = state["scorer"].fbr_scores(feats, yb[:nb], shift="second", alpha=a, on_missing_class="skip")
             w = threshold_weights(d, check_values=check_values).to(wdtype)
             sample_weights[idx] = w  # idx holds no repeats: w is what sample_weights[idx] now reads
@@ -784,13 +820,9 @@ def train(
             active = reweight_start is not None and epoch >= reweight_start
             if paper and active:
                 state["Z"], state["Zy"] = _eval_features(model, xc, eval_batch_size), yc
-                state["scorer"] = None  # prepared for the new clean features on first use
+                state["clean_new"] = True  # the scorer takes them on first use
                 if feature_whiten is not None:  # C rows standing for the whitened clean side
-                    sm = shrunk_class_means(state["Z"], yc, C, whiten=feature_whiten, shift="second",
-                                            alpha=1.0 / (C - 1) if epoch < alpha_epochs else 0.0,
-                                            check_values=check_values)
-                    state["Z"], state["Zy"] = sm.rows, sm.labels
-                    whiten_strengths.append(sm.strength)
+                    whitened_clean("second", 1.0 / (C - 1) if epoch < alpha_epochs else 0.0)
             if method == "coteaching":
                 rate_t = forget_rate * min(1.0, epoch / max(num_gradual, 1)) ** exponent
             perm = torch.randperm(N, generator=g).to(dev)

@@ -348,6 +348,30 @@ class ShrunkMeans:
     labels: torch.Tensor  # P, int64: the present classes, ascending
     strength: float | None  # t, or None: the plain class means were chosen
     criterion: dict = field(default_factory=dict)
+    # the fold: rows = means − (((means − cen) @ basis) · shrink) @ basisᵀ (None: the plain means)
+    basis: torch.Tensor | None = None  # d×r float64, orthonormal columns (the clean rows' span)
+    shrink: torch.Tensor | None = None  # r float64, λ/(λ + t·λ₁)
+
+    def refold(self, clean_features: torch.Tensor, clean_labels: torch.Tensor, num_classes: int) -> "ShrunkMeans":
+        """The class means of new clean features shrunk by this fold (the spectrum and strength fitted
+        earlier, not refitted): for a training loop that refits the whitening every few refreshes of
+        its clean features (``train(feature_whiten_every=k)``).  The same labels' classes must be
+        present (the result keeps ``labels``); O(M·d + P·d·r), no eigendecomposition, no criterion.
+        With the features the fold was fitted on it gives ``rows`` back (to rounding)."""
+        V.check_float_matrix("clean_features", clean_features)
+        V.check_label_vector("clean_labels", clean_labels, clean_features.shape[0])
+        if self.basis is not None and clean_features.shape[1] != self.basis.shape[0]:
+            raise ValueError(f"clean_features must have {self.basis.shape[0]} columns (the fitted features' size), "
+                             f"got shape {tuple(clean_features.shape)}")
+        means, present = class_means(clean_features, clean_labels, num_classes)
+        if present.shape != self.labels.shape:
+            raise ValueError(f"clean_labels must hold the {self.labels.shape[0]} classes the fold was fitted on, "
+                             f"got {present.shape[0]}")
+        if self.basis is not None:
+            cen = means.mean(dim=0)
+            means = means - (((means - cen) @ self.basis) * self.shrink) @ self.basis.T
+        return ShrunkMeans(rows=means.to(clean_features.dtype), labels=self.labels, strength=self.strength,
+                           criterion=self.criterion, basis=self.basis, shrink=self.shrink)
 
 
 def shrunk_class_means(
@@ -359,6 +383,7 @@ def shrunk_class_means(
     shift: str = "max",
     alpha: float = 0.0,
     check_values: bool = True,
+    backend: str = "auto",
 ) -> ShrunkMeans:
     """Whitening by the clean rows' own covariance, folded into their class means.
 
@@ -378,7 +403,13 @@ def shrunk_class_means(
     scale: ``t → ∞`` gives back the plain class means.  So a training loop that scores every batch
     against cached clean features pays for the whitening once per refresh — the batch side is
     untouched.  ``whiten="auto"`` picks ``t`` (or the plain means) by the leave-one-out criterion of
-    the module doc, computed in the r coordinates of the clean rows' span."""
+    the module doc, computed in the r coordinates of the clean rows' span.
+
+    ``backend``: ``"cpp"`` runs everything after the argument checks as the one C++ op
+    ``fastreweight::shrunk_class_means`` (CPU; the same ATen kernels in the same order, so the same
+    numbers, without the dispatch cost of ~40 small tensor ops: a training loop pays it once per
+    refresh), ``"reference"`` the torch code below (any device), ``"auto"`` ``criterion_backend``'s
+    choice for the features' device."""
     V.check_float_matrix("clean_features", clean_features)
     V.check_label_vector("clean_labels", clean_labels, clean_features.shape[0])
     V.check_same_device({"clean_features": clean_features, "clean_labels": clean_labels})
@@ -391,11 +422,31 @@ def shrunk_class_means(
     alpha = V.check_alpha(alpha)
     if clean_features.shape[0] == 0:
         raise ValueError("clean_features is empty: the clean subset needs at least one row")
+    V.check_option("backend", backend, ("auto", "cpp", "reference"))
+    if backend == "auto":
+        backend = criterion_backend(clean_features.device)
+    elif backend == "cpp":
+        reason = backends.unavailable_reason("cpp", clean_features.device)
+        if reason is not None:
+            raise RuntimeError(f"backend='cpp' was requested but is unavailable: {reason}")
     if check_values:
         vc = V.ValueChecks()
         vc.finite("clean_features", clean_features)
         vc.labels_in_range("clean_labels", clean_labels, num_classes)
         vc.run()
+    if backend == "cpp":
+        choose = whiten == "auto"
+        rows, present, aucs, chosen, basis, shrink = backends.load("cpp").shrunk_class_means(
+            clean_features, clean_labels.to(torch.int64), num_classes, AUTO_STRENGTHS if choose else (whiten,),
+            choose, shift, alpha)
+        criterion: dict = {}
+        if aucs.shape[0]:
+            aucs = aucs.tolist()
+            _pick(criterion, aucs[0], AUTO_STRENGTHS, aucs[1:])  # the labelled criterion (same rule as the op's)
+        k = int(chosen)
+        strength = None if k < 0 else (AUTO_STRENGTHS[k] if choose else float(whiten))
+        fold = dict(basis=basis, shrink=shrink) if k >= 0 else {}
+        return ShrunkMeans(rows=rows, labels=present, strength=strength, criterion=criterion, **fold)
     z = clean_features.detach().to(torch.float64)
     y = clean_labels.to(torch.int64)
     M = z.shape[0]
@@ -423,7 +474,7 @@ def shrunk_class_means(
         # with center="clean" the plain features are the unscaled coordinates (a rotation and a
         # translation of the rows): every candidate in one batched call, the plain one first
         scales = torch.stack([torch.ones_like(lam)] + [(lam + t * lam[0]).rsqrt() for t in AUTO_STRENGTHS])
-        aucs = _scaled_criterion(coords, scales, y, num_classes, kw)
+        aucs = _scaled_criterion(coords, scales, y, num_classes, kw, backend=backend)
         best_t = _pick(criterion, aucs[0], AUTO_STRENGTHS, aucs[1:])
     else:
         best_t = float(whiten)
@@ -432,4 +483,5 @@ def shrunk_class_means(
         return plain
     shrink = lam / (lam + best_t * lam[0])
     rows = means - (((means - cen) @ basis) * shrink) @ basis.T
-    return ShrunkMeans(rows=rows.to(clean_features.dtype), labels=present, strength=best_t, criterion=criterion)
+    return ShrunkMeans(rows=rows.to(clean_features.dtype), labels=present, strength=best_t, criterion=criterion,
+                       basis=basis, shrink=shrink)

@@ -76,9 +76,11 @@ def test_train_digits_and_refuse_overwrite(tmp_path, capsys):
     assert res3["runs"][0]["config"]["clean_mix"] == 2
     # --feature-whiten reaches the trainer, which records the strength of each refresh
     assert cli.main(["train", "--dataset", "digits", "--method", "fbr", "--epochs", "2", "--warmup", "0",
-                     "--no-progress", "--feature-whiten", "auto", "--out", str(tmp_path / "wh")]) == 0
+                     "--no-progress", "--feature-whiten", "auto", "--feature-whiten-every", "3",
+                     "--out", str(tmp_path / "wh")]) == 0
     cfg = json.loads((tmp_path / "wh" / "results.json").read_text())["runs"][0]["config"]
     assert cfg["feature_whiten"] == "auto" and len(cfg["whiten_strengths"]) == 2
+    assert cfg["feature_whiten_every"] == 3
     # --out naming an existing file is refused
     f = tmp_path / "afile"
     f.write_text("keep")

@@ -206,6 +206,117 @@ def test_reweight_checks_its_arguments():
     assert torch.equal(rw.weights, before)
 
 
+@pytest.mark.parametrize("backend", AVAILABLE)
+@pytest.mark.parametrize("strategy", ["pairwise", "prototype"])
+@pytest.mark.parametrize("kernel", [dict(), dict(k=5), dict(layers=2)], ids=["feature", "gradient", "feature-2layers"])
+@pytest.mark.parametrize("center,normalize", [("clean", None), ("none", "cosine")])
+def test_refresh_equals_a_scorer_built_on_the_new_features(backend, strategy, kernel, center, normalize):
+    """After ``refresh(new)`` every call gives what a scorer built from scratch on ``new`` gives, bit for
+    bit, for batch sizes planned before the refresh and after it; the old values are gone."""
+    dtype = torch.float32 if backend == "triton" else f64
+    x, z, e, f, y, u = data(17, 37, C=4, dtype=dtype, **kernel)
+    _, z2, _, f2, _, _ = data(17, 37, C=4, dtype=dtype, seed=5, **kernel)
+    kw = dict(num_classes=4, center=center, normalize=normalize, strategy=strategy, backend=backend)
+    scorer = fr.CleanScorer(z, u, clean_x2=f, **kw)
+    before = scorer.fbr_scores(x, y, x2=e, shift="second", alpha=0.25)  # a plan for B = 17 exists now
+    assert scorer.refresh(z2, clean_x2=f2) is scorer
+    fresh = fr.CleanScorer(z2, u, clean_x2=f2, **kw)
+    for rows in (slice(None), slice(0, 2)):  # B = 17 (planned before the refresh) and B = 2 (after)
+        xb = [t[rows] for t in x] if isinstance(x, list) else x[rows]
+        eb = None if e is None else ([t[rows] for t in e] if isinstance(e, list) else e[rows])
+        got = scorer.fbr_scores(xb, y[rows], x2=eb, shift="second", alpha=0.25)
+        assert torch.equal(got, fresh.fbr_scores(xb, y[rows], x2=eb, shift="second", alpha=0.25))
+        assert torch.equal(scorer.class_similarity(xb, x2=eb), fresh.class_similarity(xb, x2=eb))
+    assert not torch.equal(before, scorer.fbr_scores(x, y, x2=e, shift="second", alpha=0.25))
+
+
+def test_refresh_reweight_follows_the_new_features():
+    x, z, _, _, y, u = data(17, 40, dtype=torch.float32, seed=2)
+    _, z2, _, _, _, _ = data(17, 40, dtype=torch.float32, seed=3)
+    idx = torch.arange(17)
+    scorer, fresh = fr.CleanScorer(z, u, num_classes=4), fr.CleanScorer(z2, u, num_classes=4)
+    rw_a, rw_b = fr.Reweighter(30, lr=0.3, init=0.6), fr.Reweighter(30, lr=0.3, init=0.6)
+    scorer.reweight(rw_a, idx, x, y, check_values=False)  # the fused runner prepared for the old features
+    fresh.reweight(rw_b, idx, x, y, check_values=False)
+    rw_a.weights.copy_(rw_b.weights)
+    scorer.refresh(z2)
+    got = scorer.reweight(rw_a, idx, x * 1.2, y, check_values=False, loss_eps=1e-12)
+    want = fresh.reweight(rw_b, idx, x * 1.2, y, check_values=False, loss_eps=1e-12)
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+
+
+def test_refresh_checks_the_new_features():
+    x, z, _, f, y, u = data(6, 20, k=3)
+    scorer = fr.CleanScorer(z, u, clean_x2=f, num_classes=4)
+    with pytest.raises(ValueError, match="clean_x2 must be given exactly when"):
+        scorer.refresh(z)
+    with pytest.raises(ValueError, match=r"clean_x must have 20 rows \(the clean subset's size\), got 19"):
+        scorer.refresh(z[:19], clean_x2=f[:19])
+    with pytest.raises(ValueError, match="clean_x must have 13 columns"):
+        scorer.refresh(z[:, :12], clean_x2=f)
+    with pytest.raises(TypeError, match="clean_x has dtype torch.float32 but the clean features have torch.float64"):
+        scorer.refresh(z.float(), clean_x2=f)
+    bad = z.clone()
+    bad[3, 2] = float("nan")
+    with pytest.raises(ValueError, match="clean_x"):
+        scorer.refresh(bad, clean_x2=f)  # the scorer's check_values (default True): finite values
+
+
+@pytest.mark.parametrize("wdtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("B", [1, 17, 97])
+@pytest.mark.parametrize("loss_eps", [None, 1e-12])
+def test_bound_reweight_equals_reweight(wdtype, B, loss_eps):
+    """``bind_reweight`` gives ``reweight``'s results call for call — on its fast path (a batch size
+    planned before) and through ``reweight`` (the first call) — and follows ``refresh``."""
+    N = 300
+    x, z, _, _, y, u = data(B, 40, dtype=wdtype, seed=B + 3)
+    _, z2, _, _, _, _ = data(B, 40, dtype=wdtype, seed=B + 4)
+    idx = torch.randperm(N, generator=torch.Generator().manual_seed(B))[:B]
+    scorer = fr.CleanScorer(z, u, num_classes=4, check_values=False)
+    twin = fr.CleanScorer(z, u, num_classes=4, check_values=False)
+    rw, rw2 = fr.Reweighter(N, lr=0.3, init=0.6, dtype=wdtype), fr.Reweighter(N, lr=0.3, init=0.6, dtype=wdtype)
+    bound = scorer.bind_reweight(rw, shift="second", alpha=0.1, on_missing_class="skip", loss_eps=loss_eps)
+    for step in range(4):
+        if step == 2:
+            scorer.refresh(z2)
+            twin.refresh(z2)
+        got = bound(idx, x, y)
+        want = twin.reweight(rw2, idx, x, y, shift="second", alpha=0.1, on_missing_class="skip", loss_eps=loss_eps)
+        assert len(got) == (2 if loss_eps is None else 3)
+        assert all(torch.equal(a, b) for a, b in zip(got, want))
+        assert torch.equal(rw.weights, rw2.weights)
+        x = x.flip(0) * 1.1
+
+
+def test_bound_reweight_takes_reweight_for_anything_else():
+    """Other input (wrong dtype, shapes, bad indices) reaches ``reweight``, with its errors; a scorer with
+    value checks, or another Reweighter class, always goes through ``reweight``."""
+    x, z, _, _, y, u = data(6, 20)
+    scorer = fr.CleanScorer(z, u, num_classes=4, check_values=False)
+    rw = fr.Reweighter(10, dtype=f64)
+    bound = scorer.bind_reweight(rw)
+    bound(torch.arange(6), x, y)  # planned: later calls of this size take the fast path
+    with pytest.raises(ValueError, match=r"idx must have length 6"):
+        bound(torch.arange(5), x, y)
+    with pytest.raises(TypeError, match="x has dtype torch.float32"):
+        bound(torch.arange(6), x.float(), y)
+    with pytest.raises(ValueError, match="x must have 13 columns"):
+        bound(torch.arange(6), x[:, :5], y)
+    before = rw.weights.clone()
+    with pytest.raises((ValueError, RuntimeError), match=r"idx"):
+        bound(torch.arange(6) + 5, x, y)  # out of range: the op's bounds check, nothing written
+    assert torch.equal(rw.weights, before)
+    with pytest.raises(ValueError, match="shift must be one of"):
+        scorer.bind_reweight(rw, shift="top")
+    with pytest.raises(ValueError, match="loss_eps must be a finite float > 0 or None"):
+        scorer.bind_reweight(rw, loss_eps=0.0)
+    checked = fr.CleanScorer(z, u, num_classes=4)
+    bad_y = y.clone()
+    bad_y[0] = 7
+    with pytest.raises(ValueError, match=r"y"):
+        checked.bind_reweight(rw)(torch.arange(6), x, bad_y)  # value checks, as reweight's
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("strategy", ["pairwise", "prototype"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

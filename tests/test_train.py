@@ -460,3 +460,96 @@ def test_feature_whiten_in_the_paper_recipe():
     auto = _fbr_run(d, feature_whiten="auto", **kw)
     torch.testing.assert_close(huge.final_weights, plain.final_weights, rtol=0, atol=1e-5)
     assert len(auto.config["whiten_strengths"]) == 2  # epochs 2 and 3 are reweighted
+
+
+@pytest.mark.parametrize("recipe_kw", [dict(), dict(recipe="paper", skip_epochs=-1, clean_passes=1, alpha_epochs=2)],
+                         ids=["stateful", "paper"])
+@pytest.mark.parametrize("every", [1, 2, 5])
+def test_feature_whiten_every_refits_every_kth_refresh(monkeypatch, recipe_kw, every):
+    """``feature_whiten_every=k``: a new fit (``shrunk_class_means``) at refreshes 0, k, 2k, ...; at the
+    others the last fit's ``refold`` of the new features — whose rows are what the scorer gets."""
+    import fastreweight.train as T
+    from fastreweight.whiten import ShrunkMeans
+
+    fits, refolds, handed = [], [], []
+    real_fit, real_refold, real_scorer = T.shrunk_class_means, ShrunkMeans.refold, T.CleanScorer
+
+    def fit(*a, **k):
+        fits.append(len(fits) + len(refolds))
+        return real_fit(*a, **k)
+
+    def refold(self, z, y, C):
+        refolds.append(len(fits) + len(refolds))
+        out = real_refold(self, z, y, C)
+        handed.append(out.rows)
+        return out
+
+    monkeypatch.setattr(T, "shrunk_class_means", fit)
+    monkeypatch.setattr(ShrunkMeans, "refold", refold)
+    given = []
+
+    class SpyScorer(real_scorer):
+        def refresh(self, clean_x, clean_x2=None):
+            given.append(clean_x)
+            return super().refresh(clean_x, clean_x2)
+
+    monkeypatch.setattr(T, "CleanScorer", SpyScorer)
+    d = _tiny(n=300, rate=0.4, noise="pair", clean_size=30)
+    m = _mlp(d)
+    opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
+    r = train(m, opt, d, method="fbr", epochs=6, batch_size=32, warmup=0, seed=0, lr=0.5, feature_whiten="auto",
+              feature_whiten_every=every, **recipe_kw)
+    n = len(fits) + len(refolds)
+    assert n == 6 and len(r.config["whiten_strengths"]) == 6  # one refresh per epoch
+    assert fits == [i for i in range(n) if i % every == 0]
+    assert refolds == [i for i in range(n) if i % every != 0]
+    assert r.config["feature_whiten_every"] == every
+    # each refold's rows reached the scorer (the refresh after it)
+    assert all(any(torch.equal(h, g) for g in given) for h in handed)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
+def test_feature_whiten_every_rejects_bad_values(bad):
+    d = _tiny(n=60)
+    m = _mlp(d)
+    with pytest.raises(ValueError, match="feature_whiten_every must be an int >= 1"):
+        train(m, torch.optim.SGD(m.parameters(), lr=0.1), d, method="fbr", epochs=1, feature_whiten="auto",
+              feature_whiten_every=bad)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(feature_whiten="auto"),
+                                dict(recipe="paper", skip_epochs=0, clean_passes=1, alpha_epochs=2)],
+                         ids=["stateful", "stateful-whitened", "paper"])
+def test_scorer_refresh_and_bound_call_change_no_number(monkeypatch, kw):
+    """The trainer refreshes one CleanScorer in place and calls its bound reweight; against a new
+    scorer at every refresh and the unbound ``reweight`` the weights and parameters are identical."""
+    import fastreweight.train as T
+    from fastreweight.scorer import CleanScorer
+
+    d = _tiny(n=300, rate=0.4, noise="pair", clean_size=30)
+
+    def run():
+        m = _mlp(d)
+        opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
+        r = train(m, opt, d, method="fbr", epochs=4, batch_size=32, warmup=0, seed=2, lr=0.5, **kw)
+        return r.final_weights, torch.cat([p.detach().flatten() for p in m.parameters()])
+
+    fast = run()
+    calls = []
+
+    def rebuild(self, clean_x, clean_x2=None):  # what the trainer did before: a scorer from scratch
+        calls.append(1)
+        self.__init__(clean_x, self._template.clean_y, num_classes=self.num_classes, center=self.center,
+                      check_values=self.check_values)
+        return self
+
+    def unbound(self, rw, **bkw):
+        calls.append(2)
+        return lambda idx, x, y: self.reweight(rw, idx, x, y, **bkw)
+
+    monkeypatch.setattr(CleanScorer, "refresh", rebuild)
+    monkeypatch.setattr(CleanScorer, "bind_reweight", unbound)
+    slow = run()
+    assert 1 in calls and (2 in calls or kw.get("recipe") == "paper")
+    assert not torch.equal(fast[0], torch.ones_like(fast[0]))
+    assert torch.equal(fast[0], slow[0]) and torch.equal(fast[1], slow[1])

@@ -583,3 +583,155 @@ def test_cpp_criterion_is_deterministic_across_calls_and_thread_counts():
         torch.set_num_threads(old)
     assert all(torch.equal(outs[0], o) for o in outs[1:])
     assert not torch.isnan(outs[0]).any()
+
+
+# ---------------------------------------------------------------------------------------------
+# the whole of shrunk_class_means as one C++ op (fastreweight::shrunk_class_means)
+# ---------------------------------------------------------------------------------------------
+def _shrunk_inputs(M, d, C, seed, dtype, case):
+    g = torch.Generator().manual_seed(seed)
+    scale = torch.rand(d, generator=g, dtype=torch.float64) * 3
+    z = (torch.randn(M, d, generator=g, dtype=torch.float64) * scale + 1.5).to(dtype)
+    y = torch.randint(0, C, (M,), generator=g)
+    y[:min(M, C)] = torch.arange(min(M, C))
+    if case == "absent" and C > 2:
+        y[y == 1] = 0
+    if case == "singleton" and M > C:
+        y[y == C - 1] = 0
+        y[-1] = C - 1
+    # class structure along a few low-variance directions, under high-variance shared ones: where
+    # whitening helps, so "auto" picks a strength for some inputs and the plain means for others
+    z = z + (torch.randn(C, d, generator=g, dtype=torch.float64) * 0.7)[y].to(dtype)
+    if case == "aligned":  # class structure along the high-variance directions: the plain means win
+        z = z + (torch.randn(C, d, generator=g, dtype=torch.float64) * scale * 4)[y].to(dtype)
+    if case == "constant":
+        z = torch.full((M, d), 0.75, dtype=dtype)
+    return z, y
+
+
+def _same_shrunk(a, b):
+    assert torch.equal(a.rows, b.rows) and a.rows.dtype == b.rows.dtype
+    assert torch.equal(a.labels, b.labels) and a.strength == b.strength
+    assert a.criterion.keys() == b.criterion.keys()
+    np.testing.assert_array_equal(list(a.criterion.values()), list(b.criterion.values()))  # NaN where NaN
+    assert (a.basis is None) == (b.basis is None)
+    if a.basis is not None:
+        assert torch.equal(a.basis, b.basis) and torch.equal(a.shrink, b.shrink)
+
+
+@needs_cpp
+@pytest.mark.parametrize("M,d,C", [(1, 5, 3), (2, 3, 2), (17, 5, 4), (50, 97, 10), (97, 33, 7), (203, 17, 5)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("whiten", ["auto", 0.1, 3.0])
+@pytest.mark.parametrize("case", ["plain", "aligned", "absent", "singleton", "constant"])
+def test_cpp_shrunk_class_means_equals_the_reference(M, d, C, dtype, whiten, case):
+    """The op runs the reference's steps through the same ATen kernels in the same order: the same
+    numbers bit for bit (rows, criterion, pick, fold), both Gram sides (M <= d and M > d)."""
+    z, y = _shrunk_inputs(M, d, C, seed=M * 13 + d, dtype=dtype, case=case)
+    for shift, alpha in (("max", 0.0), ("second", 0.2), ("mean", 0.0), ("none", 0.1)):
+        want = W.shrunk_class_means(z, y, C, whiten=whiten, shift=shift, alpha=alpha, backend="reference")
+        old = csrc_backend.set_poison_outputs(True)
+        try:
+            got = W.shrunk_class_means(z, y, C, whiten=whiten, shift=shift, alpha=alpha, backend="cpp")
+        finally:
+            csrc_backend.set_poison_outputs(old)
+        _same_shrunk(got, want)
+    if case != "constant" and M > 2 and whiten != "auto":
+        assert got.basis is not None
+
+
+@needs_cpp
+def test_cpp_shrunk_class_means_grid_picks_both_ways():
+    """The equality grid above covers both outcomes of "auto": a strength and the plain means."""
+    picks = set()
+    for case in ("plain", "aligned"):
+        for M, d, C in [(17, 5, 4), (50, 97, 10), (97, 33, 7), (203, 17, 5)]:
+            z, y = _shrunk_inputs(M, d, C, seed=M * 13 + d, dtype=torch.float64, case=case)
+            sm = W.shrunk_class_means(z, y, C, whiten="auto", backend="cpp")
+            assert np.isfinite(list(sm.criterion.values())).all()
+            picks.add(sm.strength is None)
+    assert picks == {True, False}
+
+
+@needs_cpp
+def test_shrunk_class_means_auto_backend_is_the_op_on_the_cpu(monkeypatch):
+    z, y = _shrunk_inputs(40, 24, 5, seed=2, dtype=torch.float32, case="plain")
+    calls = []
+    real = torch.ops.fastreweight.shrunk_class_means
+
+    class Spy:
+        def __call__(self, *a):
+            calls.append(a)
+            return real(*a)
+
+    monkeypatch.setattr(torch.ops.fastreweight, "shrunk_class_means", Spy())
+    W.shrunk_class_means(z, y, 5, whiten="auto")
+    assert len(calls) == 1
+    W.shrunk_class_means(z, y, 5, whiten="auto", backend="reference")
+    assert len(calls) == 1
+
+
+@needs_cpp
+@pytest.mark.parametrize("args,msg", [
+    (dict(features=torch.randn(4)), "features must be a 2-D floating-point tensor"),
+    (dict(features=torch.ones(4, 3, dtype=torch.int64)), "features must be a 2-D floating-point tensor"),
+    (dict(features=torch.randn(0, 3), labels=torch.zeros(0, dtype=torch.int64)), "features must hold at least one row"),
+    (dict(labels=torch.tensor([0, 1, 5, 0])), "labels holds 5 at position 2"),
+    (dict(labels=torch.tensor([0, 1, 0])), "y must be a 1-D tensor of length 4"),
+    (dict(strengths=[]), "strengths must hold the candidates"),
+    (dict(strengths=[0.1, 0.2], choose=False), r"strengths must hold .* or exactly one strength .*got 2"),
+    (dict(strengths=[-0.1]), "strengths must be finite and > 0"),
+    (dict(shift="top"), "shift must be one of"),
+    (dict(num_classes=0), "num_classes must be >= 1"),
+])
+def test_cpp_shrunk_class_means_checks_its_inputs(args, msg):
+    a = dict(features=torch.randn(4, 3), labels=torch.tensor([0, 1, 0, 1]), num_classes=3, strengths=[0.3, 0.1],
+             choose=True, shift="max", alpha=0.0)
+    a.update(args)
+    with pytest.raises(RuntimeError, match="fastreweight::shrunk_class_means: " + msg):
+        torch.ops.fastreweight.shrunk_class_means(*a.values())
+
+
+@needs_cpp
+def test_cpp_shrunk_class_means_opcheck():
+    z, y = _shrunk_inputs(17, 6, 4, seed=5, dtype=torch.float32, case="plain")
+    # the output sizes depend on the data (present classes, kept eigenvectors): no dynamic-shape tracing
+    torch.library.opcheck(torch.ops.fastreweight.shrunk_class_means.default, (z, y, 4, [1.0, 0.1], True, "max", 0.0),
+                          test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
+
+
+def test_shrunk_class_means_backend_argument():
+    z, y = _shrunk_inputs(9, 4, 3, seed=1, dtype=torch.float64, case="plain")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        W.shrunk_class_means(z, y, 3, whiten="auto", backend="triton")
+
+
+@pytest.mark.parametrize("backend", ["reference", pytest.param("cpp", marks=needs_cpp)])
+@pytest.mark.parametrize("whiten", ["auto", 0.1])
+def test_refold_shrinks_new_means_by_the_old_fit(backend, whiten):
+    """``refold`` on the fitted features gives the fitted rows back; on new features it equals the
+    fold of the docstring computed by hand with the old basis and shrink factors (not a new fit)."""
+    z, y = _shrunk_inputs(60, 12, 4, seed=8, dtype=torch.float64, case="plain")
+    fit = W.shrunk_class_means(z, y, 4, whiten=whiten, backend=backend)
+    assert fit.basis is not None and fit.strength is not None
+    torch.testing.assert_close(fit.refold(z, y, 4).rows, fit.rows, rtol=0, atol=0)
+    z2 = z * 1.3 + torch.randn_like(z)
+    got = fit.refold(z2, y, 4)
+    means = torch.stack([z2[y == c].mean(0) for c in range(4)])
+    cen = means.mean(0)
+    want = means - (fit.basis @ (fit.shrink[:, None] * (fit.basis.T @ (means - cen).T))).T
+    torch.testing.assert_close(got.rows, want, rtol=1e-12, atol=1e-12)
+    assert got.strength == fit.strength and torch.equal(got.labels, fit.labels)
+    refit = W.shrunk_class_means(z2, y, 4, whiten=whiten, backend=backend)
+    assert not torch.allclose(refit.rows, got.rows)  # a new fit differs: refold really reuses the old one
+    plain = W.ShrunkMeans(rows=means, labels=torch.arange(4), strength=None)
+    torch.testing.assert_close(plain.refold(z2, y, 4).rows, means, rtol=1e-12, atol=1e-12)
+
+
+def test_refold_rejects_other_classes_or_sizes():
+    z, y = _shrunk_inputs(30, 6, 3, seed=4, dtype=torch.float64, case="plain")
+    fit = W.shrunk_class_means(z, y, 3, whiten=0.1, backend="reference")
+    with pytest.raises(ValueError, match="must hold the 3 classes"):
+        fit.refold(z[y != 2], y[y != 2], 3)
+    with pytest.raises(ValueError, match="must have 6 columns"):
+        fit.refold(z[:, :5], y, 3)
