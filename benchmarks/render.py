@@ -158,12 +158,30 @@ def _accuracy_by_cell(recs, source, note):
     datasets = list(dict.fromkeys(c[0] for c in cells))
     runs = list(dict.fromkeys(r["run"] for r in recs))
     seeds = sorted({r["seed"] for r in recs})
+    # one clause per invocation of the script that wrote records (older files carry no invocation id:
+    # they count as one), naming the runs whose accuracies come from it
+    invocations: dict = {}
+    for r in recs:
+        invocations.setdefault(r.get("invocation"), []).append(r)
+    first_runs = {}
+    for r in _first_per_run(recs):
+        first_runs.setdefault(r.get("invocation"), set()).add(r["run"])
+    clauses = []
+    for inv, rs in invocations.items():
+        env = rs[-1]["env"]
+        concurrent = rs[-1].get("concurrent_runs", 2)  # files older than the field: two runs in parallel
+        how = "one run at a time" if concurrent == 1 else f"{concurrent} runs in parallel"
+        own = [run for run in dict.fromkeys(x["run"] for x in rs) if run in first_runs.get(inv, ())]
+        again = [run for run in dict.fromkeys(x["run"] for x in rs) if run not in own]
+        what = ""
+        if len(invocations) > 1:
+            what = (f": accuracies of {', '.join(own)}" if own else ": no new accuracies") + (
+                f"; {', '.join(again)} again, for its time ratios" if again else "")
+        clauses.append(f"{env['date'][:10]}, commit {env['commit']}, {how}{what}")
     env = recs[-1]["env"]
-    concurrent = recs[-1].get("concurrent_runs", 2)  # files older than the field: two runs in parallel
-    how = "one run at a time" if concurrent == 1 else f"{concurrent} runs in parallel"
     lines = [
-        f"Source: `benchmarks/results/{source}` (seeds {seeds}, {env['date'][:10]}, commit {env['commit']}, "
-        f"{env['device_name']}, 1 thread per run, {how}); {note}",
+        f"Source: `benchmarks/results/{source}` (seeds {seeds}, {env['device_name']}, 1 thread per run; "
+        + "; ".join(f"[{c}]" if len(clauses) > 1 else c for c in clauses) + f"); {note}",
         "",
         "| run | " + " | ".join(f"{d} {n} {int(rt * 100)}%" for d, n, rt in cells) + " | "
         + " | ".join(f"epoch time / ERM, {d}" for d in datasets) + " |",
@@ -251,34 +269,45 @@ def e2e_table(name="e2e_cpu.jsonl", preset="demo-mnist"):
     return "\n".join(lines)
 
 
-def e2e_repeats_table():
-    """Repeated short runs of bench_e2e.py (ERM, the default FBR, the whitened FBR): one row per run."""
-    recs = _jsonl("e2e_cpu_repeats.jsonl")
+#: the FBR rows of the repeated runs, in column order: (method name in bench_e2e.py, column title)
+_REPEAT_COLUMNS = (
+    ("fbr (default: stateful, cache)", "default FBR"),
+    ("fbr feature_whiten=auto (cache)", "whitened FBR"),
+    ("fbr feature_whiten=auto, refit every 5th refresh", "whitened FBR, refit every 5th refresh"),
+    ("fbr feature_whiten=auto, refit every 10th refresh", "whitened FBR, refit every 10th refresh"),
+)
+
+
+def e2e_repeats_table(name="e2e_cpu_repeats.jsonl", preset="demo-mnist"):
+    """Repeated short runs of bench_e2e.py (ERM and FBR rows): one row per run; a column for every FBR
+    row that some run holds ("—" where a run did not have it)."""
+    recs = _jsonl(name)
     if not recs:
         return None
     by_run: dict = {}
     for r in recs:
         by_run.setdefault(r["env"]["date"], {})[r["method"]] = r
-    fbr, wh = "fbr (default: stateful, cache)", "fbr feature_whiten=auto (cache)"
+    cols = [(m, t) for m, t in _REPEAT_COLUMNS if any(m in ms for ms in by_run.values())]
     r0 = recs[-1]
     lines = [
-        f"Source: `benchmarks/results/e2e_cpu_repeats.jsonl` ({r0['env']['date'][:10]}, {r0['env']['device_name']}, "
-        f"1 thread, MLP of `demo-mnist`, batch {r0['batch_size']}, {r0['rounds']} interleaved rounds per run; "
+        f"Source: `benchmarks/results/{name}` ({r0['env']['date'][:10]}, {r0['env']['device_name']}, "
+        f"1 thread, MLP of `{preset}`, batch {r0['batch_size']}, {r0['rounds']} interleaved rounds per run; "
         "× ERM as ratio of the medians / median of the within-round ratios / ratio of the minima; step alone: "
         "within-round ratio of the median time between consecutive training steps).",
         "",
-        "| run (start, commit) | ERM ms per step | default FBR × ERM | step alone | whitened FBR × ERM | step alone |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| run (start, commit) | ERM ms per step | " + " | ".join(f"{t} × ERM | step alone" for _, t in cols) + " |",
+        "| --- | --- |" + " --- | --- |" * len(cols),
     ]
 
     def three(r):
         return f"{r['ratio_to_erm']:.2f} / {r['ratio_to_erm_paired']:.2f} / {r['ratio_to_erm_min']:.2f}"
 
     for date, ms in by_run.items():
-        if not all(k in ms for k in ("erm", fbr, wh)):
+        if "erm" not in ms or not any(m in ms for m, _ in cols):
             continue
-        lines.append(f"| {date[11:16]}, {ms['erm']['env']['commit']} | {ms['erm']['ms_per_step']:.2f} | {three(ms[fbr])} | "
-                     f"{ms[fbr]['step_gap_ratio_paired']:.2f} | {three(ms[wh])} | {ms[wh]['step_gap_ratio_paired']:.2f} |")
+        cells = [f"{three(ms[m])} | {ms[m]['step_gap_ratio_paired']:.2f}" if m in ms else "— | —" for m, _ in cols]
+        lines.append(f"| {date[11:16]}, {ms['erm']['env']['commit']} | {ms['erm']['ms_per_step']:.2f} | "
+                     + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -488,7 +517,9 @@ SECTIONS = {"cleanlab": cleanlab_table, "score-cpu": score_table,
             "cleanlab-heldout": lambda: cleanlab_table("cleanlab_comparison_heldout.jsonl"), "micro-cpu": micro_table,
             "ablation": ablation_table, "e2e-cpu": e2e_table,
             "e2e-cpu-digits": lambda: e2e_table("e2e_cpu_digits.jsonl", "demo-digits"),
-            "e2e-cpu-repeats": e2e_repeats_table, "gpu-targets": gpu_targets_table,
+            "e2e-cpu-repeats": e2e_repeats_table,
+            "e2e-cpu-digits-repeats": lambda: e2e_repeats_table("e2e_cpu_digits_repeats.jsonl", "demo-digits"),
+            "gpu-targets": gpu_targets_table,
             "gpu-grid": gpu_grid_table, "e2e-gpu": e2e_gpu_table,
             **{sec: (lambda name=name, note=note: _cell_table(name, note)) for sec, (name, note) in CELL_TABLES.items()}}
 
