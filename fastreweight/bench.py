@@ -46,16 +46,20 @@ def environment(device: torch.device) -> dict:
 
 
 def _git_commit() -> str:
-    """The checkout's commit, with ``+dirty`` when tracked files differ from it (a result must not name
-    a commit whose code did not produce it); ``FASTREWEIGHT_COMMIT`` names it where the tree was copied
-    without ``.git`` (e.g. to a benchmark machine)."""
+    """The checkout's commit, with ``+dirty`` when tracked files outside ``benchmarks/results/`` differ
+    from it (a result must not name a commit whose code did not produce it; the result files, which the
+    benchmarks themselves append to, do not count); ``FASTREWEIGHT_COMMIT`` names it where the tree was
+    copied without ``.git`` (e.g. to a benchmark machine)."""
     if os.environ.get("FASTREWEIGHT_COMMIT"):
         return os.environ["FASTREWEIGHT_COMMIT"]
     try:
         here = os.path.dirname(os.path.abspath(__file__))
         commit = subprocess.check_output(["git", "-C", here, "rev-parse", "--short", "HEAD"], text=True,
                                          stderr=subprocess.DEVNULL).strip()
-        changed = subprocess.check_output(["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
+        top = subprocess.check_output(["git", "-C", here, "rev-parse", "--show-toplevel"], text=True,
+                                      stderr=subprocess.DEVNULL).strip()
+        changed = subprocess.check_output(["git", "-C", top, "status", "--porcelain", "--untracked-files=no", "--",
+                                           ".", ":(exclude)benchmarks/results"],
                                           text=True, stderr=subprocess.DEVNULL).strip()
         return commit + ("+dirty" if changed else "")
     except Exception:
