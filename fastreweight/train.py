@@ -219,11 +219,19 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 
 
 @torch.no_grad()
-def _eval_features(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """Penultimate features in eval mode, no_grad (the model's mode is restored)."""
+def _eval_features(model: nn.Module, x: torch.Tensor, batch_size: int = 1024,
+                   tap: capture.FeatureTap | None = None) -> torch.Tensor:
+    """Penultimate features in eval mode, no_grad (the model's mode is restored); through ``tap`` (a
+    ``FeatureTap`` already on the head) where given, else a hook per call (``capture.penultimate``)."""
     was = model.training
     model.eval()
-    feats = [capture.penultimate(model, x[i:i + batch_size])[0] for i in range(0, len(x), batch_size)]
+    if tap is not None:
+        feats = []
+        for i in range(0, len(x), batch_size):
+            model(x[i:i + batch_size])
+            feats.append(tap.take())
+    else:
+        feats = [capture.penultimate(model, x[i:i + batch_size])[0] for i in range(0, len(x), batch_size)]
     model.train(was)
     return torch.cat(feats).float() if feats[0].dtype in (torch.float16, torch.bfloat16) else torch.cat(feats)
 
@@ -284,7 +292,7 @@ class _WeightLog:
     def add(self, start: int, rows: int, w: torch.Tensor | None) -> None:
         self.ranges.append((start, rows))
         if w is not None:
-            self.weights.append(w.detach())
+            self.weights.append(w.detach() if w.requires_grad else w)
 
     def step_sums(self, perm: torch.Tensor, is_clean: torch.Tensor) -> torch.Tensor | None:
         """(steps × 4) float64 sums of the epoch's steps; ``None`` if no step was logged."""
@@ -618,7 +626,7 @@ def train(
     def stateful_clean_feats():
         if clean_features == "cache":
             if state["Z"] is None or state["rw_step"] % refresh_every == 0:
-                state["Z"], state["Zy"] = _eval_features(model, xc, eval_batch_size), yc
+                state["Z"], state["Zy"] = _eval_features(model, xc, eval_batch_size, tap), yc
                 state["clean_new"] = True  # the scorer takes them on first use, in the batch features' dtype
                 if feature_whiten is not None:  # C rows standing for the whitened clean side
                     whitened_clean(shift, alpha)

@@ -68,7 +68,7 @@ def prepare_fbr_scores(problem, strategy):
     mus = [l.mu for l in layers] if layers[0].mu is not None else []
     if strategy == "prototype":
         protos = reference._clean_prototypes(problem)
-        op = torch.ops.fastreweight.fbr_scores_prototype
+        op = torch.ops.fastreweight.fbr_scores_prototype.default  # the overload: no per-call schema lookup
 
         def run(xs, es, y, shift, alpha):
             return op(xs, mus, es or [], protos, cw, cosine, y, shift, alpha)
@@ -76,7 +76,7 @@ def prepare_fbr_scores(problem, strategy):
         zs = [l.z for l in layers]
         fs = [l.f for l in layers] if layers[0].f is not None else []
         u = problem.clean_y
-        op = torch.ops.fastreweight.fbr_scores
+        op = torch.ops.fastreweight.fbr_scores.default  # the overload: no per-call schema lookup
 
         def run(xs, es, y, shift, alpha):
             return op(xs, zs, mus, es or [], fs, u, cw, cosine, y, shift, alpha)
@@ -95,7 +95,7 @@ def prepare_fbr_reweight(problem, strategy):
     layers = problem.layers
     mus = [l.mu for l in layers] if layers[0].mu is not None else []
     protos = reference._clean_prototypes(problem)
-    op = torch.ops.fastreweight.fbr_reweight_prototype
+    op = torch.ops.fastreweight.fbr_reweight_prototype.default  # the overload: no per-call schema lookup
 
     def run(xs, es, y, shift, alpha, weights, idx, lr, normalize_update, eps, loss_eps):
         return op(xs, mus, es or [], protos, cw, cosine, y, shift, alpha, weights, idx, lr, normalize_update, eps,
