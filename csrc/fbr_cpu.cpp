@@ -22,6 +22,7 @@
 
 #include <ATen/Parallel.h>
 #include <ATen/ATen.h>
+#include <torch/autograd.h>
 #include <torch/library.h>
 
 #include <Python.h>
@@ -805,6 +806,187 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fbr_reweight_prototype_cpu(
 }
 
 // ---------------------------------------------------------------------------------------------
+// The stateful FBR step's whole loss in one op (prototype strategy):
+//   (d, w, coef) as fbr_reweight_prototype, then with the batch's logits L (B x C_out) and labels y
+//   ce_i = logsumexp(L_i) - L_{i, y_i},   loss = sum_i coef_i * ce_i   (0-dim, the logits' dtype),
+// i.e. weighted_loss(cross_entropy(L, y, reduction="none"), w) of the "weight_sum" reduction.  The
+// weights are constants of the loss (SPEC §3.6: they come from detached features), so the only
+// gradient is the logits':  dloss/dL_ij = coef_i * (softmax(L_i)_j - [j == y_i])  (the backward op
+// fbr_weighted_ce_backward).  Against cross_entropy(reduction="none") + dot this is one forward
+// dispatch instead of four (scores/update op, log_softmax, nll_loss, dot) and one autograd node
+// instead of three: the fixed per-call cost, not arithmetic, is what a small model's step pays.
+// The log-sum-exp per row is kept for the backward (B numbers), the logits are not copied.
+// ---------------------------------------------------------------------------------------------
+template <typename T>
+static T weighted_ce_rows(const T* L, int64_t B, int64_t C, const int64_t* y, const T* coef, T* lse) {
+  T loss = T(0);
+  for (int64_t i = 0; i < B; ++i) {
+    const T* row = L + i * C;
+    T m = -std::numeric_limits<T>::infinity();
+    for (int64_t j = 0; j < C; ++j) m = std::max(m, row[j]);
+    T s = T(0);
+    for (int64_t j = 0; j < C; ++j) s += std::exp(row[j] - m);
+    const T l = m + std::log(s);
+    lse[i] = l;
+    loss += coef[i] * (l - row[y[i]]);
+  }
+  return loss;
+}
+
+static void check_logits(const char* op, const at::Tensor& logits, int64_t B, const at::Tensor& y) {
+  TORCH_CHECK(logits.dim() == 2 && (logits.scalar_type() == at::kFloat || logits.scalar_type() == at::kDouble),
+              "fastreweight::", op, ": logits must be a 2-D float32 or float64 tensor (B x classes), got ",
+              logits.scalar_type(), " of shape ", fbr::shape_str(logits));
+  TORCH_CHECK(logits.size(0) == B && logits.size(1) >= 1, "fastreweight::", op, ": logits must have ", B,
+              " rows (one per batch row) and at least one column, got shape ", fbr::shape_str(logits));
+  TORCH_CHECK(logits.device().is_cpu(), "fastreweight::", op, ": the CPU kernel needs logits on the CPU, got ",
+              logits.device());
+  const at::Tensor yc = y.contiguous();
+  const int64_t* yp = yc.data_ptr<int64_t>();
+  const int64_t C = logits.size(1);
+  for (int64_t i = 0; i < B; ++i)
+    TORCH_CHECK(yp[i] >= 0 && yp[i] < C, "fastreweight::", op, ": y holds ", yp[i], " at position ", i,
+                "; labels must lie in [0, ", C, ") (the logits' columns)");
+}
+
+// (loss, d, w, coef, lse): the forward kernel; coef and lse (B each, in the logits' dtype) are what
+// the backward needs
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fbr_weighted_ce_prototype_cpu(
+    const at::Tensor& logits, at::TensorList xs, at::TensorList mus, at::TensorList es, at::TensorList protos,
+    const at::Tensor& class_weight, bool cosine, const at::Tensor& y, c10::string_view shift, double alpha,
+    at::Tensor weights, const at::Tensor& idx, double lr, c10::string_view normalize_update, double eps,
+    double loss_eps) {
+  const char* op = "fbr_weighted_ce_prototype";
+  const int64_t B = (xs.empty() || xs[0].dim() == 0) ? 0 : xs[0].size(0);
+  const bool mean_abs = check_reweighter(op, weights, idx, B, lr, normalize_update, eps);  // before any work
+  TORCH_CHECK(std::isfinite(loss_eps) && loss_eps > 0, "fastreweight::", op,
+              ": loss_eps must be a finite float > 0, got ", loss_eps);
+  TORCH_CHECK(y.dim() == 1 && y.size(0) == B && y.scalar_type() == at::kLong, "fastreweight::", op,
+              ": y must be a 1-D int64 tensor of length ", B, ", got ", y.scalar_type(), " of shape ",
+              fbr::shape_str(y));
+  check_logits(op, logits, B, y);
+  at::Tensor d = scores_prototype(op, xs, mus, es, protos, class_weight, cosine, y, shift, alpha);
+  at::Tensor w = apply_update(op, weights, idx, d, lr, mean_abs, eps);
+  const auto T_ = logits.scalar_type();
+  // the coefficients as weighted_loss forms them (in the weights' dtype), then in the logits' dtype
+  at::Tensor coef = at::empty({B}, w.options());
+  if (w.scalar_type() == at::kDouble)
+    loss_coefficients<double>(w.data_ptr<double>(), B, loss_eps, coef.data_ptr<double>());
+  else
+    loss_coefficients<float>(w.data_ptr<float>(), B, loss_eps, coef.data_ptr<float>());
+  const at::Tensor coef_t = coef.to(T_, /*non_blocking=*/false, /*copy=*/true), L = logits.contiguous(),
+                   yc = y.contiguous();
+  at::Tensor lse = at::empty({B}, logits.options());
+  at::Tensor loss = at::empty({}, logits.options());
+  if (fbr::poison_flag()) {
+    lse.fill_(std::numeric_limits<double>::quiet_NaN());
+    loss.fill_(std::numeric_limits<double>::quiet_NaN());
+  }
+  if (T_ == at::kDouble)
+    *loss.data_ptr<double>() = weighted_ce_rows<double>(L.data_ptr<double>(), B, L.size(1), yc.data_ptr<int64_t>(),
+                                                        coef_t.data_ptr<double>(), lse.data_ptr<double>());
+  else
+    *loss.data_ptr<float>() = weighted_ce_rows<float>(L.data_ptr<float>(), B, L.size(1), yc.data_ptr<int64_t>(),
+                                                      coef_t.data_ptr<float>(), lse.data_ptr<float>());
+  return {loss, d, w, coef_t, lse};
+}
+
+// dloss/dL = grad * coef_i * (exp(L_ij - lse_i) - [j == y_i]), B x C in the logits' dtype
+template <typename T>
+static void weighted_ce_grad(const T* L, const T* lse, const T* coef, const int64_t* y, T g, int64_t B, int64_t C,
+                             T* out) {
+  for (int64_t i = 0; i < B; ++i) {
+    const T a = g * coef[i];
+    for (int64_t j = 0; j < C; ++j) out[i * C + j] = a * std::exp(L[i * C + j] - lse[i]);
+    out[i * C + y[i]] -= a;
+  }
+}
+
+at::Tensor fbr_weighted_ce_backward_cpu(const at::Tensor& grad, const at::Tensor& logits, const at::Tensor& lse,
+                                        const at::Tensor& coef, const at::Tensor& y) {
+  const char* op = "fbr_weighted_ce_backward";
+  TORCH_CHECK(grad.dim() == 0 && grad.scalar_type() == logits.scalar_type(), "fastreweight::", op,
+              ": grad must be a 0-dim tensor of the logits' dtype, got ", grad.scalar_type(), " of shape ",
+              fbr::shape_str(grad));
+  const int64_t B = logits.dim() == 2 ? logits.size(0) : -1;
+  TORCH_CHECK(lse.dim() == 1 && lse.size(0) == B && coef.dim() == 1 && coef.size(0) == B &&
+                  lse.scalar_type() == logits.scalar_type() && coef.scalar_type() == logits.scalar_type(),
+              "fastreweight::", op, ": lse and coef must be 1-D tensors of length ", B, " in the logits' dtype");
+  TORCH_CHECK(y.dim() == 1 && y.size(0) == B && y.scalar_type() == at::kLong, "fastreweight::", op,
+              ": y must be a 1-D int64 tensor of length ", B);
+  check_logits(op, logits, B, y);
+  const at::Tensor L = logits.contiguous(), lc = lse.contiguous(), cc = coef.contiguous(), yc = y.contiguous();
+  at::Tensor out = at::empty_like(L);
+  if (fbr::poison_flag()) out.fill_(std::numeric_limits<double>::quiet_NaN());
+  if (L.scalar_type() == at::kDouble)
+    weighted_ce_grad<double>(L.data_ptr<double>(), lc.data_ptr<double>(), cc.data_ptr<double>(),
+                             yc.data_ptr<int64_t>(), grad.item<double>(), B, L.size(1), out.data_ptr<double>());
+  else
+    weighted_ce_grad<float>(L.data_ptr<float>(), lc.data_ptr<float>(), cc.data_ptr<float>(), yc.data_ptr<int64_t>(),
+                            grad.item<float>(), B, L.size(1), out.data_ptr<float>());
+  return out;
+}
+
+// The autograd kernel of fbr_weighted_ce_prototype: the forward redispatches below autograd (so the
+// CPU kernel, or a fake one under tracing, runs), saves (logits, lse, coef, y) and gives the logits
+// their gradient through the registered backward op; every other output is non-differentiable, and
+// the features must come detached (the weights are constants of the loss).
+using WeightedCESig = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
+    const at::Tensor&, at::TensorList, at::TensorList, at::TensorList, at::TensorList, const at::Tensor&, bool,
+    const at::Tensor&, c10::string_view, double, at::Tensor, const at::Tensor&, double, c10::string_view, double,
+    double);
+using WeightedCEBackwardSig = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                         const at::Tensor&);
+
+class WeightedCEFunction : public torch::autograd::Function<WeightedCEFunction> {
+ public:
+  static torch::autograd::variable_list forward(
+      torch::autograd::AutogradContext* ctx, const at::Tensor& logits, at::TensorList xs, at::TensorList mus,
+      at::TensorList es, at::TensorList protos, const at::Tensor& class_weight, bool cosine, const at::Tensor& y,
+      c10::string_view shift, double alpha, at::Tensor weights, const at::Tensor& idx, double lr,
+      c10::string_view normalize_update, double eps, double loss_eps) {
+    static const auto op = c10::Dispatcher::singleton()
+                               .findSchemaOrThrow("fastreweight::fbr_weighted_ce_prototype", "")
+                               .typed<WeightedCESig>();
+    at::Tensor loss, d, w, coef, lse;
+    {
+      at::AutoDispatchBelowADInplaceOrView guard;
+      std::tie(loss, d, w, coef, lse) = op.call(logits, xs, mus, es, protos, class_weight, cosine, y, shift, alpha,
+                                                weights, idx, lr, normalize_update, eps, loss_eps);
+    }
+    torch::autograd::impl::bump_version(weights);  // updated in place below the ADInplaceOrView key
+    ctx->save_for_backward({logits, lse, coef, y});
+    ctx->mark_non_differentiable({d, w, coef, lse});
+    return {loss, d, w, coef, lse};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    static const auto op = c10::Dispatcher::singleton()
+                               .findSchemaOrThrow("fastreweight::fbr_weighted_ce_backward", "")
+                               .typed<WeightedCEBackwardSig>();
+    const auto saved = ctx->get_saved_variables();
+    torch::autograd::variable_list out(16);  // one per forward argument; only the logits get one
+    if (grads[0].defined()) out[0] = op.call(grads[0], saved[0], saved[1], saved[2], saved[3]);
+    return out;
+  }
+};
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fbr_weighted_ce_prototype_autograd(
+    const at::Tensor& logits, at::TensorList xs, at::TensorList mus, at::TensorList es, at::TensorList protos,
+    const at::Tensor& class_weight, bool cosine, const at::Tensor& y, c10::string_view shift, double alpha,
+    at::Tensor weights, const at::Tensor& idx, double lr, c10::string_view normalize_update, double eps,
+    double loss_eps) {
+  for (size_t l = 0; l < xs.size(); ++l)
+    TORCH_CHECK(!xs[l].requires_grad() && (l >= es.size() || !es[l].requires_grad()), "fastreweight::",
+                "fbr_weighted_ce_prototype: the features (xs, es) must not require grad — detach them: the weights "
+                "are constants of the loss, only the logits get a gradient");
+  auto out = WeightedCEFunction::apply(logits, xs, mus, es, protos, class_weight, cosine, y, shift, alpha, weights,
+                                       idx, lr, normalize_update, eps, loss_eps);
+  return {out[0], out[1], out[2], out[3], out[4]};
+}
+
+// ---------------------------------------------------------------------------------------------
 // The published per-batch weight rule (SPEC §3.6), written to match reference.threshold_weights:
 //   no negative score: w = 1 everywhere; else eta = 0.5 / min_{r_j < 0} |r_j|,
 //   w_i = clip(0.5 + eta r_i, 0, 1), then 0 where w_i <= 0.5 (NaN stays NaN, as torch.clamp).
@@ -1153,6 +1335,11 @@ TORCH_LIBRARY(fastreweight, m) {
       "fbr_reweight_prototype(Tensor[] xs, Tensor[] mus, Tensor[] es, Tensor[] protos, Tensor class_weight, "
       "bool cosine, Tensor y, str shift, float alpha, Tensor(a!) weights, Tensor idx, float lr, "
       "str normalize_update, float eps, float loss_eps) -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "fbr_weighted_ce_prototype(Tensor logits, Tensor[] xs, Tensor[] mus, Tensor[] es, Tensor[] protos, "
+      "Tensor class_weight, bool cosine, Tensor y, str shift, float alpha, Tensor(a!) weights, Tensor idx, float lr, "
+      "str normalize_update, float eps, float loss_eps) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def("fbr_weighted_ce_backward(Tensor grad, Tensor logits, Tensor lse, Tensor coef, Tensor y) -> Tensor");
   m.def("threshold_weights(Tensor scores) -> Tensor");
   m.def("loo_auroc(Tensor coords, Tensor scales, Tensor y, int num_classes, bool center, str shift, float alpha) -> Tensor");
   m.def(
@@ -1172,6 +1359,12 @@ TORCH_LIBRARY_IMPL(fastreweight, CPU, m) {
   m.impl("fbr_reweight_prototype", &fbr_cpu::fbr_reweight_prototype_cpu);
   m.impl("loo_auroc", &fbr_cpu::loo_auroc_cpu);
   m.impl("shrunk_class_means", &fbr_cpu::shrunk_class_means_cpu);
+  m.impl("fbr_weighted_ce_prototype", &fbr_cpu::fbr_weighted_ce_prototype_cpu);
+  m.impl("fbr_weighted_ce_backward", &fbr_cpu::fbr_weighted_ce_backward_cpu);
+}
+
+TORCH_LIBRARY_IMPL(fastreweight, AutogradCPU, m) {
+  m.impl("fbr_weighted_ce_prototype", &fbr_cpu::fbr_weighted_ce_prototype_autograd);
 }
 
 // A module init function, so that a setup.py build can be imported as fastreweight._C_cpu

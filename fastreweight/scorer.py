@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 
 import torch
+import torch.nn.functional as F
 
 from . import backends, plan as plan_mod, reference
 from . import validate as V
@@ -150,16 +151,16 @@ class CleanScorer:
         self._template = dataclasses.replace(
             t, layers=[Layer(x=L.x, z=z, mu=mu, e=L.e, f=f) for L, z, mu, f in zip(t.layers, zs, mus, fs)],
             clean_memo=memo)
-        for key, (p, mod, _, _) in list(self._plans.items()):
+        for key, (p, mod, *_) in list(self._plans.items()):
             self._plans[key] = self._prepare(p, mod)
         return self
 
     def _prepare(self, p, mod):
-        """(plan, backend module, prepared scores runner or None, prepared reweight runner or None)."""
-        prepare = getattr(mod, "prepare_fbr_scores", None)
-        prepare_rw = getattr(mod, "prepare_fbr_reweight", None)
-        return (p, mod, prepare(self._template, p.strategy) if prepare is not None else None,
-                prepare_rw(self._template, p.strategy) if prepare_rw is not None else None)
+        """(plan, backend module, and the backend's prepared runners or None: scores, reweight, and
+        reweight with the weighted cross-entropy loss)."""
+        runners = [getattr(mod, name, None) for name in ("prepare_fbr_scores", "prepare_fbr_reweight",
+                                                           "prepare_fbr_weighted_ce")]
+        return (p, mod, *(prep(self._template, p.strategy) if prep is not None else None for prep in runners))
 
     @property
     def num_clean(self) -> int:
@@ -278,7 +279,7 @@ class CleanScorer:
         """S (B×C) of the batch ``x`` against the clean subset, as ``weights.class_similarity``."""
         cv = self.check_values if check_values is None else check_values
         xs, es, _ = self._batch(x, None, x2, cv, "skip", False)
-        p, mod, _, _ = self._prepared(xs, es, None)
+        p, mod, *_ = self._prepared(xs, es, None)
         return mod.class_similarity(self._problem(xs, es, None), p.strategy)
 
     def _score_args(self, x, y, x2, shift, alpha, on_missing_class, check_values):
@@ -301,7 +302,7 @@ class CleanScorer:
         return self._scores(xs, es, y64, shift, alpha)
 
     def _scores(self, xs, es, y64, shift, alpha) -> torch.Tensor:
-        p, mod, run, _ = self._prepared(xs, es, y64)
+        p, mod, run, *_ = self._prepared(xs, es, y64)
         if run is not None:  # the backend's fused path with the clean-side arguments bound once
             return run(xs, es, y64, shift, alpha)
         problem = self._problem(xs, es, y64)
@@ -358,6 +359,52 @@ class CleanScorer:
 
         return fast
 
+    def bind_weighted_loss(self, reweighter, *, shift: str = "max", alpha: float = 0.0,
+                           on_missing_class: str = "raise", loss_eps: float = 1e-12):
+        """A function ``(idx, x, y, logits) -> (loss, d, w)``: ``reweight`` bound as by
+        ``bind_reweight(..., loss_eps=loss_eps)``, and the loss of the stateful FBR step,
+        ``weighted_loss(cross_entropy(logits, y, reduction="none"), w, reduction="weight_sum",
+        eps=loss_eps)`` — differentiable in ``logits`` only (the weights are constants of the loss).
+
+        Where the backend fuses it (the C++ prototype path: ``fastreweight::fbr_weighted_ce_prototype``,
+        with its own backward) the scores, the Reweighter update and the loss are one op with one
+        autograd node; ``logits`` must then be float32/float64 with one column per class and ``x``
+        detached.  Anything else takes ``bind_reweight``'s call and ``cross_entropy`` + ``dot``."""
+        step = self.bind_reweight(reweighter, shift=shift, alpha=alpha, on_missing_class=on_missing_class,
+                                  loss_eps=loss_eps)
+        alpha = V.check_alpha(alpha)
+
+        def general(idx, x, y, logits):
+            d, w, coef = step(idx, x, y)
+            losses = F.cross_entropy(logits, y, reduction="none")
+            return torch.dot(losses, coef.to(losses.dtype)), d, w
+
+        if self.check_values or type(reweighter) is not _reweighter_class() or len(self._dims) != 1 or self._kdims:
+            return general
+        plans, dims, dtype, device = self._plans, self._dims[0], self.dtype, self.device
+        int64, Tensor, record = torch.int64, torch.Tensor, plan_mod.record
+        float_logits = (torch.float32, torch.float64)
+
+        def fast(idx, x, y, logits):
+            if (type(x) is Tensor and type(y) is Tensor and type(idx) is Tensor and type(logits) is Tensor
+                    and x.dim() == 2 and x.dtype == dtype and x.shape[1] == dims and not x.requires_grad
+                    and y.dtype == int64 and idx.dtype == int64 and y.dim() == 1 and idx.dim() == 1
+                    and logits.dim() == 2 and logits.dtype in float_logits
+                    and y.shape[0] == x.shape[0] == idx.shape[0] == logits.shape[0]
+                    and x.device == device and y.device == device and idx.device == device
+                    and logits.device == device):
+                entry = plans.get((x.shape[0], dtype))
+                w_all = reweighter.weights
+                if (entry is not None and entry[4] is not None and entry[0].backend == reweighter.backend
+                        and w_all.device == device):
+                    record(entry[0])
+                    loss, d, w, _, _ = entry[4](logits, [x], None, y, shift, alpha, w_all, idx, reweighter.lr,
+                                                reweighter.normalize_update, reweighter.eps, loss_eps)
+                    return loss, d, w
+            return general(idx, x, y, logits)
+
+        return fast
+
     def reweight(self, reweighter, idx, x, y, *, x2=None, shift: str = "max", alpha: float = 0.0,
                  on_missing_class: str = "raise", check_values: bool | None = None, loss_eps: float | None = None):
         """Score the batch and apply ``reweighter``'s update at the dataset indices ``idx``; returns
@@ -372,7 +419,7 @@ class CleanScorer:
         if loss_eps is not None and not (type(loss_eps) is float and 0.0 < loss_eps < float("inf")):
             raise ValueError(f"loss_eps must be a finite float > 0 or None, got {loss_eps!r}")
         xs, es, y64, alpha, cv = self._score_args(x, y, x2, shift, alpha, on_missing_class, check_values)
-        plan, _, _, fused = self._prepared(xs, es, y64)
+        plan, _, _, fused, _ = self._prepared(xs, es, y64)
         # fused only where the scoring backend also runs this Reweighter's update, the update is the
         # plain class's (a subclass such as DistributedReweighter has its own rule), idx needs no
         # conversion and no value checks are asked for (they need the scores before the update)

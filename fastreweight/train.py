@@ -140,6 +140,10 @@ METHODS = ("erm", "fbr", "meta", "l2r", "coteaching")
 #: weights (``CleanScorer.reweight(..., loss_eps=...)``); ``False`` computes it with ``weighted_loss``
 #: instead (the same quantity; tests compare the two).
 _LOSS_FROM_COEFFICIENTS = True
+#: With the above, the whole loss — cross-entropy included — from the scorer's fused op
+#: (``CleanScorer.bind_weighted_loss``: one forward op and one autograd node per step, where the
+#: backend fuses it); ``False`` takes ``cross_entropy`` + ``dot`` (the same quantity; tests compare).
+_FUSED_WEIGHTED_CE = True
 
 
 @dataclass
@@ -576,6 +580,15 @@ def train(
     def ce(logits, t):
         return F.cross_entropy(logits.float() if amp_dtype is not None else logits, t, reduction="none")
 
+    def mean_ce(logits, t):
+        """Mean cross-entropy over the (global) batch: one ``cross_entropy`` call in a single process
+        (its own mean reduction: one op and node fewer than the per-row losses and ``mean``, which
+        costs ERM's step measurably on a small model), the per-row losses' global mean when
+        distributed."""
+        if not distributed:
+            return F.cross_entropy(logits.float() if amp_dtype is not None else logits, t)
+        return mean_loss(ce(logits, t))
+
     def mean_loss(losses):
         """The mean of the losses over the (global) batch."""
         if not distributed:
@@ -603,7 +616,7 @@ def train(
                 b = _shard(b, rank, world)
             for m, opt in zip(fwd, optimizers):
                 with autocast():
-                    loss = mean_loss(ce(m(xc[b]), yc[b]))
+                    loss = mean_ce(m(xc[b]), yc[b])
                 backward_step(loss, opt)
             state["step"] += 1
             emit("clean", epoch, b, None)
@@ -664,6 +677,9 @@ def train(
     # the stateful step's loss from the weights' own coefficients (one dot): a single process and the
     # "weight_sum" reduction, whose eps is weighted_loss's default
     coef_loss = _LOSS_FROM_COEFFICIENTS and not distributed and reduction == "weight_sum"
+    # ... and the whole loss from the fused op (cross-entropy included) where the logits are the loss's
+    # own (no autocast: its loss takes float32 copies of low-precision logits)
+    fused_ce = coef_loss and _FUSED_WEIGHTED_CE and amp_dtype is None
 
     def with_mixed(w, n_rows):
         """The batch's weights followed by weight 1 for its mixed-in clean rows (``clean_mix``)."""
@@ -689,7 +705,7 @@ def train(
         if not active:
             with autocast():
                 logits = net(xb)
-            loss = mean_loss(ce(logits, yb))
+            loss = mean_ce(logits, yb)
             return loss, rw.weights[idx]
         if batch_features == "eval":
             feats = _eval_features(model, xb[:nb], eval_batch_size) if nb else None
@@ -711,6 +727,16 @@ def train(
             # the cached clean side is scored against many batches: prepared once per refresh; the
             # scores and the Reweighter update run as one op where the backend fuses them
             sc = current_scorer(Z, u, feats.dtype, "clean")
+            if fused_ce and yb_all.shape[0] == nb:
+                # scores, Reweighter update and the weighted cross-entropy loss in one op with one
+                # autograd node where the backend fuses them (bound once per scorer; refreshes keep it)
+                if state.get("loss_for") is not sc:
+                    state["loss_fn"] = sc.bind_weighted_loss(rw, shift=shift, alpha=alpha, on_missing_class="skip",
+                                                             loss_eps=LOSS_EPS)
+                    state["loss_for"] = sc
+                state["rw_step"] += 1
+                loss, d, w = state["loss_fn"](idx, feats, yb, logits)
+                return loss, w
             if coef_loss and yb_all.shape[0] == nb:
                 # the loss's normalisation Σ w_i l_i / max(Σ w_i, eps) comes with the weights (the fused
                 # op forms w / max(Σw, eps) in the same call): the loss is one dot product.  The call is
@@ -769,7 +795,7 @@ def train(
         if not active:
             with autocast():
                 logits = model(xb)
-            return ce(logits, yb).mean(), torch.ones(len(yb), device=dev)
+            return mean_ce(logits, yb), torch.ones(len(yb), device=dev)
         A, D, _ = capture.linear_factors(model, layers, xb, yb)
         xb_c, yb_c = clean_minibatch()
         Ac, Dc, _ = capture.linear_factors(model, layers, xb_c, yb_c)
@@ -784,7 +810,7 @@ def train(
         if not active:
             with autocast():
                 logits = model(xb)
-            return ce(logits, yb).mean(), torch.ones(len(yb), device=dev)
+            return mean_ce(logits, yb), torch.ones(len(yb), device=dev)
         params = {k: v for k, v in model.named_parameters()}
         buffers = {k: v.clone() for k, v in model.named_buffers()}  # the look-ahead must not move BN stats
         a_lr = inner_lr if inner_lr is not None else opt.param_groups[0]["lr"]
@@ -853,7 +879,7 @@ def train(
                 if method == "erm":
                     with autocast():
                         logits = net(xb)
-                    loss, w = mean_loss(ce(logits, yb)), None
+                    loss, w = mean_ce(logits, yb), None
                     backward_step(loss, optimizer)
                 elif method == "fbr":
                     loss, w = (step_fbr_paper(xb, yb, idx, active, epoch) if paper

@@ -521,8 +521,9 @@ def test_feature_whiten_every_rejects_bad_values(bad):
                                 dict(recipe="paper", skip_epochs=0, clean_passes=1, alpha_epochs=2)],
                          ids=["stateful", "stateful-whitened", "paper"])
 def test_scorer_refresh_and_bound_call_change_no_number(monkeypatch, kw):
-    """The trainer refreshes one CleanScorer in place and calls its bound reweight; against a new
-    scorer at every refresh and the unbound ``reweight`` the weights and parameters are identical."""
+    """The trainer refreshes one CleanScorer in place and calls it bound; against a new scorer at every
+    refresh and the unbound ``reweight`` the weights and parameters are identical — with the fused
+    loss op, and with the loss from ``cross_entropy`` + ``dot`` (``_FUSED_WEIGHTED_CE`` off)."""
     import fastreweight.train as T
     from fastreweight.scorer import CleanScorer
 
@@ -534,22 +535,36 @@ def test_scorer_refresh_and_bound_call_change_no_number(monkeypatch, kw):
         r = train(m, opt, d, method="fbr", epochs=4, batch_size=32, warmup=0, seed=2, lr=0.5, **kw)
         return r.final_weights, torch.cat([p.detach().flatten() for p in m.parameters()])
 
-    fast = run()
     calls = []
 
     def rebuild(self, clean_x, clean_x2=None):  # what the trainer did before: a scorer from scratch
         calls.append(1)
-        self.__init__(clean_x, self._template.clean_y, num_classes=self.num_classes, center=self.center,
-                      check_values=self.check_values)
+        fresh = CleanScorer(clean_x, self._template.clean_y, num_classes=self.num_classes, center=self.center,
+                            check_values=self.check_values)
+        plans = self._plans  # the dict bound calls hold: emptied, so every plan is made afresh
+        self.__dict__.update(fresh.__dict__)
+        plans.clear()
+        self._plans = plans
         return self
 
     def unbound(self, rw, **bkw):
         calls.append(2)
         return lambda idx, x, y: self.reweight(rw, idx, x, y, **bkw)
 
-    monkeypatch.setattr(CleanScorer, "refresh", rebuild)
-    monkeypatch.setattr(CleanScorer, "bind_reweight", unbound)
-    slow = run()
+    real_refresh, real_bind = CleanScorer.refresh, CleanScorer.bind_reweight
+    for fused in (True, False):
+        monkeypatch.setattr(T, "_FUSED_WEIGHTED_CE", fused)
+        monkeypatch.setattr(CleanScorer, "refresh", real_refresh)
+        monkeypatch.setattr(CleanScorer, "bind_reweight", real_bind)
+        fast = run()
+        monkeypatch.setattr(CleanScorer, "refresh", rebuild)
+        if not fused:
+            monkeypatch.setattr(CleanScorer, "bind_reweight", unbound)
+        slow = run()
+        assert not torch.equal(fast[0], torch.ones_like(fast[0]))
+        if fused:  # the rebuilt scorer plans afresh: its first step after a refresh takes cross_entropy + dot
+            torch.testing.assert_close(fast[0], slow[0], rtol=0, atol=1e-5)
+            torch.testing.assert_close(fast[1], slow[1], rtol=0, atol=1e-5)
+        else:
+            assert torch.equal(fast[0], slow[0]) and torch.equal(fast[1], slow[1])
     assert 1 in calls and (2 in calls or kw.get("recipe") == "paper")
-    assert not torch.equal(fast[0], torch.ones_like(fast[0]))
-    assert torch.equal(fast[0], slow[0]) and torch.equal(fast[1], slow[1])

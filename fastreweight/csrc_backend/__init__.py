@@ -13,6 +13,10 @@ The ops live in the namespace ``fastreweight::`` (see ``csrc/fbr_common.h`` for 
 * ``torch.ops.fastreweight.fbr_reweight_prototype(..., weights, idx, lr, normalize_update, eps, loss_eps)``:
   the prototype scores, the Reweighter update and the loss coefficients ``w / max(Σw, loss_eps)`` in
   one op, returning (scores, new batch weights, coefficients) (CPU);
+* ``torch.ops.fastreweight.fbr_weighted_ce_prototype(logits, xs, ..., loss_eps)`` -> (loss, scores, new
+  batch weights, coefficients, row log-sum-exp): the above with the stateful step's loss
+  ``Σ coef_i·CE(logits_i, y_i)``, differentiable in ``logits`` (its backward is
+  ``fbr_weighted_ce_backward(grad, logits, lse, coef, y)``) (CPU);
 * ``torch.ops.fastreweight.threshold_weights(scores)``: the published per-batch weight rule (CPU);
 * ``torch.ops.fastreweight.loo_auroc(coords, scales, y, num_classes, center, shift, alpha)``: the
   leave-one-out criterion of ``whiten="auto"`` for K candidate scalings of the clean rows (CPU);
@@ -207,6 +211,19 @@ def _register_fakes() -> None:
         x0 = xs[0]
         return (x0.new_empty((x0.shape[0],), dtype=_acc_dtype(x0.dtype)), weights.new_empty((idx.shape[0],)),
                 weights.new_empty((idx.shape[0],)))
+
+    @torch.library.register_fake("fastreweight::fbr_weighted_ce_prototype")
+    def _fbr_weighted_ce_prototype_fake(logits, xs, mus, es, protos, class_weight, cosine, y, shift, alpha, weights,
+                                        idx, lr, normalize_update, eps, loss_eps):
+        check_devices("fbr_weighted_ce_prototype", xs, protos, mus, es, [], protos[0], class_weight, y)
+        x0 = xs[0]
+        B = x0.shape[0]
+        return (logits.new_empty(()), x0.new_empty((B,), dtype=_acc_dtype(x0.dtype)), weights.new_empty((B,)),
+                logits.new_empty((B,)), logits.new_empty((B,)))
+
+    @torch.library.register_fake("fastreweight::fbr_weighted_ce_backward")
+    def _fbr_weighted_ce_backward_fake(grad, logits, lse, coef, y):
+        return logits.new_empty(logits.shape)
 
     @torch.library.register_fake("fastreweight::threshold_weights")
     def _threshold_weights_fake(scores):

@@ -103,6 +103,25 @@ def prepare_fbr_reweight(problem, strategy):
     return run
 
 
+def prepare_fbr_weighted_ce(problem, strategy):
+    """A function ``(logits, xs, es, y, shift, alpha, weights, idx, lr, normalize_update, eps, loss_eps)
+    -> (loss, d, w, coef, lse)``: ``prepare_fbr_reweight``'s op with the stateful step's weighted
+    cross-entropy loss, differentiable in ``logits`` (prototype strategy; ``None`` otherwise)."""
+    if strategy != "prototype":
+        return None
+    cosine = bool(problem.cosine)
+    cw = problem.class_weight
+    layers = problem.layers
+    mus = [l.mu for l in layers] if layers[0].mu is not None else []
+    protos = reference._clean_prototypes(problem)
+    op = torch.ops.fastreweight.fbr_weighted_ce_prototype.default
+
+    def run(logits, xs, es, y, shift, alpha, weights, idx, lr, normalize_update, eps, loss_eps):
+        return op(logits, xs, mus, es or [], protos, cw, cosine, y, shift, alpha, weights, idx, lr, normalize_update,
+                  eps, loss_eps)
+    return run
+
+
 def reweighter_step(weights, idx, scores, lr, normalize_update, eps) -> torch.Tensor:
     return torch.ops.fastreweight.reweighter_step(weights, idx, scores, float(lr), normalize_update, float(eps))
 
