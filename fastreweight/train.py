@@ -3,7 +3,8 @@
 ``train(model, optimizer, data, method=...)`` trains ``model`` on a ``fastreweight.data.NoisyData``
 and returns a ``TrainResult``.  Methods (SPEC §6, same data, model and budget):
 
-* ``"erm"`` — plain cross-entropy.
+* ``"erm"`` — plain cross-entropy (one ``cross_entropy`` call with its mean reduction in a single
+  process; the warm-up steps and clean passes of every method use the same).
 * ``"fbr"`` — feature-based reweighting with the public API only (``fbr_scores``,
   ``Reweighter``/``threshold_weights``, ``weighted_loss``):
 
@@ -11,7 +12,11 @@ and returns a ``TrainResult``.  Methods (SPEC §6, same data, model and budget):
     steps of size ``lr``, default 0.1: the best of 0.1/0.5/1.0 in the committed ablation,
     ``benchmarks/results/ablation.jsonl``; the ``Reweighter`` class itself keeps SPEC §3.6's 0.5) fed by ``fbr_scores(shift=shift, alpha=alpha)`` after a warm-up of uniform
     weights.  Batch features come from the training forward (free, ``batch_features="train"``) or an
-    extra eval-mode forward (``"eval"``).  Clean features follow ``clean_features`` (SPEC §5):
+    extra eval-mode forward (``"eval"``).  In a single process the step's loss is
+    ``weighted_loss(cross_entropy(logits, y, "none"), w)`` computed with the scores and the update in
+    one call (``CleanScorer.bind_weighted_loss``: one fused op with its own backward on the C++
+    prototype path, else ``cross_entropy`` and a ``dot`` with the weights' coefficients).  Clean
+    features follow ``clean_features`` (SPEC §5):
     ``"cache"`` (default) all clean features, eval mode, no_grad, refreshed every ``refresh_every``
     reweighting steps (``"auto"``: ``ceil(N/B)``, once per epoch, so refreshing costs ``M/N`` of an
     epoch's forward passes; the committed experiment ``benchmarks/results/refresh.jsonl`` found the
