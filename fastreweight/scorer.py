@@ -375,7 +375,15 @@ class CleanScorer:
         alpha = V.check_alpha(alpha)
 
         def general(idx, x, y, logits):
-            d, w, coef = step(idx, x, y)
+            V.check_float_matrix("logits", logits)
+            rows = x[0].shape[0] if isinstance(x, (list, tuple)) and x else getattr(x, "shape", (None,))[0]
+            if rows is not None and logits.shape[0] != rows:
+                raise ValueError(f"logits must have {rows} rows (one per batch row of x), got shape "
+                                 f"{tuple(logits.shape)}")
+            if logits.device != self.device:
+                raise ValueError(f"all inputs must be on one device: the clean features are on {self.device} "
+                                 f"but logits is on {logits.device}")
+            d, w, coef = step(idx, x, y)  # checks x, y and idx (and writes the weights) only after logits
             losses = F.cross_entropy(logits, y, reduction="none")
             return torch.dot(losses, coef.to(losses.dtype)), d, w
 

@@ -221,3 +221,22 @@ def test_trainer_fused_loss_equals_cross_entropy_and_dot(monkeypatch):
     assert not torch.equal(out[0][0], torch.ones_like(out[0][0]))
     torch.testing.assert_close(out[0][0], out[1][0], rtol=0, atol=1e-5)
     torch.testing.assert_close(out[0][1], out[1][1], rtol=0, atol=1e-5)
+
+
+def test_bind_weighted_loss_checks_logits_before_any_write():
+    """Logits of the wrong dtype, row count or device reach the general path and raise a TypeError /
+    ValueError naming ``logits`` before the weights change."""
+    scorer, x, y, logits, idx, w = _case(6, 4, seed=4, fdtype=torch.float32, ldtype=torch.float32,
+                                         wdtype=torch.float32)
+    rw = fr.Reweighter(w.shape[0])
+    bound = scorer.bind_weighted_loss(rw)
+    before = rw.weights.clone()
+    with pytest.raises(TypeError, match="logits must have a floating dtype"):
+        bound(idx, x, y, logits.long())
+    with pytest.raises(ValueError, match=r"logits must have 6 rows \(one per batch row of x\), got shape \(5, 4\)"):
+        bound(idx, x, y, logits[:5])
+    with pytest.raises(ValueError, match="logits must be a 2-D tensor"):
+        bound(idx, x, y, logits[:, 0])
+    assert torch.equal(rw.weights, before)
+    loss, d, w_new = bound(idx, x, y, logits.to(torch.bfloat16))  # low precision: the general path, any float
+    assert loss.dtype == torch.bfloat16 and not torch.equal(rw.weights, before)
