@@ -874,7 +874,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fbr_weigh
     loss_coefficients<double>(w.data_ptr<double>(), B, loss_eps, coef.data_ptr<double>());
   else
     loss_coefficients<float>(w.data_ptr<float>(), B, loss_eps, coef.data_ptr<float>());
-  const at::Tensor coef_t = coef.to(T_, /*non_blocking=*/false, /*copy=*/true), L = logits.contiguous(),
+  // the coefficients in the logits' dtype (a fresh tensor either way: returned and saved for backward)
+  const at::Tensor coef_t = coef.scalar_type() == T_ ? coef : coef.to(T_), L = logits.contiguous(),
                    yc = y.contiguous();
   at::Tensor lse = at::empty({B}, logits.options());
   at::Tensor loss = at::empty({}, logits.options());

@@ -35,7 +35,7 @@ from . import validate as V
 from .problem import Layer, Problem, build_problem, class_balanced_row_weights
 
 #: clean-memo entries that depend on the clean labels only (kept by ``CleanScorer.refresh``)
-_LABEL_ONLY_MEMO = ("counts", "class_weight", "values_checked", "reuses", "class_matrix", "row_weight",
+_LABEL_ONLY_MEMO = ("counts", "class_weight", "reuses", "class_matrix", "row_weight",
                     ("triton", "class_sort"))
 
 
@@ -148,6 +148,8 @@ class CleanScorer:
             mus = [row_w @ z.to(acc) for z in zs]
         memo["mus"] = mus
         memo["reuses"] = max(memo.get("reuses", 0), 1)
+        # labels and values checked: the labels earlier, the new values just now (with check_values)
+        memo["values_checked"] = bool(self.check_values and t.clean_memo.get("values_checked"))
         self._template = dataclasses.replace(
             t, layers=[Layer(x=L.x, z=z, mu=mu, e=L.e, f=f) for L, z, mu, f in zip(t.layers, zs, mus, fs)],
             clean_memo=memo)

@@ -360,6 +360,7 @@ class ShrunkMeans:
         With the features the fold was fitted on it gives ``rows`` back (to rounding)."""
         V.check_float_matrix("clean_features", clean_features)
         V.check_label_vector("clean_labels", clean_labels, clean_features.shape[0])
+        V.check_same_device({"clean_features": clean_features, "clean_labels": clean_labels, "rows": self.rows})
         if self.basis is not None and clean_features.shape[1] != self.basis.shape[0]:
             raise ValueError(f"clean_features must have {self.basis.shape[0]} columns (the fitted features' size), "
                              f"got shape {tuple(clean_features.shape)}")

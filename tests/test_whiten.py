@@ -735,3 +735,7 @@ def test_refold_rejects_other_classes_or_sizes():
         fit.refold(z[y != 2], y[y != 2], 3)
     with pytest.raises(ValueError, match="must have 6 columns"):
         fit.refold(z[:, :5], y, 3)
+    with pytest.raises(ValueError, match=r"clean_labels must have length 30 \(one label per row\), got 29"):
+        fit.refold(z, y[:29], 3)
+    with pytest.raises(TypeError, match="clean_features"):
+        fit.refold(z.long(), y, 3)

@@ -59,13 +59,17 @@ def fbr_scores(problem, strategy, shift, alpha) -> torch.Tensor:
     return torch.ops.fastreweight.fbr_scores(*problem_args(problem), problem.y, shift, float(alpha))
 
 
+def _clean_side(problem):
+    """(mus, class_weight, cosine): the clean-side op arguments every prepared runner binds."""
+    layers = problem.layers
+    mus = [l.mu for l in layers] if layers[0].mu is not None else []
+    return mus, problem.class_weight, bool(problem.cosine)
+
+
 def prepare_fbr_scores(problem, strategy):
     """A function ``(xs, es, y, shift, alpha) -> d`` for batches scored against ``problem``'s clean side
     (used by ``CleanScorer``): the clean-side arguments of the op are looked up once, here."""
-    cosine = bool(problem.cosine)
-    cw = problem.class_weight
-    layers = problem.layers
-    mus = [l.mu for l in layers] if layers[0].mu is not None else []
+    mus, cw, cosine = _clean_side(problem)
     if strategy == "prototype":
         protos = reference._clean_prototypes(problem)
         op = torch.ops.fastreweight.fbr_scores_prototype.default  # the overload: no per-call schema lookup
@@ -73,6 +77,7 @@ def prepare_fbr_scores(problem, strategy):
         def run(xs, es, y, shift, alpha):
             return op(xs, mus, es or [], protos, cw, cosine, y, shift, alpha)
     else:
+        layers = problem.layers
         zs = [l.z for l in layers]
         fs = [l.f for l in layers] if layers[0].f is not None else []
         u = problem.clean_y
@@ -90,10 +95,7 @@ def prepare_fbr_reweight(problem, strategy):
     scores and updates in two)."""
     if strategy != "prototype":
         return None
-    cosine = bool(problem.cosine)
-    cw = problem.class_weight
-    layers = problem.layers
-    mus = [l.mu for l in layers] if layers[0].mu is not None else []
+    mus, cw, cosine = _clean_side(problem)
     protos = reference._clean_prototypes(problem)
     op = torch.ops.fastreweight.fbr_reweight_prototype.default  # the overload: no per-call schema lookup
 
@@ -109,10 +111,7 @@ def prepare_fbr_weighted_ce(problem, strategy):
     cross-entropy loss, differentiable in ``logits`` (prototype strategy; ``None`` otherwise)."""
     if strategy != "prototype":
         return None
-    cosine = bool(problem.cosine)
-    cw = problem.class_weight
-    layers = problem.layers
-    mus = [l.mu for l in layers] if layers[0].mu is not None else []
+    mus, cw, cosine = _clean_side(problem)
     protos = reference._clean_prototypes(problem)
     op = torch.ops.fastreweight.fbr_weighted_ce_prototype.default
 
