@@ -26,6 +26,11 @@
 #include <torch/library.h>
 
 #include <Python.h>
+#ifdef TORCH_EXTENSION_NAME  // built as an extension: the module's direct entry (end of file) needs these
+#include <torch/csrc/Exceptions.h>
+#include <torch/csrc/autograd/python_variable.h>
+#include <torch/csrc/utils/pybind.h>
+#endif
 
 #include <algorithm>
 #include <limits>
@@ -488,33 +493,15 @@ static ProtoShape check_proto_inputs(const char* op, at::TensorList xs, at::Tens
   return p;
 }
 
-// Small feature-kernel calls (B*C*sum(d) <= kDirectWork) skip the GEMM machinery: one pass per batch
-// row centres (and for cosine normalises) the row into a buffer, takes its C dot products with the
-// prototypes and, for fbr_scores, applies the epilogue to the finished row.  A training step of a
+// Small feature-kernel calls (B*C*sum(d) <= kDirectWork) skip the GEMM machinery: four batch rows at
+// a time are centred (and for cosine normalised) into a buffer, their C dot products with the
+// prototypes are taken in register tiles of 4 rows x 4 classes and, for fbr_scores, the epilogue is
+// applied to each finished row.  A training step of a
 // small model scores 64 rows against 10 prototypes of 256 features: ~160k multiply-adds, a few
 // microseconds, where the ATen path's four tensor ops and their allocations cost several times that.
 // Rows are independent and summed in a fixed order: the result does not depend on the thread count.
 constexpr int64_t kDirectWork = int64_t(1) << 22;
 
-template <typename T>
-static inline __attribute__((always_inline)) T dot_impl(const T* __restrict__ a, const T* __restrict__ b, int64_t d) {
-  using V = typename VecOf<T>::V;
-  using U = typename VecOf<T>::U;
-  constexpr int64_t LN = NR_of<T>::lanes;
-  V s0 = {}, s1 = {};
-  int64_t k = 0;
-  for (; k + 2 * LN <= d; k += 2 * LN) {
-    const V a0 = *reinterpret_cast<const U*>(a + k), b0 = *reinterpret_cast<const U*>(b + k);
-    const V a1 = *reinterpret_cast<const U*>(a + k + LN), b1 = *reinterpret_cast<const U*>(b + k + LN);
-    s0 += a0 * b0;
-    s1 += a1 * b1;
-  }
-  s0 += s1;
-  T acc = T(0);
-  for (int64_t j = 0; j < LN; ++j) acc += s0[j];
-  for (; k < d; ++k) acc += a[k] * b[k];
-  return acc;
-}
 template <typename T>
 static inline T hsum(typename VecOf<T>::V v) {
   T acc = T(0);
@@ -522,51 +509,83 @@ static inline T hsum(typename VecOf<T>::V v) {
   return acc;
 }
 
-// out[c] = <x, P_c> for the C rows of P (row stride d): four classes per sweep over x, so each loaded
-// vector of x feeds four multiply-adds (a single dot product is load-bound at one per load pair).
-template <typename T>
-static inline __attribute__((always_inline)) void row_dots_impl(const T* __restrict__ x, const T* __restrict__ P,
-                                                                int64_t C, int64_t d, T* __restrict__ out) {
+// out[r * ldo + c] = <x_r, P_c> for R batch rows (x_r = X + r * ldx) and K classes (P_c = P + c * d):
+// an R x K tile of vector accumulators, so each loaded vector of x feeds K multiply-adds and each
+// loaded vector of P feeds R (one row against one class is load-bound: a load per multiply-add).
+// The rows of X are zero-padded to a whole number of vectors (ldx >= that); the last, partial vector
+// of each P_c is read through a zero-padded copy.  So every (row, class) pair is summed by the same
+// vector operations in the same order whatever tile it falls in — lane-wise over the vector steps
+// of k, then the lanes left to right — and a score never depends on the batch size, on where a row
+// sits in the batch, or on the thread count.
+template <typename T, int R, int K>
+static inline __attribute__((always_inline)) void dots_tile(const T* __restrict__ X, int64_t ldx,
+                                                            const T* __restrict__ P, int64_t d, T* __restrict__ out,
+                                                            int64_t ldo) {
   using V = typename VecOf<T>::V;
   using U = typename VecOf<T>::U;
   constexpr int64_t LN = NR_of<T>::lanes;
-  int64_t c = 0;
-  for (; c + 4 <= C; c += 4) {
-    const T *p0 = P + c * d, *p1 = p0 + d, *p2 = p1 + d, *p3 = p2 + d;
-    V a0 = {}, a1 = {}, a2 = {}, a3 = {};
-    int64_t k = 0;
-    for (; k + LN <= d; k += LN) {
-      const V xv = *reinterpret_cast<const U*>(x + k);
-      a0 += xv * *reinterpret_cast<const U*>(p0 + k);
-      a1 += xv * *reinterpret_cast<const U*>(p1 + k);
-      a2 += xv * *reinterpret_cast<const U*>(p2 + k);
-      a3 += xv * *reinterpret_cast<const U*>(p3 + k);
+  V acc[R][K] = {};
+  int64_t k = 0;
+  for (; k + LN <= d; k += LN) {
+    V xv[R];
+    for (int r = 0; r < R; ++r) xv[r] = *reinterpret_cast<const U*>(X + r * ldx + k);
+    for (int c = 0; c < K; ++c) {
+      const V pv = *reinterpret_cast<const U*>(P + c * d + k);
+      for (int r = 0; r < R; ++r) acc[r][c] += xv[r] * pv;
     }
-    T s0 = hsum<T>(a0), s1 = hsum<T>(a1), s2 = hsum<T>(a2), s3 = hsum<T>(a3);
-    for (; k < d; ++k) {
-      s0 += x[k] * p0[k];
-      s1 += x[k] * p1[k];
-      s2 += x[k] * p2[k];
-      s3 += x[k] * p3[k];
-    }
-    out[c] = s0;
-    out[c + 1] = s1;
-    out[c + 2] = s2;
-    out[c + 3] = s3;
   }
-  for (; c < C; ++c) out[c] = dot_impl<T>(x, P + c * d, d);
+  if (k < d) {  // the partial last vector: x is zero past d, P is read through a zero-padded copy
+    V xv[R];
+    for (int r = 0; r < R; ++r) xv[r] = *reinterpret_cast<const U*>(X + r * ldx + k);
+    for (int c = 0; c < K; ++c) {
+      V pv = {};
+      for (int64_t j = 0; j < d - k; ++j) pv[j] = P[c * d + k + j];
+      for (int r = 0; r < R; ++r) acc[r][c] += xv[r] * pv;
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < K; ++c) out[r * ldo + c] = hsum<T>(acc[r][c]);
 }
-FBR_CLONES void row_dots_f32(const float* x, const float* P, int64_t C, int64_t d, float* out) {
-  row_dots_impl<float>(x, P, C, d, out);
+
+// out (R x C, row stride ldo): the dot products of R zero-padded rows of X (row stride ldx) with the C
+// rows of P (row stride d), classes four at a time, then one at a time.
+template <typename T, int R>
+static inline __attribute__((always_inline)) void rows_dots_impl(const T* X, int64_t ldx, const T* P, int64_t C,
+                                                                 int64_t d, T* out, int64_t ldo) {
+  int64_t c = 0;
+  for (; c + 4 <= C; c += 4) dots_tile<T, R, 4>(X, ldx, P + c * d, d, out + c, ldo);
+  for (; c < C; ++c) dots_tile<T, R, 1>(X, ldx, P + c * d, d, out + c, ldo);
 }
-FBR_CLONES void row_dots_f64(const double* x, const double* P, int64_t C, int64_t d, double* out) {
-  row_dots_impl<double>(x, P, C, d, out);
+// four rows at a time (4 x 4 tiles: 16 accumulators, 8 loads per 16 multiply-adds), or one
+FBR_CLONES void rows_dots4_f32(const float* X, int64_t ldx, const float* P, int64_t C, int64_t d, float* out,
+                               int64_t ldo) {
+  rows_dots_impl<float, 4>(X, ldx, P, C, d, out, ldo);
 }
-static inline void row_dots(const float* x, const float* P, int64_t C, int64_t d, float* out) {
-  row_dots_f32(x, P, C, d, out);
+FBR_CLONES void rows_dots4_f64(const double* X, int64_t ldx, const double* P, int64_t C, int64_t d, double* out,
+                               int64_t ldo) {
+  rows_dots_impl<double, 4>(X, ldx, P, C, d, out, ldo);
 }
-static inline void row_dots(const double* x, const double* P, int64_t C, int64_t d, double* out) {
-  row_dots_f64(x, P, C, d, out);
+FBR_CLONES void rows_dots1_f32(const float* X, int64_t ldx, const float* P, int64_t C, int64_t d, float* out,
+                               int64_t ldo) {
+  rows_dots_impl<float, 1>(X, ldx, P, C, d, out, ldo);
+}
+FBR_CLONES void rows_dots1_f64(const double* X, int64_t ldx, const double* P, int64_t C, int64_t d, double* out,
+                               int64_t ldo) {
+  rows_dots_impl<double, 1>(X, ldx, P, C, d, out, ldo);
+}
+static inline void rows_dots(int rows, const float* X, int64_t ldx, const float* P, int64_t C, int64_t d, float* out,
+                             int64_t ldo) {
+  if (rows == 4)
+    rows_dots4_f32(X, ldx, P, C, d, out, ldo);
+  else
+    rows_dots1_f32(X, ldx, P, C, d, out, ldo);
+}
+static inline void rows_dots(int rows, const double* X, int64_t ldx, const double* P, int64_t C, int64_t d,
+                             double* out, int64_t ldo) {
+  if (rows == 4)
+    rows_dots4_f64(X, ldx, P, C, d, out, ldo);
+  else
+    rows_dots1_f64(X, ldx, P, C, d, out, ldo);
 }
 
 static bool direct_ok(const ProtoShape& p, at::TensorList xs) {
@@ -603,18 +622,33 @@ static void prototype_direct(const ProtoShape& p, at::TensorList xs, at::TensorL
     dmax = std::max(dmax, D[l]);
     dsum += D[l];
   }
-  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(1, C * dsum));
+  // rows in tiles of four (a chunk's last rows one at a time); a row's scores do not depend on its tile
+  constexpr int64_t RT = 4;
+  const int64_t grain = std::max<int64_t>(RT, (int64_t(1) << 16) / std::max<int64_t>(1, C * dsum));
+  // the centred rows are zero-padded to whole vectors (rows_dots reads them a vector at a time)
+  constexpr int64_t LN = NR_of<T>::lanes;
+  const int64_t ldx = (dmax + LN - 1) / LN * LN;
   at::parallel_for(0, B, grain, [&](int64_t begin, int64_t end) {
-    std::vector<T> xt(dmax), row(C), part(C);
-    for (int64_t i = begin; i < end; ++i) {
+    std::vector<T> xt(RT * ldx, T(0)), rows(RT * C), part(RT * C);
+    for (int64_t i0 = begin; i0 < end;) {
+      const int n = end - i0 >= RT ? int(RT) : 1;
       for (int64_t l = 0; l < L; ++l) {
-        center_row<T>(X[l] + i * XS[l], D[l], MU[l], cosine, xt.data());
-        row_dots(xt.data(), P[l], C, D[l], l == 0 ? row.data() : part.data());
+        for (int r = 0; r < n; ++r)
+          center_row<T>(X[l] + (i0 + r) * XS[l], D[l], MU[l], cosine, xt.data() + r * ldx);
+        if (D[l] < dmax)  // a narrower layer after a wider one: zero what the wider one left past D[l]
+          for (int r = 0; r < n; ++r) std::fill(xt.data() + r * ldx + D[l], xt.data() + (r + 1) * ldx, T(0));
+        T* dst = l == 0 ? rows.data() : part.data();
+        rows_dots(n, xt.data(), ldx, P[l], C, D[l], dst, C);
         if (l > 0)
-          for (int64_t c = 0; c < C; ++c) row[c] += part[c];
+          for (int64_t j = 0; j < n * C; ++j) rows[j] += part[j];
       }
-      if (S_out) std::copy(row.begin(), row.end(), S_out + i * C);
-      if (d_out) d_out[i] = fbr::fbr_row<T>(row.data(), w, C, y[i], shift, alpha);
+      for (int r = 0; r < n; ++r) {
+        const int64_t i = i0 + r;
+        const T* row = rows.data() + r * C;
+        if (S_out) std::copy(row, row + C, S_out + i * C);
+        if (d_out) d_out[i] = fbr::fbr_row<T>(row, w, C, y[i], shift, alpha);
+      }
+      i0 += n;
     }
   });
 }
@@ -815,22 +849,36 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fbr_reweight_prototype_cpu(
 // fbr_weighted_ce_backward).  Against cross_entropy(reduction="none") + dot this is one forward
 // dispatch instead of four (scores/update op, log_softmax, nll_loss, dot) and one autograd node
 // instead of three: the fixed per-call cost, not arithmetic, is what a small model's step pays.
-// The log-sum-exp per row is kept for the backward (B numbers), the logits are not copied.
+// The forward keeps the softmax (B x C_out, the size of the logits, which it does not save): the
+// exponentials it takes anyway, so the backward is one multiply-add per entry and takes none.
 // ---------------------------------------------------------------------------------------------
 template <typename T>
-static T weighted_ce_rows(const T* L, int64_t B, int64_t C, const int64_t* y, const T* coef, T* lse) {
+static T weighted_ce_rows(const T* L, int64_t B, int64_t C, const int64_t* y, const T* coef, T* probs) {
   T loss = T(0);
   for (int64_t i = 0; i < B; ++i) {
     const T* row = L + i * C;
+    T* p = probs + i * C;
     T m = -std::numeric_limits<T>::infinity();
     for (int64_t j = 0; j < C; ++j) m = std::max(m, row[j]);
     T s = T(0);
-    for (int64_t j = 0; j < C; ++j) s += std::exp(row[j] - m);
-    const T l = m + std::log(s);
-    lse[i] = l;
-    loss += coef[i] * (l - row[y[i]]);
+    for (int64_t j = 0; j < C; ++j) {
+      p[j] = std::exp(row[j] - m);
+      s += p[j];
+    }
+    const T inv = T(1) / s;
+    for (int64_t j = 0; j < C; ++j) p[j] *= inv;
+    loss += coef[i] * (m + std::log(s) - row[y[i]]);
   }
   return loss;
+}
+
+// the labels index the columns of t (the logits or their softmax)
+static void check_labels(const char* op, const at::Tensor& y, int64_t B, int64_t C) {
+  const at::Tensor yc = y.contiguous();
+  const int64_t* yp = yc.data_ptr<int64_t>();
+  for (int64_t i = 0; i < B; ++i)
+    TORCH_CHECK(yp[i] >= 0 && yp[i] < C, "fastreweight::", op, ": y holds ", yp[i], " at position ", i,
+                "; labels must lie in [0, ", C, ") (the logits' columns)");
 }
 
 static void check_logits(const char* op, const at::Tensor& logits, int64_t B, const at::Tensor& y) {
@@ -841,16 +889,11 @@ static void check_logits(const char* op, const at::Tensor& logits, int64_t B, co
               " rows (one per batch row) and at least one column, got shape ", fbr::shape_str(logits));
   TORCH_CHECK(logits.device().is_cpu(), "fastreweight::", op, ": the CPU kernel needs logits on the CPU, got ",
               logits.device());
-  const at::Tensor yc = y.contiguous();
-  const int64_t* yp = yc.data_ptr<int64_t>();
-  const int64_t C = logits.size(1);
-  for (int64_t i = 0; i < B; ++i)
-    TORCH_CHECK(yp[i] >= 0 && yp[i] < C, "fastreweight::", op, ": y holds ", yp[i], " at position ", i,
-                "; labels must lie in [0, ", C, ") (the logits' columns)");
+  check_labels(op, y, B, logits.size(1));
 }
 
-// (loss, d, w, coef, lse): the forward kernel; coef and lse (B each, in the logits' dtype) are what
-// the backward needs
+// (loss, d, w, coef, probs): the forward kernel; coef (B) and probs (the softmax, B x C_out), in the
+// logits' dtype, are what the backward needs
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fbr_weighted_ce_prototype_cpu(
     const at::Tensor& logits, at::TensorList xs, at::TensorList mus, at::TensorList es, at::TensorList protos,
     const at::Tensor& class_weight, bool cosine, const at::Tensor& y, c10::string_view shift, double alpha,
@@ -877,67 +920,70 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fbr_weigh
   // the coefficients in the logits' dtype (a fresh tensor either way: returned and saved for backward)
   const at::Tensor coef_t = coef.scalar_type() == T_ ? coef : coef.to(T_), L = logits.contiguous(),
                    yc = y.contiguous();
-  at::Tensor lse = at::empty({B}, logits.options());
+  at::Tensor probs = at::empty({B, L.size(1)}, logits.options());
   at::Tensor loss = at::empty({}, logits.options());
   if (fbr::poison_flag()) {
-    lse.fill_(std::numeric_limits<double>::quiet_NaN());
+    probs.fill_(std::numeric_limits<double>::quiet_NaN());
     loss.fill_(std::numeric_limits<double>::quiet_NaN());
   }
   if (T_ == at::kDouble)
     *loss.data_ptr<double>() = weighted_ce_rows<double>(L.data_ptr<double>(), B, L.size(1), yc.data_ptr<int64_t>(),
-                                                        coef_t.data_ptr<double>(), lse.data_ptr<double>());
+                                                        coef_t.data_ptr<double>(), probs.data_ptr<double>());
   else
     *loss.data_ptr<float>() = weighted_ce_rows<float>(L.data_ptr<float>(), B, L.size(1), yc.data_ptr<int64_t>(),
-                                                      coef_t.data_ptr<float>(), lse.data_ptr<float>());
-  return {loss, d, w, coef_t, lse};
+                                                      coef_t.data_ptr<float>(), probs.data_ptr<float>());
+  return {loss, d, w, coef_t, probs};
 }
 
-// dloss/dL = grad * coef_i * (exp(L_ij - lse_i) - [j == y_i]), B x C in the logits' dtype
+// dloss/dL = grad * coef_i * (probs_ij - [j == y_i]), B x C in the logits' dtype
 template <typename T>
-static void weighted_ce_grad(const T* L, const T* lse, const T* coef, const int64_t* y, T g, int64_t B, int64_t C,
-                             T* out) {
+static void weighted_ce_grad(const T* probs, const T* coef, const int64_t* y, T g, int64_t B, int64_t C, T* out) {
   for (int64_t i = 0; i < B; ++i) {
     const T a = g * coef[i];
-    for (int64_t j = 0; j < C; ++j) out[i * C + j] = a * std::exp(L[i * C + j] - lse[i]);
+    for (int64_t j = 0; j < C; ++j) out[i * C + j] = a * probs[i * C + j];
     out[i * C + y[i]] -= a;
   }
 }
 
-at::Tensor fbr_weighted_ce_backward_cpu(const at::Tensor& grad, const at::Tensor& logits, const at::Tensor& lse,
-                                        const at::Tensor& coef, const at::Tensor& y) {
+at::Tensor fbr_weighted_ce_backward_cpu(const at::Tensor& grad, const at::Tensor& probs, const at::Tensor& coef,
+                                        const at::Tensor& y) {
   const char* op = "fbr_weighted_ce_backward";
-  TORCH_CHECK(grad.dim() == 0 && grad.scalar_type() == logits.scalar_type(), "fastreweight::", op,
-              ": grad must be a 0-dim tensor of the logits' dtype, got ", grad.scalar_type(), " of shape ",
+  TORCH_CHECK(probs.dim() == 2 && (probs.scalar_type() == at::kFloat || probs.scalar_type() == at::kDouble) &&
+                  probs.size(1) >= 1,
+              "fastreweight::", op, ": probs must be a 2-D float32 or float64 tensor (B x classes), got ",
+              probs.scalar_type(), " of shape ", fbr::shape_str(probs));
+  TORCH_CHECK(probs.device().is_cpu(), "fastreweight::", op, ": the CPU kernel needs probs on the CPU, got ",
+              probs.device());
+  TORCH_CHECK(grad.dim() == 0 && grad.scalar_type() == probs.scalar_type(), "fastreweight::", op,
+              ": grad must be a 0-dim tensor of the probs' dtype, got ", grad.scalar_type(), " of shape ",
               fbr::shape_str(grad));
-  const int64_t B = logits.dim() == 2 ? logits.size(0) : -1;
-  TORCH_CHECK(lse.dim() == 1 && lse.size(0) == B && coef.dim() == 1 && coef.size(0) == B &&
-                  lse.scalar_type() == logits.scalar_type() && coef.scalar_type() == logits.scalar_type(),
-              "fastreweight::", op, ": lse and coef must be 1-D tensors of length ", B, " in the logits' dtype");
+  const int64_t B = probs.size(0);
+  TORCH_CHECK(coef.dim() == 1 && coef.size(0) == B && coef.scalar_type() == probs.scalar_type(), "fastreweight::",
+              op, ": coef must be a 1-D tensor of length ", B, " in the probs' dtype");
   TORCH_CHECK(y.dim() == 1 && y.size(0) == B && y.scalar_type() == at::kLong, "fastreweight::", op,
               ": y must be a 1-D int64 tensor of length ", B);
-  check_logits(op, logits, B, y);
-  const at::Tensor L = logits.contiguous(), lc = lse.contiguous(), cc = coef.contiguous(), yc = y.contiguous();
-  at::Tensor out = at::empty_like(L);
+  check_labels(op, y, B, probs.size(1));
+  const at::Tensor P = probs.contiguous(), cc = coef.contiguous(), yc = y.contiguous();
+  at::Tensor out = at::empty_like(P);
   if (fbr::poison_flag()) out.fill_(std::numeric_limits<double>::quiet_NaN());
-  if (L.scalar_type() == at::kDouble)
-    weighted_ce_grad<double>(L.data_ptr<double>(), lc.data_ptr<double>(), cc.data_ptr<double>(),
-                             yc.data_ptr<int64_t>(), grad.item<double>(), B, L.size(1), out.data_ptr<double>());
+  if (P.scalar_type() == at::kDouble)
+    weighted_ce_grad<double>(P.data_ptr<double>(), cc.data_ptr<double>(), yc.data_ptr<int64_t>(), grad.item<double>(),
+                             B, P.size(1), out.data_ptr<double>());
   else
-    weighted_ce_grad<float>(L.data_ptr<float>(), lc.data_ptr<float>(), cc.data_ptr<float>(), yc.data_ptr<int64_t>(),
-                            grad.item<float>(), B, L.size(1), out.data_ptr<float>());
+    weighted_ce_grad<float>(P.data_ptr<float>(), cc.data_ptr<float>(), yc.data_ptr<int64_t>(), grad.item<float>(), B,
+                            P.size(1), out.data_ptr<float>());
   return out;
 }
 
 // The autograd kernel of fbr_weighted_ce_prototype: the forward redispatches below autograd (so the
-// CPU kernel, or a fake one under tracing, runs), saves (logits, lse, coef, y) and gives the logits
+// CPU kernel, or a fake one under tracing, runs), saves (probs, coef, y) and gives the logits
 // their gradient through the registered backward op; every other output is non-differentiable, and
 // the features must come detached (the weights are constants of the loss).
 using WeightedCESig = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
     const at::Tensor&, at::TensorList, at::TensorList, at::TensorList, at::TensorList, const at::Tensor&, bool,
     const at::Tensor&, c10::string_view, double, at::Tensor, const at::Tensor&, double, c10::string_view, double,
     double);
-using WeightedCEBackwardSig = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                         const at::Tensor&);
+using WeightedCEBackwardSig = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&);
 
 class WeightedCEFunction : public torch::autograd::Function<WeightedCEFunction> {
  public:
@@ -949,16 +995,19 @@ class WeightedCEFunction : public torch::autograd::Function<WeightedCEFunction> 
     static const auto op = c10::Dispatcher::singleton()
                                .findSchemaOrThrow("fastreweight::fbr_weighted_ce_prototype", "")
                                .typed<WeightedCESig>();
-    at::Tensor loss, d, w, coef, lse;
+    at::Tensor loss, d, w, coef, probs;
     {
       at::AutoDispatchBelowADInplaceOrView guard;
-      std::tie(loss, d, w, coef, lse) = op.call(logits, xs, mus, es, protos, class_weight, cosine, y, shift, alpha,
+      std::tie(loss, d, w, coef, probs) = op.call(logits, xs, mus, es, protos, class_weight, cosine, y, shift, alpha,
                                                 weights, idx, lr, normalize_update, eps, loss_eps);
     }
     torch::autograd::impl::bump_version(weights);  // updated in place below the ADInplaceOrView key
-    ctx->save_for_backward({logits, lse, coef, y});
-    ctx->mark_non_differentiable({d, w, coef, lse});
-    return {loss, d, w, coef, lse};
+    ctx->save_for_backward({probs, coef, y});
+    ctx->mark_non_differentiable({d, w, coef, probs});
+    // the gradients of the non-differentiable outputs stay undefined (not zero tensors): the backward
+    // reads only the loss's
+    ctx->set_materialize_grads(false);
+    return {loss, d, w, coef, probs};
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -968,7 +1017,7 @@ class WeightedCEFunction : public torch::autograd::Function<WeightedCEFunction> 
                                .typed<WeightedCEBackwardSig>();
     const auto saved = ctx->get_saved_variables();
     torch::autograd::variable_list out(16);  // one per forward argument; only the logits get one
-    if (grads[0].defined()) out[0] = op.call(grads[0], saved[0], saved[1], saved[2], saved[3]);
+    if (grads[0].defined()) out[0] = op.call(grads[0], saved[0], saved[1], saved[2]);
     return out;
   }
 };
@@ -1209,6 +1258,85 @@ at::Tensor loo_auroc_cpu(const at::Tensor& coords, const at::Tensor& scales, con
   return out;
 }
 
+// whiten.class_means: (the means of the present classes, float64, P x d; the present classes, ascending,
+// int64) of the float64 rows z (M x d) with labels y in [0, C).  One pass instead of the torch code's
+// eight small ops (bincount, nonzero, zeros, index_add_, ...), with its arithmetic: each class sum
+// adds its rows in row order (as index_add_ does), then one division by the count per entry — so the
+// same numbers (tests compare the two bit for bit).
+static std::tuple<at::Tensor, at::Tensor> class_means_f64(const at::Tensor& z_, const at::Tensor& y_, int64_t C) {
+  const at::Tensor z = z_.contiguous(), y = y_.contiguous();
+  const int64_t M = z.size(0), d = z.size(1);
+  const double* zp = z.data_ptr<double>();
+  const int64_t* yp = y.data_ptr<int64_t>();
+  std::vector<double> sums(C * d, 0.0);
+  std::vector<int64_t> counts(C, 0);
+  for (int64_t i = 0; i < M; ++i) {
+    double* s = sums.data() + yp[i] * d;
+    const double* row = zp + i * d;
+    for (int64_t k = 0; k < d; ++k) s[k] += row[k];
+    ++counts[yp[i]];
+  }
+  int64_t P = 0;
+  for (int64_t c = 0; c < C; ++c) P += counts[c] > 0;
+  at::Tensor means = at::empty({P, d}, z.options()), present = at::empty({P}, y.options());
+  double* mp = means.data_ptr<double>();
+  int64_t* pp = present.data_ptr<int64_t>();
+  for (int64_t c = 0, p = 0; c < C; ++c) {
+    if (counts[c] == 0) continue;
+    const double n = static_cast<double>(counts[c]);
+    for (int64_t k = 0; k < d; ++k) mp[p * d + k] = sums[c * d + k] / n;
+    pp[p++] = c;
+  }
+  return {means, present};
+}
+
+// Labels of a whitening call: 1-D int64, M entries in [0, C), on the CPU like the features.
+static void check_whiten_labels(const char* op, const at::Tensor& features, const at::Tensor& labels, int64_t C) {
+  TORCH_CHECK(labels.dim() == 1 && labels.scalar_type() == at::kLong && labels.size(0) == features.size(0),
+              "fastreweight::", op, ": labels must be a 1-D int64 tensor with one entry per row of features (",
+              features.size(0), "), got ", labels.scalar_type(), " of shape ", fbr::shape_str(labels));
+  TORCH_CHECK(features.device().is_cpu() && labels.device().is_cpu(), "fastreweight::", op,
+              ": the CPU kernel needs features and labels on the CPU, got ", features.device(), " and ",
+              labels.device());
+  const at::Tensor y = labels.contiguous();
+  const int64_t* yp = y.data_ptr<int64_t>();
+  for (int64_t i = 0; i < y.size(0); ++i)
+    TORCH_CHECK(yp[i] >= 0 && yp[i] < C, "fastreweight::", op, ": labels holds ", yp[i], " at position ", i,
+                "; labels must lie in [0, ", C, ")");
+}
+
+// whiten.ShrunkMeans.refold after its argument checks: the class means of new clean features shrunk by
+// an earlier fit's fold (basis d x r, shrink r, float64; r = 0: the plain means), with the torch
+// code's ops in its order, so the same numbers.  Returns (rows P x d in the features' dtype, present
+// classes P int64).
+std::tuple<at::Tensor, at::Tensor> refold_class_means_cpu(const at::Tensor& features, const at::Tensor& labels,
+                                                          int64_t num_classes, const at::Tensor& basis,
+                                                          const at::Tensor& shrink) {
+  const char* op = "refold_class_means";
+  TORCH_CHECK(features.dim() == 2 && at::isFloatingType(features.scalar_type()), "fastreweight::", op,
+              ": features must be a 2-D floating-point tensor (M x d), got ", features.scalar_type(), " of shape ",
+              fbr::shape_str(features));
+  TORCH_CHECK(features.size(0) >= 1, "fastreweight::", op,
+              ": features must hold at least one row (the clean subset is empty)");
+  TORCH_CHECK(num_classes >= 1, "fastreweight::", op, ": num_classes must be >= 1, got ", num_classes);
+  check_whiten_labels(op, features, labels, num_classes);
+  const int64_t d = features.size(1);
+  TORCH_CHECK(basis.dim() == 2 && basis.size(0) == d && basis.scalar_type() == at::kDouble && basis.device().is_cpu(),
+              "fastreweight::", op, ": basis must be a float64 CPU tensor of shape [", d,
+              ", r] (the fold's basis), got ", basis.scalar_type(), " of shape ", fbr::shape_str(basis));
+  TORCH_CHECK(shrink.dim() == 1 && shrink.size(0) == basis.size(1) && shrink.scalar_type() == at::kDouble &&
+                  shrink.device().is_cpu(),
+              "fastreweight::", op, ": shrink must be a float64 CPU tensor of length ", basis.size(1),
+              " (one factor per basis column), got ", shrink.scalar_type(), " of shape ", fbr::shape_str(shrink));
+  at::Tensor means, present;
+  std::tie(means, present) = class_means_f64(features.detach().to(at::kDouble), labels.contiguous(), num_classes);
+  if (basis.size(1) > 0) {
+    const at::Tensor cen = means.mean(0);
+    means = means - at::mm(at::mm(means - cen, basis) * shrink, basis.t());
+  }
+  return {means.to(features.scalar_type()), present};
+}
+
 // ---------------------------------------------------------------------------------------------
 // whiten.shrunk_class_means after its argument checks, as one op: the clean rows' class means with
 // the spectral shrinkage of their own covariance folded in (fastreweight/whiten.py has the math).
@@ -1256,11 +1384,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   const auto f64 = at::TensorOptions().dtype(at::kDouble);
   const at::Tensor no_criterion = at::empty({0}, f64);
   const at::Tensor z = features.detach().to(at::kDouble);
-  // class_means: the present classes ascending, their means in float64
-  const at::Tensor counts = at::bincount(y, {}, C);
-  const at::Tensor present = at::nonzero(counts > 0).flatten();
-  const at::Tensor sums = at::zeros({C, d}, f64).index_add_(0, y, z);
-  const at::Tensor means = sums.index_select(0, present) / counts.index_select(0, present).unsqueeze(1).to(at::kDouble);
+  at::Tensor means, present;
+  std::tie(means, present) = class_means_f64(z, y, C);
   const at::Tensor plain_rows = means.to(features.scalar_type());
   auto plain = [&](const at::Tensor& criterion) {
     return std::make_tuple(plain_rows, present, criterion, at::scalar_tensor(-1, at::kLong), at::empty({d, 0}, f64),
@@ -1340,7 +1465,10 @@ TORCH_LIBRARY(fastreweight, m) {
       "fbr_weighted_ce_prototype(Tensor logits, Tensor[] xs, Tensor[] mus, Tensor[] es, Tensor[] protos, "
       "Tensor class_weight, bool cosine, Tensor y, str shift, float alpha, Tensor(a!) weights, Tensor idx, float lr, "
       "str normalize_update, float eps, float loss_eps) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
-  m.def("fbr_weighted_ce_backward(Tensor grad, Tensor logits, Tensor lse, Tensor coef, Tensor y) -> Tensor");
+m.def(
+      "refold_class_means(Tensor features, Tensor labels, int num_classes, Tensor basis, Tensor shrink) -> "
+      "(Tensor, Tensor)");
+    m.def("fbr_weighted_ce_backward(Tensor grad, Tensor probs, Tensor coef, Tensor y) -> Tensor");
   m.def("threshold_weights(Tensor scores) -> Tensor");
   m.def("loo_auroc(Tensor coords, Tensor scales, Tensor y, int num_classes, bool center, str shift, float alpha) -> Tensor");
   m.def(
@@ -1360,6 +1488,7 @@ TORCH_LIBRARY_IMPL(fastreweight, CPU, m) {
   m.impl("fbr_reweight_prototype", &fbr_cpu::fbr_reweight_prototype_cpu);
   m.impl("loo_auroc", &fbr_cpu::loo_auroc_cpu);
   m.impl("shrunk_class_means", &fbr_cpu::shrunk_class_means_cpu);
+  m.impl("refold_class_means", &fbr_cpu::refold_class_means_cpu);
   m.impl("fbr_weighted_ce_prototype", &fbr_cpu::fbr_weighted_ce_prototype_cpu);
   m.impl("fbr_weighted_ce_backward", &fbr_cpu::fbr_weighted_ce_backward_cpu);
 }
@@ -1376,8 +1505,93 @@ TORCH_LIBRARY_IMPL(fastreweight, AutogradCPU, m) {
 #define FBR_STR(x) FBR_STR2(x)
 #define FBR_CAT2(a, b) a##b
 #define FBR_CAT(a, b) FBR_CAT2(a, b)
+
+// A direct Python entry for the training step's op, fastreweight::fbr_weighted_ce_prototype: the same
+// call through the dispatcher (autograd kernel included), from C++ instead of torch.ops.  A call
+// through torch.ops converts its 16 arguments to IValues against the schema (a few microseconds, a
+// third of a small model's whole op); here they are parsed with the Python C API.  The Python side
+// (csrc_backend/cpp.py) uses it where the setup.py build provides it and torch.ops otherwise; tests
+// require equal results, gradients and error messages.
+namespace fbr_py {
+
+static bool tensor_arg(PyObject* o, const char* name, at::Tensor& out) {
+  if (!THPVariable_Check(o)) {
+    PyErr_Format(PyExc_TypeError, "fbr_weighted_ce_prototype: %s must be a Tensor, got %s", name, Py_TYPE(o)->tp_name);
+    return false;
+  }
+  out = THPVariable_Unpack(o);
+  return true;
+}
+
+static bool tensor_list_arg(PyObject* o, const char* name, std::vector<at::Tensor>& out) {
+  if (o == Py_None) return true;  // None: an empty list
+  if (!PyList_Check(o) && !PyTuple_Check(o)) {
+    PyErr_Format(PyExc_TypeError, "fbr_weighted_ce_prototype: %s must be a list of Tensors, got %s", name,
+                 Py_TYPE(o)->tp_name);
+    return false;
+  }
+  const Py_ssize_t n = PySequence_Fast_GET_SIZE(o);
+  PyObject** items = PySequence_Fast_ITEMS(o);
+  out.reserve(n);
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    if (!THPVariable_Check(items[i])) {
+      PyErr_Format(PyExc_TypeError, "fbr_weighted_ce_prototype: %s[%zd] must be a Tensor, got %s", name, i,
+                   Py_TYPE(items[i])->tp_name);
+      return false;
+    }
+    out.push_back(THPVariable_Unpack(items[i]));
+  }
+  return true;
+}
+
+static PyObject* fbr_weighted_ce_prototype(PyObject* /*self*/, PyObject* args) {
+  HANDLE_TH_ERRORS
+  PyObject *logits_o, *xs_o, *mus_o, *es_o, *protos_o, *cw_o, *y_o, *weights_o, *idx_o;
+  int cosine;
+  const char *shift, *normalize_update;
+  double alpha, lr, eps, loss_eps;
+  if (!PyArg_ParseTuple(args, "OOOOOOpOsdOOdsdd:fbr_weighted_ce_prototype", &logits_o, &xs_o, &mus_o, &es_o,
+                        &protos_o, &cw_o, &cosine, &y_o, &shift, &alpha, &weights_o, &idx_o, &lr, &normalize_update,
+                        &eps, &loss_eps))
+    return nullptr;
+  at::Tensor logits, cw, y, weights, idx;
+  std::vector<at::Tensor> xs, mus, es, protos;
+  if (!tensor_arg(logits_o, "logits", logits) || !tensor_list_arg(xs_o, "xs", xs) ||
+      !tensor_list_arg(mus_o, "mus", mus) || !tensor_list_arg(es_o, "es", es) ||
+      !tensor_list_arg(protos_o, "protos", protos) || !tensor_arg(cw_o, "class_weight", cw) ||
+      !tensor_arg(y_o, "y", y) || !tensor_arg(weights_o, "weights", weights) || !tensor_arg(idx_o, "idx", idx))
+    return nullptr;
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("fastreweight::fbr_weighted_ce_prototype", "")
+                             .typed<fbr_cpu::WeightedCESig>();
+  at::Tensor loss, d, w, coef, probs;
+  {
+    pybind11::gil_scoped_release no_gil;
+    std::tie(loss, d, w, coef, probs) = op.call(logits, xs, mus, es, protos, cw, cosine != 0, y, shift, alpha,
+                                                weights, idx, lr, normalize_update, eps, loss_eps);
+  }
+  PyObject* out = PyTuple_New(5);
+  if (!out) return nullptr;
+  PyTuple_SET_ITEM(out, 0, THPVariable_Wrap(std::move(loss)));
+  PyTuple_SET_ITEM(out, 1, THPVariable_Wrap(std::move(d)));
+  PyTuple_SET_ITEM(out, 2, THPVariable_Wrap(std::move(w)));
+  PyTuple_SET_ITEM(out, 3, THPVariable_Wrap(std::move(coef)));
+  PyTuple_SET_ITEM(out, 4, THPVariable_Wrap(std::move(probs)));
+  return out;
+  END_HANDLE_TH_ERRORS
+}
+
+static PyMethodDef methods[] = {
+    {"fbr_weighted_ce_prototype", fbr_weighted_ce_prototype, METH_VARARGS,
+     "fbr_weighted_ce_prototype(logits, xs, mus, es, protos, class_weight, cosine, y, shift, alpha, weights, idx, "
+     "lr, normalize_update, eps, loss_eps) -> (loss, d, w, coef, probs): torch.ops.fastreweight."
+     "fbr_weighted_ce_prototype called from C++ (positional arguments only; es may be None)"},
+    {nullptr, nullptr, 0, nullptr}};
+
+}  // namespace fbr_py
+
 static struct PyModuleDef fbr_cpu_module = {PyModuleDef_HEAD_INIT, FBR_STR(TORCH_EXTENSION_NAME),
                                             "fastreweight CPU kernels (registered as torch.ops.fastreweight.*)",
-                                            -1, nullptr, nullptr, nullptr, nullptr, nullptr};
+                                            -1, fbr_py::methods, nullptr, nullptr, nullptr, nullptr};
 PyMODINIT_FUNC FBR_CAT(PyInit_, TORCH_EXTENSION_NAME)(void) { return PyModule_Create(&fbr_cpu_module); }
 #endif

@@ -12,6 +12,8 @@ interact (no batch-norm in training mode, no attention across the batch).
   uses, SPEC §7) and the logits, from one forward pass;
 * ``FeatureTap(head)`` — the same features from a hook registered once, for loops that need them at
   every step (``penultimate`` registers and removes a hook per call);
+* ``split_forward(model)`` — the model's own ``features_and_logits`` where it has one (every model of
+  ``fastreweight.models``): features and logits from one forward without any hook;
 * ``head_residual(logits, y)`` — ``softmax(logits) − onehot(y)``, the cross-entropy output gradient
   of the head, i.e. the second factor ``E`` of the last-layer gradient kernel;
 * ``linear_factors(model, layers, inputs, targets)`` — the (A, D) pairs of chosen ``nn.Linear``
@@ -28,7 +30,7 @@ import torch.nn.functional as F
 
 from . import validate as V
 
-__all__ = ["penultimate", "FeatureTap", "head_residual", "linear_factors", "find_head"]
+__all__ = ["penultimate", "split_forward", "FeatureTap", "head_residual", "linear_factors", "find_head"]
 
 
 def find_head(model: nn.Module) -> nn.Linear:
@@ -73,6 +75,21 @@ def penultimate(model: nn.Module, inputs, head: nn.Linear | None = None) -> tupl
         raise ValueError("head was not called during model(inputs); is it part of the model's forward?")
     _two_d_input("head", store["x"])
     return store["x"], logits
+
+
+def split_forward(model: nn.Module):
+    """``model.features_and_logits`` where the model defines it, else ``None``.
+
+    The protocol (every model of ``fastreweight.models`` follows it): ``features_and_logits(x)``
+    returns ``(features, logits)`` — the input of the model's head and the model's output — from the
+    one forward that ``model(x)`` runs.  A training loop that needs both calls it instead of
+    ``model(x)`` with a hook on the head: a hook sends every call of the head through the module's
+    slow path (several microseconds on the CPU, a sizeable part of a small model's step).  A compiled
+    model (``torch.compile``) gives ``None``: its original module's method would run uncompiled."""
+    if "_orig_mod" in getattr(model, "_modules", {}):  # torch.compile's wrapper (not imported: dynamo is heavy)
+        return None
+    fn = getattr(model, "features_and_logits", None)
+    return fn if callable(fn) else None
 
 
 class FeatureTap:

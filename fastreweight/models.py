@@ -1,5 +1,8 @@
 """Models for the trainer.  Every model ends in an ``nn.Linear`` head (``model.head``), whose input
 is the penultimate feature vector FBR uses (SPEC §7); ``fastreweight.capture.find_head`` finds it.
+Each also defines ``features_and_logits(x)`` -> (that input, the output): the forward of ``forward``
+with the head's input returned alongside, which the trainer uses instead of a hook on the head
+(``capture.split_forward``).
 
 * ``MLP`` — flattens its input; hidden ReLU layers.
 * ``SmallCNN`` — two conv blocks and a hidden linear layer, for small images.
@@ -30,6 +33,10 @@ class MLP(nn.Module):
     def forward(self, x):
         return self.head(self.body(x.flatten(1)))
 
+    def features_and_logits(self, x):
+        f = self.body(x.flatten(1))
+        return f, self.head(f)
+
 
 class SmallCNN(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, image_size: int = 28, width: int = 32, hidden: int = 128):
@@ -44,6 +51,10 @@ class SmallCNN(nn.Module):
 
     def forward(self, x):
         return self.head(self.fc(self.features(x)))
+
+    def features_and_logits(self, x):
+        f = self.fc(self.features(x))
+        return f, self.head(f)
 
 
 class _PreActBlock(nn.Module):
@@ -83,9 +94,12 @@ class PreActResNet18(nn.Module):
         self.head = nn.Linear(512, num_classes)
 
     def forward(self, x):
+        return self.features_and_logits(x)[1]
+
+    def features_and_logits(self, x):
         out = F.relu(self.bn(self.layers(self.conv1(x))))
-        out = F.adaptive_avg_pool2d(out, 1).flatten(1)
-        return self.head(out)
+        f = F.adaptive_avg_pool2d(out, 1).flatten(1)
+        return f, self.head(f)
 
 
 class _BasicBlock(nn.Module):
@@ -121,8 +135,12 @@ class ResNet34(nn.Module):
         self.head = nn.Linear(512, num_classes)
 
     def forward(self, x):
+        return self.features_and_logits(x)[1]
+
+    def features_and_logits(self, x):
         out = self.layers(F.relu(self.bn1(self.conv1(x))))
-        return self.head(F.adaptive_avg_pool2d(out, 1).flatten(1))
+        f = F.adaptive_avg_pool2d(out, 1).flatten(1)
+        return f, self.head(f)
 
 
 MODELS = ("mlp", "cnn", "preact-resnet18", "resnet34")

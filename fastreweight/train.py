@@ -229,12 +229,15 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 
 @torch.no_grad()
 def _eval_features(model: nn.Module, x: torch.Tensor, batch_size: int = 1024,
-                   tap: capture.FeatureTap | None = None) -> torch.Tensor:
-    """Penultimate features in eval mode, no_grad (the model's mode is restored); through ``tap`` (a
-    ``FeatureTap`` already on the head) where given, else a hook per call (``capture.penultimate``)."""
+                   tap: capture.FeatureTap | None = None, split=None) -> torch.Tensor:
+    """Penultimate features in eval mode, no_grad (the model's mode is restored): from ``split`` (the
+    model's ``features_and_logits``, ``capture.split_forward``) or through ``tap`` (a ``FeatureTap``
+    already on the head) where given, else a hook per call (``capture.penultimate``)."""
     was = model.training
     model.eval()
-    if tap is not None:
+    if split is not None:
+        feats = [split(x[i:i + batch_size])[0] for i in range(0, len(x), batch_size)]
+    elif tap is not None:
         feats = []
         for i in range(0, len(x), batch_size):
             model(x[i:i + batch_size])
@@ -242,7 +245,8 @@ def _eval_features(model: nn.Module, x: torch.Tensor, batch_size: int = 1024,
     else:
         feats = [capture.penultimate(model, x[i:i + batch_size])[0] for i in range(0, len(x), batch_size)]
     model.train(was)
-    return torch.cat(feats).float() if feats[0].dtype in (torch.float16, torch.bfloat16) else torch.cat(feats)
+    out = feats[0] if len(feats) == 1 else torch.cat(feats)  # one chunk (the usual clean subset): no copy
+    return out.float() if out.dtype in (torch.float16, torch.bfloat16) else out
 
 
 @torch.no_grad()
@@ -505,8 +509,10 @@ def train(
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
     scaler = torch.amp.GradScaler(dev.type) if (amp == "fp16" and dev.type == "cuda") else None
 
+    no_autocast = nullcontext()  # reusable: one object for every step without mixed precision
+
     def autocast():
-        return torch.autocast(dev.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+        return torch.autocast(dev.type, dtype=amp_dtype) if amp_dtype is not None else no_autocast
 
     def backward_step(loss, opt):
         opt.zero_grad(set_to_none=True)
@@ -644,14 +650,14 @@ def train(
     def stateful_clean_feats():
         if clean_features == "cache":
             if state["Z"] is None or state["rw_step"] % refresh_every == 0:
-                state["Z"], state["Zy"] = _eval_features(model, xc, eval_batch_size, tap), yc
+                state["Z"], state["Zy"] = _eval_features(model, xc, eval_batch_size, tap, split_eval), yc
                 state["clean_new"] = True  # the scorer takes them on first use, in the batch features' dtype
                 if feature_whiten is not None:  # C rows standing for the whitened clean side
                     whitened_clean(shift, alpha)
             return state["Z"], state["Zy"]
         if clean_features == "batch":
             xb_c, yb_c = clean_minibatch()
-            return _eval_features(model, xb_c, eval_batch_size), yb_c
+            return _eval_features(model, xb_c, eval_batch_size, tap, split_eval), yb_c
         # prototype (no host synchronisation per step: class counts by index_add_, masked updates by
         # torch.where; the list of present classes is read back only until every class has been seen)
         def class_sums(Z, labels):
@@ -660,13 +666,13 @@ def train(
             return S, cnt
 
         if state["proto"] is None:
-            Z = _eval_features(model, xc, eval_batch_size)
+            Z = _eval_features(model, xc, eval_batch_size, tap, split_eval)
             S, cnt = class_sums(Z, yc)
             state["proto"] = S / cnt.clamp_min(1)[:, None]
             state["proto_seen"] = cnt > 0
         else:
             xb_c, yb_c = clean_minibatch()
-            S, cnt = class_sums(_eval_features(model, xb_c, eval_batch_size), yb_c)
+            S, cnt = class_sums(_eval_features(model, xb_c, eval_batch_size, tap, split_eval), yb_c)
             has = (cnt > 0)[:, None]
             P = state["proto"]
             P.copy_(torch.where(has, prototype_momentum * P + (1 - prototype_momentum) * (S / cnt.clamp_min(1)[:, None]), P))
@@ -713,9 +719,15 @@ def train(
             loss = mean_ce(logits, yb)
             return loss, rw.weights[idx]
         if batch_features == "eval":
-            feats = _eval_features(model, xb[:nb], eval_batch_size) if nb else None
+            feats = _eval_features(model, xb[:nb], eval_batch_size, tap, split_eval) if nb else None
             with autocast():
                 logits = net(xb)
+        elif split is not None:  # the model returns its head's input with the logits: no hook
+            with autocast():
+                feats, logits = split(xb)
+            if feats.shape[0] != nb:
+                feats = feats[:nb]
+            feats = feats.detach().float() if amp_dtype is not None else feats.detach()
         else:
             with autocast():
                 logits = net(xb)
@@ -773,10 +785,15 @@ def train(
             if batch_features == "eval":
                 model.eval()
                 with torch.no_grad(), autocast():
-                    feats = capture.penultimate(model, xb[:nb], head=head)[0]
+                    feats = (split_eval(xb[:nb])[0] if split_eval is not None
+                             else capture.penultimate(model, xb[:nb], head=head)[0])
                 model.train()
                 with autocast():
                     logits = model(xb)
+            elif split is not None:
+                with autocast():
+                    feats, logits = split(xb)
+                feats = feats[:nb]
             else:
                 with autocast():
                     logits = model(xb)
@@ -848,7 +865,13 @@ def train(
 
         bar = tqdm(total=epochs, desc=desc or method, leave=False)
     reweight_start = start_epoch
-    tap = capture.FeatureTap(head) if (method == "fbr" and batch_features == "train") else None
+    # the batch features of the training forward: from the model's features_and_logits where it has one
+    # (a single process: DDP's forward must run for its gradient hooks), else through a hook on the head
+    # (a single process: DDP's forward must run for its gradient hooks), else through a hook on the head;
+    # the eval-mode clean features from it too
+    split_eval = capture.split_forward(model) if method == "fbr" else None
+    split = split_eval if (batch_features == "train" and not distributed) else None
+    tap = capture.FeatureTap(head) if (method == "fbr" and batch_features == "train" and split is None) else None
     try:
         for epoch in range(epochs):
             t0 = time.perf_counter()
@@ -858,7 +881,7 @@ def train(
                 clean_pass(epoch)
             active = reweight_start is not None and epoch >= reweight_start
             if paper and active:
-                state["Z"], state["Zy"] = _eval_features(model, xc, eval_batch_size), yc
+                state["Z"], state["Zy"] = _eval_features(model, xc, eval_batch_size, tap, split_eval), yc
                 state["clean_new"] = True  # the scorer takes them on first use
                 if feature_whiten is not None:  # C rows standing for the whitened clean side
                     whitened_clean("second", 1.0 / (C - 1) if epoch < alpha_epochs else 0.0)

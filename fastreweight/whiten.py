@@ -352,26 +352,51 @@ class ShrunkMeans:
     basis: torch.Tensor | None = None  # d×r float64, orthonormal columns (the clean rows' span)
     shrink: torch.Tensor | None = None  # r float64, λ/(λ + t·λ₁)
 
-    def refold(self, clean_features: torch.Tensor, clean_labels: torch.Tensor, num_classes: int) -> "ShrunkMeans":
+    def refold(self, clean_features: torch.Tensor, clean_labels: torch.Tensor, num_classes: int, *,
+               backend: str = "auto") -> "ShrunkMeans":
         """The class means of new clean features shrunk by this fold (the spectrum and strength fitted
         earlier, not refitted): for a training loop that refits the whitening every few refreshes of
         its clean features (``train(feature_whiten_every=k)``).  The same labels' classes must be
         present (the result keeps ``labels``); O(M·d + P·d·r), no eigendecomposition, no criterion.
-        With the features the fold was fitted on it gives ``rows`` back (to rounding)."""
+        With the features the fold was fitted on it gives ``rows`` back (to rounding).
+
+        ``backend``: ``"cpp"`` runs it after the argument checks as the one C++ op
+        ``fastreweight::refold_class_means`` (CPU; the torch code's ATen kernels in its order, so the
+        same numbers for a fraction of the dispatch cost), ``"reference"`` the torch code below (any
+        device), ``"auto"`` the C++ op where the extension serves the features' device."""
         V.check_float_matrix("clean_features", clean_features)
         V.check_label_vector("clean_labels", clean_labels, clean_features.shape[0])
         V.check_same_device({"clean_features": clean_features, "clean_labels": clean_labels, "rows": self.rows})
         if self.basis is not None and clean_features.shape[1] != self.basis.shape[0]:
             raise ValueError(f"clean_features must have {self.basis.shape[0]} columns (the fitted features' size), "
                              f"got shape {tuple(clean_features.shape)}")
-        means, present = class_means(clean_features, clean_labels, num_classes)
+        if V.check_num_classes(num_classes) is None:
+            raise TypeError("num_classes must be a positive int, got None")
+        if clean_features.shape[0] == 0:
+            raise ValueError("clean_features is empty: the clean subset needs at least one row")
+        V.check_option("backend", backend, ("auto", "cpp", "reference"))
+        if backend == "auto":
+            backend = criterion_backend(clean_features.device)
+        elif backend == "cpp":
+            reason = backends.unavailable_reason("cpp", clean_features.device)
+            if reason is not None:
+                raise RuntimeError(f"backend='cpp' was requested but is unavailable: {reason}")
+        if backend == "cpp":
+            d = clean_features.shape[1]
+            basis = self.basis if self.basis is not None else clean_features.new_empty((d, 0), dtype=torch.float64)
+            shrink = self.shrink if self.shrink is not None else clean_features.new_empty((0,), dtype=torch.float64)
+            rows, present = backends.load("cpp").refold_class_means(clean_features, clean_labels.to(torch.int64),
+                                                                   num_classes, basis, shrink)
+        else:
+            means, present = class_means(clean_features, clean_labels, num_classes)
+            if self.basis is not None:
+                cen = means.mean(dim=0)
+                means = means - (((means - cen) @ self.basis) * self.shrink) @ self.basis.T
+            rows = means.to(clean_features.dtype)
         if present.shape != self.labels.shape:
             raise ValueError(f"clean_labels must hold the {self.labels.shape[0]} classes the fold was fitted on, "
                              f"got {present.shape[0]}")
-        if self.basis is not None:
-            cen = means.mean(dim=0)
-            means = means - (((means - cen) @ self.basis) * self.shrink) @ self.basis.T
-        return ShrunkMeans(rows=means.to(clean_features.dtype), labels=self.labels, strength=self.strength,
+        return ShrunkMeans(rows=rows, labels=self.labels, strength=self.strength,
                            criterion=self.criterion, basis=self.basis, shrink=self.shrink)
 
 

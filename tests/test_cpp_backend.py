@@ -472,6 +472,23 @@ def test_prototype_op_paths_small_and_large(B, C, d, normalize):
                    sim(f32, y, u, C, "reference", normalize=normalize), S64)
 
 
+@needs_ext
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("C, d", [(10, 65), (3, 7), (17, 256)], ids=["C10-d65", "C3-d7", "C17-d256"])
+@pytest.mark.parametrize("normalize", [None, "cosine"])
+def test_prototype_direct_path_scores_a_row_the_same_wherever_it_sits(dtype, C, d, normalize):
+    """The row-direct kernel takes rows four at a time (the last ones singly) and classes four at a
+    time: a row's scores must not depend on its tile — scored alone, in the tail, or inside a tile."""
+    f, y, u = make(97, 300, d=d, C=C, layers=2, dtype=dtype)
+    full = fbr(f, y, u, C, "cpp-prototype", normalize=normalize)
+    S = sim(f, y, u, C, "cpp-prototype", normalize=normalize)
+    for lo, hi in [(0, 1), (96, 97), (5, 6), (3, 10), (90, 97)]:
+        rows = lambda v: [t[lo:hi] for t in v] if isinstance(v, list) else v[lo:hi]  # noqa: E731
+        part = {k: (rows(v) if k == "x" else v) for k, v in f.items()}
+        assert torch.equal(fbr(part, y[lo:hi], u, C, "cpp-prototype", normalize=normalize), full[lo:hi])
+        assert torch.equal(sim(part, y[lo:hi], u, C, "cpp-prototype", normalize=normalize), S[lo:hi])
+
+
 # ---------------------------------------------------------------------------------------------
 # the prototype ops: TORCH_CHECK messages, opcheck
 # ---------------------------------------------------------------------------------------------

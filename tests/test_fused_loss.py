@@ -50,13 +50,16 @@ def test_fused_loss_equals_the_ops_it_replaces(B, C, dtypes, shift, alpha):
     loss_ref = torch.dot(F.cross_entropy(logits, y, reduction="none"), coef_ref.to(ldtype))
     old = csrc_backend.set_poison_outputs(True)  # every element of every output must be written
     try:
-        loss, d, new, coef, lse = fused(logits, [x], None, y, shift, alpha, w, idx, 0.3, "mean_abs", 1e-12, 1e-12)
+        loss, d, new, coef, probs = fused(logits, [x], None, y, shift, alpha, w, idx, 0.3, "mean_abs", 1e-12, 1e-12)
     finally:
         csrc_backend.set_poison_outputs(old)
     # the scores and the update are the same code as fbr_reweight_prototype's: equal bit for bit
     assert torch.equal(d, d_ref) and torch.equal(new, new_ref) and torch.equal(w, w_ref)
     assert torch.equal(coef, coef_ref.to(ldtype)) and coef.dtype == ldtype
-    torch.testing.assert_close(lse, torch.logsumexp(logits, 1), rtol=0, atol=1e-12 if ldtype == torch.float64 else 2e-6)
+    # the softmax saved for the backward, against float64 ground truth
+    assert probs.dtype == ldtype and probs.shape == logits.shape
+    torch.testing.assert_close(probs.double(), torch.softmax(logits.double(), 1), rtol=0,
+                               atol=1e-14 if ldtype == torch.float64 else 2e-7)
     assert loss.dim() == 0 and loss.dtype == ldtype
     # the loss: within a few times float rounding of cross_entropy + dot (float64 ground truth)
     truth = torch.dot(F.cross_entropy(logits.double(), y, reduction="none"), coef_ref.double())
@@ -73,14 +76,14 @@ def test_fused_loss_gradient_equals_autograd_of_cross_entropy_and_dot(B, C, ldty
     a = logits.clone().requires_grad_(True)
     b = logits.clone().requires_grad_(True)
     w2 = w.clone()
-    loss, d, new, coef, lse = fused(a, [x], None, y, "max", 0.0, w, idx, 0.3, "mean_abs", 1e-12, 1e-12)
+    loss, d, new, coef, probs = fused(a, [x], None, y, "max", 0.0, w, idx, 0.3, "mean_abs", 1e-12, 1e-12)
     _, _, coef_ref = reweight([x], None, y, "max", 0.0, w2, idx, 0.3, "mean_abs", 1e-12, 1e-12)
     ref = torch.dot(F.cross_entropy(b, y, reduction="none"), coef_ref.to(ldtype))
     (loss * 1.7).backward()
     (ref * 1.7).backward()
     tol = dict(rtol=1e-12, atol=1e-14) if ldtype == torch.float64 else dict(rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(a.grad, b.grad, **tol)
-    for t in (d, new, coef, lse):  # constants of the loss
+    for t in (d, new, coef, probs):  # constants of the loss
         assert not t.requires_grad
     assert loss.requires_grad and loss.grad_fn is not None
 
@@ -150,13 +153,17 @@ def test_fused_loss_opcheck_and_backward_op_messages():
             0.0, w, idx, 0.3, "mean_abs", 1e-12, 1e-12)
     torch.library.opcheck(ops.fbr_weighted_ce_prototype.default, args,
                           test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
-    lse, coef = torch.logsumexp(logits, 1), torch.rand(6, dtype=torch.float64)
+    probs, coef = torch.softmax(logits, 1), torch.rand(6, dtype=torch.float64)
     g = torch.tensor(1.0, dtype=torch.float64)
-    torch.library.opcheck(ops.fbr_weighted_ce_backward.default, (g, logits, lse, coef, y))
+    torch.library.opcheck(ops.fbr_weighted_ce_backward.default, (g, probs, coef, y))
     with pytest.raises(RuntimeError, match=r"fastreweight::fbr_weighted_ce_backward: grad must be a 0-dim tensor"):
-        ops.fbr_weighted_ce_backward(g.float(), logits, lse, coef, y)
-    with pytest.raises(RuntimeError, match=r"fastreweight::fbr_weighted_ce_backward: lse and coef must be 1-D"):
-        ops.fbr_weighted_ce_backward(g, logits, lse[:5], coef, y)
+        ops.fbr_weighted_ce_backward(g.float(), probs, coef, y)
+    with pytest.raises(RuntimeError, match=r"fastreweight::fbr_weighted_ce_backward: coef must be a 1-D tensor of length 6"):
+        ops.fbr_weighted_ce_backward(g, probs, coef[:5], y)
+    with pytest.raises(RuntimeError, match=r"fastreweight::fbr_weighted_ce_backward: probs must be a 2-D"):
+        ops.fbr_weighted_ce_backward(g, probs[0], coef, y)
+    with pytest.raises(RuntimeError, match=r"fastreweight::fbr_weighted_ce_backward: y holds 3 at position"):
+        ops.fbr_weighted_ce_backward(g, probs[:, :3], coef, torch.full_like(y, 3))
 
 
 @pytest.mark.parametrize("check_values", [False, True], ids=["fused", "general"])
@@ -240,3 +247,53 @@ def test_bind_weighted_loss_checks_logits_before_any_write():
     assert torch.equal(rw.weights, before)
     loss, d, w_new = bound(idx, x, y, logits.to(torch.bfloat16))  # low precision: the general path, any float
     assert loss.dtype == torch.bfloat16 and not torch.equal(rw.weights, before)
+
+
+DIRECT = None if REASON is not None else __import__("fastreweight.csrc_backend.cpp", fromlist=["x"]).direct_entry(
+    "fbr_weighted_ce_prototype")
+needs_direct = pytest.mark.skipif(DIRECT is None, reason="the extension was loaded without its Python module "
+                                                          "(a just-in-time build): no direct entry")
+
+
+def _op_args(scorer, x, y, logits, idx, w):
+    t = scorer._template
+    protos = t.clean_memo[("reference-prototypes", False)]
+    return [logits, [x], [t.layers[0].mu], [], protos, t.class_weight, False, y, "second", 0.2, w, idx, 0.3,
+            "mean_abs", 1e-12, 1e-12]
+
+
+@needs_direct
+@pytest.mark.parametrize("B,C", [(1, 2), (17, 10), (97, 17)])
+@pytest.mark.parametrize("ldtype", [torch.float64, torch.float32])
+def test_direct_entry_equals_the_op_through_torch_ops(B, C, ldtype):
+    """The module's direct entry is the same dispatcher call as ``torch.ops``: equal outputs, state
+    update and gradient, bit for bit."""
+    scorer, x, y, logits, idx, w = _case(B, C, ldtype=ldtype, seed=B * 3 + C)
+    outs = []
+    for call in (DIRECT, ops.fbr_weighted_ce_prototype.default):
+        a = _op_args(scorer, x, y, logits.clone().requires_grad_(True), idx, w.clone())
+        res = call(*a)
+        (res[0] * 1.3).backward()
+        outs.append((res, a[10], a[0].grad))
+    (r1, w1, g1), (r2, w2, g2) = outs
+    assert all(torch.equal(p, q) for p, q in zip(r1, r2))
+    assert torch.equal(w1, w2) and not torch.equal(w1, w) and torch.equal(g1, g2)
+    assert r1[0].grad_fn is not None and not r1[1].requires_grad
+
+
+@needs_direct
+def test_direct_entry_errors():
+    scorer, x, y, logits, idx, w = _case(6, 4, seed=9)
+    a = _op_args(scorer, x, y, logits[:, :2], idx, w)  # labels past the logits' columns: the op's own message
+    if int(y.max()) < 2:
+        a[7] = torch.full_like(y, 3)
+    with pytest.raises(RuntimeError, match=r"fastreweight::fbr_weighted_ce_prototype: y holds \d at position"):
+        DIRECT(*a)
+    for pos, name, bad in [(0, "logits", logits.tolist()), (1, r"xs\[0\]", [x.tolist()]), (1, "xs", x),
+                           (10, "weights", None)]:
+        b = list(_op_args(scorer, x, y, logits, idx, w))
+        b[pos] = bad
+        with pytest.raises(TypeError, match=f"fbr_weighted_ce_prototype: {name} must be a"):
+            DIRECT(*b)
+    with pytest.raises(TypeError):
+        DIRECT(*_op_args(scorer, x, y, logits, idx, w)[:-1])  # an argument short

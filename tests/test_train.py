@@ -43,6 +43,32 @@ def test_models_forward_and_linear_head(name, shape):
     assert feats.shape == (2, head.in_features)
 
 
+@pytest.mark.parametrize("name,shape", [("mlp", (64,)), ("cnn", (3, 32, 32)), ("preact-resnet18", (3, 32, 32)),
+                                        ("resnet34", (3, 32, 32))])
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_models_features_and_logits_are_the_head_input_and_the_forward(name, shape, mode):
+    """The split-forward protocol (``capture.split_forward``): the head's input and ``model(x)``, equal
+    bit for bit to what a hook on the head and the plain forward give."""
+    torch.manual_seed(3)
+    m = Mo.build_model(name, shape, 7)
+    m2 = copy.deepcopy(m)  # batch-norm running statistics move in train mode: one copy per forward
+    m.train(mode == "train")
+    m2.train(mode == "train")
+    x = torch.randn(3, *shape)
+    assert capture.split_forward(m) == m.features_and_logits
+    feats, logits = m.features_and_logits(x)
+    hooked, out = capture.penultimate(m2, x)
+    assert torch.equal(feats, hooked) and torch.equal(logits, out)
+
+
+def test_split_forward_needs_the_method_and_skips_compiled_models():
+    seq = Mo.build_model("cnn", (784,), 5)  # an nn.Sequential: no features_and_logits
+    assert capture.split_forward(seq) is None
+    assert capture.split_forward(nn.Linear(3, 2)) is None
+    m = Mo.MLP(4, 3)
+    assert capture.split_forward(torch.compile(m)) is None  # its method would run uncompiled
+
+
 def test_resnet34_block_count():
     m = Mo.ResNet34(10)
     assert len(m.layers) == 3 + 4 + 6 + 3
@@ -151,12 +177,24 @@ def test_fbr_downweights_mislabelled_samples():
 
 
 def test_feature_hook_is_removed_after_training_and_after_an_error():
+    """A model without ``features_and_logits`` (here an ``nn.Sequential``) gets its batch features through
+    a hook on the head, which must not outlive the call; a model with it gets no hook at all."""
     d = _tiny(n=120)
-    m = _mlp(d)
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(d.input_shape[0], 16), nn.ReLU(), nn.Linear(16, d.num_classes))
+    head = m[2]
     opt = torch.optim.SGD(m.parameters(), lr=0.1)
     for kw in (dict(), dict(recipe="paper", skip_epochs=0, batch_features="train")):
-        train(m, opt, d, method="fbr", epochs=2, batch_size=32, warmup=0, **kw)
-        assert not m.head._forward_pre_hooks
+        hooked = []
+        train(m, opt, d, method="fbr", epochs=2, batch_size=32, warmup=0,
+              callback=lambda info: hooked.append(len(head._forward_pre_hooks)), **kw)
+        assert max(hooked) == 1  # the hook was there while training
+        assert not head._forward_pre_hooks
+    mlp = _mlp(d)
+    hooked = []
+    train(mlp, torch.optim.SGD(mlp.parameters(), lr=0.1), d, method="fbr", epochs=2, batch_size=32, warmup=0,
+          callback=lambda info: hooked.append(len(mlp.head._forward_pre_hooks)))
+    assert max(hooked) == 0  # features_and_logits: no hook
 
     def boom(info):
         if info["phase"] == "train":
@@ -164,7 +202,31 @@ def test_feature_hook_is_removed_after_training_and_after_an_error():
 
     with pytest.raises(RuntimeError, match="stop"):
         train(m, opt, d, method="fbr", epochs=2, batch_size=32, warmup=0, callback=boom)
-    assert not m.head._forward_pre_hooks
+    assert not head._forward_pre_hooks
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(feature_whiten="auto", feature_whiten_every=2),
+                                dict(recipe="paper", skip_epochs=0, clean_passes=1, alpha_epochs=2),
+                                dict(recipe="paper", skip_epochs=0, clean_passes=1, batch_features="eval")],
+                         ids=["stateful", "stateful-whitened", "paper-train-features", "paper-eval-features"])
+def test_split_forward_changes_no_number(monkeypatch, kw):
+    """The features from ``features_and_logits`` and from a hook on the head are the same tensors: the
+    weights and parameters after training are identical either way."""
+    import fastreweight.train as T
+
+    d = _tiny(n=300, rate=0.4, noise="pair", clean_size=30)
+
+    def run():
+        m = _mlp(d)
+        opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
+        r = train(m, opt, d, method="fbr", epochs=4, batch_size=32, warmup=0, seed=2, lr=0.5, **kw)
+        return r.final_weights, torch.cat([p.detach().flatten() for p in m.parameters()])
+
+    split = run()
+    monkeypatch.setattr(T.capture, "split_forward", lambda model: None)
+    hooked = run()
+    assert not torch.equal(split[0], torch.full_like(split[0], split[0][0]))
+    assert torch.equal(split[0], hooked[0]) and torch.equal(split[1], hooked[1])
 
 
 @pytest.mark.parametrize("kw", [dict(method="erm"), dict(method="fbr", warmup=0),

@@ -714,9 +714,9 @@ def test_refold_shrinks_new_means_by_the_old_fit(backend, whiten):
     z, y = _shrunk_inputs(60, 12, 4, seed=8, dtype=torch.float64, case="plain")
     fit = W.shrunk_class_means(z, y, 4, whiten=whiten, backend=backend)
     assert fit.basis is not None and fit.strength is not None
-    torch.testing.assert_close(fit.refold(z, y, 4).rows, fit.rows, rtol=0, atol=0)
+    torch.testing.assert_close(fit.refold(z, y, 4, backend=backend).rows, fit.rows, rtol=0, atol=0)
     z2 = z * 1.3 + torch.randn_like(z)
-    got = fit.refold(z2, y, 4)
+    got = fit.refold(z2, y, 4, backend=backend)
     means = torch.stack([z2[y == c].mean(0) for c in range(4)])
     cen = means.mean(0)
     want = means - (fit.basis @ (fit.shrink[:, None] * (fit.basis.T @ (means - cen).T))).T
@@ -725,7 +725,79 @@ def test_refold_shrinks_new_means_by_the_old_fit(backend, whiten):
     refit = W.shrunk_class_means(z2, y, 4, whiten=whiten, backend=backend)
     assert not torch.allclose(refit.rows, got.rows)  # a new fit differs: refold really reuses the old one
     plain = W.ShrunkMeans(rows=means, labels=torch.arange(4), strength=None)
-    torch.testing.assert_close(plain.refold(z2, y, 4).rows, means, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(plain.refold(z2, y, 4, backend=backend).rows, means, rtol=1e-12, atol=1e-12)
+
+
+@needs_cpp
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("M,d,C", [(1, 5, 3), (17, 97, 5), (97, 17, 10), (1025, 33, 7)])
+@pytest.mark.parametrize("whiten", ["auto", 0.3, "plain"])
+def test_cpp_refold_equals_the_torch_code_bit_for_bit(dtype, M, d, C, whiten):
+    """The C++ op runs the torch code's ATen kernels in its order: the same numbers, on odd shapes and
+    with classes absent from the labels."""
+    g = torch.Generator().manual_seed(M * 31 + d)
+    z = (torch.randn(M, d, generator=g, dtype=torch.float64) * 2 + 0.5).to(dtype)
+    y = torch.randint(0, C, (M,), generator=g)
+    y[0] = C - 1
+    if whiten == "plain":
+        means, present = W.class_means(z, y, C)
+        fit = W.ShrunkMeans(rows=means.to(dtype), labels=present, strength=None)
+    else:
+        fit = W.shrunk_class_means(z, y, C, whiten=whiten, backend="reference")
+    z2 = (z.double() * 0.7 + torch.randn(M, d, generator=g, dtype=torch.float64)).to(dtype)
+    old = csrc_backend.set_poison_outputs(True)
+    try:
+        got = fit.refold(z2, y, C, backend="cpp")
+    finally:
+        csrc_backend.set_poison_outputs(old)
+    want = fit.refold(z2, y, C, backend="reference")
+    assert got.rows.dtype == dtype and torch.equal(got.rows, want.rows)
+    assert torch.equal(got.labels, want.labels) and got.strength == want.strength
+
+
+@needs_cpp
+@pytest.mark.parametrize("case,msg", [
+    ("features", r"features must be a 2-D floating-point tensor"),
+    ("empty", r"features must hold at least one row"),
+    ("labels_dtype", r"labels must be a 1-D int64 tensor with one entry per row of features \(6\)"),
+    ("labels_range", r"labels holds 4 at position 2; labels must lie in \[0, 4\)"),
+    ("basis", r"basis must be a float64 CPU tensor of shape \[5, r\]"),
+    ("shrink", r"shrink must be a float64 CPU tensor of length 2"),
+])
+def test_cpp_refold_op_messages(case, msg):
+    z, y = torch.randn(6, 5, dtype=torch.float64), torch.tensor([0, 1, 2, 3, 0, 1])
+    basis, shrink = torch.linalg.qr(torch.randn(5, 2, dtype=torch.float64))[0], torch.rand(2, dtype=torch.float64)
+    if case == "features":
+        z = z[0]
+    elif case == "empty":
+        z, y = z[:0], y[:0]
+    elif case == "labels_dtype":
+        y = y.int()
+    elif case == "labels_range":
+        y = y.clone()
+        y[2] = 4
+    elif case == "basis":
+        basis = basis[:4]
+    else:
+        shrink = shrink[:1]
+    with pytest.raises(RuntimeError, match="fastreweight::refold_class_means: " + msg):
+        torch.ops.fastreweight.refold_class_means(z, y, 4, basis, shrink)
+
+
+@needs_cpp
+def test_cpp_refold_opcheck():
+    z, y = torch.randn(9, 5, dtype=torch.float64), torch.arange(9) % 3
+    basis, shrink = torch.linalg.qr(torch.randn(5, 2, dtype=torch.float64))[0], torch.rand(2, dtype=torch.float64)
+    # the output size depends on the labels (present classes): no dynamic-shape tracing
+    torch.library.opcheck(torch.ops.fastreweight.refold_class_means.default, (z, y, 3, basis, shrink),
+                          test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
+
+
+def test_refold_backend_argument():
+    z, y = _shrunk_inputs(9, 4, 3, seed=1, dtype=torch.float64, case="plain")
+    fit = W.shrunk_class_means(z, y, 3, whiten=0.1, backend="reference")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        fit.refold(z, y, 3, backend="triton")
 
 
 def test_refold_rejects_other_classes_or_sizes():
@@ -739,3 +811,13 @@ def test_refold_rejects_other_classes_or_sizes():
         fit.refold(z, y[:29], 3)
     with pytest.raises(TypeError, match="clean_features"):
         fit.refold(z.long(), y, 3)
+
+
+def test_cpp_backend_requested_where_unavailable_raises():
+    """An explicitly requested C++ backend on a device it does not serve raises (``"auto"`` falls back)."""
+    z, y = torch.randn(6, 4, device="meta"), torch.zeros(6, dtype=torch.int64, device="meta")
+    with pytest.raises(RuntimeError, match="backend='cpp' was requested but is unavailable"):
+        W.shrunk_class_means(z, y, 3, whiten=0.1, backend="cpp", check_values=False)
+    fit = W.ShrunkMeans(rows=torch.empty(1, 4, device="meta"), labels=torch.zeros(1, dtype=torch.int64), strength=None)
+    with pytest.raises(RuntimeError, match="backend='cpp' was requested but is unavailable"):
+        fit.refold(z, y, 3, backend="cpp")

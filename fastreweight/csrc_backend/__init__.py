@@ -14,15 +14,17 @@ The ops live in the namespace ``fastreweight::`` (see ``csrc/fbr_common.h`` for 
   the prototype scores, the Reweighter update and the loss coefficients ``w / max(Σw, loss_eps)`` in
   one op, returning (scores, new batch weights, coefficients) (CPU);
 * ``torch.ops.fastreweight.fbr_weighted_ce_prototype(logits, xs, ..., loss_eps)`` -> (loss, scores, new
-  batch weights, coefficients, row log-sum-exp): the above with the stateful step's loss
+  batch weights, coefficients, softmax of the logits): the above with the stateful step's loss
   ``Σ coef_i·CE(logits_i, y_i)``, differentiable in ``logits`` (its backward is
-  ``fbr_weighted_ce_backward(grad, logits, lse, coef, y)``) (CPU);
+  ``fbr_weighted_ce_backward(grad, probs, coef, y)``) (CPU);
 * ``torch.ops.fastreweight.threshold_weights(scores)``: the published per-batch weight rule (CPU);
 * ``torch.ops.fastreweight.loo_auroc(coords, scales, y, num_classes, center, shift, alpha)``: the
   leave-one-out criterion of ``whiten="auto"`` for K candidate scalings of the clean rows (CPU);
 * ``torch.ops.fastreweight.shrunk_class_means(features, labels, num_classes, strengths, choose, shift,
   alpha)`` -> (rows, present classes, criterion, chosen index, basis, shrink): ``whiten.shrunk_class_means``
   after its argument checks, in one call (CPU);
+* ``torch.ops.fastreweight.refold_class_means(features, labels, num_classes, basis, shrink)`` -> (rows,
+  present classes): ``whiten.ShrunkMeans.refold`` after its argument checks, in one call (CPU);
 * ``torch.ops.fastreweight._set_poison_outputs(enable)`` -> previous setting (test hook: outputs are
   filled with NaN before the kernel writes them).
 
@@ -219,11 +221,11 @@ def _register_fakes() -> None:
         x0 = xs[0]
         B = x0.shape[0]
         return (logits.new_empty(()), x0.new_empty((B,), dtype=_acc_dtype(x0.dtype)), weights.new_empty((B,)),
-                logits.new_empty((B,)), logits.new_empty((B,)))
+                logits.new_empty((B,)), logits.new_empty((B, logits.shape[1])))
 
     @torch.library.register_fake("fastreweight::fbr_weighted_ce_backward")
-    def _fbr_weighted_ce_backward_fake(grad, logits, lse, coef, y):
-        return logits.new_empty(logits.shape)
+    def _fbr_weighted_ce_backward_fake(grad, probs, coef, y):
+        return probs.new_empty(probs.shape)
 
     @torch.library.register_fake("fastreweight::threshold_weights")
     def _threshold_weights_fake(scores):
@@ -242,6 +244,11 @@ def _register_fakes() -> None:
                 features.new_empty((len(strengths) + 1 if choose else 0,), dtype=torch.float64),
                 labels.new_empty(()), features.new_empty((features.shape[1], rank), dtype=torch.float64),
                 features.new_empty((rank,), dtype=torch.float64))
+
+    @torch.library.register_fake("fastreweight::refold_class_means")
+    def _refold_class_means_fake(features, labels, num_classes, basis, shrink):
+        present = torch.library.get_ctx().new_dynamic_size()  # the classes present in labels
+        return features.new_empty((present, features.shape[1])), labels.new_empty((present,))
 
     _fakes_registered = True
 

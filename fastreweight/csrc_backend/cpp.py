@@ -16,6 +16,8 @@ by ``weights.threshold_weights`` for float32/float64 CPU scores when the extensi
 """
 from __future__ import annotations
 
+import importlib
+
 import torch
 
 from .. import reference
@@ -105,15 +107,37 @@ def prepare_fbr_reweight(problem, strategy):
     return run
 
 
+def direct_entry(name: str):
+    """The extension module's direct Python entry for the op ``fastreweight::<name>`` — the same call
+    through the dispatcher, its arguments parsed in C (``csrc/fbr_cpu.cpp``: a few microseconds less
+    per call than ``torch.ops``, whose schema-driven conversion of many arguments a small model's
+    training step notices) — or ``None`` where the library was loaded without its Python module
+    (a just-in-time build) or has no such entry.  Positional arguments only."""
+    if name in _direct_entries:
+        return _direct_entries[name]
+    if load_cpu() is not None:
+        return None
+    try:
+        module = importlib.import_module("fastreweight._C_cpu")
+    except ImportError:
+        module = None
+    _direct_entries[name] = getattr(module, name, None)
+    return _direct_entries[name]
+
+
+_direct_entries: dict = {}  # looked up once (every refresh of a CleanScorer prepares its runners anew)
+
+
 def prepare_fbr_weighted_ce(problem, strategy):
     """A function ``(logits, xs, es, y, shift, alpha, weights, idx, lr, normalize_update, eps, loss_eps)
-    -> (loss, d, w, coef, lse)``: ``prepare_fbr_reweight``'s op with the stateful step's weighted
-    cross-entropy loss, differentiable in ``logits`` (prototype strategy; ``None`` otherwise)."""
+    -> (loss, d, w, coef, probs)``: ``prepare_fbr_reweight``'s op with the stateful step's weighted
+    cross-entropy loss, differentiable in ``logits`` (prototype strategy; ``None`` otherwise).  It
+    calls the op through its direct entry where there is one (``direct_entry``), else ``torch.ops``."""
     if strategy != "prototype":
         return None
     mus, cw, cosine = _clean_side(problem)
     protos = reference._clean_prototypes(problem)
-    op = torch.ops.fastreweight.fbr_weighted_ce_prototype.default
+    op = direct_entry("fbr_weighted_ce_prototype") or torch.ops.fastreweight.fbr_weighted_ce_prototype.default
 
     def run(logits, xs, es, y, shift, alpha, weights, idx, lr, normalize_update, eps, loss_eps):
         return op(logits, xs, mus, es or [], protos, cw, cosine, y, shift, alpha, weights, idx, lr, normalize_update,
@@ -140,3 +164,8 @@ def shrunk_class_means(features, labels, num_classes, strengths, choose, shift, 
     the fold's basis d×r and shrink factors r, float64, r = 0 for the plain means)."""
     return torch.ops.fastreweight.shrunk_class_means(features, labels, int(num_classes), [float(t) for t in strengths],
                                                      bool(choose), shift, float(alpha))
+
+
+def refold_class_means(features, labels, num_classes, basis, shrink):
+    """``whiten.ShrunkMeans.refold`` after its argument checks, one op: (rows, present classes)."""
+    return torch.ops.fastreweight.refold_class_means(features, labels, int(num_classes), basis, shrink)
