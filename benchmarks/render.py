@@ -311,6 +311,32 @@ def e2e_repeats_table(name="e2e_cpu_repeats.jsonl", preset="demo-mnist"):
     return "\n".join(lines)
 
 
+def step_paths_table(name="step_paths_ab.jsonl"):
+    """bench_step_paths.py: the stateful FBR step with each per-step path switched back, paired."""
+    recs = _jsonl(name)
+    if not recs:
+        return None
+    r0 = recs[-1]
+    lines = [
+        f"Source: `benchmarks/results/{name}` (`python benchmarks/bench_step_paths.py`; {r0['env']['date'][:10]}, "
+        f"{r0['env']['device_name']}, 1 thread, {r0['rounds']} interleaved rounds of {r0['epochs']} epochs per "
+        "dataset; medians of the within-round ratios; step alone: the median time between consecutive "
+        "training steps of a run's last epoch).",
+        "",
+        "| dataset (commit) | ERM ms per step | path | epoch × ERM | epoch × `fbr` | step alone × ERM | "
+        "step alone × `fbr` | step alone − `fbr`, µs |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in recs:
+        for path, p in r["paths"].items():
+            if path == "erm":
+                continue
+            lines.append(f"| {r['dataset']} ({r['env']['commit']}) | {r['erm_step_ms']:.3f} | {path} | "
+                         f"{p['over_erm_paired']:.3f} | {p['over_fbr_paired']:.3f} | {p['step_over_erm_paired']:.3f} | "
+                         f"{p['step_over_fbr_paired']:.3f} | {p['step_us_minus_fbr']:+.1f} |")
+    return "\n".join(lines)
+
+
 def _gpu_runs():
     """Every GPU kernel-benchmark record under results/gpu_*/ (header + timings), newest directory last."""
     import glob
@@ -519,6 +545,7 @@ SECTIONS = {"cleanlab": cleanlab_table, "score-cpu": score_table,
             "e2e-cpu-digits": lambda: e2e_table("e2e_cpu_digits.jsonl", "demo-digits"),
             "e2e-cpu-repeats": e2e_repeats_table,
             "e2e-cpu-digits-repeats": lambda: e2e_repeats_table("e2e_cpu_digits_repeats.jsonl", "demo-digits"),
+            "step-paths": step_paths_table,
             "gpu-targets": gpu_targets_table,
             "gpu-grid": gpu_grid_table, "e2e-gpu": e2e_gpu_table,
             **{sec: (lambda name=name, note=note: _cell_table(name, note)) for sec, (name, note) in CELL_TABLES.items()}}

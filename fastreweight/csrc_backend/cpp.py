@@ -113,6 +113,8 @@ def direct_entry(name: str):
     per call than ``torch.ops``, whose schema-driven conversion of many arguments a small model's
     training step notices) — or ``None`` where the library was loaded without its Python module
     (a just-in-time build) or has no such entry.  Positional arguments only."""
+    if not _USE_DIRECT_ENTRIES:
+        return None
     if name in _direct_entries:
         return _direct_entries[name]
     if load_cpu() is not None:
@@ -126,6 +128,7 @@ def direct_entry(name: str):
 
 
 _direct_entries: dict = {}  # looked up once (every refresh of a CleanScorer prepares its runners anew)
+_USE_DIRECT_ENTRIES = True  # benchmarks/bench_step_paths.py times the torch.ops call against it
 
 
 def prepare_fbr_weighted_ce(problem, strategy):
