@@ -297,3 +297,25 @@ def test_direct_entry_errors():
             DIRECT(*b)
     with pytest.raises(TypeError):
         DIRECT(*_op_args(scorer, x, y, logits, idx, w)[:-1])  # an argument short
+
+
+def test_direct_entry_only_from_the_prebuilt_module_and_switchable(monkeypatch):
+    """A just-in-time build is a library without a Python module to import (importing the setup.py
+    build as well would register the ops twice): no direct entry then, and none when switched off —
+    the runner calls torch.ops instead, with the same results (test above)."""
+    from fastreweight.csrc_backend import cpp
+
+    monkeypatch.setattr(cpp, "_direct_entries", {})
+    monkeypatch.setitem(csrc_backend._loaded_from, "fastreweight._C_cpu", "jit")
+    assert cpp.direct_entry("fbr_weighted_ce_prototype") is None
+    monkeypatch.setattr(cpp, "_direct_entries", {})
+    monkeypatch.setattr(cpp, "_USE_DIRECT_ENTRIES", False)
+    monkeypatch.setitem(csrc_backend._loaded_from, "fastreweight._C_cpu", "prebuilt")
+    assert cpp.direct_entry("fbr_weighted_ce_prototype") is None
+    scorer, x, y, logits, idx, w = _case(5, 3, seed=1)
+    scorer.refresh(scorer._template.layers[0].z)  # re-prepares the runners: torch.ops this time
+    _, fused = _runners(scorer, x)
+    a = _op_args(scorer, x, y, logits, idx, w.clone())
+    ref = ops.fbr_weighted_ce_prototype.default(*a[:10], w.clone(), *a[11:])
+    got = fused(logits, [x], None, y, "second", 0.2, w.clone(), idx, 0.3, "mean_abs", 1e-12, 1e-12)
+    assert all(torch.equal(p, q) for p, q in zip(got, ref))

@@ -66,6 +66,13 @@ CUDA_CFLAGS = [
 
 _lock = threading.RLock()
 _state: dict[str, str | None] = {}
+_loaded_from: dict[str, str] = {}  # module -> "prebuilt" | "jit": how its library was loaded
+
+
+def loaded_prebuilt(module: str) -> bool:
+    """Whether ``module``'s library was loaded from the setup.py build (so that importing it as a Python
+    module reuses the library already loaded; a just-in-time build is another library, never both)."""
+    return _loaded_from.get(module) == "prebuilt"
 
 
 def _jit_disabled() -> bool:
@@ -106,6 +113,7 @@ def _load_prebuilt(module: str) -> None:
 def _load(name: str, module: str, sources, cuda: bool) -> str | None:
     try:
         _load_prebuilt(module)
+        _loaded_from[module] = "prebuilt"
         return None
     except (ImportError, OSError) as exc:
         prebuilt_error = f"{type(exc).__name__}: {exc}"
@@ -113,6 +121,7 @@ def _load(name: str, module: str, sources, cuda: bool) -> str | None:
         return f"no prebuilt {module} ({prebuilt_error}) and FASTREWEIGHT_NO_JIT is set"
     try:
         _jit_build(name, sources, cuda)
+        _loaded_from[module] = "jit"
         return None
     except Exception as exc:  # no compiler, failed build, ...
         msg = str(exc).strip().splitlines()

@@ -21,7 +21,7 @@ import importlib
 import torch
 
 from .. import reference
-from . import load_cpu, problem_args
+from . import load_cpu, loaded_prebuilt, problem_args
 
 # the prototype strategy is one op per call here (see plan.make_plan's launch-cost rule)
 FUSED_PROTOTYPE = True
@@ -119,10 +119,12 @@ def direct_entry(name: str):
         return _direct_entries[name]
     if load_cpu() is not None:
         return None
-    try:
-        module = importlib.import_module("fastreweight._C_cpu")
-    except ImportError:
-        module = None
+    module = None
+    if loaded_prebuilt("fastreweight._C_cpu"):  # a just-in-time build has no Python module to import
+        try:
+            module = importlib.import_module("fastreweight._C_cpu")
+        except ImportError:
+            module = None
     _direct_entries[name] = getattr(module, name, None)
     return _direct_entries[name]
 
