@@ -1344,7 +1344,8 @@ std::tuple<at::Tensor, at::Tensor> refold_class_means_cpu(const at::Tensor& feat
 // the ~40 small tensor ops of the Python code cost more in dispatch than in arithmetic (M = 50,
 // d = 256: about 0.6 ms of 0.9 ms).  The steps are the Python code's, op for op, through the same
 // ATen kernels (so the results are the same numbers), with the criterion's C++ function called
-// directly: class means (bincount, index_add_), the centred rows' spectrum from the smaller Gram
+// directly: class means (one pass with index_add_'s arithmetic, class_means_f64), the centred rows'
+// spectrum from the smaller Gram
 // matrix (linalg_eigh), the rows' coordinates in its kept eigenbasis, for choose=true the
 // leave-one-out AUROC of the plain coordinates and of every candidate strength (plain first; the
 // best wins, ties to the plain features, then to the earlier candidate), and the fold

@@ -866,7 +866,6 @@ def train(
         bar = tqdm(total=epochs, desc=desc or method, leave=False)
     reweight_start = start_epoch
     # the batch features of the training forward: from the model's features_and_logits where it has one
-    # (a single process: DDP's forward must run for its gradient hooks), else through a hook on the head
     # (a single process: DDP's forward must run for its gradient hooks), else through a hook on the head;
     # the eval-mode clean features from it too
     split_eval = capture.split_forward(model) if method == "fbr" else None

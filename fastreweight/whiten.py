@@ -361,9 +361,10 @@ class ShrunkMeans:
         With the features the fold was fitted on it gives ``rows`` back (to rounding).
 
         ``backend``: ``"cpp"`` runs it after the argument checks as the one C++ op
-        ``fastreweight::refold_class_means`` (CPU; the torch code's ATen kernels in its order, so the
-        same numbers for a fraction of the dispatch cost), ``"reference"`` the torch code below (any
-        device), ``"auto"`` the C++ op where the extension serves the features' device."""
+        ``fastreweight::refold_class_means`` (CPU; the torch code's arithmetic in its order — one pass
+        for the class means, the fold's two products through ATen — so the same numbers, for a fraction
+        of the dispatch cost), ``"reference"`` the torch code below (any device), ``"auto"`` the C++ op
+        where the extension serves the features' device."""
         V.check_float_matrix("clean_features", clean_features)
         V.check_label_vector("clean_labels", clean_labels, clean_features.shape[0])
         V.check_same_device({"clean_features": clean_features, "clean_labels": clean_labels, "rows": self.rows})
@@ -432,9 +433,9 @@ def shrunk_class_means(
     the module doc, computed in the r coordinates of the clean rows' span.
 
     ``backend``: ``"cpp"`` runs everything after the argument checks as the one C++ op
-    ``fastreweight::shrunk_class_means`` (CPU; the same ATen kernels in the same order, so the same
-    numbers, without the dispatch cost of ~40 small tensor ops: a training loop pays it once per
-    refresh), ``"reference"`` the torch code below (any device), ``"auto"`` ``criterion_backend``'s
+    ``fastreweight::shrunk_class_means`` (CPU; the torch code's arithmetic in the same order — ATen
+    kernels, the class means in one pass — so the same numbers, without the dispatch cost of ~40 small
+    tensor ops: a training loop pays it once per refresh), ``"reference"`` the torch code below (any device), ``"auto"`` ``criterion_backend``'s
     choice for the features' device."""
     V.check_float_matrix("clean_features", clean_features)
     V.check_label_vector("clean_labels", clean_labels, clean_features.shape[0])
