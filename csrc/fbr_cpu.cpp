@@ -1290,6 +1290,15 @@ static std::tuple<at::Tensor, at::Tensor> class_means_f64(const at::Tensor& z_, 
   return {means, present};
 }
 
+// Every label of a whitening call in [0, C) (labels: 1-D int64, checked before).
+static void check_labels_in_range(const char* op, const at::Tensor& labels, int64_t C) {
+  const at::Tensor y = labels.contiguous();
+  const int64_t* yp = y.data_ptr<int64_t>();
+  for (int64_t i = 0; i < y.size(0); ++i)
+    TORCH_CHECK(yp[i] >= 0 && yp[i] < C, "fastreweight::", op, ": labels holds ", yp[i], " at position ", i,
+                "; labels must lie in [0, ", C, ")");
+}
+
 // Labels of a whitening call: 1-D int64, M entries in [0, C), on the CPU like the features.
 static void check_whiten_labels(const char* op, const at::Tensor& features, const at::Tensor& labels, int64_t C) {
   TORCH_CHECK(labels.dim() == 1 && labels.scalar_type() == at::kLong && labels.size(0) == features.size(0),
@@ -1298,11 +1307,7 @@ static void check_whiten_labels(const char* op, const at::Tensor& features, cons
   TORCH_CHECK(features.device().is_cpu() && labels.device().is_cpu(), "fastreweight::", op,
               ": the CPU kernel needs features and labels on the CPU, got ", features.device(), " and ",
               labels.device());
-  const at::Tensor y = labels.contiguous();
-  const int64_t* yp = y.data_ptr<int64_t>();
-  for (int64_t i = 0; i < y.size(0); ++i)
-    TORCH_CHECK(yp[i] >= 0 && yp[i] < C, "fastreweight::", op, ": labels holds ", yp[i], " at position ", i,
-                "; labels must lie in [0, ", C, ")");
+  check_labels_in_range(op, labels, C);
 }
 
 // whiten.ShrunkMeans.refold after its argument checks: the class means of new clean features shrunk by
@@ -1377,11 +1382,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
               strengths.size());
   for (double t : strengths)
     TORCH_CHECK(std::isfinite(t) && t > 0, "fastreweight::", op, ": strengths must be finite and > 0, got ", t);
+  check_labels_in_range(op, labels, C);
   const at::Tensor y = labels.contiguous();
-  const int64_t* yp = y.data_ptr<int64_t>();
-  for (int64_t i = 0; i < M; ++i)
-    TORCH_CHECK(yp[i] >= 0 && yp[i] < C, "fastreweight::", op, ": labels holds ", yp[i], " at position ", i,
-                "; labels must lie in [0, ", C, ")");
   const auto f64 = at::TensorOptions().dtype(at::kDouble);
   const at::Tensor no_criterion = at::empty({0}, f64);
   const at::Tensor z = features.detach().to(at::kDouble);

@@ -260,6 +260,19 @@ def criterion_backend(device: torch.device) -> str:
     return "reference"
 
 
+def _resolve_backend(backend: str, device: torch.device) -> str:
+    """``"cpp"`` or ``"reference"`` for a whitening op's ``backend`` argument on ``device``: ``"auto"``
+    is ``criterion_backend``'s choice; an explicitly requested ``"cpp"`` that is unavailable raises."""
+    V.check_option("backend", backend, ("auto", "cpp", "reference"))
+    if backend == "auto":
+        return criterion_backend(device)
+    if backend == "cpp":
+        reason = backends.unavailable_reason("cpp", device)
+        if reason is not None:
+            raise RuntimeError(f"backend='cpp' was requested but is unavailable: {reason}")
+    return backend
+
+
 def _scaled_criterion(coords: torch.Tensor, scales: torch.Tensor, y: torch.Tensor, num_classes: int, kw: dict,
                       backend: str = "auto") -> list:
     """``loo_auroc`` of ``coords · diag(scales[k])`` for every row k of ``scales`` (K×d).
@@ -375,13 +388,7 @@ class ShrunkMeans:
             raise TypeError("num_classes must be a positive int, got None")
         if clean_features.shape[0] == 0:
             raise ValueError("clean_features is empty: the clean subset needs at least one row")
-        V.check_option("backend", backend, ("auto", "cpp", "reference"))
-        if backend == "auto":
-            backend = criterion_backend(clean_features.device)
-        elif backend == "cpp":
-            reason = backends.unavailable_reason("cpp", clean_features.device)
-            if reason is not None:
-                raise RuntimeError(f"backend='cpp' was requested but is unavailable: {reason}")
+        backend = _resolve_backend(backend, clean_features.device)
         if backend == "cpp":
             d = clean_features.shape[1]
             basis = self.basis if self.basis is not None else clean_features.new_empty((d, 0), dtype=torch.float64)
@@ -449,13 +456,7 @@ def shrunk_class_means(
     alpha = V.check_alpha(alpha)
     if clean_features.shape[0] == 0:
         raise ValueError("clean_features is empty: the clean subset needs at least one row")
-    V.check_option("backend", backend, ("auto", "cpp", "reference"))
-    if backend == "auto":
-        backend = criterion_backend(clean_features.device)
-    elif backend == "cpp":
-        reason = backends.unavailable_reason("cpp", clean_features.device)
-        if reason is not None:
-            raise RuntimeError(f"backend='cpp' was requested but is unavailable: {reason}")
+    backend = _resolve_backend(backend, clean_features.device)
     if check_values:
         vc = V.ValueChecks()
         vc.finite("clean_features", clean_features)

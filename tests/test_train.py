@@ -27,6 +27,14 @@ def _mlp(d, seed=0, hidden=(16,), dtype=torch.float32):
     return Mo.MLP(d.input_shape[0], d.num_classes, hidden).to(dtype)
 
 
+def _fbr_weights_and_params(d, **kw):
+    """FBR for 4 epochs on ``d`` from a fixed MLP: (final weights, all parameters flattened)."""
+    m = _mlp(d)
+    opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
+    r = train(m, opt, d, method="fbr", epochs=4, batch_size=32, warmup=0, seed=2, lr=0.5, **kw)
+    return r.final_weights, torch.cat([p.detach().flatten() for p in m.parameters()])
+
+
 # ------------------------------------------------------------------------------------------------
 # models
 # ------------------------------------------------------------------------------------------------
@@ -217,10 +225,7 @@ def test_split_forward_changes_no_number(monkeypatch, kw):
     d = _tiny(n=300, rate=0.4, noise="pair", clean_size=30)
 
     def run():
-        m = _mlp(d)
-        opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
-        r = train(m, opt, d, method="fbr", epochs=4, batch_size=32, warmup=0, seed=2, lr=0.5, **kw)
-        return r.final_weights, torch.cat([p.detach().flatten() for p in m.parameters()])
+        return _fbr_weights_and_params(d, **kw)
 
     split = run()
     monkeypatch.setattr(T.capture, "split_forward", lambda model: None)
@@ -592,10 +597,7 @@ def test_scorer_refresh_and_bound_call_change_no_number(monkeypatch, kw):
     d = _tiny(n=300, rate=0.4, noise="pair", clean_size=30)
 
     def run():
-        m = _mlp(d)
-        opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
-        r = train(m, opt, d, method="fbr", epochs=4, batch_size=32, warmup=0, seed=2, lr=0.5, **kw)
-        return r.final_weights, torch.cat([p.detach().flatten() for p in m.parameters()])
+        return _fbr_weights_and_params(d, **kw)
 
     calls = []
 
