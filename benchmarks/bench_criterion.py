@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from fastreweight import whiten as W  # noqa: E402
-from fastreweight.bench import environment  # noqa: E402
+from harness import environment  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 SHAPES = [(50, 49, 10), (100, 99, 10), (400, 256, 10), (500, 64, 10), (500, 499, 100), (2000, 256, 100)]

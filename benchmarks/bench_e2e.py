@@ -45,7 +45,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from fastreweight import data as D  # noqa: E402
 from fastreweight import models as Mo  # noqa: E402
 from fastreweight import presets as P  # noqa: E402
-from fastreweight.bench import environment  # noqa: E402
+from harness import environment  # noqa: E402
 from fastreweight.train import train  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")

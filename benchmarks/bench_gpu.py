@@ -52,7 +52,7 @@ from baselines import eager_pairwise_fbr, naive_meta_scores  # noqa: E402
 
 import fastreweight as fr  # noqa: E402
 from fastreweight import backends  # noqa: E402
-from fastreweight.bench import Case, environment  # noqa: E402
+from harness import Case, environment  # noqa: E402
 from fastreweight.kernels import backend as kb  # noqa: E402
 from fastreweight.problem import clean_cache  # noqa: E402
 

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from fastreweight.bench import environment  # noqa: E402
-from fastreweight.scoring import load_array, memory_bound_bytes, score_dataset  # noqa: E402
+from harness import environment  # noqa: E402
+from fastreweight.label_issues import load_array, memory_bound_bytes, score_dataset  # noqa: E402
 
 SETTINGS = {"plain": {}, "whiten": {"whiten": "auto"}, "whiten+refine": {"whiten": "auto", "refine": 1}}
 

@@ -35,7 +35,7 @@ from fastreweight import capture  # noqa: E402
 from fastreweight import data as D  # noqa: E402
 from fastreweight import models as Mo  # noqa: E402
 from fastreweight import presets as P  # noqa: E402
-from fastreweight.bench import environment  # noqa: E402
+from harness import environment  # noqa: E402
 from fastreweight.csrc_backend import cpp  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")

@@ -76,7 +76,7 @@ def main(argv=None) -> None:
     from sklearn.model_selection import cross_val_predict
 
     import cleanlab
-    from fastreweight.scoring import score_dataset
+    from fastreweight.label_issues import score_dataset
 
     if args.dataset == "mnist5k":
         X, y = mnist_data()

@@ -79,6 +79,6 @@ log "e2e resnet34 paper recipe"
 timeout "$(cap 100)" $PY benchmarks/bench_e2e.py --suite gpu-resnet34-paper --rounds 2 --epochs 2 --budget-s 70 --out "$OUT/e2e_gpu.jsonl" \
   >> "$OUT/session.log" 2>&1
 log "e2e resnet34 rc=$?"
-log "fastreweight bench (quick)"
-timeout "$(cap 40)" $PY -m fastreweight bench --device cuda >> "$OUT/session.log" 2>&1
+log "benchmarks/harness.py (quick)"
+timeout "$(cap 40)" $PY benchmarks/harness.py --device cuda >> "$OUT/session.log" 2>&1
 log "done"

@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 import run_experiments as R  # noqa: E402
-from fastreweight.bench import environment  # noqa: E402
+from harness import environment  # noqa: E402
 
 
 def main(argv=None):

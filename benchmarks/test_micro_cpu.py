@@ -20,7 +20,7 @@ from baselines import eager_pairwise_fbr, naive_meta_scores  # noqa: E402
 
 import fastreweight as fr  # noqa: E402
 from fastreweight import backends  # noqa: E402
-from fastreweight.bench import Case  # noqa: E402
+from harness import Case  # noqa: E402
 
 CASES = {
     "feat-C10": Case(B=256, M=2048, d=512, C=10),

@@ -204,9 +204,6 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--backend", choices=("auto", "reference", "triton", "cpp", "cuda"), default="auto")
     sc.add_argument("--no-progress", action="store_true")
 
-    b = sub.add_parser("bench", help="a quick benchmark of the available backends on this device")
-    b.add_argument("--device", default="auto")
-    b.add_argument("--out", default=None, help="append the records to this .jsonl file")
     return p
 
 
@@ -222,32 +219,32 @@ def _whiten_arg(value: str):
 def run_score(args) -> int:
     import time
 
-    from . import scoring
+    from . import label_issues
 
     if os.path.exists(args.out):
         raise OutputExists(f"refusing to overwrite {args.out}; choose another --out")
-    x = scoring.load_array(args.features, "--features")
-    y = scoring.load_array(args.labels, "--labels")
+    x = label_issues.load_array(args.features, "--features")
+    y = label_issues.load_array(args.labels, "--labels")
     if args.clean_idx is not None:
         if args.clean_features or args.clean_labels:
             raise ValueError("give either --clean-idx or --clean-features with --clean-labels, not both")
-        ci = np.asarray(scoring.load_array(args.clean_idx, "--clean-idx")).astype(np.int64)
+        ci = np.asarray(label_issues.load_array(args.clean_idx, "--clean-idx")).astype(np.int64)
         if ci.ndim != 1 or ci.size == 0 or ci.min() < 0 or ci.max() >= x.shape[0]:
             raise ValueError(f"--clean-idx must be a non-empty 1-D list of row indices in [0, {x.shape[0]})")
         cx, cy = np.asarray(x[ci]), np.asarray(y[ci])
     elif args.clean_features and args.clean_labels:
-        cx = scoring.load_array(args.clean_features, "--clean-features")
-        cy = scoring.load_array(args.clean_labels, "--clean-labels")
+        cx = label_issues.load_array(args.clean_features, "--clean-features")
+        cy = label_issues.load_array(args.clean_labels, "--clean-labels")
     else:
         raise ValueError("the clean subset is missing: give --clean-idx, or --clean-features and --clean-labels")
     C = args.num_classes or int(max(np.asarray(y).max(), np.asarray(cy).max())) + 1
     whiten = _whiten_arg(args.whiten)
-    bound = scoring.memory_bound_bytes(x.shape[0], x.shape[1], cx.shape[0], C, args.chunk_rows, whiten=whiten is not None,
+    bound = label_issues.memory_bound_bytes(x.shape[0], x.shape[1], cx.shape[0], C, args.chunk_rows, whiten=whiten is not None,
                                        refine=args.refine > 0)
     print(f"scoring {x.shape[0]} rows × {x.shape[1]} features against {cx.shape[0]} clean rows, {C} classes; "
           f"memory bound ≈ {bound / 2**20:.0f} MiB beyond the memory-mapped input")
     t0 = time.perf_counter()
-    res = scoring.score_dataset(
+    res = label_issues.score_dataset(
         x, y, cx, cy, num_classes=C, chunk_rows=args.chunk_rows, shift=args.shift, alpha=args.alpha,
         center=args.center, normalize=None if args.normalize == "none" else args.normalize,
         device=_device(args.device), backend=args.backend, whiten=whiten, refine=args.refine,
@@ -260,23 +257,10 @@ def run_score(args) -> int:
     if res.refinement is not None:
         print(f"refined {res.refinement['rounds']}×: {res.refinement['pseudo_clean_rows']} rows scored > 0 joined the clean class means")
     try:
-        flagged = scoring.write_ranked_csv(res, args.out, threshold=args.threshold)
+        flagged = label_issues.write_ranked_csv(res, args.out, threshold=args.threshold)
     except FileExistsError:
         raise OutputExists(f"refusing to overwrite {args.out}") from None
     print(f"{flagged} of {len(res.scores)} rows flagged (score <= {args.threshold}); ranked CSV: {args.out} ({dt:.2f} s)")
-    return 0
-
-
-def run_bench(args) -> int:
-    from . import bench
-
-    recs = bench.quick(_device(args.device))
-    print(f"device: {recs[0].env['device_name'] if recs else _device(args.device)}; "
-          f"GEMM ceiling {recs[0].ceilings['gemm_gflops']:.0f} GFLOP/s fp32" if recs else "no backend ran")
-    print(bench.format_table(recs))
-    if args.out:
-        bench.append_jsonl(args.out, recs)
-        print(f"appended {len(recs)} records to {args.out}")
     return 0
 
 
@@ -459,8 +443,6 @@ def main(argv: list[str] | None = None) -> int:
             return run_demo(args)
         if args.command == "score":
             return run_score(args)
-        if args.command == "bench":
-            return run_bench(args)
         return run_train(args)
     except (OutputExists, FileNotFoundError, ValueError, D.UnsafePickleError) as e:
         print(f"fastreweight: error: {e}", file=sys.stderr)

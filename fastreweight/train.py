@@ -126,16 +126,9 @@ import torch.nn.functional as F
 from . import capture
 from .data import NoisyData
 from .whiten import check_whiten, shrunk_class_means
-from .weights import (
-    WEIGHTED_LOSS_EPS as LOSS_EPS,
-    CleanScorer,
-    Reweighter,
-    fbr_scores,
-    meta_scores,
-    stateless_weights,
-    threshold_weights,
-    weighted_loss,
-)
+from .clean_scorer import CleanScorer
+from .scores import fbr_scores, meta_scores
+from .weights import WEIGHTED_LOSS_EPS as LOSS_EPS, Reweighter, stateless_weights, threshold_weights, weighted_loss
 
 __all__ = ["train", "TrainResult", "METHODS", "evaluate", "auto_warmup_probe"]
 

@@ -1,6 +1,6 @@
 """Spectral-shrinkage whitening of the features FBR scores, its strength chosen on the clean subset.
 
-Two users: ``fastreweight.scoring.score_dataset(whiten=...)`` (the covariance of the rows being
+Two users: ``fastreweight.label_issues.score_dataset(whiten=...)`` (the covariance of the rows being
 scored, applied to every chunk) and ``train(feature_whiten=...)`` (the covariance of the cached clean
 features, folded into the class means: ``shrunk_class_means`` at the end of this module).
 

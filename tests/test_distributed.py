@@ -8,7 +8,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fastreweight import capture
-from fastreweight.weights import Reweighter, fbr_scores, weighted_loss
+from fastreweight.scores import fbr_scores
+from fastreweight.weights import Reweighter, weighted_loss
 
 from dist_spawn import quiesce, spawn
 

@@ -592,7 +592,7 @@ def test_scorer_refresh_and_bound_call_change_no_number(monkeypatch, kw):
     refresh and the unbound ``reweight`` the weights and parameters are identical — with the fused
     loss op, and with the loss from ``cross_entropy`` + ``dot`` (``_FUSED_WEIGHTED_CE`` off)."""
     import fastreweight.train as T
-    from fastreweight.scorer import CleanScorer
+    from fastreweight.clean_scorer import CleanScorer
 
     d = _tiny(n=300, rate=0.4, noise="pair", clean_size=30)
 

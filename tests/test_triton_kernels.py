@@ -15,7 +15,7 @@ import os
 import pytest
 import torch
 
-import fastreweight.weights as W
+import fastreweight as W
 from fastreweight import reference
 
 kb = pytest.importorskip("fastreweight.kernels.backend")

@@ -8,8 +8,8 @@ import torch
 import fastreweight as fr
 from fastreweight import whiten as W
 from fastreweight.cli import main
-from fastreweight.scoring import score_dataset
-from fastreweight.weights import fbr_from_similarity
+from fastreweight.label_issues import score_dataset
+from fastreweight.scores import fbr_from_similarity
 
 
 def _clean(M=17, d=6, C=4, seed=0, singleton=False):

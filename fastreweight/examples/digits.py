@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from sklearn.datasets import load_digits
 
 from fastreweight import capture
-from fastreweight.weights import Reweighter, fbr_scores, weighted_loss
+from fastreweight.scores import fbr_scores
+from fastreweight.weights import Reweighter, weighted_loss
 
 
 def make_data(seed: int, noise: float = 0.4, clean_per_class: int = 5):

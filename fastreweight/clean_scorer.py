@@ -33,22 +33,13 @@ import torch.nn.functional as F
 from . import backends, plan as plan_mod, reference
 from . import validate as V
 from .problem import Layer, Problem, build_problem, class_balanced_row_weights
+from .weights import Reweighter
 
 #: clean-memo entries that depend on the clean labels only (kept by ``CleanScorer.refresh``)
 _LABEL_ONLY_MEMO = ("counts", "class_weight", "reuses", "class_matrix", "row_weight",
                     ("triton", "class_sort"))
 
 
-_REWEIGHTER = []
-
-
-def _reweighter_class():
-    """``weights.Reweighter`` (imported on first use: ``weights`` imports this module)."""
-    if not _REWEIGHTER:
-        from .weights import Reweighter
-
-        _REWEIGHTER.append(Reweighter)
-    return _REWEIGHTER[0]
 
 
 class CleanScorer:
@@ -338,7 +329,7 @@ class CleanScorer:
             return self.reweight(reweighter, idx, x, y, shift=shift, alpha=alpha, on_missing_class=on_missing_class,
                                  loss_eps=loss_eps)
 
-        if self.check_values or type(reweighter) is not _reweighter_class() or len(self._dims) != 1 or self._kdims:
+        if self.check_values or type(reweighter) is not Reweighter or len(self._dims) != 1 or self._kdims:
             return general
         plans, dims, dtype, device = self._plans, self._dims[0], self.dtype, self.device
         op_eps = 1e-12 if loss_eps is None else loss_eps
@@ -389,7 +380,7 @@ class CleanScorer:
             losses = F.cross_entropy(logits, y, reduction="none")
             return torch.dot(losses, coef.to(losses.dtype)), d, w
 
-        if self.check_values or type(reweighter) is not _reweighter_class() or len(self._dims) != 1 or self._kdims:
+        if self.check_values or type(reweighter) is not Reweighter or len(self._dims) != 1 or self._kdims:
             return general
         plans, dims, dtype, device = self._plans, self._dims[0], self.dtype, self.device
         int64, Tensor, record = torch.int64, torch.Tensor, plan_mod.record
@@ -433,7 +424,7 @@ class CleanScorer:
         # fused only where the scoring backend also runs this Reweighter's update, the update is the
         # plain class's (a subclass such as DistributedReweighter has its own rule), idx needs no
         # conversion and no value checks are asked for (they need the scores before the update)
-        if not (fused is not None and type(reweighter) is _reweighter_class() and reweighter.backend == plan.backend
+        if not (fused is not None and type(reweighter) is Reweighter and reweighter.backend == plan.backend
                 and not cv and isinstance(idx, torch.Tensor) and idx.dtype == torch.int64 and idx.dim() == 1
                 and idx.shape[0] == xs[0].shape[0] and idx.device == self.device == reweighter.weights.device):
             fused = None

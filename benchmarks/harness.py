@@ -1,4 +1,4 @@
-"""Benchmark harness shared by ``fastreweight bench`` and the scripts in ``benchmarks/``.
+"""Benchmark harness shared by the scripts in ``benchmarks/`` (``python benchmarks/harness.py``: a quick sweep).
 
 Timing: on CUDA ``triton.testing.do_bench`` (median of many runs after warm-up, L2 flushed between
 runs); on the CPU the median of ``repeats`` wall-clock runs after ``warmup`` runs.  Each record carries
@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from . import plan as plan_mod
-from .problem import build_problem
+from fastreweight import plan as plan_mod
+from fastreweight.problem import build_problem
 
 
 def environment(device: torch.device) -> dict:
@@ -161,7 +161,7 @@ class Record:
 
 def run_case(case: Case, backend: str, strategy: str, device: torch.device, *, shift: str = "max") -> float:
     """Milliseconds of one ``fbr_scores`` call (value checks off: the hot-path setting)."""
-    from .weights import fbr_scores
+    from fastreweight.scores import fbr_scores
 
     xs, y, zs, u, es, fs = case.tensors(device)
     kw = dict(num_classes=case.C, shift=shift, strategy=strategy, backend=backend, check_values=False)
@@ -188,7 +188,7 @@ QUICK_CASES = [
 
 def quick(device: str | torch.device = "cpu", backends=("reference", "cpp", "triton", "cuda")) -> list[Record]:
     """A small sweep on whatever device is present: each available backend × strategy."""
-    from . import backends as B
+    from fastreweight import backends as B
 
     device = torch.device(device)
     env = environment(device)
@@ -224,3 +224,26 @@ def format_table(records: list[Record]) -> str:
         lines.append(f"{c['B']:>5} {c['M']:>6} {c['d']:>5} {c['C']:>4} {c['k']:>3} {r.backend:>10} {r.strategy:>10} "
                      f"{r.ms:>9.3f} {r.gflops:>9.1f} {pct:>6.1f}%")
     return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    """``python benchmarks/harness.py [--device auto] [--out FILE.jsonl]``: the quick sweep as a table."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description="a quick benchmark of the available backends on this device")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--out", default=None, help="append the records to this .jsonl file")
+    args = ap.parse_args(argv)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    recs = quick(device)
+    if recs:
+        print(f"device: {recs[0].env['device_name']}; GEMM ceiling {recs[0].ceilings['gemm_gflops']:.0f} GFLOP/s fp32")
+    print(format_table(recs))
+    if args.out:
+        append_jsonl(args.out, recs)
+        print(f"appended {len(recs)} records to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

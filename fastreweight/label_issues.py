@@ -31,7 +31,7 @@ import torch
 
 from . import validate as V
 from . import whiten as _whiten
-from .weights import class_similarity, fbr_from_similarity
+from .scores import class_similarity, fbr_from_similarity
 
 _NPY = (".npy",)
 _PT = (".pt", ".pth")

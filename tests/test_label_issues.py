@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import fastreweight as fr
-from fastreweight.scoring import load_array, score_dataset, write_ranked_csv
+from fastreweight.label_issues import load_array, score_dataset, write_ranked_csv
 
 
 def _data(N=97, M=17, d=6, C=4, seed=0):
