@@ -1,11 +1,9 @@
-"""Paired A/B/C of two per-step paths of the stateful FBR step on the CPU MLP presets:
+"""Paired A/B of the two ways the stateful FBR step gets its batch features, on the CPU MLP presets:
 
 * ``fbr``: the default — batch features and logits from the model's ``features_and_logits``
-  (``capture.split_forward``) and the fused loss op through its direct Python entry
-  (``csrc_backend.cpp.direct_entry``);
+  (``capture.split_forward``);
 * ``fbr, features by a hook``: the features through a forward pre-hook on the head
-  (``capture.FeatureTap``, what the trainer does for a model without ``features_and_logits``);
-* ``fbr, op through torch.ops``: the same op called as ``torch.ops.fastreweight.*``.
+  (``capture.FeatureTap``, what the trainer does for a model without ``features_and_logits``).
 
     python benchmarks/bench_step_paths.py [--rounds 41] [--epochs 4] [--datasets digits mnist5k]
 
@@ -36,10 +34,9 @@ from fastreweight import data as D  # noqa: E402
 from fastreweight import models as Mo  # noqa: E402
 from fastreweight import presets as P  # noqa: E402
 from harness import environment  # noqa: E402
-from fastreweight.csrc_backend import cpp  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
-PATHS = ("erm", "fbr", "fbr, features by a hook", "fbr, op through torch.ops")
+PATHS = ("erm", "fbr", "fbr, features by a hook")
 
 
 def main(argv=None):
@@ -64,7 +61,6 @@ def main(argv=None):
                 rng.shuffle(order)
                 for name in order:
                     capture.split_forward = (lambda model: None) if name == "fbr, features by a hook" else real_split
-                    cpp._USE_DIRECT_ENTRIES = name != "fbr, op through torch.ops"
                     torch.manual_seed(0)
                     model = Mo.build_model(preset.model, tuple(data.x_train.shape[1:]), data.num_classes)
                     opt = P.build_optimizer(preset, model.parameters())
@@ -78,7 +74,6 @@ def main(argv=None):
                     gaps[name].append(statistics.median(b - a for a, b in zip(last, last[1:])))
         finally:
             capture.split_forward = real_split
-            cpp._USE_DIRECT_ENTRIES = True
 
         def paired(a, b):
             return statistics.median(x / y for x, y in zip(a, b))

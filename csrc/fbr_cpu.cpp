@@ -22,15 +22,9 @@
 
 #include <ATen/Parallel.h>
 #include <ATen/ATen.h>
-#include <torch/autograd.h>
 #include <torch/library.h>
 
 #include <Python.h>
-#ifdef TORCH_EXTENSION_NAME  // built as an extension: the module's direct entry (end of file) needs these
-#include <torch/csrc/Exceptions.h>
-#include <torch/csrc/autograd/python_variable.h>
-#include <torch/csrc/utils/pybind.h>
-#endif
 
 #include <algorithm>
 #include <limits>
@@ -840,203 +834,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fbr_reweight_prototype_cpu(
 }
 
 // ---------------------------------------------------------------------------------------------
-// The stateful FBR step's whole loss in one op (prototype strategy):
-//   (d, w, coef) as fbr_reweight_prototype, then with the batch's logits L (B x C_out) and labels y
-//   ce_i = logsumexp(L_i) - L_{i, y_i},   loss = sum_i coef_i * ce_i   (0-dim, the logits' dtype),
-// i.e. weighted_loss(cross_entropy(L, y, reduction="none"), w) of the "weight_sum" reduction.  The
-// weights are constants of the loss (SPEC §3.6: they come from detached features), so the only
-// gradient is the logits':  dloss/dL_ij = coef_i * (softmax(L_i)_j - [j == y_i])  (the backward op
-// fbr_weighted_ce_backward).  Against cross_entropy(reduction="none") + dot this is one forward
-// dispatch instead of four (scores/update op, log_softmax, nll_loss, dot) and one autograd node
-// instead of three: the fixed per-call cost, not arithmetic, is what a small model's step pays.
-// The forward keeps the softmax (B x C_out, the size of the logits, which it does not save): the
-// exponentials it takes anyway, so the backward is one multiply-add per entry and takes none.
-// ---------------------------------------------------------------------------------------------
-template <typename T>
-static T weighted_ce_rows(const T* L, int64_t B, int64_t C, const int64_t* y, const T* coef, T* probs) {
-  T loss = T(0);
-  for (int64_t i = 0; i < B; ++i) {
-    const T* row = L + i * C;
-    T* p = probs + i * C;
-    T m = -std::numeric_limits<T>::infinity();
-    for (int64_t j = 0; j < C; ++j) m = std::max(m, row[j]);
-    T s = T(0);
-    for (int64_t j = 0; j < C; ++j) {
-      p[j] = std::exp(row[j] - m);
-      s += p[j];
-    }
-    const T inv = T(1) / s;
-    for (int64_t j = 0; j < C; ++j) p[j] *= inv;
-    loss += coef[i] * (m + std::log(s) - row[y[i]]);
-  }
-  return loss;
-}
-
-// the labels index the columns of t (the logits or their softmax)
-static void check_labels(const char* op, const at::Tensor& y, int64_t B, int64_t C) {
-  const at::Tensor yc = y.contiguous();
-  const int64_t* yp = yc.data_ptr<int64_t>();
-  for (int64_t i = 0; i < B; ++i)
-    TORCH_CHECK(yp[i] >= 0 && yp[i] < C, "fastreweight::", op, ": y holds ", yp[i], " at position ", i,
-                "; labels must lie in [0, ", C, ") (the logits' columns)");
-}
-
-static void check_logits(const char* op, const at::Tensor& logits, int64_t B, const at::Tensor& y) {
-  TORCH_CHECK(logits.dim() == 2 && (logits.scalar_type() == at::kFloat || logits.scalar_type() == at::kDouble),
-              "fastreweight::", op, ": logits must be a 2-D float32 or float64 tensor (B x classes), got ",
-              logits.scalar_type(), " of shape ", fbr::shape_str(logits));
-  TORCH_CHECK(logits.size(0) == B && logits.size(1) >= 1, "fastreweight::", op, ": logits must have ", B,
-              " rows (one per batch row) and at least one column, got shape ", fbr::shape_str(logits));
-  TORCH_CHECK(logits.device().is_cpu(), "fastreweight::", op, ": the CPU kernel needs logits on the CPU, got ",
-              logits.device());
-  check_labels(op, y, B, logits.size(1));
-}
-
-// (loss, d, w, coef, probs): the forward kernel; coef (B) and probs (the softmax, B x C_out), in the
-// logits' dtype, are what the backward needs
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fbr_weighted_ce_prototype_cpu(
-    const at::Tensor& logits, at::TensorList xs, at::TensorList mus, at::TensorList es, at::TensorList protos,
-    const at::Tensor& class_weight, bool cosine, const at::Tensor& y, c10::string_view shift, double alpha,
-    at::Tensor weights, const at::Tensor& idx, double lr, c10::string_view normalize_update, double eps,
-    double loss_eps) {
-  const char* op = "fbr_weighted_ce_prototype";
-  const int64_t B = (xs.empty() || xs[0].dim() == 0) ? 0 : xs[0].size(0);
-  const bool mean_abs = check_reweighter(op, weights, idx, B, lr, normalize_update, eps);  // before any work
-  TORCH_CHECK(std::isfinite(loss_eps) && loss_eps > 0, "fastreweight::", op,
-              ": loss_eps must be a finite float > 0, got ", loss_eps);
-  TORCH_CHECK(y.dim() == 1 && y.size(0) == B && y.scalar_type() == at::kLong, "fastreweight::", op,
-              ": y must be a 1-D int64 tensor of length ", B, ", got ", y.scalar_type(), " of shape ",
-              fbr::shape_str(y));
-  check_logits(op, logits, B, y);
-  at::Tensor d = scores_prototype(op, xs, mus, es, protos, class_weight, cosine, y, shift, alpha);
-  at::Tensor w = apply_update(op, weights, idx, d, lr, mean_abs, eps);
-  const auto T_ = logits.scalar_type();
-  // the coefficients as weighted_loss forms them (in the weights' dtype), then in the logits' dtype
-  at::Tensor coef = at::empty({B}, w.options());
-  if (w.scalar_type() == at::kDouble)
-    loss_coefficients<double>(w.data_ptr<double>(), B, loss_eps, coef.data_ptr<double>());
-  else
-    loss_coefficients<float>(w.data_ptr<float>(), B, loss_eps, coef.data_ptr<float>());
-  // the coefficients in the logits' dtype (a fresh tensor either way: returned and saved for backward)
-  const at::Tensor coef_t = coef.scalar_type() == T_ ? coef : coef.to(T_), L = logits.contiguous(),
-                   yc = y.contiguous();
-  at::Tensor probs = at::empty({B, L.size(1)}, logits.options());
-  at::Tensor loss = at::empty({}, logits.options());
-  if (fbr::poison_flag()) {
-    probs.fill_(std::numeric_limits<double>::quiet_NaN());
-    loss.fill_(std::numeric_limits<double>::quiet_NaN());
-  }
-  if (T_ == at::kDouble)
-    *loss.data_ptr<double>() = weighted_ce_rows<double>(L.data_ptr<double>(), B, L.size(1), yc.data_ptr<int64_t>(),
-                                                        coef_t.data_ptr<double>(), probs.data_ptr<double>());
-  else
-    *loss.data_ptr<float>() = weighted_ce_rows<float>(L.data_ptr<float>(), B, L.size(1), yc.data_ptr<int64_t>(),
-                                                      coef_t.data_ptr<float>(), probs.data_ptr<float>());
-  return {loss, d, w, coef_t, probs};
-}
-
-// dloss/dL = grad * coef_i * (probs_ij - [j == y_i]), B x C in the logits' dtype
-template <typename T>
-static void weighted_ce_grad(const T* probs, const T* coef, const int64_t* y, T g, int64_t B, int64_t C, T* out) {
-  for (int64_t i = 0; i < B; ++i) {
-    const T a = g * coef[i];
-    for (int64_t j = 0; j < C; ++j) out[i * C + j] = a * probs[i * C + j];
-    out[i * C + y[i]] -= a;
-  }
-}
-
-at::Tensor fbr_weighted_ce_backward_cpu(const at::Tensor& grad, const at::Tensor& probs, const at::Tensor& coef,
-                                        const at::Tensor& y) {
-  const char* op = "fbr_weighted_ce_backward";
-  TORCH_CHECK(probs.dim() == 2 && (probs.scalar_type() == at::kFloat || probs.scalar_type() == at::kDouble) &&
-                  probs.size(1) >= 1,
-              "fastreweight::", op, ": probs must be a 2-D float32 or float64 tensor (B x classes), got ",
-              probs.scalar_type(), " of shape ", fbr::shape_str(probs));
-  TORCH_CHECK(probs.device().is_cpu(), "fastreweight::", op, ": the CPU kernel needs probs on the CPU, got ",
-              probs.device());
-  TORCH_CHECK(grad.dim() == 0 && grad.scalar_type() == probs.scalar_type(), "fastreweight::", op,
-              ": grad must be a 0-dim tensor of the probs' dtype, got ", grad.scalar_type(), " of shape ",
-              fbr::shape_str(grad));
-  const int64_t B = probs.size(0);
-  TORCH_CHECK(coef.dim() == 1 && coef.size(0) == B && coef.scalar_type() == probs.scalar_type(), "fastreweight::",
-              op, ": coef must be a 1-D tensor of length ", B, " in the probs' dtype");
-  TORCH_CHECK(y.dim() == 1 && y.size(0) == B && y.scalar_type() == at::kLong, "fastreweight::", op,
-              ": y must be a 1-D int64 tensor of length ", B);
-  check_labels(op, y, B, probs.size(1));
-  const at::Tensor P = probs.contiguous(), cc = coef.contiguous(), yc = y.contiguous();
-  at::Tensor out = at::empty_like(P);
-  if (fbr::poison_flag()) out.fill_(std::numeric_limits<double>::quiet_NaN());
-  if (P.scalar_type() == at::kDouble)
-    weighted_ce_grad<double>(P.data_ptr<double>(), cc.data_ptr<double>(), yc.data_ptr<int64_t>(), grad.item<double>(),
-                             B, P.size(1), out.data_ptr<double>());
-  else
-    weighted_ce_grad<float>(P.data_ptr<float>(), cc.data_ptr<float>(), yc.data_ptr<int64_t>(), grad.item<float>(), B,
-                            P.size(1), out.data_ptr<float>());
-  return out;
-}
-
-// The autograd kernel of fbr_weighted_ce_prototype: the forward redispatches below autograd (so the
-// CPU kernel, or a fake one under tracing, runs), saves (probs, coef, y) and gives the logits
-// their gradient through the registered backward op; every other output is non-differentiable, and
-// the features must come detached (the weights are constants of the loss).
-using WeightedCESig = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
-    const at::Tensor&, at::TensorList, at::TensorList, at::TensorList, at::TensorList, const at::Tensor&, bool,
-    const at::Tensor&, c10::string_view, double, at::Tensor, const at::Tensor&, double, c10::string_view, double,
-    double);
-using WeightedCEBackwardSig = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&);
-
-class WeightedCEFunction : public torch::autograd::Function<WeightedCEFunction> {
- public:
-  static torch::autograd::variable_list forward(
-      torch::autograd::AutogradContext* ctx, const at::Tensor& logits, at::TensorList xs, at::TensorList mus,
-      at::TensorList es, at::TensorList protos, const at::Tensor& class_weight, bool cosine, const at::Tensor& y,
-      c10::string_view shift, double alpha, at::Tensor weights, const at::Tensor& idx, double lr,
-      c10::string_view normalize_update, double eps, double loss_eps) {
-    static const auto op = c10::Dispatcher::singleton()
-                               .findSchemaOrThrow("fastreweight::fbr_weighted_ce_prototype", "")
-                               .typed<WeightedCESig>();
-    at::Tensor loss, d, w, coef, probs;
-    {
-      at::AutoDispatchBelowADInplaceOrView guard;
-      std::tie(loss, d, w, coef, probs) = op.call(logits, xs, mus, es, protos, class_weight, cosine, y, shift, alpha,
-                                                weights, idx, lr, normalize_update, eps, loss_eps);
-    }
-    torch::autograd::impl::bump_version(weights);  // updated in place below the ADInplaceOrView key
-    ctx->save_for_backward({probs, coef, y});
-    ctx->mark_non_differentiable({d, w, coef, probs});
-    // the gradients of the non-differentiable outputs stay undefined (not zero tensors): the backward
-    // reads only the loss's
-    ctx->set_materialize_grads(false);
-    return {loss, d, w, coef, probs};
-  }
-
-  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
-                                                 torch::autograd::variable_list grads) {
-    static const auto op = c10::Dispatcher::singleton()
-                               .findSchemaOrThrow("fastreweight::fbr_weighted_ce_backward", "")
-                               .typed<WeightedCEBackwardSig>();
-    const auto saved = ctx->get_saved_variables();
-    torch::autograd::variable_list out(16);  // one per forward argument; only the logits get one
-    if (grads[0].defined()) out[0] = op.call(grads[0], saved[0], saved[1], saved[2]);
-    return out;
-  }
-};
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fbr_weighted_ce_prototype_autograd(
-    const at::Tensor& logits, at::TensorList xs, at::TensorList mus, at::TensorList es, at::TensorList protos,
-    const at::Tensor& class_weight, bool cosine, const at::Tensor& y, c10::string_view shift, double alpha,
-    at::Tensor weights, const at::Tensor& idx, double lr, c10::string_view normalize_update, double eps,
-    double loss_eps) {
-  for (size_t l = 0; l < xs.size(); ++l)
-    TORCH_CHECK(!xs[l].requires_grad() && (l >= es.size() || !es[l].requires_grad()), "fastreweight::",
-                "fbr_weighted_ce_prototype: the features (xs, es) must not require grad — detach them: the weights "
-                "are constants of the loss, only the logits get a gradient");
-  auto out = WeightedCEFunction::apply(logits, xs, mus, es, protos, class_weight, cosine, y, shift, alpha, weights,
-                                       idx, lr, normalize_update, eps, loss_eps);
-  return {out[0], out[1], out[2], out[3], out[4]};
-}
-
-// ---------------------------------------------------------------------------------------------
 // The published per-batch weight rule (SPEC §3.6), written to match reference.threshold_weights:
 //   no negative score: w = 1 everywhere; else eta = 0.5 / min_{r_j < 0} |r_j|,
 //   w_i = clip(0.5 + eta r_i, 0, 1), then 0 where w_i <= 0.5 (NaN stays NaN, as torch.clamp).
@@ -1464,14 +1261,9 @@ TORCH_LIBRARY(fastreweight, m) {
       "fbr_reweight_prototype(Tensor[] xs, Tensor[] mus, Tensor[] es, Tensor[] protos, Tensor class_weight, "
       "bool cosine, Tensor y, str shift, float alpha, Tensor(a!) weights, Tensor idx, float lr, "
       "str normalize_update, float eps, float loss_eps) -> (Tensor, Tensor, Tensor)");
-  m.def(
-      "fbr_weighted_ce_prototype(Tensor logits, Tensor[] xs, Tensor[] mus, Tensor[] es, Tensor[] protos, "
-      "Tensor class_weight, bool cosine, Tensor y, str shift, float alpha, Tensor(a!) weights, Tensor idx, float lr, "
-      "str normalize_update, float eps, float loss_eps) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
 m.def(
       "refold_class_means(Tensor features, Tensor labels, int num_classes, Tensor basis, Tensor shrink) -> "
       "(Tensor, Tensor)");
-    m.def("fbr_weighted_ce_backward(Tensor grad, Tensor probs, Tensor coef, Tensor y) -> Tensor");
   m.def("threshold_weights(Tensor scores) -> Tensor");
   m.def("loo_auroc(Tensor coords, Tensor scales, Tensor y, int num_classes, bool center, str shift, float alpha) -> Tensor");
   m.def(
@@ -1492,13 +1284,8 @@ TORCH_LIBRARY_IMPL(fastreweight, CPU, m) {
   m.impl("loo_auroc", &fbr_cpu::loo_auroc_cpu);
   m.impl("shrunk_class_means", &fbr_cpu::shrunk_class_means_cpu);
   m.impl("refold_class_means", &fbr_cpu::refold_class_means_cpu);
-  m.impl("fbr_weighted_ce_prototype", &fbr_cpu::fbr_weighted_ce_prototype_cpu);
-  m.impl("fbr_weighted_ce_backward", &fbr_cpu::fbr_weighted_ce_backward_cpu);
 }
 
-TORCH_LIBRARY_IMPL(fastreweight, AutogradCPU, m) {
-  m.impl("fbr_weighted_ce_prototype", &fbr_cpu::fbr_weighted_ce_prototype_autograd);
-}
 
 // A module init function, so that a setup.py build can be imported as fastreweight._C_cpu
 // (importing it runs the registrations above). JIT builds load the library with
@@ -1509,92 +1296,8 @@ TORCH_LIBRARY_IMPL(fastreweight, AutogradCPU, m) {
 #define FBR_CAT2(a, b) a##b
 #define FBR_CAT(a, b) FBR_CAT2(a, b)
 
-// A direct Python entry for the training step's op, fastreweight::fbr_weighted_ce_prototype: the same
-// call through the dispatcher (autograd kernel included), from C++ instead of torch.ops.  A call
-// through torch.ops converts its 16 arguments to IValues against the schema (a few microseconds, a
-// third of a small model's whole op); here they are parsed with the Python C API.  The Python side
-// (csrc_backend/cpp.py) uses it where the setup.py build provides it and torch.ops otherwise; tests
-// require equal results, gradients and error messages.
-namespace fbr_py {
-
-static bool tensor_arg(PyObject* o, const char* name, at::Tensor& out) {
-  if (!THPVariable_Check(o)) {
-    PyErr_Format(PyExc_TypeError, "fbr_weighted_ce_prototype: %s must be a Tensor, got %s", name, Py_TYPE(o)->tp_name);
-    return false;
-  }
-  out = THPVariable_Unpack(o);
-  return true;
-}
-
-static bool tensor_list_arg(PyObject* o, const char* name, std::vector<at::Tensor>& out) {
-  if (o == Py_None) return true;  // None: an empty list
-  if (!PyList_Check(o) && !PyTuple_Check(o)) {
-    PyErr_Format(PyExc_TypeError, "fbr_weighted_ce_prototype: %s must be a list of Tensors, got %s", name,
-                 Py_TYPE(o)->tp_name);
-    return false;
-  }
-  const Py_ssize_t n = PySequence_Fast_GET_SIZE(o);
-  PyObject** items = PySequence_Fast_ITEMS(o);
-  out.reserve(n);
-  for (Py_ssize_t i = 0; i < n; ++i) {
-    if (!THPVariable_Check(items[i])) {
-      PyErr_Format(PyExc_TypeError, "fbr_weighted_ce_prototype: %s[%zd] must be a Tensor, got %s", name, i,
-                   Py_TYPE(items[i])->tp_name);
-      return false;
-    }
-    out.push_back(THPVariable_Unpack(items[i]));
-  }
-  return true;
-}
-
-static PyObject* fbr_weighted_ce_prototype(PyObject* /*self*/, PyObject* args) {
-  HANDLE_TH_ERRORS
-  PyObject *logits_o, *xs_o, *mus_o, *es_o, *protos_o, *cw_o, *y_o, *weights_o, *idx_o;
-  int cosine;
-  const char *shift, *normalize_update;
-  double alpha, lr, eps, loss_eps;
-  if (!PyArg_ParseTuple(args, "OOOOOOpOsdOOdsdd:fbr_weighted_ce_prototype", &logits_o, &xs_o, &mus_o, &es_o,
-                        &protos_o, &cw_o, &cosine, &y_o, &shift, &alpha, &weights_o, &idx_o, &lr, &normalize_update,
-                        &eps, &loss_eps))
-    return nullptr;
-  at::Tensor logits, cw, y, weights, idx;
-  std::vector<at::Tensor> xs, mus, es, protos;
-  if (!tensor_arg(logits_o, "logits", logits) || !tensor_list_arg(xs_o, "xs", xs) ||
-      !tensor_list_arg(mus_o, "mus", mus) || !tensor_list_arg(es_o, "es", es) ||
-      !tensor_list_arg(protos_o, "protos", protos) || !tensor_arg(cw_o, "class_weight", cw) ||
-      !tensor_arg(y_o, "y", y) || !tensor_arg(weights_o, "weights", weights) || !tensor_arg(idx_o, "idx", idx))
-    return nullptr;
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("fastreweight::fbr_weighted_ce_prototype", "")
-                             .typed<fbr_cpu::WeightedCESig>();
-  at::Tensor loss, d, w, coef, probs;
-  {
-    pybind11::gil_scoped_release no_gil;
-    std::tie(loss, d, w, coef, probs) = op.call(logits, xs, mus, es, protos, cw, cosine != 0, y, shift, alpha,
-                                                weights, idx, lr, normalize_update, eps, loss_eps);
-  }
-  PyObject* out = PyTuple_New(5);
-  if (!out) return nullptr;
-  PyTuple_SET_ITEM(out, 0, THPVariable_Wrap(std::move(loss)));
-  PyTuple_SET_ITEM(out, 1, THPVariable_Wrap(std::move(d)));
-  PyTuple_SET_ITEM(out, 2, THPVariable_Wrap(std::move(w)));
-  PyTuple_SET_ITEM(out, 3, THPVariable_Wrap(std::move(coef)));
-  PyTuple_SET_ITEM(out, 4, THPVariable_Wrap(std::move(probs)));
-  return out;
-  END_HANDLE_TH_ERRORS
-}
-
-static PyMethodDef methods[] = {
-    {"fbr_weighted_ce_prototype", fbr_weighted_ce_prototype, METH_VARARGS,
-     "fbr_weighted_ce_prototype(logits, xs, mus, es, protos, class_weight, cosine, y, shift, alpha, weights, idx, "
-     "lr, normalize_update, eps, loss_eps) -> (loss, d, w, coef, probs): torch.ops.fastreweight."
-     "fbr_weighted_ce_prototype called from C++ (positional arguments only; es may be None)"},
-    {nullptr, nullptr, 0, nullptr}};
-
-}  // namespace fbr_py
-
 static struct PyModuleDef fbr_cpu_module = {PyModuleDef_HEAD_INIT, FBR_STR(TORCH_EXTENSION_NAME),
                                             "fastreweight CPU kernels (registered as torch.ops.fastreweight.*)",
-                                            -1, fbr_py::methods, nullptr, nullptr, nullptr, nullptr};
+                                            -1, nullptr, nullptr, nullptr, nullptr, nullptr};
 PyMODINIT_FUNC FBR_CAT(PyInit_, TORCH_EXTENSION_NAME)(void) { return PyModule_Create(&fbr_cpu_module); }
 #endif

@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 
 import torch
-import torch.nn.functional as F
 
 from . import backends, plan as plan_mod, reference
 from . import validate as V
@@ -149,10 +148,9 @@ class CleanScorer:
         return self
 
     def _prepare(self, p, mod):
-        """(plan, backend module, and the backend's prepared runners or None: scores, reweight, and
-        reweight with the weighted cross-entropy loss)."""
-        runners = [getattr(mod, name, None) for name in ("prepare_fbr_scores", "prepare_fbr_reweight",
-                                                           "prepare_fbr_weighted_ce")]
+        """(plan, backend module, and the backend's prepared runners or None: scores, and scores with
+        the Reweighter update)."""
+        runners = [getattr(mod, name, None) for name in ("prepare_fbr_scores", "prepare_fbr_reweight")]
         return (p, mod, *(prep(self._template, p.strategy) if prep is not None else None for prep in runners))
 
     @property
@@ -256,7 +254,7 @@ class CleanScorer:
         return dataclasses.replace(t, layers=layers, y=y64)
 
     def _prepared(self, xs, es, y64):
-        """(plan, backend module, fused runner or None) for this batch size and dtype, made once."""
+        """(plan, backend module, prepared runners or None) for this batch size and dtype, made once."""
         key = (xs[0].shape[0], xs[0].dtype)
         entry = self._plans.get(key)
         if entry is None:
@@ -305,107 +303,6 @@ class CleanScorer:
         S = mod.class_similarity(problem, p.strategy)
         return reference.fbr_from_similarity(S, problem.y, problem.present, shift, alpha)
 
-    def bind_reweight(self, reweighter, *, shift: str = "max", alpha: float = 0.0, on_missing_class: str = "raise",
-                      loss_eps: float | None = None):
-        """``reweight`` with its keyword arguments bound: a function ``(idx, x, y)`` returning what
-        ``reweight(reweighter, idx, x, y, shift=shift, alpha=alpha, on_missing_class=on_missing_class,
-        loss_eps=loss_eps)`` returns, with the scorer's ``check_values``.
-
-        For the call a training loop makes at every step: the keywords are checked once here, and a
-        batch that the backend's fused op takes (one feature layer, a plain ``Reweighter`` on the
-        planned backend, no value checks, a batch size seen before) goes to that op after a few
-        metadata checks — no Python frames between the loop and the op beyond this one.  In a training
-        step every line of Python runs with caches the forward and backward passes have evicted, so
-        this matters more than its microbenchmark suggests.  Anything else (a first batch size, other
-        shapes, dtypes or devices, bad input) takes ``reweight`` itself, with its checks and errors.
-        It follows ``refresh``: the prepared op is looked up at each call."""
-        V.check_option("shift", shift, V.SHIFT_OPTIONS)
-        V.check_option("on_missing_class", on_missing_class, V.MISSING_OPTIONS)
-        alpha = V.check_alpha(alpha)
-        if loss_eps is not None and not (type(loss_eps) is float and 0.0 < loss_eps < float("inf")):
-            raise ValueError(f"loss_eps must be a finite float > 0 or None, got {loss_eps!r}")
-
-        def general(idx, x, y):
-            return self.reweight(reweighter, idx, x, y, shift=shift, alpha=alpha, on_missing_class=on_missing_class,
-                                 loss_eps=loss_eps)
-
-        if self.check_values or type(reweighter) is not Reweighter or len(self._dims) != 1 or self._kdims:
-            return general
-        plans, dims, dtype, device = self._plans, self._dims[0], self.dtype, self.device
-        op_eps = 1e-12 if loss_eps is None else loss_eps
-        int64, Tensor, record = torch.int64, torch.Tensor, plan_mod.record
-
-        def fast(idx, x, y):
-            if (type(x) is Tensor and type(y) is Tensor and type(idx) is Tensor and x.dim() == 2
-                    and x.dtype == dtype and x.shape[1] == dims and y.dtype == int64 and idx.dtype == int64
-                    and y.dim() == 1 and idx.dim() == 1 and y.shape[0] == x.shape[0] == idx.shape[0]
-                    and x.device == device and y.device == device and idx.device == device):
-                entry = plans.get((x.shape[0], dtype))
-                w_all = reweighter.weights
-                if (entry is not None and entry[3] is not None and entry[0].backend == reweighter.backend
-                        and w_all.device == device):
-                    record(entry[0])
-                    d, w, coef = entry[3]([x], None, y, shift, alpha, w_all, idx, reweighter.lr,
-                                          reweighter.normalize_update, reweighter.eps, op_eps)
-                    return (d, w) if loss_eps is None else (d, w, coef)
-            return general(idx, x, y)
-
-        return fast
-
-    def bind_weighted_loss(self, reweighter, *, shift: str = "max", alpha: float = 0.0,
-                           on_missing_class: str = "raise", loss_eps: float = 1e-12):
-        """A function ``(idx, x, y, logits) -> (loss, d, w)``: ``reweight`` bound as by
-        ``bind_reweight(..., loss_eps=loss_eps)``, and the loss of the stateful FBR step,
-        ``weighted_loss(cross_entropy(logits, y, reduction="none"), w, reduction="weight_sum",
-        eps=loss_eps)`` — differentiable in ``logits`` only (the weights are constants of the loss).
-
-        Where the backend fuses it (the C++ prototype path: ``fastreweight::fbr_weighted_ce_prototype``,
-        with its own backward) the scores, the Reweighter update and the loss are one op with one
-        autograd node; ``logits`` must then be float32/float64 with one column per class and ``x``
-        detached.  Anything else takes ``bind_reweight``'s call and ``cross_entropy`` + ``dot``."""
-        step = self.bind_reweight(reweighter, shift=shift, alpha=alpha, on_missing_class=on_missing_class,
-                                  loss_eps=loss_eps)
-        alpha = V.check_alpha(alpha)
-
-        def general(idx, x, y, logits):
-            V.check_float_matrix("logits", logits)
-            rows = x[0].shape[0] if isinstance(x, (list, tuple)) and x else getattr(x, "shape", (None,))[0]
-            if rows is not None and logits.shape[0] != rows:
-                raise ValueError(f"logits must have {rows} rows (one per batch row of x), got shape "
-                                 f"{tuple(logits.shape)}")
-            if logits.device != self.device:
-                raise ValueError(f"all inputs must be on one device: the clean features are on {self.device} "
-                                 f"but logits is on {logits.device}")
-            d, w, coef = step(idx, x, y)  # checks x, y and idx (and writes the weights) only after logits
-            losses = F.cross_entropy(logits, y, reduction="none")
-            return torch.dot(losses, coef.to(losses.dtype)), d, w
-
-        if self.check_values or type(reweighter) is not Reweighter or len(self._dims) != 1 or self._kdims:
-            return general
-        plans, dims, dtype, device = self._plans, self._dims[0], self.dtype, self.device
-        int64, Tensor, record = torch.int64, torch.Tensor, plan_mod.record
-        float_logits = (torch.float32, torch.float64)
-
-        def fast(idx, x, y, logits):
-            if (type(x) is Tensor and type(y) is Tensor and type(idx) is Tensor and type(logits) is Tensor
-                    and x.dim() == 2 and x.dtype == dtype and x.shape[1] == dims and not x.requires_grad
-                    and y.dtype == int64 and idx.dtype == int64 and y.dim() == 1 and idx.dim() == 1
-                    and logits.dim() == 2 and logits.dtype in float_logits
-                    and y.shape[0] == x.shape[0] == idx.shape[0] == logits.shape[0]
-                    and x.device == device and y.device == device and idx.device == device
-                    and logits.device == device):
-                entry = plans.get((x.shape[0], dtype))
-                w_all = reweighter.weights
-                if (entry is not None and entry[4] is not None and entry[0].backend == reweighter.backend
-                        and w_all.device == device):
-                    record(entry[0])
-                    loss, d, w, _, _ = entry[4](logits, [x], None, y, shift, alpha, w_all, idx, reweighter.lr,
-                                                reweighter.normalize_update, reweighter.eps, loss_eps)
-                    return loss, d, w
-            return general(idx, x, y, logits)
-
-        return fast
-
     def reweight(self, reweighter, idx, x, y, *, x2=None, shift: str = "max", alpha: float = 0.0,
                  on_missing_class: str = "raise", check_values: bool | None = None, loss_eps: float | None = None):
         """Score the batch and apply ``reweighter``'s update at the dataset indices ``idx``; returns
@@ -420,7 +317,7 @@ class CleanScorer:
         if loss_eps is not None and not (type(loss_eps) is float and 0.0 < loss_eps < float("inf")):
             raise ValueError(f"loss_eps must be a finite float > 0 or None, got {loss_eps!r}")
         xs, es, y64, alpha, cv = self._score_args(x, y, x2, shift, alpha, on_missing_class, check_values)
-        plan, _, _, fused, _ = self._prepared(xs, es, y64)
+        plan, _, _, fused = self._prepared(xs, es, y64)
         # fused only where the scoring backend also runs this Reweighter's update, the update is the
         # plain class's (a subclass such as DistributedReweighter has its own rule), idx needs no
         # conversion and no value checks are asked for (they need the scores before the update)

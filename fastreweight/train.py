@@ -134,15 +134,6 @@ __all__ = ["train", "TrainResult", "METHODS", "evaluate", "auto_warmup_probe"]
 
 METHODS = ("erm", "fbr", "meta", "l2r", "coteaching")
 
-#: The stateful FBR step's loss as ``dot(losses, coef)`` with the coefficients that come with the
-#: weights (``CleanScorer.reweight(..., loss_eps=...)``); ``False`` computes it with ``weighted_loss``
-#: instead (the same quantity; tests compare the two).
-_LOSS_FROM_COEFFICIENTS = True
-#: With the above, the whole loss — cross-entropy included — from the scorer's fused op
-#: (``CleanScorer.bind_weighted_loss``: one forward op and one autograd node per step, where the
-#: backend fuses it); ``False`` takes ``cross_entropy`` + ``dot`` (the same quantity; tests compare).
-_FUSED_WEIGHTED_CE = True
-
 
 @dataclass
 class TrainResult:
@@ -680,10 +671,7 @@ def train(
     # ---- one training step per method --------------------------------------------------------
     # the stateful step's loss from the weights' own coefficients (one dot): a single process and the
     # "weight_sum" reduction, whose eps is weighted_loss's default
-    coef_loss = _LOSS_FROM_COEFFICIENTS and not distributed and reduction == "weight_sum"
-    # ... and the whole loss from the fused op (cross-entropy included) where the logits are the loss's
-    # own (no autocast: its loss takes float32 copies of low-precision logits)
-    fused_ce = coef_loss and _FUSED_WEIGHTED_CE and amp_dtype is None
+    coef_loss = not distributed and reduction == "weight_sum"
 
     def with_mixed(w, n_rows):
         """The batch's weights followed by weight 1 for its mixed-in clean rows (``clean_mix``)."""
@@ -737,25 +725,11 @@ def train(
             # the cached clean side is scored against many batches: prepared once per refresh; the
             # scores and the Reweighter update run as one op where the backend fuses them
             sc = current_scorer(Z, u, feats.dtype, "clean")
-            if fused_ce and yb_all.shape[0] == nb:
-                # scores, Reweighter update and the weighted cross-entropy loss in one op with one
-                # autograd node where the backend fuses them (bound once per scorer; refreshes keep it)
-                if state.get("loss_for") is not sc:
-                    state["loss_fn"] = sc.bind_weighted_loss(rw, shift=shift, alpha=alpha, on_missing_class="skip",
-                                                             loss_eps=LOSS_EPS)
-                    state["loss_for"] = sc
-                state["rw_step"] += 1
-                loss, d, w = state["loss_fn"](idx, feats, yb, logits)
-                return loss, w
             if coef_loss and yb_all.shape[0] == nb:
                 # the loss's normalisation Σ w_i l_i / max(Σ w_i, eps) comes with the weights (the fused
-                # op forms w / max(Σw, eps) in the same call): the loss is one dot product.  The call is
-                # bound once per scorer (refreshes keep it): per step, a few metadata checks and the op
-                if state.get("reweight_for") is not sc:
-                    state["reweight_fn"] = sc.bind_reweight(rw, shift=shift, alpha=alpha, on_missing_class="skip",
-                                                            loss_eps=LOSS_EPS)
-                    state["reweight_for"] = sc
-                d, w, coef = state["reweight_fn"](idx, feats, yb)
+                # op forms w / max(Σw, eps) in the same call): the loss is one dot product
+                d, w, coef = sc.reweight(rw, idx, feats, yb, shift=shift, alpha=alpha, on_missing_class="skip",
+                                         loss_eps=LOSS_EPS)
             else:
                 d, w = sc.reweight(rw, idx, feats, yb, shift=shift, alpha=alpha, on_missing_class="skip")
         else:

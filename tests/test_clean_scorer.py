@@ -262,61 +262,6 @@ def test_refresh_checks_the_new_features():
         scorer.refresh(bad, clean_x2=f)  # the scorer's check_values (default True): finite values
 
 
-@pytest.mark.parametrize("wdtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("B", [1, 17, 97])
-@pytest.mark.parametrize("loss_eps", [None, 1e-12])
-def test_bound_reweight_equals_reweight(wdtype, B, loss_eps):
-    """``bind_reweight`` gives ``reweight``'s results call for call — on its fast path (a batch size
-    planned before) and through ``reweight`` (the first call) — and follows ``refresh``."""
-    N = 300
-    x, z, _, _, y, u = data(B, 40, dtype=wdtype, seed=B + 3)
-    _, z2, _, _, _, _ = data(B, 40, dtype=wdtype, seed=B + 4)
-    idx = torch.randperm(N, generator=torch.Generator().manual_seed(B))[:B]
-    scorer = fr.CleanScorer(z, u, num_classes=4, check_values=False)
-    twin = fr.CleanScorer(z, u, num_classes=4, check_values=False)
-    rw, rw2 = fr.Reweighter(N, lr=0.3, init=0.6, dtype=wdtype), fr.Reweighter(N, lr=0.3, init=0.6, dtype=wdtype)
-    bound = scorer.bind_reweight(rw, shift="second", alpha=0.1, on_missing_class="skip", loss_eps=loss_eps)
-    for step in range(4):
-        if step == 2:
-            scorer.refresh(z2)
-            twin.refresh(z2)
-        got = bound(idx, x, y)
-        want = twin.reweight(rw2, idx, x, y, shift="second", alpha=0.1, on_missing_class="skip", loss_eps=loss_eps)
-        assert len(got) == (2 if loss_eps is None else 3)
-        assert all(torch.equal(a, b) for a, b in zip(got, want))
-        assert torch.equal(rw.weights, rw2.weights)
-        x = x.flip(0) * 1.1
-
-
-def test_bound_reweight_takes_reweight_for_anything_else():
-    """Other input (wrong dtype, shapes, bad indices) reaches ``reweight``, with its errors; a scorer with
-    value checks, or another Reweighter class, always goes through ``reweight``."""
-    x, z, _, _, y, u = data(6, 20)
-    scorer = fr.CleanScorer(z, u, num_classes=4, check_values=False)
-    rw = fr.Reweighter(10, dtype=f64)
-    bound = scorer.bind_reweight(rw)
-    bound(torch.arange(6), x, y)  # planned: later calls of this size take the fast path
-    with pytest.raises(ValueError, match=r"idx must have length 6"):
-        bound(torch.arange(5), x, y)
-    with pytest.raises(TypeError, match="x has dtype torch.float32"):
-        bound(torch.arange(6), x.float(), y)
-    with pytest.raises(ValueError, match="x must have 13 columns"):
-        bound(torch.arange(6), x[:, :5], y)
-    before = rw.weights.clone()
-    with pytest.raises((ValueError, RuntimeError), match=r"idx"):
-        bound(torch.arange(6) + 5, x, y)  # out of range: the op's bounds check, nothing written
-    assert torch.equal(rw.weights, before)
-    with pytest.raises(ValueError, match="shift must be one of"):
-        scorer.bind_reweight(rw, shift="top")
-    with pytest.raises(ValueError, match="loss_eps must be a finite float > 0 or None"):
-        scorer.bind_reweight(rw, loss_eps=0.0)
-    checked = fr.CleanScorer(z, u, num_classes=4)
-    bad_y = y.clone()
-    bad_y[0] = 7
-    with pytest.raises(ValueError, match=r"y"):
-        checked.bind_reweight(rw)(torch.arange(6), x, bad_y)  # value checks, as reweight's
-
-
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("strategy", ["pairwise", "prototype"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

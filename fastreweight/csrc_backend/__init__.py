@@ -13,10 +13,6 @@ The ops live in the namespace ``fastreweight::`` (see ``csrc/fbr_common.h`` for 
 * ``torch.ops.fastreweight.fbr_reweight_prototype(..., weights, idx, lr, normalize_update, eps, loss_eps)``:
   the prototype scores, the Reweighter update and the loss coefficients ``w / max(Σw, loss_eps)`` in
   one op, returning (scores, new batch weights, coefficients) (CPU);
-* ``torch.ops.fastreweight.fbr_weighted_ce_prototype(logits, xs, ..., loss_eps)`` -> (loss, scores, new
-  batch weights, coefficients, softmax of the logits): the above with the stateful step's loss
-  ``Σ coef_i·CE(logits_i, y_i)``, differentiable in ``logits`` (its backward is
-  ``fbr_weighted_ce_backward(grad, probs, coef, y)``) (CPU);
 * ``torch.ops.fastreweight.threshold_weights(scores)``: the published per-batch weight rule (CPU);
 * ``torch.ops.fastreweight.loo_auroc(coords, scales, y, num_classes, center, shift, alpha)``: the
   leave-one-out criterion of ``whiten="auto"`` for K candidate scalings of the clean rows (CPU);
@@ -66,13 +62,6 @@ CUDA_CFLAGS = [
 
 _lock = threading.RLock()
 _state: dict[str, str | None] = {}
-_loaded_from: dict[str, str] = {}  # module -> "prebuilt" | "jit": how its library was loaded
-
-
-def loaded_prebuilt(module: str) -> bool:
-    """Whether ``module``'s library was loaded from the setup.py build (so that importing it as a Python
-    module reuses the library already loaded; a just-in-time build is another library, never both)."""
-    return _loaded_from.get(module) == "prebuilt"
 
 
 def _jit_disabled() -> bool:
@@ -113,7 +102,6 @@ def _load_prebuilt(module: str) -> None:
 def _load(name: str, module: str, sources, cuda: bool) -> str | None:
     try:
         _load_prebuilt(module)
-        _loaded_from[module] = "prebuilt"
         return None
     except (ImportError, OSError) as exc:
         prebuilt_error = f"{type(exc).__name__}: {exc}"
@@ -121,7 +109,6 @@ def _load(name: str, module: str, sources, cuda: bool) -> str | None:
         return f"no prebuilt {module} ({prebuilt_error}) and FASTREWEIGHT_NO_JIT is set"
     try:
         _jit_build(name, sources, cuda)
-        _loaded_from[module] = "jit"
         return None
     except Exception as exc:  # no compiler, failed build, ...
         msg = str(exc).strip().splitlines()
@@ -222,19 +209,6 @@ def _register_fakes() -> None:
         x0 = xs[0]
         return (x0.new_empty((x0.shape[0],), dtype=_acc_dtype(x0.dtype)), weights.new_empty((idx.shape[0],)),
                 weights.new_empty((idx.shape[0],)))
-
-    @torch.library.register_fake("fastreweight::fbr_weighted_ce_prototype")
-    def _fbr_weighted_ce_prototype_fake(logits, xs, mus, es, protos, class_weight, cosine, y, shift, alpha, weights,
-                                        idx, lr, normalize_update, eps, loss_eps):
-        check_devices("fbr_weighted_ce_prototype", xs, protos, mus, es, [], protos[0], class_weight, y)
-        x0 = xs[0]
-        B = x0.shape[0]
-        return (logits.new_empty(()), x0.new_empty((B,), dtype=_acc_dtype(x0.dtype)), weights.new_empty((B,)),
-                logits.new_empty((B,)), logits.new_empty((B, logits.shape[1])))
-
-    @torch.library.register_fake("fastreweight::fbr_weighted_ce_backward")
-    def _fbr_weighted_ce_backward_fake(grad, probs, coef, y):
-        return probs.new_empty(probs.shape)
 
     @torch.library.register_fake("fastreweight::threshold_weights")
     def _threshold_weights_fake(scores):

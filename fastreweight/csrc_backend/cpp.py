@@ -16,12 +16,10 @@ by ``weights.threshold_weights`` for float32/float64 CPU scores when the extensi
 """
 from __future__ import annotations
 
-import importlib
-
 import torch
 
 from .. import reference
-from . import load_cpu, loaded_prebuilt, problem_args
+from . import load_cpu, problem_args
 
 # the prototype strategy is one op per call here (see plan.make_plan's launch-cost rule)
 FUSED_PROTOTYPE = True
@@ -104,49 +102,6 @@ def prepare_fbr_reweight(problem, strategy):
     def run(xs, es, y, shift, alpha, weights, idx, lr, normalize_update, eps, loss_eps):
         return op(xs, mus, es or [], protos, cw, cosine, y, shift, alpha, weights, idx, lr, normalize_update, eps,
                   loss_eps)
-    return run
-
-
-def direct_entry(name: str):
-    """The extension module's direct Python entry for the op ``fastreweight::<name>`` — the same call
-    through the dispatcher, its arguments parsed in C (``csrc/fbr_cpu.cpp``: a few microseconds less
-    per call than ``torch.ops``, whose schema-driven conversion of many arguments a small model's
-    training step notices) — or ``None`` where the library was loaded without its Python module
-    (a just-in-time build) or has no such entry.  Positional arguments only."""
-    if not _USE_DIRECT_ENTRIES:
-        return None
-    if name in _direct_entries:
-        return _direct_entries[name]
-    if load_cpu() is not None:
-        return None
-    module = None
-    if loaded_prebuilt("fastreweight._C_cpu"):  # a just-in-time build has no Python module to import
-        try:
-            module = importlib.import_module("fastreweight._C_cpu")
-        except ImportError:
-            module = None
-    _direct_entries[name] = getattr(module, name, None)
-    return _direct_entries[name]
-
-
-_direct_entries: dict = {}  # looked up once (every refresh of a CleanScorer prepares its runners anew)
-_USE_DIRECT_ENTRIES = True  # benchmarks/bench_step_paths.py times the torch.ops call against it
-
-
-def prepare_fbr_weighted_ce(problem, strategy):
-    """A function ``(logits, xs, es, y, shift, alpha, weights, idx, lr, normalize_update, eps, loss_eps)
-    -> (loss, d, w, coef, probs)``: ``prepare_fbr_reweight``'s op with the stateful step's weighted
-    cross-entropy loss, differentiable in ``logits`` (prototype strategy; ``None`` otherwise).  It
-    calls the op through its direct entry where there is one (``direct_entry``), else ``torch.ops``."""
-    if strategy != "prototype":
-        return None
-    mus, cw, cosine = _clean_side(problem)
-    protos = reference._clean_prototypes(problem)
-    op = direct_entry("fbr_weighted_ce_prototype") or torch.ops.fastreweight.fbr_weighted_ce_prototype.default
-
-    def run(logits, xs, es, y, shift, alpha, weights, idx, lr, normalize_update, eps, loss_eps):
-        return op(logits, xs, mus, es or [], protos, cw, cosine, y, shift, alpha, weights, idx, lr, normalize_update,
-                  eps, loss_eps)
     return run
 
 
