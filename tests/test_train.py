@@ -199,15 +199,13 @@ def test_feature_hook_is_removed_after_training_and_after_an_error():
 def test_split_forward_changes_no_number(monkeypatch, kw):
     """The features from ``features_and_logits`` and from a hook on the head are the same tensors: the
     weights and parameters after training are identical either way."""
-    import fastreweight.train as T
-
     d = _tiny(n=300, rate=0.4, noise="pair", clean_size=30)
 
     def run():
         return _fbr_weights_and_params(d, **kw)
 
     split = run()
-    monkeypatch.setattr(T.capture, "split_forward", lambda model: None)
+    monkeypatch.setattr(capture, "split_forward", lambda model: None)
     hooked = run()
     assert not torch.equal(split[0], torch.full_like(split[0], split[0][0]))
     assert torch.equal(split[0], hooked[0]) and torch.equal(split[1], hooked[1])
@@ -514,7 +512,7 @@ def test_feature_whiten_in_the_paper_recipe():
 def test_feature_whiten_every_refits_every_kth_refresh(monkeypatch, recipe_kw, every):
     """``feature_whiten_every=k``: a new fit (``shrunk_class_means``) at refreshes 0, k, 2k, ...; at the
     others the last fit's ``refold`` of the new features — whose rows are what the scorer gets."""
-    import fastreweight.train as T
+    import fastreweight.training.methods.fbr as T
     from fastreweight.whiten import ShrunkMeans
 
     fits, refolds, handed = [], [], []

@@ -1,0 +1,232 @@
+"""The training loop over the user's data pipeline (see ``Trainer``)."""
+from __future__ import annotations
+
+import os
+import time
+
+import torch
+import torch.nn as nn
+
+from .batches import unpack_batch
+from .checkpoint import FORMAT, VERSION, load_checkpoint, save_checkpoint
+from .clean import CleanSet
+from .methods.base import Method, RunContext
+from .parallel import SingleProcess
+from .precision import Precision
+from .records import TrainResult, WeightLog, accuracy, to_device
+from .rng import find_generators, rng_state, set_rng_state
+
+__all__ = ["Trainer"]
+
+
+def _param_dtype(model: nn.Module) -> torch.dtype:
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
+class Trainer:
+    """Trains ``model`` with ``method`` over any loader of ``(x, y, idx)`` batches.
+
+    ``clean``: a ``CleanSet`` (or ``(x, y)`` tensors) — the trusted subset, with its ``passes`` per
+    epoch (ordinary training before the epoch's reweighted steps, for every method).  ``scheduler``:
+    stepped once per epoch.  ``precision`` (``Precision``) and ``parallel`` (``SingleProcess`` or
+    ``Distributed``) say how the steps run.  ``callbacks``: called after every optimiser step with a
+    dict (``phase`` "clean" or "train", ``epoch``, ``step``, ``idx``, ``weights``, ``sample_weights``,
+    ``model``).  ``check_values=True`` adds the scoring calls' data-dependent checks (one host
+    synchronisation each).  ``progress``: a tqdm bar per run (a string names it).
+
+    ``fit(loader, epochs)`` returns a ``TrainResult``; ``state_dict()`` / ``save(path)`` and
+    ``fit(..., resume=path)`` checkpoint and resume a run (bit-identical on the CPU).
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, method: Method, clean, *,
+                 scheduler=None, precision: Precision | None = None, parallel: SingleProcess | None = None,
+                 callbacks=(), device=None, check_values: bool = False, progress: bool | str = False) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        if not isinstance(method, Method):
+            raise TypeError(f"method must be a fastreweight.training method (ERM(), FBR(), ...), got {type(method).__name__}")
+        self.clean = clean if isinstance(clean, CleanSet) else CleanSet(*clean)
+        self.method, self.optimizer, self.scheduler = method, optimizer, scheduler
+        self.precision = precision if precision is not None else Precision()
+        self.parallel = parallel if parallel is not None else SingleProcess()
+        self.callbacks = list(callbacks)
+        self.check_values, self.progress = check_values, progress
+        self.parallel.setup()
+        plain = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+        self.device = torch.device(device) if device is not None else next(
+            (p.device for p in plain.parameters()), torch.device("cpu"))
+        plain.to(self.device)
+        self.net, self.model = self.parallel.wrap(model, self.device)
+        self.dtype = _param_dtype(self.model)
+        self.precision.setup(self.device)
+        self.epoch, self.step, self.num_classes = 0, 0, None
+        self.history = {"test_acc": [], "clean_weight": [], "noisy_weight": [], "epoch_seconds": []}
+
+    # -- setup ----------------------------------------------------------------------------------
+    def _attach(self, loader, epochs: int, num_samples: int | None) -> None:
+        if num_samples is None:
+            if not hasattr(getattr(loader, "dataset", None), "__len__"):
+                raise ValueError("num_samples is required when the loader has no sized .dataset")
+            num_samples = len(loader.dataset)
+        clean = self.clean.to(self.device, self.dtype)
+        present = int(clean.y.max()) + 1
+        self.num_samples = num_samples
+        self.ctx = RunContext(model=self.model, net=self.net, optimizer=self.optimizer, clean=clean,
+                              num_samples=num_samples, num_classes=self.num_classes or present, epochs=epochs,
+                              device=self.device, dtype=self.dtype, precision=self.precision, parallel=self.parallel,
+                              clean_batch_size=clean.batch_size, eval_batch_size=clean.feature_batch_size,
+                              check_values=self.check_values)
+        self.method.attach(self.ctx)
+        self._generators = find_generators(loader, self.clean)
+
+    # -- the loop -------------------------------------------------------------------------------
+    def fit(self, loader, epochs: int, *, num_classes: int | None = None, eval_loader=None, true_labels=None,
+            num_samples: int | None = None, checkpoint_dir: str | None = None, checkpoint_every: int = 1,
+            resume: str | None = None) -> TrainResult:
+        """Train for ``epochs`` epochs (in all, counting those of a resumed checkpoint).
+
+        ``num_classes`` defaults to the clean labels' ``max + 1``.  ``eval_loader``: ``(x, y[, idx])``
+        batches whose accuracy is recorded after every epoch.  ``true_labels`` (N, optional): the
+        training set's true labels, for the clean / mislabelled mean-weight records only.
+        ``checkpoint_dir``: a checkpoint ``epoch-XXXX.pt`` after every ``checkpoint_every`` epochs
+        (never over an existing file).  ``resume``: a checkpoint file to continue from."""
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+            raise ValueError(f"epochs must be an int >= 0, got {epochs!r}")
+        if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be an int >= 1, got {checkpoint_every!r}")
+        self.num_classes = num_classes
+        self._attach(loader, epochs, num_samples)
+        self.log = WeightLog(self._true_labels(true_labels))
+        if resume is not None:
+            self.load_state_dict(load_checkpoint(resume), epochs=epochs)
+        bar = self._progress_bar(epochs)
+        try:
+            for epoch in range(self.epoch, epochs):
+                self._run_epoch(loader, epoch)
+                self.history["test_acc"].append(accuracy(self.model, eval_loader, self.device, self.dtype)
+                                                if eval_loader is not None else float("nan"))
+                self.epoch = epoch + 1
+                if bar is not None:
+                    self._update_bar(bar)
+                if checkpoint_dir is not None and self.epoch % checkpoint_every == 0:
+                    self.save(os.path.join(checkpoint_dir, f"epoch-{self.epoch:04d}.pt"))
+        finally:
+            self.method.close()
+            if bar is not None:
+                bar.close()
+        return self.result()
+
+    def _run_epoch(self, loader, epoch: int) -> None:
+        t0 = time.perf_counter()
+        method = self.method
+        for m in method.models():
+            m.train()
+        for _ in range(self.ctx.clean.passes):
+            self._clean_pass(epoch)
+        method.begin_epoch(epoch)
+        sampler = getattr(loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):  # DistributedSampler: a new shuffle per epoch
+            sampler.set_epoch(epoch)
+        for batch in loader:
+            x, y, idx = unpack_batch(batch)
+            x, y, idx = to_device(x, self.device, self.dtype), y.to(self.device), idx.to(self.device)
+            loss, w = method.loss(x, y, idx)
+            self.precision.backward_step(loss, method.optimizers())
+            self.step += 1
+            self.log.add(idx, y, w)
+            if self.callbacks:
+                self._emit("train", epoch, idx, torch.ones(len(idx), device=self.device) if w is None else w)
+        method.end_epoch(epoch)
+        if self.scheduler is not None:
+            self.scheduler.step()
+        if self.device.type == "cuda":  # the epoch's kernels are queued asynchronously: wait once per epoch
+            torch.cuda.synchronize(self.device)
+        self.history["epoch_seconds"].append(time.perf_counter() - t0)
+        self._record_weights()
+
+    def _clean_pass(self, epoch: int) -> None:
+        clean, method = self.ctx.clean, self.method
+        for m in method.models():
+            m.train()
+        for x, y, idx in clean.passes_loader(self.parallel):
+            self.precision.backward_step(method.clean_loss(x, y), method.optimizers())
+            self.step += 1
+            if self.callbacks:
+                self._emit("clean", epoch, idx, None)
+
+    def _record_weights(self) -> None:
+        sums = self.log.step_sums()
+        if sums is None:
+            return
+        sums = self.parallel.all_reduce(sums)  # one all-reduce per epoch: the global batches' sums
+        means = torch.stack([sums[:, 0] / sums[:, 1], sums[:, 2] / sums[:, 3]], 1).float()
+        for mc, mn in means.tolist():  # one read-back per epoch
+            self.history["clean_weight"].append(mc)
+            self.history["noisy_weight"].append(mn)
+
+    def _emit(self, phase, epoch, idx, w) -> None:
+        event = {"phase": phase, "epoch": epoch, "step": self.step, "idx": idx, "weights": w,
+                 "sample_weights": self.method.sample_weights, "model": self.model}
+        for cb in self.callbacks:
+            cb(event)
+
+    def _true_labels(self, true_labels):
+        if true_labels is None:
+            return None
+        t = torch.as_tensor(true_labels)
+        if t.dim() != 1 or t.shape[0] != self.num_samples or t.dtype.is_floating_point:
+            raise ValueError(f"true_labels must be {self.num_samples} integer labels (one per training sample), got "
+                             f"{t.dtype} {tuple(t.shape)}")
+        return t.to(self.device, torch.int64)
+
+    def _progress_bar(self, epochs):
+        if not self.progress:
+            return None
+        from tqdm.auto import tqdm
+
+        desc = self.progress if isinstance(self.progress, str) else self.method.name
+        return tqdm(total=epochs, initial=self.epoch, desc=desc, leave=False)
+
+    def _update_bar(self, bar) -> None:
+        h = self.history
+        last = lambda k: h[k][-1] if h[k] else float("nan")  # noqa: E731
+        bar.set_postfix(acc=f"{last('test_acc'):.3f}", w_clean=f"{last('clean_weight'):.2f}",
+                        w_noisy=f"{last('noisy_weight'):.2f}")
+        bar.update(1)
+
+    # -- results and checkpoints ----------------------------------------------------------------
+    def result(self) -> TrainResult:
+        h, m = self.history, self.method
+        finite = [a for a in h["test_acc"] if a == a]
+        w = m.sample_weights
+        return TrainResult(
+            method=m.name, test_acc=list(h["test_acc"]), best_acc=max(finite) if finite else float("nan"),
+            last_acc=h["test_acc"][-1] if h["test_acc"] else float("nan"), clean_weight=list(h["clean_weight"]),
+            noisy_weight=list(h["noisy_weight"]), epoch_seconds=list(h["epoch_seconds"]),
+            config={"method": m.name, **m.options(), **m.summary(), "clean_passes": self.ctx.clean.passes},
+            reweight_start_epoch=m.reweight_start_epoch, probe=list(getattr(getattr(m, "warmup", None), "probes", [])),
+            final_weights=None if w is None else w.detach().cpu())
+
+    def state_dict(self) -> dict:
+        """Everything a resumed run needs, as tensors and plain values."""
+        return {
+            "format": FORMAT, "version": VERSION, "epoch": self.epoch, "step": self.step,
+            "method": self.method.name, "num_samples": self.num_samples, "world": self.parallel.world,
+            "model": self.model.state_dict(),
+            "optimizers": [opt.state_dict() for opt in self.method.optimizers()],
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "method_state": self.method.state_dict(), "precision": self.precision.state_dict(),
+            "rng": rng_state(self._generators), "history": {k: list(v) for k, v in self.history.items()},
+        }
+
+    def save(self, path: str) -> str:
+        """Write ``state_dict()`` to ``path`` (which must not exist)."""
+        return save_checkpoint(self.state_dict(), path)
+
+    def load_state_dict(self, state: dict, *, epochs: int | None = None) -> None:
+        """Restore a run from ``state_dict()``; a checkpoint of another run raises ``ValueError``."""
+        from .resume import restore
+
+        restore(self, state, epochs)
