@@ -34,12 +34,8 @@ Cost: one extra streamed pass over the N rows for μ and Σ (N·d² multiply-add
 rows, summed in float64), one
 symmetric eigendecomposition of a d×d matrix, and N·d² more for the transform when scoring.  Extra
 memory: about 4·d²·8 bytes (Σ, its eigenvectors, the float32 transform and workspace), and for
-``"auto"`` the criterion's temporaries.  On the CPU the criterion is the C++ op
-``fastreweight::loo_auroc`` (``criterion_backend``): one call for all candidates, about four float64
-arrays of M·max(d, C) elements per candidate (candidates run in parallel only while that is below
-2^20 elements, so the bound above holds for any thread count), the AUROC by sorting the negatives.  Elsewhere (or without the extension) it is the
-batched torch code below, at most about eight float64 arrays of ``max(2^20, M·max(d, C))`` elements
-(candidates are batched only below that size); the two agree to rounding (tests).
+``"auto"`` the criterion's temporaries: at most about eight float64 arrays of ``max(2^20, M·max(d, C))``
+elements (candidates are batched only below that size).
 """
 from __future__ import annotations
 
@@ -48,7 +44,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from . import backends
 from . import validate as V
 
 
@@ -251,41 +246,10 @@ def loo_auroc(z: torch.Tensor, y: torch.Tensor, num_classes: int, *, center: str
 _BATCH_ELEMS = 1 << 20
 
 
-def criterion_backend(device: torch.device) -> str:
-    """Which implementation ``whiten="auto"`` scores its candidates with on ``device``: ``"cpp"`` (the
-    C++ op ``fastreweight::loo_auroc``, one call for every candidate, CPU) where the extension is
-    available, else ``"reference"`` (the batched torch code of this module, any device)."""
-    if device.type == "cpu" and backends.unavailable_reason("cpp", device) is None:
-        return "cpp"
-    return "reference"
-
-
-def _resolve_backend(backend: str, device: torch.device) -> str:
-    """``"cpp"`` or ``"reference"`` for a whitening op's ``backend`` argument on ``device``: ``"auto"``
-    is ``criterion_backend``'s choice; an explicitly requested ``"cpp"`` that is unavailable raises."""
-    V.check_option("backend", backend, ("auto", "cpp", "reference"))
-    if backend == "auto":
-        return criterion_backend(device)
-    if backend == "cpp":
-        reason = backends.unavailable_reason("cpp", device)
-        if reason is not None:
-            raise RuntimeError(f"backend='cpp' was requested but is unavailable: {reason}")
-    return backend
-
-
-def _scaled_criterion(coords: torch.Tensor, scales: torch.Tensor, y: torch.Tensor, num_classes: int, kw: dict,
-                      backend: str = "auto") -> list:
-    """``loo_auroc`` of ``coords · diag(scales[k])`` for every row k of ``scales`` (K×d).
-
-    ``backend="auto"``: ``criterion_backend``'s choice.  The C++ op forms nothing of size K×M×d (one
-    candidate at a time, O(M·d + M·C) memory each); the reference batches candidates while the
-    working set is small and goes candidate by candidate otherwise (bounded memory)."""
-    if backend == "auto":
-        backend = criterion_backend(coords.device)
-    if backend == "cpp":
-        return backends.load("cpp").loo_auroc(
-            coords.to(torch.float64), scales.to(torch.float64), y.to(torch.int64), num_classes,
-            kw["center"] == "clean", kw["shift"], kw["alpha"]).tolist()
+def _scaled_criterion(coords: torch.Tensor, scales: torch.Tensor, y: torch.Tensor, num_classes: int,
+                      kw: dict) -> list:
+    """``loo_auroc`` of ``coords · diag(scales[k])`` for every row k of ``scales`` (K×d): the candidates
+    batched while the working set is small, one by one otherwise (bounded memory)."""
     K, (M, d) = scales.shape[0], coords.shape
     if K * M * max(d, num_classes) <= _BATCH_ELEMS:
         return loo_auroc(coords[None] * scales[:, None, :], y, num_classes, **kw)
@@ -365,19 +329,12 @@ class ShrunkMeans:
     basis: torch.Tensor | None = None  # d×r float64, orthonormal columns (the clean rows' span)
     shrink: torch.Tensor | None = None  # r float64, λ/(λ + t·λ₁)
 
-    def refold(self, clean_features: torch.Tensor, clean_labels: torch.Tensor, num_classes: int, *,
-               backend: str = "auto") -> "ShrunkMeans":
+    def refold(self, clean_features: torch.Tensor, clean_labels: torch.Tensor, num_classes: int) -> "ShrunkMeans":
         """The class means of new clean features shrunk by this fold (the spectrum and strength fitted
         earlier, not refitted): for a training loop that refits the whitening every few refreshes of
         its clean features (``train(feature_whiten_every=k)``).  The same labels' classes must be
         present (the result keeps ``labels``); O(M·d + P·d·r), no eigendecomposition, no criterion.
-        With the features the fold was fitted on it gives ``rows`` back (to rounding).
-
-        ``backend``: ``"cpp"`` runs it after the argument checks as the one C++ op
-        ``fastreweight::refold_class_means`` (CPU; the torch code's arithmetic in its order — one pass
-        for the class means, the fold's two products through ATen — so the same numbers, for a fraction
-        of the dispatch cost), ``"reference"`` the torch code below (any device), ``"auto"`` the C++ op
-        where the extension serves the features' device."""
+        With the features the fold was fitted on it gives ``rows`` back (to rounding)."""
         V.check_float_matrix("clean_features", clean_features)
         V.check_label_vector("clean_labels", clean_labels, clean_features.shape[0])
         V.check_same_device({"clean_features": clean_features, "clean_labels": clean_labels, "rows": self.rows})
@@ -388,19 +345,11 @@ class ShrunkMeans:
             raise TypeError("num_classes must be a positive int, got None")
         if clean_features.shape[0] == 0:
             raise ValueError("clean_features is empty: the clean subset needs at least one row")
-        backend = _resolve_backend(backend, clean_features.device)
-        if backend == "cpp":
-            d = clean_features.shape[1]
-            basis = self.basis if self.basis is not None else clean_features.new_empty((d, 0), dtype=torch.float64)
-            shrink = self.shrink if self.shrink is not None else clean_features.new_empty((0,), dtype=torch.float64)
-            rows, present = backends.load("cpp").refold_class_means(clean_features, clean_labels.to(torch.int64),
-                                                                   num_classes, basis, shrink)
-        else:
-            means, present = class_means(clean_features, clean_labels, num_classes)
-            if self.basis is not None:
-                cen = means.mean(dim=0)
-                means = means - (((means - cen) @ self.basis) * self.shrink) @ self.basis.T
-            rows = means.to(clean_features.dtype)
+        means, present = class_means(clean_features, clean_labels, num_classes)
+        if self.basis is not None:
+            cen = means.mean(dim=0)
+            means = means - (((means - cen) @ self.basis) * self.shrink) @ self.basis.T
+        rows = means.to(clean_features.dtype)
         if present.shape != self.labels.shape:
             raise ValueError(f"clean_labels must hold the {self.labels.shape[0]} classes the fold was fitted on, "
                              f"got {present.shape[0]}")
@@ -417,7 +366,6 @@ def shrunk_class_means(
     shift: str = "max",
     alpha: float = 0.0,
     check_values: bool = True,
-    backend: str = "auto",
 ) -> ShrunkMeans:
     """Whitening by the clean rows' own covariance, folded into their class means.
 
@@ -437,13 +385,7 @@ def shrunk_class_means(
     scale: ``t → ∞`` gives back the plain class means.  So a training loop that scores every batch
     against cached clean features pays for the whitening once per refresh — the batch side is
     untouched.  ``whiten="auto"`` picks ``t`` (or the plain means) by the leave-one-out criterion of
-    the module doc, computed in the r coordinates of the clean rows' span.
-
-    ``backend``: ``"cpp"`` runs everything after the argument checks as the one C++ op
-    ``fastreweight::shrunk_class_means`` (CPU; the torch code's arithmetic in the same order — ATen
-    kernels, the class means in one pass — so the same numbers, without the dispatch cost of ~40 small
-    tensor ops: a training loop pays it once per refresh), ``"reference"`` the torch code below (any device), ``"auto"`` ``criterion_backend``'s
-    choice for the features' device."""
+    the module doc, computed in the r coordinates of the clean rows' span."""
     V.check_float_matrix("clean_features", clean_features)
     V.check_label_vector("clean_labels", clean_labels, clean_features.shape[0])
     V.check_same_device({"clean_features": clean_features, "clean_labels": clean_labels})
@@ -456,25 +398,11 @@ def shrunk_class_means(
     alpha = V.check_alpha(alpha)
     if clean_features.shape[0] == 0:
         raise ValueError("clean_features is empty: the clean subset needs at least one row")
-    backend = _resolve_backend(backend, clean_features.device)
     if check_values:
         vc = V.ValueChecks()
         vc.finite("clean_features", clean_features)
         vc.labels_in_range("clean_labels", clean_labels, num_classes)
         vc.run()
-    if backend == "cpp":
-        choose = whiten == "auto"
-        rows, present, aucs, chosen, basis, shrink = backends.load("cpp").shrunk_class_means(
-            clean_features, clean_labels.to(torch.int64), num_classes, AUTO_STRENGTHS if choose else (whiten,),
-            choose, shift, alpha)
-        criterion: dict = {}
-        if aucs.shape[0]:
-            aucs = aucs.tolist()
-            _pick(criterion, aucs[0], AUTO_STRENGTHS, aucs[1:])  # the labelled criterion (same rule as the op's)
-        k = int(chosen)
-        strength = None if k < 0 else (AUTO_STRENGTHS[k] if choose else float(whiten))
-        fold = dict(basis=basis, shrink=shrink) if k >= 0 else {}
-        return ShrunkMeans(rows=rows, labels=present, strength=strength, criterion=criterion, **fold)
     z = clean_features.detach().to(torch.float64)
     y = clean_labels.to(torch.int64)
     M = z.shape[0]
@@ -502,7 +430,7 @@ def shrunk_class_means(
         # with center="clean" the plain features are the unscaled coordinates (a rotation and a
         # translation of the rows): every candidate in one batched call, the plain one first
         scales = torch.stack([torch.ones_like(lam)] + [(lam + t * lam[0]).rsqrt() for t in AUTO_STRENGTHS])
-        aucs = _scaled_criterion(coords, scales, y, num_classes, kw, backend=backend)
+        aucs = _scaled_criterion(coords, scales, y, num_classes, kw)
         best_t = _pick(criterion, aucs[0], AUTO_STRENGTHS, aucs[1:])
     else:
         best_t = float(whiten)

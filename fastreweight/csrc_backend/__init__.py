@@ -14,13 +14,6 @@ The ops live in the namespace ``fastreweight::`` (see ``csrc/fbr_common.h`` for 
   the prototype scores, the Reweighter update and the loss coefficients ``w / max(Σw, loss_eps)`` in
   one op, returning (scores, new batch weights, coefficients) (CPU);
 * ``torch.ops.fastreweight.threshold_weights(scores)``: the published per-batch weight rule (CPU);
-* ``torch.ops.fastreweight.loo_auroc(coords, scales, y, num_classes, center, shift, alpha)``: the
-  leave-one-out criterion of ``whiten="auto"`` for K candidate scalings of the clean rows (CPU);
-* ``torch.ops.fastreweight.shrunk_class_means(features, labels, num_classes, strengths, choose, shift,
-  alpha)`` -> (rows, present classes, criterion, chosen index, basis, shrink): ``whiten.shrunk_class_means``
-  after its argument checks, in one call (CPU);
-* ``torch.ops.fastreweight.refold_class_means(features, labels, num_classes, basis, shrink)`` -> (rows,
-  present classes): ``whiten.ShrunkMeans.refold`` after its argument checks, in one call (CPU);
 * ``torch.ops.fastreweight._set_poison_outputs(enable)`` -> previous setting (test hook: outputs are
   filled with NaN before the kernel writes them).
 
@@ -213,25 +206,6 @@ def _register_fakes() -> None:
     @torch.library.register_fake("fastreweight::threshold_weights")
     def _threshold_weights_fake(scores):
         return scores.new_empty(scores.shape)
-
-    @torch.library.register_fake("fastreweight::loo_auroc")
-    def _loo_auroc_fake(coords, scales, y, num_classes, center, shift, alpha):
-        return coords.new_empty((scales.shape[0],), dtype=torch.float64)
-
-    @torch.library.register_fake("fastreweight::shrunk_class_means")
-    def _shrunk_class_means_fake(features, labels, num_classes, strengths, choose, shift, alpha):
-        ctx = torch.library.get_ctx()
-        present = ctx.new_dynamic_size()  # the classes present in labels
-        rank = ctx.new_dynamic_size()  # the kept eigenvectors (0: the plain means were chosen)
-        return (features.new_empty((present, features.shape[1])), labels.new_empty((present,)),
-                features.new_empty((len(strengths) + 1 if choose else 0,), dtype=torch.float64),
-                labels.new_empty(()), features.new_empty((features.shape[1], rank), dtype=torch.float64),
-                features.new_empty((rank,), dtype=torch.float64))
-
-    @torch.library.register_fake("fastreweight::refold_class_means")
-    def _refold_class_means_fake(features, labels, num_classes, basis, shrink):
-        present = torch.library.get_ctx().new_dynamic_size()  # the classes present in labels
-        return features.new_empty((present, features.shape[1])), labels.new_empty((present,))
 
     _fakes_registered = True
 

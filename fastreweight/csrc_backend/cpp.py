@@ -111,21 +111,3 @@ def reweighter_step(weights, idx, scores, lr, normalize_update, eps) -> torch.Te
 
 def threshold_weights(scores) -> torch.Tensor:
     return torch.ops.fastreweight.threshold_weights(scores)
-
-
-def loo_auroc(coords, scales, y, num_classes, center, shift, alpha) -> torch.Tensor:
-    """The leave-one-out criterion of ``whiten="auto"`` for every candidate (row of ``scales``), K float64."""
-    return torch.ops.fastreweight.loo_auroc(coords, scales, y, int(num_classes), bool(center), shift, float(alpha))
-
-
-def shrunk_class_means(features, labels, num_classes, strengths, choose, shift, alpha):
-    """``whiten.shrunk_class_means`` after its argument checks, one op: (rows, present classes, criterion
-    (plain first, then each strength; empty unless ``choose``), index of the chosen strength or -1,
-    the fold's basis d×r and shrink factors r, float64, r = 0 for the plain means)."""
-    return torch.ops.fastreweight.shrunk_class_means(features, labels, int(num_classes), [float(t) for t in strengths],
-                                                     bool(choose), shift, float(alpha))
-
-
-def refold_class_means(features, labels, num_classes, basis, shrink):
-    """``whiten.ShrunkMeans.refold`` after its argument checks, one op: (rows, present classes)."""
-    return torch.ops.fastreweight.refold_class_means(features, labels, int(num_classes), basis, shrink)
