@@ -1,9 +1,12 @@
-"""Render the committed result files into README tables and PNG plots — never typed by hand.
+"""Render the committed result files into docs/results.md, docs/headline.md and PNG plots — never typed by hand.
 
-    python benchmarks/render.py            # rewrites README.md's generated sections, writes PNGs
+    python benchmarks/render.py              # writes docs/results.md, docs/headline.md and the PNGs
+    python benchmarks/render.py --no-plots   # the markdown only
 
-Each README section lives between ``<!-- generated:NAME -->`` and ``<!-- /generated:NAME -->`` and
-names the file it came from.  A section whose result file is missing is left as it is.
+Every table names the file it came from and the commit and date recorded in that file.  A table whose
+result file is missing is left out.  The output depends on the result files only (no clock, no
+environment), so running it twice gives the same files.  README.md is not touched: its headline table
+is docs/headline.md, pasted by hand.
 """
 from __future__ import annotations
 
@@ -15,7 +18,8 @@ from collections import defaultdict
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
-README = os.path.join(HERE, "..", "README.md")
+ROOT = os.path.normpath(os.path.join(HERE, ".."))
+DOCS = os.path.join(ROOT, "docs")
 
 
 def _jsonl(name):
@@ -195,14 +199,14 @@ def _accuracy_by_cell(recs, source, note):
     return "\n".join(lines)
 
 
-_SAME_TIME = "time ratio as in the tables above."
+_SAME_TIME = "time ratio as in the variants table."
 _ACC = "test accuracy after the last epoch, mean ± std over seeds"
 
 #: README sections rendered by ``_accuracy_by_cell``: section -> (results file, what the table holds)
 CELL_TABLES = {
     "variants": ("variants.jsonl", f"{_ACC}; time ratio = median over the dataset's cells and seeds of the run's "
                                    "median epoch time over ERM's in the same cell and seed."),
-    "cleanpasses": ("cleanpasses.jsonl", f"{_ACC}; time ratio as in the table above."),
+    "cleanpasses": ("cleanpasses.jsonl", f"{_ACC}; {_SAME_TIME}"),
     "whiten": ("whiten.jsonl", f"{_ACC}; {_SAME_TIME}"),
     "whiten-size": ("whiten-size.jsonl", f"MNIST-5k with M clean samples; {_ACC}; {_SAME_TIME}"),
     "whiten-cnn": ("whiten-cnn.jsonl", f"MNIST-5k, the small CNN of `fastreweight.models`, 20 epochs; {_ACC}; {_SAME_TIME}"),
@@ -464,13 +468,6 @@ def e2e_gpu_table():
     return "\n".join(lines).rstrip()
 
 
-def _replace_section(text, name, body):
-    pat = re.compile(rf"(<!-- generated:{name} -->\n)(.*?)(<!-- /generated:{name} -->)", re.S)
-    if not pat.search(text):
-        return text
-    return pat.sub(lambda m: m.group(1) + body + "\n" + m.group(3), text)
-
-
 def plots():
     try:
         import matplotlib
@@ -539,27 +536,729 @@ def gpu_plots(plt):
         plt.close(fig)
 
 
-SECTIONS = {"cleanlab": cleanlab_table, "score-cpu": score_table,
-            "cleanlab-heldout": lambda: cleanlab_table("cleanlab_comparison_heldout.jsonl"), "micro-cpu": micro_table,
-            "ablation": ablation_table, "e2e-cpu": e2e_table,
-            "e2e-cpu-digits": lambda: e2e_table("e2e_cpu_digits.jsonl", "demo-digits"),
-            "e2e-cpu-repeats": e2e_repeats_table,
-            "e2e-cpu-digits-repeats": lambda: e2e_repeats_table("e2e_cpu_digits_repeats.jsonl", "demo-digits"),
-            "step-paths": step_paths_table,
-            "gpu-targets": gpu_targets_table,
-            "gpu-grid": gpu_grid_table, "e2e-gpu": e2e_gpu_table,
-            **{sec: (lambda name=name, note=note: _cell_table(name, note)) for sec, (name, note) in CELL_TABLES.items()}}
 
 
-def main():
-    text = open(README).read()
-    for name, fn in SECTIONS.items():
+# --------------------------------------------------------------------------------------------------
+# Tables that the README used to state by hand, now computed from the files
+# --------------------------------------------------------------------------------------------------
+
+def _rel(path):
+    return os.path.relpath(path, ROOT).replace(os.sep, "/")
+
+
+def _text(name):
+    path = os.path.join(RESULTS, name)
+    if not os.path.exists(path):
+        return None
+    with open(path) as fh:
+        return fh.read()
+
+
+def _runs_of(recs):
+    """{(date, commit): [records]} in file order: one entry per run of bench_e2e.py."""
+    runs: dict = {}
+    for r in recs:
+        runs.setdefault((r["env"]["date"], r["env"]["commit"]), []).append(r)
+    return runs
+
+
+#: the rows of the full interleaved runs compared across runs: (method name in bench_e2e.py, column title)
+_RUN_COLUMNS = (
+    ("fbr (default: stateful, cache)", "default FBR"),
+    ("fbr feature_whiten=auto (cache)", "`fbr+whiten`"),
+    ("fbr feature_whiten=auto, refit every 5th refresh", "`fbr+whiten/5`"),
+    ("fbr feature_whiten=auto, refit every 10th refresh", "`fbr+whiten/10`"),
+    ("fbr recipe=paper, train features, whitened (a+w)", "(a+w)"),
+    ("fbr recipe=paper (eval forward, 5 clean passes)", "the recipe"),
+    ("fbr recipe=paper, train features", "(a)"),
+    ("erm + 5 clean passes", "ERM + 5 clean passes"),
+)
+
+
+def e2e_runs_table(name="e2e_cpu.jsonl", preset="demo-mnist"):
+    """Every full interleaved run of a bench_e2e.py file with the three ratios (41 rounds or more)."""
+    recs = _jsonl(name)
+    if not recs:
+        return None
+    runs = [(k, rs) for k, rs in _runs_of(recs).items()
+            if "ratio_to_erm_paired" in rs[-1] and rs[-1]["rounds"] >= 41]
+    if not runs:
+        return None
+    cols = [(m, t) for m, t in _RUN_COLUMNS if any(any(r["method"] == m for r in rs) for _, rs in runs)]
+    lines = [
+        f"Source: `benchmarks/results/{name}` (every run of 41 or more interleaved rounds, one row per run: start time "
+        f"and commit as recorded in the file; MLP of `{preset}`, 1 thread); each entry: × ERM as ratio of the medians / "
+        "median of the within-round ratios / ratio of the minima; — where the run had no such row.",
+        "",
+        "| run (start, commit) | epochs per round | ERM ms per step | " + " | ".join(t for _, t in cols) + " |",
+        "| --- | --- | --- |" + " --- |" * len(cols),
+    ]
+    for (date, commit), rs in runs:
+        by = {r["method"]: r for r in rs}
+        cells = [(f"{by[m]['ratio_to_erm']:.2f} / {by[m]['ratio_to_erm_paired']:.2f} / {by[m]['ratio_to_erm_min']:.2f}"
+                  if m in by else "—") for m, _ in cols]
+        lines.append(f"| {date[:10]} {date[11:16]}, {commit} | {rs[-1]['epochs']} | {by['erm']['ms_per_step']:.2f} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _range(vals, fmt="{:.2f}"):
+    lo, hi = fmt.format(min(vals)), fmt.format(max(vals))
+    return lo if lo == hi else f"{lo}–{hi}"
+
+
+def repeats_summary_table(name="e2e_cpu_repeats.jsonl"):
+    """Per commit and FBR row of the repeated runs: the three whole-epoch estimates of every run pooled."""
+    recs = _jsonl(name)
+    if not recs:
+        return None
+    by_commit: dict = {}
+    for (date, commit), rs in _runs_of(recs).items():
+        by_commit.setdefault(commit, []).append({r["method"]: r for r in rs})
+    lines = [
+        f"Source: `benchmarks/results/{name}` (the runs of the table above, pooled by the commit recorded in each): "
+        "for every FBR row, the three whole-epoch estimates × ERM of each run (ratio of the medians, paired, "
+        "minima) together; counts use the unrounded values.",
+        "",
+        "| commit | runs | row | estimates | range | median | at or below 1.10 | at or below 1.15 | step alone × ERM (median) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for commit, runs in by_commit.items():
+        for m, title in _REPEAT_COLUMNS:
+            rs = [run[m] for run in runs if m in run]
+            if not rs:
+                continue
+            est = [v for r in rs for v in (r["ratio_to_erm"], r["ratio_to_erm_paired"], r["ratio_to_erm_min"])]
+            gaps = [r["step_gap_ratio_paired"] for r in rs]
+            lines.append(
+                f"| {commit} | {len(rs)} | {title} | {len(est)} | {_range(est)} | {statistics.median(est):.2f} | "
+                f"{sum(v <= 1.10 for v in est)} of {len(est)} | {sum(v <= 1.15 for v in est)} of {len(est)} | "
+                f"{_range(gaps)} ({statistics.median(gaps):.2f}) |")
+    return "\n".join(lines)
+
+
+def recheck_table(name="variants_recheck.jsonl"):
+    """recheck_variants.py: the accuracies of some variants rows re-run at later commits."""
+    recs = _jsonl(name)
+    if not recs:
+        return None
+    groups: dict = {}
+    for r in recs:
+        groups.setdefault((r["env"]["commit"], r["env"]["date"]), {}).setdefault(r["run"], []).append(r)
+    lines = [
+        f"Source: `benchmarks/results/{name}` (`python benchmarks/recheck_variants.py`: runs of the variants table "
+        "re-run on every cell and seed; the committed accuracies are those of the commit named in each record). "
+        "Change = new minus committed last-epoch accuracy.",
+        "",
+        "| re-run at (commit, date) | run | committed at | runs | identical | largest change of one run | "
+        "largest change of a cell's mean over seeds |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for (commit, date), by_run in groups.items():
+        for run, rs in by_run.items():
+            same = sum(r["new_acc"] == r["committed_acc"] for r in rs)
+            one = max(abs(r["new_acc"] - r["committed_acc"]) for r in rs)
+            cells: dict = {}
+            for r in rs:
+                cells.setdefault((r["dataset"], r["noise"], r["rate"]), []).append(r["new_acc"] - r["committed_acc"])
+            cell = max(abs(statistics.mean(v)) for v in cells.values())
+            committed = ", ".join(sorted({r["committed_commit"] for r in rs}))
+            lines.append(f"| {commit}, {date[:10]} | {run} | {committed} | {len(rs)} | {same} of {len(rs)} | "
+                         f"{one:.4f} | {cell:.4f} |")
+    return "\n".join(lines)
+
+
+def fused_loss_table(name="fused_loss_ab.jsonl"):
+    recs = _jsonl(name)
+    if not recs:
+        return None
+    lines = [
+        f"Source: `benchmarks/results/{name}` (written by `benchmarks/bench_fused_loss.py`, deleted with the op in d17cba4; one row per dataset and run, "
+        "commit and date as recorded; medians of the within-round ratios over the recorded rounds). "
+        "`fused`: the stateful FBR step's loss inside the C++ op (`fbr_weighted_ce_prototype`); `coef`: the op "
+        "returning loss coefficients, then `cross_entropy` and `dot` — what the stateful step does since d17cba4; "
+        "`weighted_loss`: scores and update, then `weighted_loss`; — where a record predates a path.",
+        "",
+        "| dataset (commit, date) | rounds × epochs | ERM ms per epoch | `fused` × `coef` | `coef` × `weighted_loss` | "
+        "`fused` × ERM | `coef` × ERM | `weighted_loss` × ERM |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in recs:
+        f = lambda k: f"{r[k]:.3f}" if k in r else "—"  # noqa: E731
+        lines.append(f"| {r['dataset']} ({r['env']['commit']}, {r['env']['date'][:10]}) | {r['rounds']} × {r['epochs']} | "
+                     f"{r['erm_ms_per_epoch']:.2f} | {f('fused_over_on_paired')} | {f('on_over_off_paired')} | "
+                     f"{f('fused_over_erm_paired')} | {f('on_over_erm_paired')} | {f('off_over_erm_paired')} |")
+    return "\n".join(lines)
+
+
+def criterion_table(name="criterion_cpu.jsonl"):
+    recs = _jsonl(name)
+    if not recs:
+        return None
+    env = recs[-1]["env"]
+    lines = [
+        f"Source: `benchmarks/results/{name}` (written by `benchmarks/bench_criterion.py`, which goes with the op; {env['date'][:10]}, commit "
+        f"{env['commit']}, {env['device_name']}, {recs[-1]['threads']} thread): the leave-one-out criterion of "
+        "`whiten=\"auto\"` as a C++ op against the batched torch code, and the whole whitened class means "
+        "(`shrunk_class_means`, M×256 clean features) with either; M clean rows in r coordinates, C classes.",
+        "",
+        "| M | r | C | candidates | criterion, C++ ms | criterion, torch ms | speed-up | max abs diff | "
+        "class means, C++ ms | class means, torch ms | speed-up |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in recs:
+        a, b = r.get("shrunk_class_means_cpp_ms"), r.get("shrunk_class_means_reference_ms")
+        sm = f"{a:.2f} | {b:.2f} | {b / a:.2f}×" if a and b else "— | — | —"
+        lines.append(f"| {r['M']} | {r['r']} | {r['C']} | {r['candidates']} | {r['cpp_ms']:.2f} | {r['reference_ms']:.2f} | "
+                     f"{r['reference_ms'] / r['cpp_ms']:.2f}× | {r['max_abs_diff']:g} | {sm} |")
+    return "\n".join(lines)
+
+
+_CPP_ROW = re.compile(r"^\s*(\d+)\s+(feature|gradient)\s+(api|op|auto)\s+([\d.]+)\s+\(\s*([\d.]+)\)\s+([\d.]+)\s+\(\s*([\d.]+)\)\s+([\d.]+)x")
+
+
+def cpp_cpu_tables():
+    """benchmarks/results/cpp_cpu_*.txt (bench_cpp_cpu.py output): one table per run in the files, the files'
+    own notes quoted where they stand."""
+    import glob
+
+    files = sorted(glob.glob(os.path.join(RESULTS, "cpp_cpu_*.txt")))
+    if not files:
+        return None
+    out = []
+    for path in files:
+        with open(path) as fh:
+            lines = fh.read().splitlines()
+        out += [f"Source: `{_rel(path)}` (output of `python benchmarks/bench_cpp_cpu.py`, B=256, M=2048, d=512, "
+                "float32; median (min) over the repetitions named in each run's header, ms; speed-up = reference / cpp "
+                "on medians; the run headers record start time and thread count, not the commit). api: "
+                "`fbr_scores(backend='cpp'|'reference', strategy='pairwise')`; op: the scoring op alone; auto: "
+                "`fbr_scores(backend='auto', strategy='auto')` with a recurring clean side (the C++ prototype op), "
+                "against the api reference.", ""]
+        note, in_table = [], False
+
+        def flush_note():
+            nonlocal note
+            if note:
+                out.extend(["> " + n for n in note] + [""])
+                note = []
+
+        for ln in lines:
+            m = _CPP_ROW.match(ln)
+            if ln.startswith("# bench_cpp_cpu"):
+                flush_note()
+                start = ln.split(None, 2)[2].strip()
+            elif ln.startswith("# python"):
+                f = ln[2:].split()
+                meta = dict(zip(f[0::2], f[1::2]))
+                out += [f"Run started {start}, {meta.get('threads', '?')} thread(s):", "",
+                        "| C | kernel | path | cpp ms (min) | reference ms (min) | speed-up |",
+                        "| --- | --- | --- | --- | --- | --- |"]
+                in_table = True
+            elif m:
+                c, k, p, cm, cmin, rm, rmin, sp = m.groups()
+                out.append(f"| {c} | {k} | {p} | {cm} ({cmin}) | {rm} ({rmin}) | {sp}× |")
+            elif ln.startswith("#") and not ln.startswith(("# cpu", "# loadavg", "# median", "# api:")):
+                if in_table:
+                    out.append("")
+                    in_table = False
+                note.append(ln[1:].strip())
+            elif in_table and not ln.startswith("#"):
+                out.append("")
+                in_table = False
+        if in_table:
+            out.append("")
+        flush_note()
+    return "\n".join(out).rstrip()
+
+
+def _verbatim(name, describe):
+    text = _text(name)
+    if text is None:
+        return None
+    return f"Source: `benchmarks/results/{name}` ({describe}), verbatim:\n\n```\n{text.rstrip()}\n```"
+
+
+def demo_section():
+    text = _text("demo_cpu.txt")
+    if text is None:
+        return None
+    first = text.splitlines()[0]
+    rec = first.split("#", 1)[1].strip() if "#" in first else "no header"
+    return _verbatim("demo_cpu.txt", f"`fastreweight demo`; its first line records: {rec}")
+
+
+def digits_example_section():
+    text = _text("digits_example.txt")
+    if text is None:
+        return None
+    hdr = [ln[1:].strip() for ln in text.splitlines() if ln.startswith("#")]
+    date = next((h for h in hdr if h.startswith("date:")), "date: not recorded")
+    return _verbatim("digits_example.txt", f"`python -m fastreweight.examples.digits --seed S`; the file records {date}")
+
+
+# --------------------------------------------------------------------------------------------------
+# GPU session files
+# --------------------------------------------------------------------------------------------------
+
+def _gpu_dirs():
+    import glob
+
+    return sorted(glob.glob(os.path.join(RESULTS, "gpu_*")))
+
+
+def _run_header(run_dir):
+    """The first header record of the run directory's kernel benchmark (its env names the commit)."""
+    import glob
+
+    for path in sorted(glob.glob(os.path.join(run_dir, "gpu_kernels*.jsonl"))):
+        with open(path) as fh:
+            for line in fh:
+                if line.strip():
+                    r = json.loads(line)
+                    if r.get("kind") == "header":
+                        return _rel(path), r
+    return None, None
+
+
+def gpu_env_table():
+    out = []
+    for gdir in _gpu_dirs():
+        env_path = os.path.join(gdir, "run1", "env.txt")
+        if not os.path.exists(env_path):
+            continue
+        with open(env_path) as fh:
+            env = fh.read().splitlines()
+        drv = next((re.search(r"Driver Version: (\S+)", ln).group(1) for ln in env if "Driver Version" in ln), "?")
+        sw = next((ln for ln in env if ln.startswith("python ")), "?")
+        dev = next((ln for ln in env if " SMs " in ln), "?")
+        nvcc = next((ln for ln in env if ln.startswith("Cuda compilation tools")), "?")
+        out += [f"Source: `{_rel(env_path)}` (recorded at the start of the session).", "",
+                "| | |", "| --- | --- |",
+                f"| device | {dev} |", f"| driver | {drv} |", f"| software | {sw} |", f"| nvcc | {nvcc} |", ""]
+        for run in sorted(os.listdir(gdir)):
+            path, h = _run_header(os.path.join(gdir, run))
+            if h:
+                out.append(f"`{run}`: commit {h['env']['commit']}, started {h['env']['date']} (from the header of `{path}`).")
+                out.append("")
+    return "\n".join(out).rstrip() or None
+
+
+_PYTEST = re.compile(r"^=*\s*((?:\d+ (?:failed|passed|skipped|error|errors|xfailed|xpassed|warnings?)(?:, )?)+) in [\d.]+s")
+
+
+def gpu_tests_table():
+    rows = []
+    for gdir in _gpu_dirs():
+        for run in sorted(os.listdir(gdir)):
+            rdir = os.path.join(gdir, run)
+            _, h = _run_header(rdir)
+            commit = h["env"]["commit"] if h else "?"
+            for log in ("pytest_triton.log", "pytest_cuda.log"):
+                path = os.path.join(rdir, log)
+                if os.path.exists(path):
+                    with open(path) as fh:
+                        text = fh.read().splitlines()
+                    summ = next((m.group(1) for ln in reversed(text) if (m := _PYTEST.match(ln.strip()))), "no summary line")
+                    skip = [ln.split("] ", 1)[-1] for ln in text if ln.startswith("SKIPPED")]
+                    rows.append((f"`{_rel(path)}`", commit, "pytest", summ + (f" ({'; '.join(skip)})" if skip else "")))
+            path = os.path.join(rdir, "sanitizer.log")
+            if os.path.exists(path):
+                with open(path) as fh:
+                    text = fh.read().splitlines()
+                tool = None
+                for ln in text:
+                    if ln.startswith("=== compute-sanitizer"):
+                        tool = ln[4:].strip()
+                        res = []
+                    elif tool and ("cases" in ln or "SUMMARY" in ln or "BackendUnavailable: " in ln):
+                        res.append(ln.strip("= ").strip() if "BackendUnavailable: " not in ln else
+                                   "BackendUnavailable: " + ln.split("BackendUnavailable: ", 1)[1])
+                    elif tool and ln.startswith("=== rc="):
+                        rows.append((f"`{_rel(path)}`", commit, tool, "; ".join(res) + f"; exit status {ln[7:]}"))
+                        tool = None
+    if not rows:
+        return None
+    lines = ["Source: the logs named in the first column (commit from the run's kernel-benchmark header).", "",
+             "| log | commit | what | result |", "| --- | --- | --- | --- |"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    return "\n".join(lines)
+
+
+def gpu_floors_table():
+    """Compute and memory floors of the two target shapes from the ceilings measured in the run, next to the
+    measured cuBLAS GEMM of the same FLOPs."""
+    runs = _gpu_runs()
+    if not runs:
+        return None
+    path, header, recs = runs[0]
+    ceil = header["ceilings"]
+    by = _by_shape(recs)
+    lines = [
+        f"Source: `{path}` (ceilings measured in the run: bf16 GEMM {ceil['bf16_gemm_tflops']:.0f} TFLOP/s, copy "
+        f"{ceil['copy_gbs']:.0f} GB/s). Pairwise FLOPs `2·B·M·d`; bytes = both inputs read once (bf16); floors = "
+        "FLOPs / GEMM ceiling and bytes / copy rate; the last column is the cuBLAS GEMM of the same FLOPs timed "
+        "next to each case.",
+        "",
+        "| shape (bf16, feature kernel) | pairwise FLOPs | compute floor, µs | bytes | memory floor, µs | cuBLAS GEMM, same FLOPs, µs |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for k in ((1024, 16384, 512, 100, 0, "bfloat16"), (8192, 65536, 1024, 100, 0, "bfloat16")):
+        if k not in by:
+            continue
+        B, M, d, C = k[:4]
+        flops = 2 * B * M * d
+        nbytes = (B + M) * d * 2
+        gemm = next(iter(by[k].values()))["same_gemm_ms"]
+        fl = f"{flops / 1e12:.2f} TFLOP" if flops >= 1e12 else f"{flops / 1e9:.1f} GFLOP"
+        lines.append(f"| B={B}, M={M}, d={d}, C={C} | {fl} | {flops / ceil['bf16_gemm_tflops'] / 1e6:.0f} | "
+                     f"{nbytes / 1e6:.1f} MB | {nbytes / ceil['copy_gbs'] / 1e3:.0f} | {gemm * 1e3:.0f} |")
+    return "\n".join(lines)
+
+
+def gpu_ratios_table():
+    """Ratios read off the target-shape tables: how much faster the Triton pairwise kernel is than eager and
+    compiled eager, its share of the same-FLOP cuBLAS GEMM, and the CUDA extension and the prototype strategy
+    against it."""
+    runs = _gpu_runs()
+    if not runs:
+        return None
+    lines = ["Ratios of the medians in the tables above (per run; – where the run lacks a column).", "",
+             "| run (commit) | B | M | d | C | k | dtype | eager / Triton pairwise | compiled / Triton pairwise | "
+             "Triton pairwise share of cuBLAS | CUDA pairwise / Triton pairwise | Triton pairwise / Triton prototype |",
+             "| --- " * 12 + "|"]
+    for path, header, recs in runs:
+        by = _by_shape(recs)
+        for k in by:
+            if k[:5] not in ((1024, 16384, 512, 100, 0), (8192, 65536, 1024, 100, 0), (1024, 16384, 512, 100, 10)):
+                continue
+            v = by[k]
+            tp = v.get("triton-pairwise")
+            if tp is None:
+                continue
+            ratio = lambda a, b: f"{a['ms'] / b['ms']:.2f}" if a is not None and b is not None else "–"  # noqa: E731
+            lines.append(f"| `{path.split('/')[-2]}` ({header['env']['commit']}) | " + " | ".join(str(x) for x in k) + " | "
+                         f"{ratio(v.get('eager-reference'), tp)} | {ratio(v.get('compile-reference'), tp)} | "
+                         f"{tp['pct_of_same_gemm']:.0f}% | {ratio(v.get('cuda-pairwise'), tp)} | "
+                         f"{ratio(tp, v.get('triton-prototype'))} |")
+    return "\n".join(lines)
+
+
+def gpu_correctness_table():
+    runs = _gpu_runs()
+    if not runs:
+        return None
+    lines = ["Every timed output is compared with the eager reference (`rel_err_vs_eager`). Largest relative error per "
+             "implementation and input dtype; the Triton pairwise kernel's B = 8192, C = 1000 cases separately.", ""]
+    for path, header, recs in runs:
+        mx: dict = {}
+        bad = []
+        for r in recs:
+            e = r.get("rel_err_vs_eager")
+            if e is None:
+                continue
+            c = r["case"]
+            big = r["impl"] == "triton-pairwise" and c["B"] == 8192 and c["C"] == 1000
+            key = (r["impl"] + (" at B = 8192, C = 1000" if big else ""), c["dtype"])
+            mx[key] = max(mx.get(key, 0.0), e)
+            if big:
+                bad.append((c["M"], c["d"], e))
+        lines += [f"Source: `{path}` (commit {header['env']['commit']}, {header['env']['date'][:10]}).", "",
+                  "| implementation | dtype | shapes | largest rel. error |", "| --- | --- | --- | --- |"]
+        for (impl, dt), e in sorted(mx.items()):
+            n = sum(1 for r in recs if r.get("rel_err_vs_eager") is not None and r["case"]["dtype"] == dt and
+                    (r["impl"] + (" at B = 8192, C = 1000" if r["impl"] == "triton-pairwise" and r["case"]["B"] == 8192
+                                  and r["case"]["C"] == 1000 else "")) == impl)
+            lines.append(f"| {impl} | {dt} | {n} | {e:.2g} |")
+        if bad:
+            lines += ["", "Triton pairwise at B = 8192, C = 1000: " + ", ".join(
+                f"M={m}, d={d}: {e:.1%}" for m, d, e in sorted(bad)) + "."]
+        lines.append("")
+    return "\n".join(lines).rstrip()
+
+
+def e2e_gpu_same_passes_table():
+    """The GPU step costs of the methods with clean passes against ERM given the same clean passes."""
+    import glob
+
+    lines = []
+    for path in sorted(glob.glob(os.path.join(RESULTS, "gpu_*", "run*", "e2e_gpu.jsonl"))):
+        with open(path) as fh:
+            recs = [json.loads(line) for line in fh if line.strip()]
+        rows = []
+        for suite in dict.fromkeys(r["suite"] for r in recs):
+            rs = [r for r in recs if r["suite"] == suite]
+            erm_cp = {r["settings"].get("clean_passes"): r for r in rs
+                      if r["settings"].get("method") == "erm" and r["settings"].get("clean_passes")}
+            for r in rs:
+                cp = r["settings"].get("clean_passes")
+                if r["settings"].get("method") != "erm" and cp in erm_cp:
+                    rows.append(f"| {suite} | {r['method']} | {cp} | {r['ms_per_step'] / erm_cp[cp]['ms_per_step']:.2f} |")
+        if rows:
+            lines += [f"Source: `{_rel(path)}` (as above): step time over that of ERM given the same number of clean "
+                      "passes per epoch (SPEC §6's fair baseline).", "",
+                      "| suite | method | clean passes | × ERM with the same clean passes |", "| --- | --- | --- | --- |"]
+            lines += rows + [""]
+    return "\n".join(lines).rstrip() or None
+
+
+# --------------------------------------------------------------------------------------------------
+# The headline table (docs/headline.md)
+# --------------------------------------------------------------------------------------------------
+
+#: runs of variants.jsonl the headline may pick as "the library's best variant": the stateful FBR of the
+#: library without clean passes
+_BEST_CANDIDATES = ("fbr-default", "fbr+whiten", "fbr+whiten/5", "fbr+whiten/10")
+#: variants.jsonl run -> bench_e2e.py method (for the epoch-time row)
+_E2E_METHOD = {
+    "erm": "erm",
+    "paper": "fbr recipe=paper (eval forward, 5 clean passes)",
+    "fbr-default": "fbr (default: stateful, cache)",
+    "fbr+whiten": "fbr feature_whiten=auto (cache)",
+    "fbr+whiten/5": "fbr feature_whiten=auto, refit every 5th refresh",
+    "fbr+whiten/10": "fbr feature_whiten=auto, refit every 10th refresh",
+}
+_TITLE = {
+    "erm": "ERM",
+    "paper": "published recipe",
+    "fbr-default": "FBR, library default",
+    "fbr+whiten": "FBR + whitened clean features",
+    "fbr+whiten/5": "FBR + whitening, refit every 5th epoch",
+    "fbr+whiten/10": "FBR + whitening, refit every 10th epoch",
+}
+_DATASET = {"mnist5k": "MNIST-5k", "digits": "digits"}
+_NOISE = {"sym": "symmetric", "asym": "asymmetric"}
+
+
+def _headline_parts():
+    recs = _jsonl("variants.jsonl")
+    if not recs:
+        return None
+    first = _first_per_run(recs)
+    cells = sorted({(r["dataset"], r["noise"], r["rate"]) for r in first}, key=lambda c: (c[0] != "mnist5k", c[1], c[2]))
+
+    def mean(run, cell, field):
+        vals = [r[field] for r in first if r["run"] == run and (r["dataset"], r["noise"], r["rate"]) == cell]
+        return statistics.mean(vals) if vals else None
+
+    overall = {run: statistics.mean(mean(run, c, "last_acc") for c in cells) for run in _BEST_CANDIDATES
+               if all(mean(run, c, "last_acc") is not None for c in cells)}
+    best = max(overall, key=lambda run: overall[run])
+    runs = ["erm", "paper", "fbr-default"] + ([best] if best != "fbr-default" else [])
+    seeds = sorted({r["seed"] for r in first})
+    times = {}
+    for name in ("e2e_cpu.jsonl", "e2e_cpu_digits.jsonl"):
+        e = _jsonl(name)
+        if e:
+            last = list(_runs_of(e).values())[-1]
+            times[name] = {r["method"]: r for r in last}
+    return cells, runs, best, overall, seeds, mean, times
+
+
+def headline():
+    parts = _headline_parts()
+    if parts is None:
+        return None
+    cells, runs, best, overall, seeds, mean, times = parts
+    vrecs = _jsonl("variants.jsonl")
+    clean = {}
+    for r in vrecs:
+        clean.setdefault(r["dataset"], r["clean_size"])
+    lines = [
+        "| noise cell (MLP; clean labels) | " + " | ".join(_TITLE[r] for r in runs) + " |",
+        "| --- " * (len(runs) + 1) + "|",
+    ]
+    for c in cells:
+        vals = [f"{mean(r, c, 'last_acc'):.3f} / {mean(r, c, 'best_acc'):.3f}" for r in runs]
+        lines.append(f"| {_DATASET.get(c[0], c[0])}, {c[2]:.0%} {_NOISE.get(c[1], c[1])}; {clean[c[0]]} | " + " | ".join(vals) + " |")
+    for name, ds in (("e2e_cpu.jsonl", "MNIST-5k"), ("e2e_cpu_digits.jsonl", "digits")):
+        if name in times:
+            t = times[name]
+            vals = [f"{t[_E2E_METHOD[r]]['ratio_to_erm_paired']:.2f}×" if _E2E_METHOD[r] in t else "—" for r in runs]
+            lines.append(f"| CPU time per epoch / ERM, {ds} | " + " | ".join(vals) + " |")
+    dates = sorted({r["env"]["date"][:10] for r in vrecs})
+    trecs = [r for t in times.values() for r in t.values()]
+    tdates = sorted({r["env"]["date"][:10] for r in trecs})
+    rounds = sorted({r["rounds"] for r in trecs})
+    machine = sorted({f"{r['env']['device_name']}, {r['threads']} thread" for r in trecs})
+    lines += [
+        "",
+        f"Test accuracy after the last epoch / at the best epoch (the best is picked on the test set, so it is "
+        f"optimistic), mean over seeds {seeds[0]}–{seeds[-1]}, from `benchmarks/results/variants.jsonl` "
+        f"({', '.join(dates)}); \"{_TITLE[best]}\" is the library variant without clean passes with the highest mean "
+        f"last-epoch accuracy over the {len(cells)} cells. Time per epoch: median of the within-round ratios "
+        f"to ERM over {'/'.join(map(str, rounds))} interleaved rounds, latest runs of `benchmarks/results/e2e_cpu.jsonl` "
+        f"and `e2e_cpu_digits.jsonl` ({', '.join(tdates)}; {'; '.join(machine)}), timed with a fused C++ loss op "
+        "that has since been removed, so the FBR times are to be re-measured. "
+        "All tables: [docs/results.md](docs/results.md).",
+    ]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------
+# docs/results.md
+# --------------------------------------------------------------------------------------------------
+
+def _with_images(fn, *pngs):
+    """The table of ``fn`` followed by the committed plots (paths relative to the repository root) that exist;
+    render.py writes them from the same files."""
+    def table():
         body = fn()
-        if body is not None:
-            text = _replace_section(text, name, body)
-    with open(README, "w") as fh:
+        if body is None:
+            return None
+        imgs = [f"![{os.path.basename(p)}](../{p})" for p in pngs if os.path.exists(os.path.join(ROOT, p))]
+        return body + ("\n\n" + "\n\n".join(imgs) if imgs else "")
+    return table
+
+
+_HISTORICAL_OPS = (
+    "Most of these runs timed code that has since been removed or is being removed: the C++ fused weighted "
+    "cross-entropy op (`fbr_weighted_ce_prototype`, in the stateful FBR step from commit 2a95c64 on) and its direct "
+    "CPython entry (from a90417e on), both deleted in d17cba4, and the C++ copies of the whitening ops (`loo_auroc` "
+    "from 7e5200d on, then `shrunk_class_means` and `refold_class_means`). So the FBR rows at those commits are not "
+    "timings of the current step. The two A/B tables at the end of this section measure what the removal of the "
+    "fused op and of the direct entry changes; the step as it is now has not been timed end to end.")
+
+#: (anchor, heading level, title, text before the table, table function); a None function is a heading only
+DOC = [
+    (None, 2, "Training on noisy labels (CPU, MLP)", None, None),
+    ("variants", 3, "The published recipe and faster variants (SPEC §7)",
+     "`paper` is `recipe=\"paper\"` (5 clean passes per epoch, eval-mode batch features, threshold weights, alpha "
+     "schedule); `erm+cp` is ERM given the same clean passes, `erm+mix` ERM given the same clean samples mixed into "
+     "its batches. Variants: (a) batch features from the training forward, (b) one clean pass, (c) the stateful "
+     "`Reweighter` in place of `threshold_weights`, (d) running class prototypes, (e) (a) with the clean passes' "
+     "samples mixed into the training batches (`clean_mix=5`), (a+b) (a) with two or three clean passes, (a+w) (a) "
+     "with whitened clean features (`feature_whiten=\"auto\"`); `fbr-default` is `train(method=\"fbr\")` with the "
+     "library's defaults (stateful, `shift=\"max\"`, no clean passes, cached clean features, `warmup=\"auto\"`); "
+     "`fbr+whiten` that with `feature_whiten=\"auto\"`, `fbr+whiten/5` and `/10` with the whitening refitted at "
+     "every 5th / 10th refresh only (`feature_whiten_every`). The time columns come from one run per cell and "
+     "seed, minutes apart on a shared machine: use the interleaved step-cost tables below for cost.",
+     lambda: _cell_table(*CELL_TABLES["variants"])),
+    ("recheck", 3, "Recheck of the accuracy columns at later commits", None, recheck_table),
+    ("cleanpasses", 3, "Clean passes for every method",
+     "ERM, bi-level L2R and the default FBR, each without and with five clean passes per epoch "
+     "(`python benchmarks/run_experiments.py cleanpasses`); `+mix`: the same clean samples mixed into the batches.",
+     lambda: _cell_table(*CELL_TABLES["cleanpasses"])),
+    ("whiten", 3, "Whitened clean features (`feature_whiten`)",
+     "`python benchmarks/run_experiments.py whiten`; `+cp`: with five clean passes per epoch.",
+     lambda: _cell_table(*CELL_TABLES["whiten"])),
+    ("whiten-size", 3, "Whitening by clean-subset size", "`python benchmarks/run_experiments.py whiten-size`.",
+     lambda: _cell_table(*CELL_TABLES["whiten-size"])),
+    ("whiten-cnn", 3, "Whitening on a small CNN",
+     "`python benchmarks/run_experiments.py whiten-cnn --cells sym:0.4 asym:0.4`.",
+     lambda: _cell_table(*CELL_TABLES["whiten-cnn"])),
+    ("ablation", 3, "Ablation of the stateful FBR", None, ablation_table),
+    ("refresh", 3, "How often to refresh the clean features", "`python benchmarks/run_experiments.py refresh`.",
+     lambda: _cell_table(*CELL_TABLES["refresh"])),
+    (None, 2, "Cost of a training step (CPU, MLP)", _HISTORICAL_OPS, None),
+    ("e2e-cpu", 3, "MNIST-5k: every method, latest run",
+     "`python benchmarks/bench_e2e.py --suite cpu-mlp --rounds 41 --epochs 4` (40% symmetric noise).", e2e_table),
+    ("e2e-cpu-digits", 3, "Digits: every method, latest run",
+     "`python benchmarks/bench_e2e.py --suite cpu-mlp-digits --rounds 41 --epochs 4`.",
+     lambda: e2e_table("e2e_cpu_digits.jsonl", "demo-digits")),
+    ("e2e-cpu-runs", 3, "Every full run, MNIST-5k", None, e2e_runs_table),
+    ("e2e-cpu-digits-runs", 3, "Every full run, digits", None,
+     lambda: e2e_runs_table("e2e_cpu_digits.jsonl", "demo-digits")),
+    ("e2e-cpu-repeats", 3, "Repeated short runs, MNIST-5k", "Five runs of the ERM and FBR rows alone, back to back, per commit.",
+     e2e_repeats_table),
+    ("e2e-cpu-repeats-summary", 3, "Repeated runs pooled by commit, MNIST-5k", None, repeats_summary_table),
+    ("e2e-cpu-digits-repeats", 3, "Repeated short runs, digits", None,
+     lambda: e2e_repeats_table("e2e_cpu_digits_repeats.jsonl", "demo-digits")),
+    ("e2e-cpu-digits-repeats-summary", 3, "Repeated runs pooled by commit, digits", None,
+     lambda: repeats_summary_table("e2e_cpu_digits_repeats.jsonl")),
+    ("step-paths", 3, "Per-step paths switched back (A/B)",
+     "The features by a forward hook instead of `features_and_logits`, and the C++ op called through "
+     "`torch.ops` instead of the direct CPython entry. The direct entry was removed in d17cba4, so the "
+     "`torch.ops` row is the call path the step has now (with the loss of the `coef` path of the next table).",
+     step_paths_table),
+    ("fused-loss", 3, "The fused loss op (A/B; the op was removed)", None, fused_loss_table),
+    (None, 2, "Kernels on the CPU", None, None),
+    ("micro-cpu", 3, "Microbenchmarks", None, micro_table),
+    ("cpp-cpu", 3, "The C++ backend against the eager reference", None, cpp_cpu_tables),
+    ("criterion", 3, "The whitening criterion as a C++ op (the op is being removed)", None, criterion_table),
+    (None, 2, "Label issues at dataset scale", None, None),
+    ("cleanlab", 3, "Against cleanlab (seeds 0–2)",
+     "`python benchmarks/compare_cleanlab.py` (and `--dataset digits`): raw pixels, symmetric noise; cleanlab is "
+     "given 5-fold cross-validated logistic-regression probabilities on the noisy labels, fastreweight `M` clean "
+     "labels; flagged = score ≤ 0.", _with_images(cleanlab_table, "benchmarks/results/cleanlab_comparison.png")),
+    ("cleanlab-heldout", 3, "Against cleanlab, held-out seeds 3–5", None,
+     lambda: cleanlab_table("cleanlab_comparison_heldout.jsonl")),
+    ("score-cpu", 3, "Scoring throughput", "`python benchmarks/bench_score.py`.", score_table),
+    (None, 2, "GPU (H100)", None, None),
+    ("gpu-env", 3, "The session", None, gpu_env_table),
+    ("gpu-tests", 3, "Tests and compute-sanitizer", None, gpu_tests_table),
+    ("gpu-floors", 3, "Floors of the two target shapes", None, gpu_floors_table),
+    ("gpu-targets", 3, "Scoring kernels at the target shapes",
+     "`benchmarks/bench_gpu.py`: `fbr_scores` (`shift=\"max\"`, `check_values=False`) per backend against the eager "
+     "reference, `torch.compile` of it and a cuBLAS GEMM of the same FLOPs; bf16 unless noted; `k = 10` is the "
+     "gradient kernel.", gpu_targets_table),
+    ("gpu-ratios", 3, "Ratios at the target shapes", None, gpu_ratios_table),
+    ("gpu-correctness", 3, "Agreement with the eager reference", None, gpu_correctness_table),
+    ("gpu-grid", 3, "The full grid", None,
+     _with_images(gpu_grid_table, "benchmarks/results/gpu_h100_2026-11-26/run1/gpu_kernels.png")),
+    ("e2e-gpu", 3, "Cost of a training step",
+     "`benchmarks/bench_e2e.py --suite gpu-preact18` and `--suite gpu-resnet34-paper` (random 3×32×32 inputs, fp32).",
+     _with_images(e2e_gpu_table, "benchmarks/results/gpu_h100_2026-11-26/run1/e2e_gpu.png")),
+    ("e2e-gpu-same-passes", 3, "Against ERM with the same clean passes", None, e2e_gpu_same_passes_table),
+    (None, 2, "Examples", None, None),
+    ("demo", 3, "`fastreweight demo`", None, demo_section),
+    ("digits-example", 3, "The training-loop example", None, digits_example_section),
+]
+
+HEADER = ("<!-- Generated file: written by `python benchmarks/render.py` from the committed files under "
+          "benchmarks/results/. Do not edit by hand. -->")
+
+
+def results_md():
+    body, toc = [], []
+    for anchor, level, title, text, fn in DOC:
+        table = fn() if fn is not None else None
+        if fn is not None and table is None:
+            continue  # its result file is missing
+        if level == 2:
+            toc.append(f"* {title}")
+        elif anchor:
+            toc.append(f"  * [{title}](#{anchor})")
+        body.append((f'<a id="{anchor}"></a>\n' if anchor else "") + "#" * level + " " + title)
+        body.append("")
+        if text:
+            body += [text, ""]
+        if table:
+            body += [table, ""]
+    intro = [
+        HEADER,
+        "",
+        "# Results",
+        "",
+        "Every table here is rendered from a committed result file under `benchmarks/results/` and names it, "
+        "with the commit and date recorded in that file. Regenerate with `python benchmarks/render.py` (it also "
+        "writes `docs/headline.md`). Where the narrative docs quote a figure, it is one of these. CPU figures: "
+        "the 2-core machine named in each file; training results: test accuracy, mean ± std over the seeds named.",
+        "",
+    ]
+    return "\n".join(intro + toc + [""] + body).rstrip() + "\n"
+
+
+def _write(path, text):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", newline="\n") as fh:
         fh.write(text)
-    plots()
+
+
+def main(argv=None):
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--no-plots", action="store_true", help="write the markdown only")
+    args = ap.parse_args(argv)
+    _write(os.path.join(DOCS, "results.md"), results_md())
+    head = headline()
+    if head is not None:
+        _write(os.path.join(DOCS, "headline.md"),
+               "<!-- Generated by `python benchmarks/render.py` from benchmarks/results/ (variants.jsonl, e2e_cpu.jsonl, "
+               "e2e_cpu_digits.jsonl); do not edit by hand. -->\n" + head + "\n")
+    if not args.no_plots:
+        plots()
 
 
 if __name__ == "__main__":
