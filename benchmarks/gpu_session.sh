@@ -35,7 +35,7 @@ BUILD_PID=$!
 XDIST=$($PY -c "import xdist" 2>/dev/null && echo "-n 6")
 log "triton tests (GPU) ${XDIST:-without pytest-xdist}"
 FASTREWEIGHT_NO_JIT=1 timeout "$(cap 170)" $PY -m pytest -q -rs -p no:cacheprovider $XDIST tests/test_triton_kernels.py \
-  tests/test_validation.py tests/test_scoring.py tests/test_scorer.py tests/test_whiten.py > "$OUT/pytest_triton.log" 2>&1
+  tests/test_validation.py tests/test_label_issues.py tests/test_clean_scorer.py tests/test_whiten.py > "$OUT/pytest_triton.log" 2>&1
 log "triton tests rc=$? : $(tail -1 "$OUT/pytest_triton.log")"
 wait $BUILD_PID
 log "build: $(tail -1 "$OUT/build.log"); $(ls fastreweight/_C_*.so 2>/dev/null | tr '\n' ' ')"
