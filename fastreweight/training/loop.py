@@ -10,7 +10,7 @@ import torch.nn as nn
 from .batches import unpack_batch
 from .checkpoint import FORMAT, VERSION, load_checkpoint, save_checkpoint
 from .clean import CleanSet
-from .methods.base import Method, RunContext
+from .methods.base import Method, make_context
 from .parallel import SingleProcess
 from .precision import Precision
 from .records import TrainResult, WeightLog, accuracy, to_device
@@ -70,14 +70,10 @@ class Trainer:
             if not hasattr(getattr(loader, "dataset", None), "__len__"):
                 raise ValueError("num_samples is required when the loader has no sized .dataset")
             num_samples = len(loader.dataset)
-        clean = self.clean.to(self.device, self.dtype)
-        present = int(clean.y.max()) + 1
         self.num_samples = num_samples
-        self.ctx = RunContext(model=self.model, net=self.net, optimizer=self.optimizer, clean=clean,
-                              num_samples=num_samples, num_classes=self.num_classes or present, epochs=epochs,
-                              device=self.device, dtype=self.dtype, precision=self.precision, parallel=self.parallel,
-                              clean_batch_size=clean.batch_size, eval_batch_size=clean.feature_batch_size,
-                              check_values=self.check_values)
+        self.ctx = make_context(self.model, self.optimizer, self.clean, num_samples=num_samples, epochs=epochs,
+                                num_classes=self.num_classes, precision=self.precision, parallel=self.parallel,
+                                net=self.net, device=self.device, check_values=self.check_values)
         self.method.attach(self.ctx)
         self._generators = find_generators(loader, self.clean)
 

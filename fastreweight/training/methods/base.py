@@ -24,7 +24,7 @@ from ..clean import CleanSet
 from ..parallel import SingleProcess
 from ..precision import Precision
 
-__all__ = ["Method", "RunContext"]
+__all__ = ["Method", "RunContext", "make_context"]
 
 
 @dataclass
@@ -61,6 +61,33 @@ class RunContext:
         return self.parallel.mean_ce(self.precision.loss_input(logits), y)
 
 
+def make_context(model: nn.Module, optimizer, clean, *, num_samples: int, epochs: int, num_classes: int | None = None,
+                 precision: Precision | None = None, parallel: SingleProcess | None = None, net: nn.Module | None = None,
+                 device=None, check_values: bool = False) -> RunContext:
+    """A ``RunContext``: the clean set moved to the model's device and dtype, ``num_classes`` from the
+    clean labels (``max + 1``) unless given."""
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples must be a positive int (the training set's size), got {num_samples!r}")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+        raise ValueError(f"epochs must be an int >= 0, got {epochs!r}")
+    params = [p for p in model.parameters()]
+    device = torch.device(device) if device is not None else (params[0].device if params else torch.device("cpu"))
+    dtype = next((p.dtype for p in params if p.is_floating_point()), torch.float32)
+    clean = (clean if isinstance(clean, CleanSet) else CleanSet(*clean)).to(device, dtype)
+    if num_classes is None:
+        num_classes = int(clean.y.max()) + 1
+    elif isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+    if precision is None:
+        precision = Precision()
+        precision.setup(device)
+    return RunContext(model=model, net=model if net is None else net, optimizer=optimizer, clean=clean,
+                      num_samples=num_samples, num_classes=num_classes, epochs=epochs, device=device, dtype=dtype,
+                      precision=precision, parallel=parallel if parallel is not None else SingleProcess(),
+                      clean_batch_size=clean.batch_size, eval_batch_size=clean.feature_batch_size,
+                      check_values=check_values)
+
+
 class Method:
     """Base class: ERM's behaviour (uniform weights), no per-sample state."""
 
@@ -87,11 +114,15 @@ class Method:
                              "(clean_features='cache')")
         self.ctx = ctx
 
-    def _require_attached(self) -> RunContext:
-        if self.ctx is None:
-            raise RuntimeError(f"{type(self).__name__} is not attached to a run: call attach(context) "
-                               "(the Trainer does) first")
-        return self.ctx
+    def bind(self, model: nn.Module, optimizer: torch.optim.Optimizer, clean, *, num_samples: int, epochs: int,
+             num_classes: int | None = None, precision: Precision | None = None,
+             check_values: bool = False) -> "Method":
+        """Attach to a loop of your own (one process; ``Trainer`` does this for its runs) and return
+        ``self``.  ``clean``: a ``CleanSet`` or ``(x, y)`` tensors; ``num_samples``: the training set's
+        size (one weight per sample); ``epochs``: the run's length (the auto warm-up's cap)."""
+        self.attach(make_context(model, optimizer, clean, num_samples=num_samples, epochs=epochs,
+                                 num_classes=num_classes, precision=precision, check_values=check_values))
+        return self
 
     def optimizers(self) -> list:
         """The optimisers each step updates (a second network's too, for co-teaching)."""
