@@ -142,13 +142,6 @@ inline Shift check_epilogue(const char* op, const Shape& s, const at::Tensor& y,
   return sh;
 }
 
-// Debug hook: when set, outputs are filled with NaN right after allocation, so that a test can
-// prove every element is written by the op (fastreweight::_set_poison_outputs).
-inline bool& poison_flag() {
-  static bool flag = false;
-  return flag;
-}
-
 // The FBR epilogue for one row (SPEC §3.4), written to match reference.fbr_from_similarity.
 // S: the row's C class similarities; w: class weights (> 0 exactly for present classes).
 template <typename T>

@@ -332,7 +332,6 @@ static at::Tensor compute_similarity(const char* op, const fbr::Shape& s, at::Te
                                      at::TensorList mus, at::TensorList es, at::TensorList fs,
                                      const at::Tensor& clean_y, const at::Tensor& class_weight, bool cosine) {
   at::Tensor S = at::empty({s.B, s.C}, xs[0].options().dtype(s.acc_dtype));
-  if (fbr::poison_flag()) S.fill_(std::numeric_limits<double>::quiet_NaN());
   at::Tensor u = clean_y.contiguous();
   at::Tensor w = class_weight.contiguous();
   Prepared keep;
@@ -360,7 +359,6 @@ static at::Tensor epilogue(const at::Tensor& S, const at::Tensor& y, const at::T
                            double alpha) {
   const int64_t B = S.size(0), C = S.size(1);
   at::Tensor out = at::empty({B}, S.options());
-  if (fbr::poison_flag()) out.fill_(std::numeric_limits<double>::quiet_NaN());
   at::Tensor Sc = S.contiguous();
   at::Tensor yc = y.contiguous();
   at::Tensor w = class_weight.contiguous();
@@ -651,7 +649,6 @@ static at::Tensor prototype_similarity(const ProtoShape& p, at::TensorList xs, a
                                        at::TensorList es, at::TensorList protos, bool cosine) {
   if (direct_ok(p, xs)) {
     at::Tensor S = at::empty({p.B, p.C}, xs[0].options().dtype(p.acc));
-    if (fbr::poison_flag()) S.fill_(std::numeric_limits<double>::quiet_NaN());
     if (p.acc == at::kDouble)
       prototype_direct<double>(p, xs, mus, protos, cosine, nullptr, nullptr, 0, 0.0, S.data_ptr<double>(), nullptr);
     else
@@ -703,7 +700,6 @@ static at::Tensor scores_prototype(const char* op, at::TensorList xs, at::Tensor
               class_weight.device());
   if (direct_ok(p, xs)) {  // similarity and epilogue in one pass over the rows
     at::Tensor out = at::empty({p.B}, xs[0].options().dtype(p.acc));
-    if (fbr::poison_flag()) out.fill_(std::numeric_limits<double>::quiet_NaN());
     at::Tensor yc = y.contiguous(), w = class_weight.contiguous();
     if (p.acc == at::kDouble)
       prototype_direct<double>(p, xs, mus, protos, cosine, yc.data_ptr<int64_t>(), w.data_ptr<double>(), int(sh),
@@ -775,7 +771,6 @@ static at::Tensor apply_update(const char* op, at::Tensor& weights, const at::Te
                                bool mean_abs, double eps) {
   const int64_t B = idx.size(0), N = weights.size(0);
   at::Tensor out = at::empty({B}, weights.options());
-  if (fbr::poison_flag()) out.fill_(std::numeric_limits<double>::quiet_NaN());
   at::Tensor ic = idx.contiguous();
   at::Tensor rc = scores.to(weights.scalar_type()).contiguous();
   if (weights.scalar_type() == at::kDouble)
@@ -825,7 +820,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fbr_reweight_prototype_cpu(
   at::Tensor d = scores_prototype(op, xs, mus, es, protos, class_weight, cosine, y, shift, alpha);
   at::Tensor w = apply_update(op, weights, idx, d, lr, mean_abs, eps);
   at::Tensor coef = at::empty({B}, w.options());
-  if (fbr::poison_flag()) coef.fill_(std::numeric_limits<double>::quiet_NaN());
   if (w.scalar_type() == at::kDouble)
     loss_coefficients<double>(w.data_ptr<double>(), B, loss_eps, coef.data_ptr<double>());
   else
@@ -867,19 +861,12 @@ at::Tensor threshold_weights_cpu(const at::Tensor& scores) {
   check_cpu(op, scores);
   const int64_t B = scores.size(0);
   at::Tensor out = at::empty({B}, scores.options());
-  if (fbr::poison_flag()) out.fill_(std::numeric_limits<double>::quiet_NaN());
   at::Tensor rc = scores.contiguous();
   if (scores.scalar_type() == at::kDouble)
     threshold_rule<double>(rc.data_ptr<double>(), B, out.data_ptr<double>());
   else
     threshold_rule<float>(rc.data_ptr<float>(), B, out.data_ptr<float>());
   return out;
-}
-
-bool set_poison_outputs(bool enable) {
-  const bool old = fbr::poison_flag();
-  fbr::poison_flag() = enable;
-  return old;
 }
 
 }  // namespace fbr_cpu
@@ -904,8 +891,6 @@ TORCH_LIBRARY(fastreweight, m) {
       "bool cosine, Tensor y, str shift, float alpha, Tensor(a!) weights, Tensor idx, float lr, "
       "str normalize_update, float eps, float loss_eps) -> (Tensor, Tensor, Tensor)");
   m.def("threshold_weights(Tensor scores) -> Tensor");
-  // test hook: fill every output with NaN before the kernel writes it (returns the previous setting)
-  m.def("_set_poison_outputs(bool enable) -> bool", &fbr_cpu::set_poison_outputs);
 }
 
 TORCH_LIBRARY_IMPL(fastreweight, CPU, m) {

@@ -471,7 +471,6 @@ static at::Tensor compute_similarity(const fbr::Shape& s, at::TensorList xs, at:
                                      at::TensorList es, at::TensorList fs, const at::Tensor& clean_y,
                                      const at::Tensor& class_weight, bool cosine) {
   at::Tensor S = at::empty({s.B, s.C}, xs[0].options().dtype(s.acc_dtype));
-  if (fbr::poison_flag()) S.fill_(std::numeric_limits<double>::quiet_NaN());
   at::Tensor w = class_weight.contiguous();
   switch (s.in_dtype) {
     case at::kFloat: run_similarity<float, float, false>(s, xs, zs, mus, es, fs, clean_y, w, cosine, S); break;
@@ -505,7 +504,6 @@ at::Tensor fbr_scores_cuda(at::TensorList xs, at::TensorList zs, at::TensorList 
   c10::cuda::CUDAGuard guard(xs[0].device());
   at::Tensor S = compute_similarity(s, xs, zs, mus, es, fs, clean_y, class_weight, cosine);
   at::Tensor out = at::empty({s.B}, S.options());
-  if (fbr::poison_flag()) out.fill_(std::numeric_limits<double>::quiet_NaN());
   if (s.B == 0) return out;
   at::Tensor yc = y.contiguous();
   at::Tensor w = class_weight.contiguous();

@@ -267,10 +267,8 @@ def test_noncontiguous_inputs(backend):
 # output contract: every element written, determinism
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_poisoned_outputs_are_overwritten(backend):
-    old = csrc_backend.set_poison_outputs(True)
-    try:
-        assert csrc_backend.set_poison_outputs(True) is True
+def test_poisoned_outputs_are_overwritten(backend, poisoned_outputs):
+    with poisoned_outputs():
         for B, M, C in ((1, 1, 2), (17, 97, 10), (97, 2, 3), (5, 300, 300), (1025, 33, 1000)):
             f, y, u = make(B, M, C=C, grad=True, labels="random")
             S = sim(f, y, u, C, backend)
@@ -285,19 +283,19 @@ def test_poisoned_outputs_are_overwritten(backend):
                           clean_y=torch.tensor([5, -1], device=dev), num_classes=3, check_values=False)
         S = ops.class_similarity(*csrc_backend.problem_args(P))
         assert torch.equal(S.cpu(), torch.zeros(5, 3, dtype=torch.float64))
-    finally:
-        csrc_backend.set_poison_outputs(old)
 
 
-@needs_ext
-def test_poison_hook_is_visible_on_an_empty_clean_subset():
-    # the hook really poisons: an op that writes nothing is impossible, but the flag round-trips
-    old = ops._set_poison_outputs(True)
-    try:
-        assert ops._set_poison_outputs(False) is True
-        assert ops._set_poison_outputs(False) is False
-    finally:
-        ops._set_poison_outputs(old)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.int64])
+def test_poisoned_outputs_fill_every_uninitialised_allocation(poisoned_outputs, dtype):
+    """The ``poisoned_outputs`` fixture really poisons: ``torch.empty`` and the ATen factory the ops'
+    ``at::empty`` calls reach (``aten::empty.memory_format``) return NaN (integers: their largest value)
+    inside it, and uninitialised memory again after it."""
+    bad = lambda t: torch.isnan(t).all() if dtype.is_floating_point else (t == torch.iinfo(dtype).max).all()  # noqa: E731
+    with poisoned_outputs():
+        assert bad(torch.empty(5, 3, dtype=dtype))
+        assert bad(torch.ops.aten.empty.memory_format([7], dtype=dtype))
+        assert bad(torch.empty(4, dtype=dtype).new_empty(9))
+    assert not torch.are_deterministic_algorithms_enabled()
 
 
 @needs_ext
@@ -572,7 +570,7 @@ def test_prototype_opcheck(dtype, grad, cosine):
 @needs_ext
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("B", SIZES)
-def test_threshold_weights_op_matches_reference(dtype, B):
+def test_threshold_weights_op_matches_reference(dtype, B, poisoned_outputs):
     g = torch.Generator().manual_seed(B)
     cases = {
         "mixed": torch.randn(B, generator=g, dtype=torch.float64) + 0.3,
@@ -580,15 +578,12 @@ def test_threshold_weights_op_matches_reference(dtype, B):
         "all negative": -torch.rand(B, generator=g, dtype=torch.float64) - 0.1,
         "zeros and ties": torch.tensor([0.0, -1.0, -1.0, 2.0, 0.0] * B, dtype=torch.float64)[:B],
     }
-    old = csrc_backend.set_poison_outputs(True)
-    try:
+    with poisoned_outputs():
         for name, r in cases.items():
             r = r.to(dtype)
             got = ops.threshold_weights(r)
             assert torch.equal(got, reference.threshold_weights(r)), name
             assert torch.equal(fr.threshold_weights(r), got), name  # the public function uses the op
-    finally:
-        csrc_backend.set_poison_outputs(old)
     nan = torch.tensor([float("nan"), -1.0, 0.5], dtype=dtype)
     torch.testing.assert_close(ops.threshold_weights(nan), reference.threshold_weights(nan), equal_nan=True)
     assert ops.threshold_weights(torch.zeros(0, dtype=dtype)).shape == (0,)
@@ -616,14 +611,13 @@ def test_threshold_weights_op_checks_and_opcheck():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("normalize_update", ["mean_abs", "none"])
 @pytest.mark.parametrize("N, B", [(1, 1), (2, 2), (1025, 97), (97, 17)])
-def test_reweighter_cpp_matches_reference_step_after_step(dtype, normalize_update, N, B):
+def test_reweighter_cpp_matches_reference_step_after_step(dtype, normalize_update, N, B, poisoned_outputs):
     g = torch.Generator().manual_seed(N + B)
     a = fr.Reweighter(N, lr=0.4, init=0.7, dtype=dtype, normalize_update=normalize_update, backend="cpp")
     b = fr.Reweighter(N, lr=0.4, init=0.7, dtype=dtype, normalize_update=normalize_update, backend="reference")
     assert (a.backend, b.backend) == ("cpp", "reference")
     tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-6, atol=1e-6)
-    old = csrc_backend.set_poison_outputs(True)
-    try:
+    with poisoned_outputs():
         for step in range(6):
             idx = torch.randperm(N, generator=g)[:B]
             checked = step < 5
@@ -635,8 +629,6 @@ def test_reweighter_cpp_matches_reference_step_after_step(dtype, normalize_updat
             assert wa.dtype == dtype and torch.isfinite(wa).all()
             torch.testing.assert_close(wa, wb, **tol)
             torch.testing.assert_close(a.weights, b.weights, **tol)
-    finally:
-        csrc_backend.set_poison_outputs(old)
 
 
 @needs_ext
@@ -675,7 +667,7 @@ def test_reweighter_torch_check_messages(kwargs, msg):
 
 @needs_ext
 @pytest.mark.parametrize("wdtype", [torch.float32, torch.float64])
-def test_fused_reweight_op_contract(wdtype):
+def test_fused_reweight_op_contract(wdtype, poisoned_outputs):
     a = proto_args(grad=False)
     y = torch.tensor([0, 1, 2, 0, 1, 2])
     w = torch.rand(40, dtype=wdtype)
@@ -683,11 +675,8 @@ def test_fused_reweight_op_contract(wdtype):
     args = (a["xs"], a["mus"], a["es"], a["protos"], a["class_weight"], False, y, "max", 0.0)
     torch.library.opcheck(ops.fbr_reweight_prototype.default, args + (w, idx, 0.3, "mean_abs", 1e-12, 1e-12))
     before = w.clone()
-    old = csrc_backend.set_poison_outputs(True)  # every element of the three outputs must be written
-    try:
+    with poisoned_outputs():  # every element of the three outputs must be written
         d, new, coef = ops.fbr_reweight_prototype(*args, w, idx, 0.3, "mean_abs", 1e-12, 1e-12)
-    finally:
-        csrc_backend.set_poison_outputs(old)
     torch.testing.assert_close(d, ops.fbr_scores_prototype(*args))
     expect = reference.reweighter_update(before[idx], d.to(wdtype), 0.3, "mean_abs", 1e-12)
     torch.testing.assert_close(new, expect)

@@ -4,8 +4,9 @@ Without a GPU these run through the Triton interpreter (conftest sets TRITON_INT
 are small.  Every comparison is relative to the float64 reference on float64 copies of the inputs,
 and the Triton error must stay within ``K_ERR`` times the error of the eager reference run on the same
 inputs in the tested dtype (plus a small floor, so exact cases do not demand zero error).  Every
-output buffer the backend allocates is filled with NaN before its kernel runs (``poison_outputs``),
-and every call uses the fixed, deterministic kernel configuration.
+tensor allocated uninitialised (``torch.empty``: every output buffer of the backend) is filled with NaN
+(the ``poisoned_outputs`` fixture of conftest.py), and every call uses the fixed, deterministic kernel
+configuration.
 """
 from __future__ import annotations
 
@@ -36,8 +37,8 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(autouse=True)
-def _fixed_and_poisoned():
-    with kb.fixed_config(), kb.poison_outputs():
+def _fixed_and_poisoned(poisoned_outputs):
+    with kb.fixed_config(), poisoned_outputs():
         yield
 
 
@@ -325,9 +326,8 @@ def test_unavailable_without_interpreter_on_cpu(monkeypatch):
     assert reason is not None and "TRITON_INTERPRET=1" in reason
 
 
-def test_poison_hook_and_tf32_setting():
-    with kb.poison_outputs():
-        assert torch.isnan(kb._alloc((3, 2), torch.float32, DEVICE)).all()
+def test_tf32_setting():
+    assert torch.isnan(torch.empty(3, 2, device=DEVICE)).all()  # the autouse fixture poisons allocations
     data = make_data(17, 40, 3, [19], [5], seed=29)
     old = torch.get_float32_matmul_precision()
     try:

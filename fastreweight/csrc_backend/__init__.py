@@ -14,8 +14,6 @@ The ops live in the namespace ``fastreweight::`` (see ``csrc/fbr_common.h`` for 
   the prototype scores, the Reweighter update and the loss coefficients ``w / max(Σw, loss_eps)`` in
   one op, returning (scores, new batch weights, coefficients) (CPU);
 * ``torch.ops.fastreweight.threshold_weights(scores)``: the published per-batch weight rule (CPU);
-* ``torch.ops.fastreweight._set_poison_outputs(enable)`` -> previous setting (test hook: outputs are
-  filled with NaN before the kernel writes them).
 
 How a library is found, in order:
 
@@ -208,14 +206,6 @@ def _register_fakes() -> None:
         return scores.new_empty(scores.shape)
 
     _fakes_registered = True
-
-
-def set_poison_outputs(enable: bool) -> bool:
-    """Test hook: fill every op output with NaN before the kernel writes it. Returns the old value."""
-    reason = load_cpu()
-    if reason is not None:
-        raise RuntimeError(reason)
-    return torch.ops.fastreweight._set_poison_outputs(bool(enable))
 
 
 def problem_args(problem):

@@ -26,12 +26,9 @@ so for bit-repeatable runs (tests, experiments) use a fixed configuration: set t
 block-size overrides, e.g. ``fixed_config(BLOCK_B=32, SPLIT=2)``).  Under the Triton interpreter
 (``TRITON_INTERPRET=1``) the fixed configuration is always used.
 
-Test hook
-=========
-
-``with poison_outputs(): ...`` fills every output buffer this backend allocates (similarities, partial
-sums, scores, row scales, updated weights) with NaN before the launch, so a test can tell that the
-kernels wrote every element.
+Outputs are allocated uninitialised (``torch.empty``); the tests prove that the kernels write every
+element by running under PyTorch's ``torch.utils.deterministic.fill_uninitialized_memory`` (NaN-filled
+allocations).
 """
 from __future__ import annotations
 
@@ -106,7 +103,6 @@ _FIXED_INTERP = dict(BLOCK_B=32, BLOCK_M=32, BLOCK_D=32, BLOCK_K=16, BLOCK_C=16,
                      num_stages=1)
 
 _fixed_override: list[dict] = []
-_poison = [False]
 
 
 @contextlib.contextmanager
@@ -126,17 +122,6 @@ def fixed_config(**overrides):
         _fixed_override.pop()
 
 
-@contextlib.contextmanager
-def poison_outputs(enabled: bool = True):
-    """Test hook: fill every output this backend allocates with NaN before its kernel runs."""
-    old = _poison[0]
-    _poison[0] = enabled
-    try:
-        yield
-    finally:
-        _poison[0] = old
-
-
 def _use_autotune(device: torch.device) -> bool:
     return (
         device.type == "cuda"
@@ -151,12 +136,6 @@ def _fixed(device: torch.device) -> dict:
     for o in _fixed_override:
         cfg.update(o)
     return cfg
-
-
-def _alloc(shape, dtype, device) -> torch.Tensor:
-    if _poison[0]:
-        return torch.full(shape, float("nan"), dtype=dtype, device=device)
-    return torch.empty(shape, dtype=dtype, device=device)
 
 
 def _input_precision() -> str:
@@ -238,7 +217,7 @@ def fbr_from_similarity(S: torch.Tensor, y: torch.Tensor, class_counts: torch.Te
     if shift not in epilogue.SHIFT_CODES:
         raise ValueError(f"shift must be one of {list(epilogue.SHIFT_CODES)}, got {shift!r}")
     B, C = S.shape
-    out = _alloc((B,), torch.float32, S.device)
+    out = torch.empty((B,), dtype=torch.float32, device=S.device)
     if B == 0:
         return out
     if S.stride(1) != 1:
@@ -265,7 +244,7 @@ def _row_pass(kernel, a: torch.Tensor, mu: torch.Tensor | None, **meta) -> torch
     """One fp32 value per row of ``a`` from a row pre-pass kernel of pairwise.py (32 rows per program,
     the feature dimension in chunks)."""
     R, D = a.shape
-    out = _alloc((R,), torch.float32, a.device)
+    out = torch.empty((R,), dtype=torch.float32, device=a.device)
     if R == 0:
         return out
     block_r = 32
@@ -403,7 +382,7 @@ def _pairwise_similarity(problem) -> torch.Tensor:
             split = max(1, min(triton.cdiv(target, programs), M // 256, 64))
     split = max(1, int(split))
 
-    out = _alloc((split, B, C), torch.float32, device)
+    out = torch.empty((split, B, C), dtype=torch.float32, device=device)
     dummy = cw  # any fp32 tensor for pointer slots a configuration does not read
     args = []
     sizes = []
@@ -504,7 +483,7 @@ def _prototype_similarity(problem) -> torch.Tensor:
     layers = _prepared_layers(problem, 0)
     cfg = _fixed(device)
     prec = _input_precision()
-    out = _alloc((len(layers), B, C), torch.float32, device)
+    out = torch.empty((len(layers), B, C), dtype=torch.float32, device=device)
     block_b = cfg["BLOCK_B"]
     for li, (x, z, e, f, mu, sb, sm, _, _) in enumerate(layers):
         d = x.shape[1]

