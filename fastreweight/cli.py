@@ -177,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seeds", type=int, nargs="+", default=None, help="several seeds; results hold each run")
     t.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps or auto")
     t.add_argument("--out", default="fastreweight-out", help="output directory")
+    t.add_argument("--checkpoint-every", type=int, default=None,
+                   help="write a checkpoint every K epochs to OUT/checkpoints/seed-S/ (never over an existing file)")
+    t.add_argument("--resume", default=None, help="continue a run from this checkpoint (one seed only)")
     t.add_argument("--rename", action="store_true", help="pick a new file name instead of refusing")
     t.add_argument("--no-progress", action="store_true")
 
@@ -328,7 +331,7 @@ def _resolve(args) -> tuple[dict, dict]:
 
 
 def _run_one(s: dict, kw: dict, seed: int, device: str, progress: bool, desc: str, data_dir=None,
-             cifar_n_file=None) -> TrainResult:
+             cifar_n_file=None, checkpoints: dict | None = None) -> TrainResult:
     data = D.make_data(s["dataset"], noise=s["noise"], rate=s["rate"], clean_size=s["clean_size"],
                        data_dir=data_dir, cifar_n_file=cifar_n_file, seed=seed)
     torch.manual_seed(seed)
@@ -337,7 +340,7 @@ def _run_one(s: dict, kw: dict, seed: int, device: str, progress: bool, desc: st
     aug = D.cifar_augment if s.get("augment") else None
     return train(model, opt, data, method=s["method"], epochs=s["epochs"], batch_size=s["batch_size"],
                  device=device, seed=seed, lr_milestones=s["lr_milestones"], augment=aug, progress=progress,
-                 desc=desc, **kw)
+                 desc=desc, **(checkpoints or {}), **kw)
 
 
 def run_train(args) -> int:
@@ -346,9 +349,17 @@ def run_train(args) -> int:
     json_path, png_path = _output_paths(args.out, ("results", "plot"), ("json", "png"), args.rename)
     runs = []
     t0 = time.perf_counter()
+    if args.resume and len(s["seeds"]) > 1:
+        raise ValueError("--resume continues one run: give one --seed")
     for seed in s["seeds"]:
+        ck = {}
+        if args.checkpoint_every:
+            ck = dict(checkpoint_dir=os.path.join(args.out, "checkpoints", f"seed-{seed}"),
+                      checkpoint_every=args.checkpoint_every)
+        if args.resume:
+            ck["resume"] = args.resume
         r = _run_one(s, kw, seed, device, not args.no_progress, f"{s['method']} seed {seed}",
-                     args.data_dir, args.cifar_n_file)
+                     args.data_dir, args.cifar_n_file, ck)
         mc, mn = r.mean_weights()
         print(f"seed {seed}: best {r.best_acc:.4f} last {r.last_acc:.4f} weight clean {mc:.3f} "
               f"mislabelled {mn:.3f} {r.seconds_per_epoch:.2f} s/epoch")
@@ -444,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "score":
             return run_score(args)
         return run_train(args)
-    except (OutputExists, FileNotFoundError, ValueError, D.UnsafePickleError) as e:
+    except (OutputExists, FileNotFoundError, FileExistsError, ValueError, D.UnsafePickleError) as e:
         print(f"fastreweight: error: {e}", file=sys.stderr)
         return 2
 

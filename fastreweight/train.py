@@ -38,7 +38,7 @@ METHODS = ("erm", "fbr", "meta", "l2r", "coteaching")
 LOOP_OPTIONS = dict(epochs=10, device="cpu", batch_size=128, seed=0, scheduler=None, lr_milestones=None, lr_gamma=0.1,
                     clean_passes=0, clean_batch_size=128, clean_mix=0, amp=None, augment=None, eval_batch_size=1024,
                     callback=None, check_values=False, progress=False, desc=None, distributed=False,
-                    process_group=None)
+                    process_group=None, checkpoint_dir=None, checkpoint_every=1, resume=None)
 METHOD_OPTIONS = dict(
     warmup=None, auto_tol=0.005, auto_patience=2, max_warmup=None,  # reweighting methods
     recipe="stateful", shift="max", alpha=0.0, lr=0.1, reduction="weight_sum", clean_features="cache",  # fbr
@@ -133,7 +133,8 @@ def _param_dtype(model: nn.Module) -> torch.dtype:
 
 
 def _config(method: str, o: dict, data: NoisyData) -> dict:
-    skip = ("model2", "optimizer2", "scheduler", "callback", "augment", "progress", "process_group")
+    skip = ("model2", "optimizer2", "scheduler", "callback", "augment", "progress", "process_group", "checkpoint_dir",
+            "resume")
     config = {"method": method, **{k: v for k, v in o.items() if k not in skip}}
     config["device"], config["data"] = str(o["device"]), data.summary()
     return config
@@ -169,7 +170,8 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, data: NoisyData, *
         loader = CleanMixLoader(loader, clean, o["clean_mix"])
     test = TensorLoader(to(data.x_test), to(data.y_test), o["eval_batch_size"], shuffle=False) if len(data.y_test) else None
     result = trainer.fit(loader, o["epochs"], num_classes=data.num_classes, eval_loader=test,
-                         true_labels=data.y_train_true, num_samples=len(data.y_train))
+                         true_labels=data.y_train_true, num_samples=len(data.y_train),
+                         checkpoint_dir=o["checkpoint_dir"], checkpoint_every=o["checkpoint_every"], resume=o["resume"])
     config = _config(method, o, data)
     if o["distributed"]:
         config["world_size"] = trainer.parallel.world

@@ -145,3 +145,21 @@ def test_python_dash_m_entry_point():
     r = subprocess.run([sys.executable, "-m", "fastreweight", "train", "--help"], capture_output=True, text=True,
                        timeout=120, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert r.returncode == 0 and "--dataset" in r.stdout and "--preset" in r.stdout
+
+
+def test_train_checkpoints_and_resumes(tmp_path, capsys):
+    """``--checkpoint-every`` writes checkpoints; ``--resume`` continues one to the same result."""
+    base = ["train", "--dataset", "digits", "--method", "fbr", "--epochs", "3", "--warmup", "1", "--no-progress"]
+    assert cli.main(base + ["--out", str(tmp_path / "full"), "--checkpoint-every", "1"]) == 0
+    ckpts = sorted(os.listdir(tmp_path / "full" / "checkpoints" / "seed-0"))
+    assert ckpts == ["epoch-0001.pt", "epoch-0002.pt", "epoch-0003.pt"]
+    resume = str(tmp_path / "full" / "checkpoints" / "seed-0" / "epoch-0001.pt")
+    assert cli.main(base + ["--out", str(tmp_path / "resumed"), "--resume", resume]) == 0
+    full = json.loads((tmp_path / "full" / "results.json").read_text())["runs"][0]
+    resumed = json.loads((tmp_path / "resumed" / "results.json").read_text())["runs"][0]
+    assert full["test_acc"] == resumed["test_acc"] and full["clean_weight"] == resumed["clean_weight"]
+    capsys.readouterr()
+    assert cli.main(base + ["--out", str(tmp_path / "bad"), "--resume", str(tmp_path / "nope.pt")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert cli.main(base + ["--out", str(tmp_path / "bad2"), "--resume", resume, "--seeds", "0", "1"]) == 2
+    assert "one --seed" in capsys.readouterr().err
