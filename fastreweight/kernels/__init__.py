@@ -6,7 +6,8 @@ One module per op, each opening with the math and the tiling:
   centering in registers, cosine row scales, segmented class aggregation);
 * ``prototype`` — B-side kernels of the prototype strategy;
 * ``epilogue``  — the FBR row-shift / label-signed score and the clipped Reweighter update;
-* ``backend``   — launchers and the backend interface of ``fastreweight/backends.py``.
+* ``backend``   — launchers and the backend interface of ``fastreweight/backends.py``;
+* ``utils``     — helpers shared by the launchers (a leaf module).
 
 Importing this package needs ``triton``; ``fastreweight`` itself imports it lazily.
 """

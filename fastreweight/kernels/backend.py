@@ -37,6 +37,8 @@ import os
 
 import torch
 
+from .utils import device_context, pow2
+
 try:  # the backend must import (and say why it cannot run) even where triton is missing
     import triton
     _TRITON_ERROR = None
@@ -143,19 +145,11 @@ def _input_precision() -> str:
     return "ieee" if torch.get_float32_matmul_precision() == "highest" else "tf32"
 
 
-def _pow2(n: int, lo: int, hi: int) -> int:
-    return max(lo, min(hi, triton.next_power_of_2(max(int(n), 1))))
-
-
 def _rowmajor(t: torch.Tensor) -> torch.Tensor:
     """Unit stride along the feature dimension (copied once otherwise); the row stride is passed."""
     if t.dim() == 2 and t.shape[1] > 1 and t.stride(1) != 1:
         return t.contiguous()
     return t
-
-
-def _device_ctx(device: torch.device):
-    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,7 +192,7 @@ def class_similarity(problem, strategy: str) -> torch.Tensor:
     B, C = problem.batch_size, problem.num_classes
     if B == 0:
         return torch.zeros(B, C, dtype=torch.float32, device=problem.device)
-    with _device_ctx(problem.device):
+    with device_context(problem.device):
         if strategy == "prototype":
             return _prototype_similarity(problem)
         return _pairwise_similarity(problem)
@@ -223,9 +217,9 @@ def fbr_from_similarity(S: torch.Tensor, y: torch.Tensor, class_counts: torch.Te
     if S.stride(1) != 1:
         S = S.contiguous()
     y = y.to(torch.int64).contiguous()
-    with _device_ctx(S.device):
+    with device_context(S.device):
         block_r = _fixed(S.device)["BLOCK_B"]
-        block_c = _pow2(C, 16, 128)
+        block_c = pow2(C, 16, 128)
         epilogue.fbr_score_kernel[(triton.cdiv(B, block_r),)](
             S, y, class_counts.contiguous(), out,
             B, C,
@@ -252,7 +246,7 @@ def _row_pass(kernel, a: torch.Tensor, mu: torch.Tensor | None, **meta) -> torch
         a, mu if mu is not None else out, out,
         R, D,
         a.stride(0),
-        BLOCK_R=block_r, BLOCK_D=_pow2(D, 16, 128), **meta,
+        BLOCK_R=block_r, BLOCK_D=pow2(D, 16, 128), **meta,
     )
     return out
 
@@ -491,7 +485,7 @@ def _prototype_similarity(problem) -> torch.Tensor:
             # prototypes depend on the clean side only: memoised with it
             P = _clean_memo(problem, ("prototypes", li, problem.cosine, prec),
                             lambda: _feature_prototypes(problem, z, mu, sm))
-            block_c = cfg["BLOCK_C"] or _pow2(C, 16, 64)
+            block_c = cfg["BLOCK_C"] or pow2(C, 16, 64)
             prototype.prototype_feature_kernel[(triton.cdiv(B, block_b), triton.cdiv(C, block_c))](
                 x, mu if mu is not None else P, sb if sb is not None else P, P, out[li],
                 B, C, d,

@@ -42,8 +42,11 @@ Indices are assumed distinct within a batch (with duplicates one of the updates 
 """
 from __future__ import annotations
 
+import torch
 import triton
 import triton.language as tl
+
+from .utils import device_context
 
 SHIFT_CODES = {"none": 0, "max": 1, "mean": 2, "second": 3}
 
@@ -167,8 +170,6 @@ def _step_params(lr: float, eps: float, dtype, device):
     """(lr, eps) as a device tensor in the weights' dtype (a pointer argument keeps float64 exact, where
     a scalar kernel argument would be fp32), cached: a host-to-device copy from pageable memory on every
     step can stall the host on the stream."""
-    import torch
-
     key = (lr, eps, dtype, device)
     t = _PARAMS.get(key)
     if t is None:
@@ -186,10 +187,6 @@ def reweighter_step(weights, idx, scores, lr: float, normalize_update: str = "me
     (cast to the weights' dtype); ``normalize_update``: ``"mean_abs"`` (``r^ = r / (mean|r| + eps)``)
     or ``"none"``.  Matches ``reference.reweighter_update`` followed by ``weights[idx] = new``.
     """
-    from .backend import _device_ctx
-
-    import torch
-
     if normalize_update not in ("mean_abs", "none"):
         raise ValueError(f"normalize_update must be one of ['mean_abs', 'none'], got {normalize_update!r}")
     if weights.dim() != 1 or not weights.is_contiguous() or weights.dtype not in (torch.float32, torch.float64):
@@ -202,7 +199,7 @@ def reweighter_step(weights, idx, scores, lr: float, normalize_update: str = "me
         return new
     params = _step_params(float(lr), float(eps), weights.dtype, weights.device)
     block = max(16, min(1024, triton.next_power_of_2(B)))
-    with _device_ctx(weights.device):
+    with device_context(weights.device):
         reweighter_step_kernel[(triton.cdiv(B, block),)](
             weights, idx, r, new, params,
             B,
