@@ -122,9 +122,9 @@ class Trainer:
         for _ in range(self.ctx.clean.passes):
             self._clean_pass(epoch)
         method.begin_epoch(epoch)
-        sampler = getattr(loader, "sampler", None)
-        if hasattr(sampler, "set_epoch"):  # DistributedSampler: a new shuffle per epoch
-            sampler.set_epoch(epoch)
+        for sampler in (getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)):
+            if hasattr(sampler, "set_epoch"):  # DistributedSampler: a new shuffle per epoch
+                sampler.set_epoch(epoch)
         for batch in loader:
             x, y, idx = unpack_batch(batch)
             x, y, idx = to_device(x, self.device, self.dtype), y.to(self.device), idx.to(self.device)
