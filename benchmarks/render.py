@@ -668,6 +668,39 @@ def recheck_table(name="variants_recheck.jsonl"):
     return "\n".join(lines)
 
 
+def redesign_recheck_table(before="variants_recheck_session_start.jsonl", after="variants_recheck_redesign.jsonl"):
+    """The trainer redesign: the same runs at the code before it and after it, in one environment."""
+    a, b = _jsonl(before), _jsonl(after)
+    if not a or not b:
+        return None
+    key = lambda r: (r["run"], r["dataset"], r["noise"], r["rate"], r["seed"])  # noqa: E731
+    old = {key(r): r for r in a}
+    lines = [
+        f"Sources: `benchmarks/results/{before}` (the code before, commit {a[0]['env']['commit']}, "
+        f"{a[0]['env']['date'][:10]}) and `benchmarks/results/{after}` (after, commit {b[0]['env']['commit']}, "
+        f"{b[0]['env']['date'][:10]}), both `python benchmarks/recheck_variants.py` on this machine, which are "
+        "also compared with the committed `variants.jsonl` (commit "
+        f"{b[0]['committed_commit']}). The columns before/after the redesign isolate the code change; "
+        "the change against the committed accuracies holds the environment's drift as well (the code before "
+        "the redesign shows it too).",
+        "",
+        "| run | runs | identical before/after | largest change of a cell's mean before -> after | "
+        "largest change of a cell's mean, committed -> after |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for run in dict.fromkeys(r["run"] for r in b):
+        rs = [r for r in b if r["run"] == run and key(r) in old]
+        same = sum(r["new_acc"] == old[key(r)]["new_acc"] for r in rs)
+        cells: dict = {}
+        for r in rs:
+            cells.setdefault(key(r)[1:4], []).append((r["new_acc"] - old[key(r)]["new_acc"],
+                                                      r["new_acc"] - r["committed_acc"]))
+        code = max(abs(statistics.mean(d for d, _ in v)) for v in cells.values())
+        drift = max(abs(statistics.mean(e for _, e in v)) for v in cells.values())
+        lines.append(f"| {run} | {len(rs)} | {same} of {len(rs)} | {code:.4f} | {drift:.4f} |")
+    return "\n".join(lines)
+
+
 def fused_loss_table(name="fused_loss_ab.jsonl"):
     recs = _jsonl(name)
     if not recs:
@@ -1135,6 +1168,10 @@ DOC = [
      "seed, minutes apart on a shared machine: use the interleaved step-cost tables below for cost.",
      lambda: _cell_table(*CELL_TABLES["variants"])),
     ("recheck", 3, "Recheck of the accuracy columns at later commits", None, recheck_table),
+    ("redesign-recheck", 3, "Variants recheck across the trainer redesign",
+     "ERM, the library's default FBR, the published recipe and `fbr+whiten/10` on every cell and seed, run by the "
+     "code before the redesign of the trainer (`fastreweight.training`) and by the code after it.",
+     redesign_recheck_table),
     ("cleanpasses", 3, "Clean passes for every method",
      "ERM, bi-level L2R and the default FBR, each without and with five clean passes per epoch "
      "(`python benchmarks/run_experiments.py cleanpasses`); `+mix`: the same clean samples mixed into the batches.",
