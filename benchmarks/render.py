@@ -678,11 +678,12 @@ def redesign_recheck_table(before="variants_recheck_session_start.jsonl", after=
     lines = [
         f"Sources: `benchmarks/results/{before}` (the code before, commit {a[0]['env']['commit']}, "
         f"{a[0]['env']['date'][:10]}) and `benchmarks/results/{after}` (after, commit {b[0]['env']['commit']}, "
-        f"{b[0]['env']['date'][:10]}), both `python benchmarks/recheck_variants.py` on this machine, which are "
-        "also compared with the committed `variants.jsonl` (commit "
-        f"{b[0]['committed_commit']}). The columns before/after the redesign isolate the code change; "
-        "the change against the committed accuracies holds the environment's drift as well (the code before "
-        "the redesign shows it too).",
+        f"{b[0]['env']['date'][:10]}), both `python benchmarks/recheck_variants.py` on one machine "
+        f"({b[0]['env']['device_name']}), and both compared with the committed `variants.jsonl` (commit "
+        f"{b[0]['committed_commit']}, made on another processor: the earlier rechecks ran on "
+        f"{_jsonl('variants_recheck.jsonl')[0]['env']['device_name']}). The before/after columns isolate the code "
+        "change; the change against the committed accuracies also holds the processor's different float "
+        "rounding, which the code before the redesign shows just the same.",
         "",
         "| run | runs | identical before/after | largest change of a cell's mean before -> after | "
         "largest change of a cell's mean, committed -> after |",
