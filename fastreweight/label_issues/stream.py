@@ -29,9 +29,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import validate as V
-from . import whiten as _whiten
-from .scores import class_similarity, fbr_from_similarity
+from .. import validate as V
+from .. import whiten as _whiten
+from ..scores import class_similarity, fbr_from_similarity
 
 _NPY = (".npy",)
 _PT = (".pt", ".pth")

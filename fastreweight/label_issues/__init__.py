@@ -1,0 +1,10 @@
+"""Finding the wrong labels of a dataset with a small trusted subset.
+
+* ``score_dataset`` (``stream.py``): every row's FBR score against the clean subset, streamed in chunks
+  from arrays or memory-mapped files, memory bounded independently of N but for 20 bytes a row.
+* ``write_ranked_csv``: the rows ranked from most to least suspicious.
+"""
+from .result import LabelIssues
+from .stream import ScoreResult, load_array, memory_bound_bytes, score_dataset, write_ranked_csv
+
+__all__ = ["LabelIssues", "score_dataset", "ScoreResult", "write_ranked_csv", "load_array", "memory_bound_bytes"]

@@ -1,0 +1,76 @@
+"""What label-issue finding returns: cleanlab's familiar columns, plus the raw score and a summary."""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["LabelIssues"]
+
+
+@dataclass
+class LabelIssues:
+    """One entry per row of the dataset.
+
+    ``score``: the raw score (lower: more suspicious); ``label_score``: a monotone map of it into
+    [0, 1] (lower: more suspicious, as cleanlab's label quality); ``is_label_issue``: the flagged set
+    (``score <= threshold``); ``given_label`` / ``predicted_label``: the label the dataset has and the
+    one the clean subset suggests.  ``estimated_noise_rate``: the share of wrong labels the clean subset
+    implies, ``threshold`` the flagging threshold on ``score`` and ``settings`` how both were chosen."""
+
+    given_label: np.ndarray
+    predicted_label: np.ndarray
+    score: np.ndarray
+    label_score: np.ndarray
+    is_label_issue: np.ndarray
+    threshold: float
+    estimated_noise_rate: float | None = None
+    num_classes: int | None = None
+    settings: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.score.shape[0])
+
+    def ranking(self) -> np.ndarray:
+        """Row indices from most to least suspicious (stable for ties)."""
+        return np.argsort(self.score, kind="stable")
+
+    def to_dict(self) -> dict:
+        """The columns as numpy arrays, keyed as cleanlab's ``find_label_issues`` DataFrame."""
+        return {"is_label_issue": self.is_label_issue, "label_score": self.label_score,
+                "given_label": self.given_label, "predicted_label": self.predicted_label, "score": self.score}
+
+    def to_dataframe(self):
+        """A ``pandas.DataFrame`` with the columns of ``to_dict()`` (pandas must be installed)."""
+        try:
+            import pandas as pd
+        except ImportError:  # pragma: no cover - pandas is optional
+            raise ImportError("LabelIssues.to_dataframe needs pandas (pip install pandas); to_dict() does not") from None
+        return pd.DataFrame(self.to_dict())
+
+    def issues_per_class(self) -> dict[int, int]:
+        """Flagged rows per given label."""
+        C = self.num_classes or int(max(self.given_label.max(initial=-1), self.predicted_label.max(initial=-1))) + 1
+        counts = np.bincount(self.given_label[self.is_label_issue], minlength=C)
+        return {c: int(n) for c, n in enumerate(counts)}
+
+    def summary(self) -> str:
+        """One line: rows, flagged rows, the estimated noise rate, issues per class."""
+        n, k = len(self), int(self.is_label_issue.sum())
+        rate = "n/a" if self.estimated_noise_rate is None else f"{self.estimated_noise_rate:.1%}"
+        per = ", ".join(f"{c}: {v}" for c, v in self.issues_per_class().items())
+        return (f"{k} of {n} rows flagged ({k / max(n, 1):.1%}); estimated noise rate {rate}; "
+                f"issues per given class: {per}")
+
+    def write_csv(self, path: str) -> int:
+        """``rank,index,given_label,predicted_label,score,label_score,is_label_issue``, most suspicious first.
+        Never overwrites (``FileExistsError``).  Returns the number of flagged rows."""
+        with open(path, "x", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["rank", "index", "given_label", "predicted_label", "score", "label_score", "is_label_issue"])
+            for rank, i in enumerate(self.ranking()):
+                w.writerow([rank, int(i), int(self.given_label[i]), int(self.predicted_label[i]),
+                            f"{float(self.score[i]):.6g}", f"{float(self.label_score[i]):.6g}",
+                            int(bool(self.is_label_issue[i]))])
+        return int(self.is_label_issue.sum())
