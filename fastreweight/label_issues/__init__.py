@@ -4,7 +4,8 @@
   from arrays or memory-mapped files, memory bounded independently of N but for 20 bytes a row.
 * ``write_ranked_csv``: the rows ranked from most to least suspicious.
 """
+from .find import SCORERS, find_label_issues
 from .result import LabelIssues
 from .stream import ScoreResult, load_array, memory_bound_bytes, score_dataset, write_ranked_csv
 
-__all__ = ["LabelIssues", "score_dataset", "ScoreResult", "write_ranked_csv", "load_array", "memory_bound_bytes"]
+__all__ = ["find_label_issues", "SCORERS", "LabelIssues", "score_dataset", "ScoreResult", "write_ranked_csv", "load_array", "memory_bound_bytes"]
