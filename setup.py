@@ -1,16 +1,17 @@
 """Build of the optional compiled kernels; the package metadata lives in pyproject.toml.
 
-* ``fastreweight._C_cpu`` (csrc/fbr_cpu.cpp): built whenever torch is importable and a C++ compiler
-  works;
-* ``fastreweight._C_cuda`` (csrc/fbr_cuda.cu): built as well when torch is a CUDA build and nvcc is
-  found (``CUDA_HOME``); ``FASTREWEIGHT_CUDA_ARCHS`` (default ``"80;90a"``) picks the targets.
+* ``fastreweight._C_cpu`` (``csrc/cpu/``): built whenever torch is importable and a C++ compiler works;
+* ``fastreweight._C_cuda`` (``csrc/cuda/``): built as well when torch is a CUDA build and nvcc is found
+  (``CUDA_HOME``); ``FASTREWEIGHT_CUDA_ARCHS`` (default ``"80;90a"``) picks the targets.
 
-``FASTREWEIGHT_NO_EXT=1`` skips both.  Without torch (e.g. a metadata-only build in an isolated
-environment) nothing is built and the package stays pure Python.  Whatever is not built here is built
-just in time on first use (``fastreweight/csrc_backend/__init__.py``), or the backend reports itself
-unavailable; ``import fastreweight`` never depends on it.  A failing extension build only warns and
-leaves the package installable.
+Sources and flags come from ``fastreweight/csrc_backend/build_config.py`` (shared with the
+just-in-time build).  ``FASTREWEIGHT_NO_EXT=1`` skips both.  Without torch (e.g. a metadata-only build
+in an isolated environment) nothing is built and the package stays pure Python.  Whatever is not built
+here is built just in time on first use (``fastreweight/csrc_backend/__init__.py``), or the backend
+reports itself unavailable; ``import fastreweight`` never depends on it.  A failing extension build
+only warns and leaves the package installable.
 """
+import importlib.util
 import os
 import sys
 
@@ -21,6 +22,15 @@ CSRC = "csrc"
 
 def _flag(name):
     return os.environ.get(name, "") not in ("", "0")
+
+
+def _build_config(here):
+    """fastreweight/csrc_backend/build_config.py, loaded by path (importing the package needs torch)."""
+    path = os.path.join(here, "fastreweight", "csrc_backend", "build_config.py")
+    spec = importlib.util.spec_from_file_location("fastreweight_build_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _extensions():
@@ -35,26 +45,25 @@ def _extensions():
         return [], {}
 
     here = os.path.dirname(os.path.abspath(__file__))
-    csrc = os.path.join(here, CSRC)
+    cfg = _build_config(here)
     # relative source paths: setuptools rejects absolute ones in some versions
+    include_dirs = [os.path.join(here, CSRC, d) for d in cfg.INCLUDE_DIRS]
     exts = [
         cpp_extension.CppExtension(
             "fastreweight._C_cpu",
-            [os.path.join(CSRC, "fbr_cpu.cpp")],
-            include_dirs=[csrc],
-            extra_compile_args={"cxx": ["-O3", "-fopenmp"]},
-            extra_link_args=["-fopenmp"],
+            [os.path.join(CSRC, s) for s in cfg.CPU_SOURCES],
+            include_dirs=include_dirs,
+            extra_compile_args={"cxx": list(cfg.CPU_CFLAGS)},
+            extra_link_args=list(cfg.CPU_LDFLAGS),
         )
     ]
     if torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None and not _flag("FASTREWEIGHT_NO_CUDA"):
-        archs = os.environ.get("FASTREWEIGHT_CUDA_ARCHS", "80;90a").split(";")
-        gencode = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs if a]
         exts.append(
             cpp_extension.CUDAExtension(
                 "fastreweight._C_cuda",
-                [os.path.join(CSRC, "fbr_cuda.cu")],
-                include_dirs=[csrc],
-                extra_compile_args={"cxx": ["-O3"], "nvcc": ["-O3", *gencode]},
+                [os.path.join(CSRC, s) for s in cfg.CUDA_SOURCES],
+                include_dirs=include_dirs,
+                extra_compile_args={"cxx": list(cfg.CUDA_HOST_CFLAGS), "nvcc": cfg.nvcc_flags()},
             )
         )
 

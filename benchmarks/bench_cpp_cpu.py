@@ -1,5 +1,5 @@
-"""CPU benchmark: the C++ backend (pairwise streamed, csrc/fbr_cpu.cpp) against the eager PyTorch
-reference (pairwise), B=256, M=2048, d=512, C in {10, 100}, feature and gradient kernel (k=10),
+"""CPU benchmark: the C++ backend (pairwise streamed, csrc/cpu/similarity_pairwise.cpp) against the
+eager PyTorch reference (pairwise), B=256, M=2048, d=512, C in {10, 100}, feature and gradient kernel (k=10),
 float32, through the public API (fastreweight.fbr_scores, validation included) and the raw op alone.
 
 usage: python benchmarks/bench_cpp_cpu.py [--repeats N] [--threads T] [--out FILE]

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Compile-only check of every csrc/*.cu for sm_80 and sm_90a (object files, nothing is linked or run).
+# Compile-only check of the CUDA library's sources (fastreweight/csrc_backend/build_config.py,
+# CUDA_SOURCES): every .cu for sm_80 and sm_90a, every host .cpp once (object files, nothing is linked
+# or run).
 #
 # Works without a CUDA build of torch: the CPU wheel ships the ATen/c10 headers, including c10/cuda,
 # except the CMake-generated c10/cuda/impl/cuda_cmake_macros.h, which C10_CUDA_NO_CMAKE_CONFIGURE_FILE
@@ -18,23 +20,27 @@ import os, sysconfig, torch
 print(os.path.join(os.path.dirname(torch.__file__), "include"), sysconfig.get_paths()["include"], int(torch._C._GLIBCXX_USE_CXX11_ABI))
 PY
 )
+read -r -a SOURCES < <("$PYTHON" "$here/../fastreweight/csrc_backend/build_config.py" cuda-sources)
 mkdir -p "$out"
+common=(-std=c++20 -O3 -Xcompiler -fPIC
+        -I"$here" -I"$TORCH_INC" -I"$TORCH_INC/torch/csrc/api/include" -I"$PY_INC"
+        -DC10_CUDA_NO_CMAKE_CONFIGURE_FILE -D_GLIBCXX_USE_CXX11_ABI="$ABI" -DTORCH_EXTENSION_NAME=_C_cuda)
 status=0
-for cu in "$here"/*.cu; do
-  for arch in 80 90a; do
-    obj="$out/$(basename "${cu%.cu}")_sm${arch}.o"
-    echo "nvcc -c $(basename "$cu") for sm_${arch}"
-    if ! "$NVCC" -c "$cu" -o "$obj" -std=c++20 -O3 \
-        -gencode "arch=compute_${arch},code=sm_${arch}" \
-        -Xcompiler -fPIC \
-        -I"$here" -I"$TORCH_INC" -I"$TORCH_INC/torch/csrc/api/include" -I"$PY_INC" \
-        -DC10_CUDA_NO_CMAKE_CONFIGURE_FILE -D_GLIBCXX_USE_CXX11_ABI="$ABI" -DTORCH_EXTENSION_NAME=_C_cuda \
-        -D__CUDA_NO_HALF_OPERATORS__ -D__CUDA_NO_HALF_CONVERSIONS__ -D__CUDA_NO_BFLOAT16_CONVERSIONS__ \
-        -D__CUDA_NO_HALF2_OPERATORS__ --expt-relaxed-constexpr \
-        -Xptxas -warn-spills ${NVCC_EXTRA:-}; then
-      status=1
-    fi
-  done
+for src in "${SOURCES[@]}"; do
+  base="$(basename "${src%.*}")"
+  if [[ "$src" == *.cu ]]; then
+    for arch in 80 90a; do
+      echo "nvcc -c $src for sm_${arch}"
+      "$NVCC" -c "$here/$src" -o "$out/${base}_sm${arch}.o" "${common[@]}" \
+          -gencode "arch=compute_${arch},code=sm_${arch}" \
+          -D__CUDA_NO_HALF_OPERATORS__ -D__CUDA_NO_HALF_CONVERSIONS__ -D__CUDA_NO_BFLOAT16_CONVERSIONS__ \
+          -D__CUDA_NO_HALF2_OPERATORS__ --expt-relaxed-constexpr \
+          -Xptxas -warn-spills ${NVCC_EXTRA:-} || status=1
+    done
+  else
+    echo "nvcc -c $src (host code)"
+    "$NVCC" -c "$here/$src" -o "$out/${base}_host.o" "${common[@]}" ${NVCC_EXTRA:-} || status=1
+  fi
 done
 [ $status -eq 0 ] && echo "compile_cuda_check: OK ($out)"
 exit $status

@@ -1,5 +1,5 @@
-"""The compiled backends against the pure-PyTorch reference: the C++ CPU backend (csrc/fbr_cpu.cpp,
-``backend="cpp"``) and, on a CUDA device, the CUDA backend (csrc/fbr_cuda.cu, ``backend="cuda"``) run
+"""The compiled backends against the pure-PyTorch reference: the C++ CPU backend (csrc/cpu/,
+``backend="cpp"``) and, on a CUDA device, the CUDA backend (csrc/cuda/, ``backend="cuda"``) run
 the same agreement tests (parametrised over ``BACKENDS``; inputs are moved to the backend's device,
 results back to the CPU).  Also the op contract on the CPU (TORCH_CHECK messages,
 torch.library.opcheck, torch.compile) and a compile-only check of the CUDA sources
@@ -705,6 +705,22 @@ def test_reweighter_opcheck(dtype):
     w = torch.rand(50, dtype=dtype)
     torch.library.opcheck(ops.reweighter_step.default,
                           (w, torch.tensor([3, 7, 49, 0]), torch.randn(4, dtype=dtype), 0.3, "mean_abs", 1e-12))
+
+
+@needs_ext
+def test_schemas_are_defined_once_in_python_and_every_op_has_a_cpu_kernel():
+    """The op schemas and fake kernels live in ``csrc_backend/ops.py``; the C++ sources only register
+    kernels (``TORCH_LIBRARY_IMPL``), and the CPU library registers one for every op."""
+    import pathlib
+
+    from fastreweight.csrc_backend import ops as op_defs
+
+    csrc = pathlib.Path(__file__).resolve().parents[1] / "csrc"
+    sources = [p for p in csrc.rglob("*") if p.suffix in (".h", ".cpp", ".cu")]
+    assert sources and not [p for p in sources if "TORCH_LIBRARY(" in p.read_text() or "m.def(" in p.read_text()]
+    for name in op_defs.SCHEMAS:
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"fastreweight::{name}", "CPU"), name
+        assert hasattr(getattr(ops, name).default, "_schema")
 
 
 def test_cuda_backend_reports_why_it_is_unavailable():

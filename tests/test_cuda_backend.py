@@ -1,4 +1,4 @@
-"""CUDA-only checks of the CUDA C++ backend (csrc/fbr_cuda.cu).
+"""CUDA-only checks of the CUDA C++ backend (csrc/cuda/).
 
 The agreement tests against the float64 reference (odd shapes, every kernel / centering / cosine
 option, up to 1000 classes, every shift, half inputs, strided inputs, poisoned outputs) are shared with

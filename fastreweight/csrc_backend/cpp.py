@@ -1,5 +1,5 @@
-"""The C++ CPU backend (``backend="cpp"``), through the custom ops ``torch.ops.fastreweight.*`` of
-``csrc/fbr_cpu.cpp``:
+"""The C++ CPU backend (``backend="cpp"``), through the custom ops ``torch.ops.fastreweight.*``
+(schemas: ``ops.py``; CPU kernels: ``csrc/cpu/``):
 
 * strategy ``"pairwise"``: the streamed pairwise strategy of SPEC §4 (``class_similarity`` /
   ``fbr_scores``), float32 inputs accumulated in float32, float64 in float64, float16/bfloat16

@@ -1,5 +1,5 @@
 """The CUDA C++ backend (``backend="cuda"``): the pairwise streamed strategy of SPEC §4 in
-``csrc/fbr_cuda.cu`` (float16/bfloat16 on tensor cores through WMMA with float32 accumulation,
+``csrc/cuda/`` (float16/bfloat16 on tensor cores through WMMA with float32 accumulation,
 float32/float64 through a tiled CUDA-core path), run through the custom ops
 ``torch.ops.fastreweight.*``.
 """

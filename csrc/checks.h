@@ -1,5 +1,5 @@
-// fastreweight: input checks and small helpers shared by the CPU (fbr_cpu.cpp) and CUDA
-// (fbr_cuda.cu) implementations of the custom ops
+// fastreweight: input checks shared by the CPU (cpu/register.cpp) and CUDA (cuda/register.cpp) entry
+// points of the custom ops; the schemas are in fastreweight/csrc_backend/ops.py, e.g.
 //
 //   fastreweight::class_similarity(Tensor[] xs, Tensor[] zs, Tensor[] mus, Tensor[] es, Tensor[] fs,
 //                                  Tensor clean_y, Tensor class_weight, bool cosine) -> Tensor  (B x C)
@@ -140,56 +140,6 @@ inline Shift check_epilogue(const char* op, const Shape& s, const at::Tensor& y,
   TORCH_CHECK(std::isfinite(alpha) && alpha >= 0, "fastreweight::", op, ": alpha must be a finite float >= 0, got ",
               alpha);
   return sh;
-}
-
-// The FBR epilogue for one row (SPEC §3.4), written to match reference.fbr_from_similarity.
-// S: the row's C class similarities; w: class weights (> 0 exactly for present classes).
-template <typename T>
-#ifdef __CUDACC__
-__host__ __device__
-#endif
-inline T fbr_row(const T* S, const T* w, int64_t C, int64_t y, int shift, T alpha) {
-  const bool in_range = y >= 0 && y < C;
-  const int64_t yc = y < 0 ? 0 : (y >= C ? C - 1 : y);
-  if (!in_range || !(w[yc] > T(0))) return T(0);
-  T b = T(0);
-  if (shift == static_cast<int>(Shift::Max)) {
-    bool any = false;
-    T m = T(0);
-    for (int64_t c = 0; c < C; ++c)
-      if (c != yc && w[c] > T(0) && (!any || S[c] > m)) { m = S[c]; any = true; }
-    b = any ? m : T(0);
-  } else if (shift == static_cast<int>(Shift::Mean)) {
-    T sum = T(0);
-    int64_t n = 0;
-    for (int64_t c = 0; c < C; ++c)
-      if (c != yc && w[c] > T(0)) { sum += S[c]; ++n; }
-    b = sum / static_cast<T>(n > 0 ? n : 1);
-  } else if (shift == static_cast<int>(Shift::Second)) {
-    // second-largest over present classes (own label included); k = min(2, C) as torch.topk
-    bool have1 = false, have2 = false;
-    T m1 = T(0), m2 = T(0);
-    for (int64_t c = 0; c < C; ++c) {
-      if (!(w[c] > T(0))) continue;
-      const T v = S[c];
-      if (!have1 || v > m1) {
-        if (have1) { m2 = m1; have2 = true; }
-        m1 = v; have1 = true;
-      } else if (!have2 || v > m2) {
-        m2 = v; have2 = true;
-      }
-    }
-    if (C == 1) b = have1 ? m1 : T(0);
-    else b = have2 ? m2 : T(0);
-  }
-  T d = S[yc] - b;
-  if (alpha != T(0)) {
-    T comp = T(0);
-    for (int64_t c = 0; c < C; ++c)
-      if (c != yc && w[c] > T(0)) comp += S[c] - b;
-    d = d - alpha * comp;
-  }
-  return d;
 }
 
 }  // namespace fbr

@@ -1,6 +1,6 @@
 // fastreweight: CUDA kernels of the pairwise streamed strategy (SPEC §4) and the fused FBR epilogue
-// (SPEC §3.4), registered as the CUDA kernels of the ops fastreweight::* (schemas: fbr_cpu.cpp,
-// which must be loaded first).
+// (SPEC §3.4) of the ops fastreweight::class_similarity / fbr_scores (entry points and input checks:
+// cuda/register.cpp; schemas: fastreweight/csrc_backend/ops.py).
 //
 // Per call:
 //   1. the clean rows are stably sorted by label on the device (invalid labels, outside [0, C), go
@@ -14,7 +14,7 @@
 //      and reduced per row into per-class sums by one thread per row (fixed order: deterministic, no
 //      atomics), written to the column group's partial buffer;
 //   4. S = class_weight * sum of the partials in group order (fixed order); fbr_scores runs the
-//      epilogue of fbr_common.h, one thread per row.
+//      epilogue of fbr_row.h, one thread per row.
 // Gram tiles: float32 / float64 through a shared-memory tiled CUDA-core path that centres while loading
 // (x - mu in the accumulation dtype, as the reference); float16 / bfloat16 on tensor cores through WMMA
 // (16x16x16, float32 accumulation) on the raw inputs, centred afterwards with
@@ -22,14 +22,13 @@
 // 16 bits. All indices into inputs are int64.
 //
 // Compile check without a CUDA build of torch: csrc/compile_cuda_check.sh.
-#include "fbr_common.h"
+#include "cuda/kernels.h"
+#include "fbr_row.h"
 
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
-#include <torch/library.h>
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -49,7 +48,6 @@ constexpr int kBKH = 32;      // tensor-core path: features per shared-memory st
 constexpr int kLdF = kTile + 4;
 constexpr int kLdH = kBKH + 8;  // multiple of 8 halves (WMMA ldm), keeps 32-byte fragment alignment
 constexpr int kLdK = kTile + 1;
-constexpr int kMaxLayers = 8;
 
 template <typename T, typename A>
 struct LayerArgs {
@@ -461,15 +459,9 @@ void run_similarity(const fbr::Shape& s, at::TensorList xs, at::TensorList zs, a
   // keep / parts / lab / perm are freed through the caching allocator on this stream: safe.
 }
 
-static void check_cuda(const char* op, const fbr::Shape& s, const at::Tensor& x0) {
-  TORCH_CHECK(x0.device().is_cuda(), "fastreweight::", op, ": the CUDA kernel got tensors on ", x0.device());
-  TORCH_CHECK(s.L <= kMaxLayers, "fastreweight::", op, ": the CUDA kernels take at most ", kMaxLayers,
-              " layers, got ", s.L);
-}
-
-static at::Tensor compute_similarity(const fbr::Shape& s, at::TensorList xs, at::TensorList zs, at::TensorList mus,
-                                     at::TensorList es, at::TensorList fs, const at::Tensor& clean_y,
-                                     const at::Tensor& class_weight, bool cosine) {
+at::Tensor pairwise_similarity(const fbr::Shape& s, at::TensorList xs, at::TensorList zs, at::TensorList mus,
+                               at::TensorList es, at::TensorList fs, const at::Tensor& clean_y,
+                               const at::Tensor& class_weight, bool cosine) {
   at::Tensor S = at::empty({s.B, s.C}, xs[0].options().dtype(s.acc_dtype));
   at::Tensor w = class_weight.contiguous();
   switch (s.in_dtype) {
@@ -482,27 +474,8 @@ static at::Tensor compute_similarity(const fbr::Shape& s, at::TensorList xs, at:
   return S;
 }
 
-at::Tensor class_similarity_cuda(at::TensorList xs, at::TensorList zs, at::TensorList mus, at::TensorList es,
-                                 at::TensorList fs, const at::Tensor& clean_y, const at::Tensor& class_weight,
-                                 bool cosine) {
-  const char* op = "class_similarity";
-  const fbr::Shape s = fbr::check_inputs(op, xs, zs, mus, es, fs, clean_y, class_weight);
-  check_cuda(op, s, xs[0]);
-  c10::cuda::CUDAGuard guard(xs[0].device());
-  return compute_similarity(s, xs, zs, mus, es, fs, clean_y, class_weight, cosine);
-}
-
-at::Tensor fbr_scores_cuda(at::TensorList xs, at::TensorList zs, at::TensorList mus, at::TensorList es,
-                           at::TensorList fs, const at::Tensor& clean_y, const at::Tensor& class_weight, bool cosine,
-                           const at::Tensor& y, c10::string_view shift, double alpha) {
-  const char* op = "fbr_scores";
-  const fbr::Shape s = fbr::check_inputs(op, xs, zs, mus, es, fs, clean_y, class_weight);
-  const fbr::Shift sh = fbr::check_epilogue(op, s, y, shift, alpha);
-  TORCH_CHECK(y.device() == xs[0].device(), "fastreweight::", op, ": y is on ", y.device(), " but xs[0] is on ",
-              xs[0].device(), "; all inputs must be on one device");
-  check_cuda(op, s, xs[0]);
-  c10::cuda::CUDAGuard guard(xs[0].device());
-  at::Tensor S = compute_similarity(s, xs, zs, mus, es, fs, clean_y, class_weight, cosine);
+at::Tensor fbr_epilogue(const fbr::Shape& s, const at::Tensor& S, const at::Tensor& y, const at::Tensor& class_weight,
+                        fbr::Shift sh, double alpha) {
   at::Tensor out = at::empty({s.B}, S.options());
   if (s.B == 0) return out;
   at::Tensor yc = y.contiguous();
@@ -522,8 +495,3 @@ at::Tensor fbr_scores_cuda(at::TensorList xs, at::TensorList zs, at::TensorList 
 }
 
 }  // namespace fbr_cuda
-
-TORCH_LIBRARY_IMPL(fastreweight, CUDA, m) {
-  m.impl("class_similarity", &fbr_cuda::class_similarity_cuda);
-  m.impl("fbr_scores", &fbr_cuda::fbr_scores_cuda);
-}
