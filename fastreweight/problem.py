@@ -150,22 +150,87 @@ def build_problem(
     V.check_option("center", center, V.CENTER_OPTIONS)
     V.check_option("normalize", normalize, V.NORMALIZE_OPTIONS)
     V.check_option("on_missing_class", on_missing_class, V.MISSING_OPTIONS)
+    xs, zs, es, fs = _factor_lists(x, clean_x, x2, clean_x2)
+    B, M, dtype, named = _checked_factors(xs, zs, es, fs)
+
+    if clean_y is None:
+        # meta scores: one pseudo-class holding every clean row, weight 1/M
+        clean_y_t = torch.zeros(M, dtype=torch.int64, device=zs[0].device)
+    else:
+        V.check_label_vector("clean_y", clean_y, M)
+        clean_y_t = clean_y
+        named["clean_y"] = clean_y
+    if y is not None:
+        V.check_label_vector("y", y, B)
+        named["y"] = y
+    device = V.check_same_device(named)
+    C = _class_count(V.check_num_classes(num_classes), clean_y, y, B)
+
+    acc = acc_dtype_for(dtype)
+    cache_tensors = (*zs, *fs, clean_y, center_labels)  # every clean-side input
+    cache_options = (C, center, acc)
+    memo = clean_cache.get(cache_tensors, cache_options)
+    if memo is not None:  # the planner counts clean-side work as amortised once the clean side recurs
+        memo["reuses"] = memo.get("reuses", 0) + 1
+    # The clean tensors' values were checked by an earlier call that made or reused this memo entry,
+    # and cannot have changed since (the entry is keyed on their in-place version counters).
+    clean_checked = memo is not None and memo.get("values_checked", False)
+    if check_values:
+        _check_values(named, clean_y, clean_y_t, y, C, clean_checked)
+
+    clean_y_t = clean_y_t.to(torch.int64)
+    if memo is None:
+        memo = _class_weights(clean_y_t, C, acc, device)
+        clean_cache.put(cache_tensors, cache_options, memo)
+    if check_values:
+        memo["values_checked"] = True
+    counts, class_weight = memo["counts"], memo["class_weight"]
+
+    y_t = None
+    if y is not None:
+        y_t = y.to(torch.int64)
+        if check_values:
+            _check_batch_labels(y_t, counts, C, B, require_two_classes, on_missing_class)
+
+    if "mus" not in memo:
+        memo["mus"] = _centering_means(zs, clean_y, clean_y_t, counts, center, center_labels, check_values, acc)
+    layers = [Layer(x=xl, z=zl, mu=mu, e=el, f=fl) for xl, zl, el, fl, mu in zip(xs, zs, es, fs, memo["mus"])]
+
+    return Problem(
+        layers=layers,
+        clean_y=clean_y_t,
+        num_classes=C,
+        class_counts=counts,
+        class_weight=class_weight,
+        cosine=(normalize == "cosine"),
+        acc_dtype=acc,
+        device=device,
+        y=y_t,
+        clean_memo=memo,
+    )
+
+
+def _factor_lists(x, clean_x, x2, clean_x2):
+    """(xs, zs, es, fs): the per-layer factors, es/fs ``[None] * L`` for the feature kernel."""
     xs = V.as_factor_list("x", x)
     zs = V.as_factor_list("clean_x", clean_x)
     if len(xs) != len(zs):
         raise ValueError(f"x and clean_x must have the same number of layers, got {len(xs)} and {len(zs)}")
     if (x2 is None) != (clean_x2 is None):
         raise ValueError("x2 and clean_x2 must be given together (gradient kernel) or both be None (feature kernel)")
-    if x2 is not None:
-        es = V.as_factor_list("x2", x2)
-        fs = V.as_factor_list("clean_x2", clean_x2)
-        if not (len(es) == len(fs) == len(xs)):
-            raise ValueError(
-                f"x, x2, clean_x and clean_x2 must have the same number of layers, got {len(xs)}, {len(es)}, {len(zs)} and {len(fs)}"
-            )
-    else:
-        es = fs = [None] * len(xs)
+    if x2 is None:
+        return xs, zs, [None] * len(xs), [None] * len(xs)
+    es = V.as_factor_list("x2", x2)
+    fs = V.as_factor_list("clean_x2", clean_x2)
+    if not (len(es) == len(fs) == len(xs)):
+        raise ValueError(
+            f"x, x2, clean_x and clean_x2 must have the same number of layers, got {len(xs)}, {len(es)}, {len(zs)} and {len(fs)}"
+        )
+    return xs, zs, es, fs
 
+
+def _checked_factors(xs, zs, es, fs):
+    """(B, M, dtype, {name: factor}) after the shape and dtype checks of every layer's factors."""
     B, M = xs[0].shape[0], zs[0].shape[0]
     dtype = xs[0].dtype
     named = {}
@@ -196,108 +261,72 @@ def build_problem(
             named[name] = t
     if M == 0:
         raise ValueError("clean_x is empty: the clean subset needs at least one sample (got 0 rows)")
+    return B, M, dtype, named
 
+
+def _class_count(num_classes, clean_y, y, B) -> int:
+    """C: 1 for meta scores (no clean labels), else ``num_classes`` or the largest label + 1."""
     if clean_y is None:
-        # meta scores: one pseudo-class holding every clean row, weight 1/M
-        clean_y_t = torch.zeros(M, dtype=torch.int64, device=zs[0].device)
-        C = 1
-    else:
-        V.check_label_vector("clean_y", clean_y, M)
-        clean_y_t = clean_y
-        named["clean_y"] = clean_y
-    y_t = None
-    if y is not None:
-        V.check_label_vector("y", y, B)
-        named["y"] = y
-    device = V.check_same_device(named)
-    num_classes = V.check_num_classes(num_classes)
+        return 1
+    if num_classes is not None:
+        return num_classes
+    # inferring C reads the labels back (one sync); pass num_classes to avoid it
+    hi = clean_y.max()
+    if y is not None and B > 0:
+        hi = torch.maximum(hi, y.max())
+    C = int(hi) + 1
+    if C < 1:
+        raise ValueError(f"clean_y must hold class labels >= 0, got values up to {C - 1}")
+    return C
 
-    if clean_y is not None:
-        if num_classes is None:
-            # inferring C reads the labels back (one sync); pass num_classes to avoid it
-            hi = clean_y_t.max()
-            if y is not None and B > 0:
-                hi = torch.maximum(hi, y.max())
-            C = int(hi) + 1
-            if C < 1:
-                raise ValueError(f"clean_y must hold class labels >= 0, got values up to {C - 1}")
-        else:
-            C = num_classes
 
-    acc = acc_dtype_for(dtype)
-    cache_tensors = (*zs, *fs, clean_y, center_labels)  # every clean-side input
-    cache_options = (C, center, acc)
-    memo = clean_cache.get(cache_tensors, cache_options)
-    if memo is not None:  # the planner counts clean-side work as amortised once the clean side recurs
-        memo["reuses"] = memo.get("reuses", 0) + 1
-    # The clean tensors' values were checked by an earlier call that made or reused this memo entry,
-    # and cannot have changed since (the entry is keyed on their in-place version counters).
-    clean_checked = memo is not None and memo.get("values_checked", False)
-
+def _check_values(named, clean_y, clean_y_t, y, C, clean_checked) -> None:
+    """Finite features and labels in range (one host synchronisation); the clean side's only when an
+    earlier call has not checked these clean tensors already."""
     vc = V.ValueChecks()
-    if check_values:
-        for name, t in named.items():
-            if t.is_floating_point() and not (clean_checked and name.startswith("clean_")):
-                vc.finite(name, t)
-        if clean_y is not None and not clean_checked:
-            vc.labels_in_range("clean_y", clean_y_t, C)
-        if y is not None:
-            vc.labels_in_range("y", y, C)
+    for name, t in named.items():
+        if t.is_floating_point() and not (clean_checked and name.startswith("clean_")):
+            vc.finite(name, t)
+    if clean_y is not None and not clean_checked:
+        vc.labels_in_range("clean_y", clean_y_t, C)
+    if y is not None:
+        vc.labels_in_range("y", y, C)
     vc.run()
 
-    clean_y_t = clean_y_t.to(torch.int64)
-    if memo is None:
-        in_range = (clean_y_t >= 0) & (clean_y_t < C)
-        counts = torch.zeros(C, dtype=torch.int64, device=device)
-        counts.index_add_(0, clean_y_t.clamp(0, C - 1), in_range.to(torch.int64))
-        class_weight = torch.where(counts > 0, 1.0 / counts.clamp_min(1).to(acc), torch.zeros((), dtype=acc, device=device))
-        memo = {"counts": counts, "class_weight": class_weight}
-        clean_cache.put(cache_tensors, cache_options, memo)
-    if check_values:
-        memo["values_checked"] = True
-    counts, class_weight = memo["counts"], memo["class_weight"]
 
-    if y is not None:
-        y_t = y.to(torch.int64)
-        vc = V.ValueChecks()
-        if check_values and require_two_classes:
-            def two_msg():
-                present = torch.nonzero(counts > 0).flatten().tolist()
-                return (
-                    "clean_y must contain at least two classes for label-signed scores (SPEC §3.4); "
-                    f"the clean subset holds only class(es) {present}"
-                )
+def _class_weights(clean_y_t, C, acc, device) -> dict:
+    """A new clean memo: the class counts of the clean labels in [0, C) and the weights 1/M_c."""
+    in_range = (clean_y_t >= 0) & (clean_y_t < C)
+    counts = torch.zeros(C, dtype=torch.int64, device=device)
+    counts.index_add_(0, clean_y_t.clamp(0, C - 1), in_range.to(torch.int64))
+    class_weight = torch.where(counts > 0, 1.0 / counts.clamp_min(1).to(acc), torch.zeros((), dtype=acc, device=device))
+    return {"counts": counts, "class_weight": class_weight}
 
-            vc.add((counts > 0).sum() >= 2, two_msg)
-        if check_values and on_missing_class == "raise" and B > 0:
-            missing = counts[y_t.clamp(0, C - 1)] == 0
 
-            def miss_msg():
-                cls = sorted(set(y_t[missing].tolist()))
-                return (
-                    f"y contains class(es) {cls[:10]} that are absent from the clean subset (clean_y); "
-                    "every batch label needs at least one clean sample of its class, or pass on_missing_class='skip'"
-                )
+def _check_batch_labels(y_t, counts, C, B, require_two_classes, on_missing_class) -> None:
+    """The value checks of the batch labels against the clean classes (one host synchronisation)."""
+    vc = V.ValueChecks()
+    if require_two_classes:
+        def two_msg():
+            present = torch.nonzero(counts > 0).flatten().tolist()
+            return (
+                "clean_y must contain at least two classes for label-signed scores (SPEC §3.4); "
+                f"the clean subset holds only class(es) {present}"
+            )
 
-            vc.add(~missing.any(), miss_msg)
-        vc.run()
+        vc.add((counts > 0).sum() >= 2, two_msg)
+    if on_missing_class == "raise" and B > 0:
+        missing = counts[y_t.clamp(0, C - 1)] == 0
 
-    if "mus" not in memo:
-        memo["mus"] = _centering_means(zs, clean_y, clean_y_t, counts, center, center_labels, check_values, acc)
-    layers = [Layer(x=xl, z=zl, mu=mu, e=el, f=fl) for xl, zl, el, fl, mu in zip(xs, zs, es, fs, memo["mus"])]
+        def miss_msg():
+            cls = sorted(set(y_t[missing].tolist()))
+            return (
+                f"y contains class(es) {cls[:10]} that are absent from the clean subset (clean_y); "
+                "every batch label needs at least one clean sample of its class, or pass on_missing_class='skip'"
+            )
 
-    return Problem(
-        layers=layers,
-        clean_y=clean_y_t,
-        num_classes=C,
-        class_counts=counts,
-        class_weight=class_weight,
-        cosine=(normalize == "cosine"),
-        acc_dtype=acc,
-        device=device,
-        y=y_t,
-        clean_memo=memo,
-    )
+        vc.add(~missing.any(), miss_msg)
+    vc.run()
 
 
 def _centering_means(zs, clean_y, clean_y_t, counts, center, center_labels, check_values, acc):
