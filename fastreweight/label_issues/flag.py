@@ -1,0 +1,44 @@
+"""Choosing the flagged set with the clean subset, which cleanlab never has.
+
+The clean rows' own scores (their labels are right) estimate the score distribution ``F_c`` of
+correctly labelled rows.  Two uses:
+
+* **the noise rate**: with ``F_d`` the distribution of the other rows' scores, a mixture
+  ``F_d = (1 − π)·F_c + π·F_n`` whose mislabelled part ``F_n`` rarely reaches the clean rows' upper
+  half gives ``π ≈ 1 − P_d(s ≥ q) / P_c(s ≥ q)`` at the clean scores' median ``q``
+  (``estimate_noise_rate``);
+* **a false-discovery rate**: flagging the rows with score ``≤ t`` makes about ``(1 − π)·n·F_c(t)``
+  false discoveries; ``fdr_threshold`` picks the largest ``t`` whose estimated rate is at most
+  ``alpha`` (``F_c`` with one pseudo-count, so a few clean rows never claim zero errors: with M clean
+  rows no rate below about ``(1 − π)/(π·(M + 1))`` can be certified, and ``find_label_issues`` then
+  falls back to the estimated noise rate and says so in its settings).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["estimate_noise_rate", "fdr_threshold"]
+
+
+def estimate_noise_rate(scores: np.ndarray, clean_scores: np.ndarray) -> float:
+    """The share of wrong labels among ``scores``' rows, from the clean rows' ``clean_scores``."""
+    if clean_scores.size == 0 or scores.size == 0:
+        return float("nan")
+    q = float(np.median(clean_scores))
+    above_clean = float((clean_scores >= q).mean())  # >=: scores may saturate (ties at the maximum)
+    return float(np.clip(1.0 - float((scores >= q).mean()) / above_clean, 0.0, 1.0))
+
+
+def fdr_threshold(scores: np.ndarray, clean_scores: np.ndarray, noise_rate: float, alpha: float) -> float:
+    """The largest score threshold whose estimated false-discovery rate is at most ``alpha``
+    (``-inf``: flag nothing)."""
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+    t = np.sort(scores)
+    flagged = np.arange(1, t.size + 1)
+    clean_sorted = np.sort(clean_scores)
+    f_clean = (np.searchsorted(clean_sorted, t, side="right") + 1) / (clean_sorted.size + 1)
+    pi = 0.0 if not np.isfinite(noise_rate) else noise_rate
+    fdr = (1 - pi) * t.size * f_clean / flagged
+    ok = np.flatnonzero(fdr <= alpha)
+    return float(t[ok[-1]]) if ok.size else float("-inf")

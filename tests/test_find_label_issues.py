@@ -1,0 +1,122 @@
+"""label_issues.find_label_issues: the neighbour-agreement scorer against a literal computation, the
+clean-subset flagging rules, the cleanlab-style columns, and bad input."""
+import numpy as np
+import pytest
+
+from fastreweight.label_issues import find_label_issues
+from fastreweight.label_issues.flag import estimate_noise_rate, fdr_threshold
+from fastreweight.label_issues.neighbours import neighbour_agreement
+
+
+def _blobs(n=300, C=3, d=5, rate=0.3, seed=0, clean_per_class=5):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, C, n)
+    x = rng.normal(size=(n, d)) + 4.0 * np.eye(C, d)[y]
+    noisy = y.copy()
+    flip = rng.choice(n, int(rate * n), replace=False)
+    noisy[flip] = (y[flip] + rng.integers(1, C, flip.size)) % C
+    clean = np.concatenate([np.flatnonzero(y == c)[:clean_per_class] for c in range(C)])
+    noisy[clean] = y[clean]
+    return x.astype(np.float32), y, noisy, clean
+
+
+def _literal(x, y, clean, C, k, temperature, clean_weight, rounds):
+    z = (x - x.mean(0)) / x.std(0, ddof=1)
+    z = z / np.linalg.norm(z, axis=1, keepdims=True)
+    trust = np.where(clean, clean_weight, 1.0)
+    for _ in range(rounds):
+        P = np.zeros((len(y), C))
+        for i in range(len(y)):
+            s = z @ z[i]
+            s[i] = -np.inf
+            nb = np.argsort(-s, kind="stable")[:k]
+            for j in nb:
+                P[i, y[j]] += np.exp((s[j] - 1) / temperature) * trust[j]
+            P[i] /= P[i].sum()
+        own = P[np.arange(len(y)), y]
+        trust = np.where(clean, clean_weight, own)
+    other = np.where(np.eye(C, dtype=bool)[y], -1.0, P).max(1)
+    return own - other, own, P.argmax(1)
+
+
+@pytest.mark.parametrize("n,chunk", [(17, 5), (97, 97), (130, 33)])
+def test_neighbour_agreement_matches_a_literal_computation(n, chunk):
+    x, _, noisy, clean = _blobs(n=max(n, 30))
+    x, noisy = x[:n], noisy[:n]
+    mask = np.zeros(n, bool)
+    mask[clean[clean < n]] = True
+    got = neighbour_agreement(x, noisy, mask, num_classes=3, k=7, temperature=0.3, clean_weight=2.0, rounds=2,
+                              chunk_rows=chunk)
+    want = _literal(x.astype(np.float64), noisy, mask, 3, 7, 0.3, 2.0, 2)
+    np.testing.assert_allclose(got[0], want[0], rtol=0, atol=2e-5)
+    np.testing.assert_allclose(got[1], want[1], rtol=0, atol=2e-5)
+    assert (got[2] == want[2]).mean() > 0.97  # argmax ties may break differently in float32
+
+
+def test_flagging_rules_on_known_mixtures():
+    rng = np.random.default_rng(0)
+    good, bad = rng.normal(1, 0.3, 7000), rng.normal(-1, 0.3, 3000)
+    scores, clean = np.concatenate([good, bad]), rng.normal(1, 0.3, 400)
+    assert abs(estimate_noise_rate(scores, clean) - 0.3) < 0.03
+    t = fdr_threshold(scores, clean, 0.3, 0.05)
+    flagged = scores <= t
+    assert (np.arange(scores.size)[flagged] >= 7000).mean() >= 0.95 and flagged.sum() > 2500
+    assert (good <= fdr_threshold(good, clean, 0.0, 0.01)).mean() < 0.01  # nothing to find: (almost) nothing flagged
+    with pytest.raises(ValueError, match="alpha"):
+        fdr_threshold(scores, clean, 0.3, 1.5)
+
+
+def test_too_few_clean_rows_for_the_fdr_target_fall_back_to_the_noise_rate():
+    x, y, noisy, clean = _blobs(n=300, clean_per_class=5)
+    r = find_label_issues(x, noisy, clean_idx=clean)
+    assert r.settings["flag"] == "rate" and "fallback" in r.settings
+    assert r.is_label_issue.any() and (noisy != y)[r.is_label_issue].mean() > 0.7
+
+
+@pytest.mark.parametrize("scorer", ["knn", "fbr", "fbr-whiten"])
+@pytest.mark.parametrize("flag", ["auto", "fdr", "rate", "score"])
+def test_find_label_issues_columns_and_quality(scorer, flag):
+    x, y, noisy, clean = _blobs(n=600, clean_per_class=30)
+    r = find_label_issues(x, noisy, clean_idx=clean, scorer=scorer, flag=flag)
+    wrong = noisy != y
+    assert r.score.shape == r.label_score.shape == r.is_label_issue.shape == (len(y),)
+    assert ((r.label_score >= 0) & (r.label_score <= 1)).all()
+    assert not r.is_label_issue[clean].any()  # trusted rows are never flagged
+    # precision well above the 30% base rate; the knn scorer's FDR-controlled set near 1 - alpha
+    assert r.is_label_issue.any() and wrong[r.is_label_issue].mean() > (0.85 if (scorer, flag) in
+                                                                        (("knn", "auto"), ("knn", "fdr")) else 0.6)
+    assert (r.predicted_label[wrong] == y[wrong]).mean() > 0.8  # the suggestion is the true label
+    df = r.to_dataframe()
+    assert list(df.columns)[:4] == ["is_label_issue", "label_score", "given_label", "predicted_label"]
+    assert "estimated noise rate" in r.summary()
+    if scorer == "knn":
+        assert abs(r.estimated_noise_rate - wrong.mean()) < 0.15
+    # the same clean subset given as separate rows gives a ranking as good
+    others = np.setdiff1d(np.arange(len(y)), clean)
+    r2 = find_label_issues(x[others], noisy[others], clean_features=x[clean], clean_labels=y[clean], scorer=scorer,
+                           flag=flag)
+    assert r2.score.shape == (others.size,) and wrong[others][r2.is_label_issue].mean() > 0.6
+
+
+def test_find_label_issues_rejects_bad_input():
+    x, y, noisy, clean = _blobs(n=60)
+    with pytest.raises(ValueError, match="clean_idx.*duplicated"):
+        find_label_issues(x, noisy, clean_idx=np.array([1, 1, 2]))
+    with pytest.raises(ValueError, match=r"clean_idx must index rows"):
+        find_label_issues(x, noisy, clean_idx=np.array([0, 60]))
+    with pytest.raises(ValueError, match="either as clean_idx or"):
+        find_label_issues(x, noisy)
+    with pytest.raises(ValueError, match="labels must be 1-D with one entry per row"):
+        find_label_issues(x, noisy[:-1], clean_idx=clean)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
+        find_label_issues(x, np.where(np.arange(60) == 4, 7, noisy), clean_idx=clean, num_classes=3)
+    with pytest.raises(TypeError, match="labels must be integers"):
+        find_label_issues(x, noisy.astype(float), clean_idx=clean)
+    bad = x.copy()
+    bad[9, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN or Inf.*row 9"):
+        find_label_issues(bad, noisy, clean_idx=clean)
+    with pytest.raises(ValueError, match="unknown scorer"):
+        find_label_issues(x, noisy, clean_idx=clean, scorer="magic")
+    with pytest.raises(ValueError, match="2-D"):
+        find_label_issues(x[:, 0], noisy, clean_idx=clean)
