@@ -65,6 +65,170 @@ def cleanlab_table(name="cleanlab_comparison.jsonl"):
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------------------------
+# label issues: every tool given the same features (benchmarks/compare_label_issues.py)
+# ---------------------------------------------------------------------------------------------
+_LI_NOISE_ORDER = ("sym", "pair", "confusion", "boundary", "cluster")
+_LI_FEATURES = {"pca": "PCA-64 of the pixels (unsupervised)",
+                "learned": "penultimate features of an MLP trained on the noisy labels (5-fold cross-fitted)"}
+_LI_METRICS = (("auroc", "AUROC"), ("precision_at_k", "precision@k"))
+
+
+def _li_files():
+    if not os.path.isdir(RESULTS):
+        return []
+    return sorted(f for f in os.listdir(RESULTS) if f.startswith("label_issues_") and f.endswith(".jsonl"))
+
+
+def _li_selected():
+    """tool -> (file, records): each tool's records from the file with its latest recorded date (ties: the
+    later file name), so a rerun of some tools into a new file replaces only those tools' rows."""
+    best = {}
+    for f in _li_files():
+        by_tool = defaultdict(list)
+        for r in _jsonl(f) or []:
+            if not r.get("quick"):
+                by_tool[r["tool"]].append(r)
+        for tool, rs in by_tool.items():
+            key = (max(r["env"]["date"] for r in rs), f)
+            if tool not in best or key > best[tool][0]:
+                best[tool] = (key, f, rs)
+    return {tool: (f, rs) for tool, (_, f, rs) in best.items()}
+
+
+def _li_noise_key(n):
+    return (_LI_NOISE_ORDER.index(n) if n in _LI_NOISE_ORDER else len(_LI_NOISE_ORDER), n)
+
+
+_LI_TOOL_ORDER = ("cleanlab:datalab-knn", "cleanlab:lr", "cleanlab:datalab-lr")
+
+
+def _li_tool_key(t):
+    """cleanlab's tools first; fastreweight's scorers by name, its "auto" (an alias of one of them) last."""
+    if t in _LI_TOOL_ORDER:
+        return (0, _LI_TOOL_ORDER.index(t), t)
+    return (1 if t.startswith("cleanlab:") else 2, t.endswith(":auto"), t)
+
+
+def _li_same(a, b):
+    """True when two tools gave the same metrics on every common (seed, features, noise)."""
+    ka = {(r["seed"], r["features"], r["noise"]): r for r in a}
+    common = [(ka[k], r) for r in b for k in [(r["seed"], r["features"], r["noise"])] if k in ka]
+    fields = ("auroc", "precision_at_k", "precision", "recall", "flagged")
+    return bool(common) and all(all(x[f] == y[f] for f in fields) for x, y in common)
+
+
+def _li_shown():
+    """(selected, tools shown, notes): a tool whose metrics equal those of a tool shown before it (same family) in
+    every cell, e.g. an alias such as fastreweight's "auto", or Datalab given the same pred_probs, is left out,
+    said so."""
+    sel = _li_selected()
+    notes, shown = [], []
+    for tool in sorted(sel, key=_li_tool_key):
+        rs = sel[tool][1]
+        twin = next((t for t in shown if t.split(":")[0] == tool.split(":")[0] and _li_same(sel[t][1], rs)), None)
+        if twin is not None:
+            notes.append(f"`{tool}` gave exactly the metrics of `{twin}` in every cell (not shown)")
+            continue
+        shown.append(tool)
+    return sel, shown, notes
+
+
+def label_issues_source():
+    sel, shown, notes = _li_shown()
+    if not sel:
+        return None
+    recs = [r for _, rs in sel.values() for r in rs]
+    files = defaultdict(list)
+    for tool in sorted(sel, key=_li_tool_key):
+        files[sel[tool][0]].append(tool)
+    envs = [r["env"] for r in recs]
+    seeds = sorted({r["seed"] for r in recs})
+    skipped = {}
+    for r in recs:
+        skipped.update(r.get("skipped_noise") or {})
+    ran = {r["noise"] for r in recs}
+    src = "; ".join(
+        f"`benchmarks/results/{f}` ({', '.join(f'`{t}`' for t in tools)}: "
+        f"{', '.join(sorted({r['env']['date'][:10] for t in tools for r in sel[t][1]}))}, commit "
+        f"{', '.join(sorted({r['env']['commit'] for t in tools for r in sel[t][1]}))})"
+        for f, tools in files.items())
+    lines = [
+        f"Source: {src}. Seeds {seeds}; {', '.join(sorted({e['device_name'] for e in envs}))}, "
+        f"{', '.join(sorted({str(e['threads']) for e in envs}))} thread; torch {', '.join(sorted({e['torch'] for e in envs}))}, "
+        f"cleanlab {', '.join(sorted({e['cleanlab'] for e in envs}))}, scikit-learn {', '.join(sorted({e['sklearn'] for e in envs}))}. "
+        f"{recs[0]['n']} rows, {recs[0]['trusted']} trusted (10 per class, given to fastreweight only), "
+        f"metrics on the other {recs[0]['scored']}; mean ± std over seeds.",
+    ]
+    missing = {k: v for k, v in skipped.items() if k not in ran}
+    if missing:
+        lines += ["", "Noise kinds not run: " + "; ".join(f"`{k}` ({v})" for k, v in sorted(missing.items())) + "."]
+    # the same inputs for every tool: one inputs hash per (seed, features, noise) across the selected files
+    hashes = defaultdict(set)
+    for r in recs:
+        hashes[(r["seed"], r["features"], r["noise"])].add(r.get("inputs_hash"))
+    differ = sorted(k for k, h in hashes.items() if len(h) > 1)
+    lines += ["", "Inputs (noisy labels, trusted rows, features) identical for every tool in every cell." if not differ else
+              "**Inputs differ between the files** (labels, trusted rows or features) in: "
+              + ", ".join(f"seed {s} {fk} {n}" for s, fk, n in differ) + "; those cells do not compare like with like."]
+    if notes:
+        lines += [""] + [f"* {n}." for n in notes]
+    return "\n".join(lines)
+
+
+def _li_cell(rs, field, fmt="{:.3f}"):
+    vals = [r[field] for r in rs if r.get(field) is not None]
+    return _ms(vals, fmt) if vals else "—"
+
+
+def label_issues_table(features):
+    sel, shown, _ = _li_shown()
+    groups = defaultdict(list)
+    for tool in shown:
+        for r in sel[tool][1]:
+            if r["features"] == features:
+                groups[(r["noise"], tool)].append(r)
+    if not groups:
+        return None
+    noises = sorted({n for n, _ in groups}, key=_li_noise_key)
+    lines = [
+        "| noise | tool | AUROC | precision@k | precision | recall | flagged | est. noise rate (true) | seconds |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    leads = []
+    for noise in noises:
+        tools = sorted((t for n, t in groups if n == noise), key=_li_tool_key)
+        for tool in tools:
+            rs = sorted(groups[(noise, tool)], key=lambda r: r["seed"])
+            est = "—"
+            if any(r.get("estimated_noise_rate") is not None for r in rs):
+                est = (f"{_ms([r['estimated_noise_rate'] * 100 for r in rs], '{:.1f}')}% "
+                       f"({statistics.mean(r['true_noise_all'] for r in rs) * 100:.1f}%)")
+            lines.append(
+                f"| {noise} {rs[0]['rate']:.0%} ({statistics.mean(r['true_noise_scored'] for r in rs) * 100:.1f}% wrong) | "
+                f"`{tool}` | {_li_cell(rs, 'auroc')} | {_li_cell(rs, 'precision_at_k')} | {_li_cell(rs, 'precision')} | "
+                f"{_li_cell(rs, 'recall')} | {_li_cell(rs, 'flagged', '{:.0f}')} | {est} | {_li_cell(rs, 'seconds', '{:.2f}')} |")
+        parts = []
+        for field, title in _LI_METRICS:
+            fam = {}
+            for tool in tools:
+                vals = [r[field] for r in groups[(noise, tool)]]
+                m, s = statistics.mean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+                f = tool.split(":")[0]
+                if f not in fam or m > fam[f][1]:
+                    fam[f] = (tool, m, s)
+            if len(fam) < 2:
+                continue
+            (ta, ma, sa), (tb, mb, sb) = sorted(fam.values(), key=lambda v: -v[1])
+            close = " (within the seeds' std)" if ma - mb <= max(sa, sb) else ""
+            parts.append(f"{title}: `{ta}` {ma:.3f} ahead of `{tb}` {mb:.3f} by {ma - mb:.3f}{close}")
+        if parts:
+            leads.append(f"* **{noise}**: " + "; ".join(parts) + ".")
+    if leads:
+        lines += ["", "Who leads (best of each family, mean over seeds):", ""] + leads
+    return "\n".join(lines)
+
+
 def score_table():
     """One row per setting, one time column per run of bench_score.py (oldest first)."""
     recs = _jsonl("score_cpu.jsonl")
@@ -1153,6 +1317,24 @@ _HISTORICAL_OPS = (
     "timings of the current step. The two A/B tables at the end of this section measure what the removal of the "
     "fused op and of the direct entry changes; the step as it is now has not been timed end to end.")
 
+_LI_TEXT = (
+    "`python benchmarks/compare_label_issues.py` (`--tools fastreweight` to rerun only fastreweight's scorers into a "
+    "new `label_issues_*.jsonl`; each tool's rows come from the newest file that has it). Every tool gets the same "
+    "feature matrix and the same labels: symmetric noise (30% of the rows resampled uniformly, so about 27% wrong), "
+    "pair flips c → c+1 (25% of every class) and the instance-dependent kinds of `fastreweight.noise.make_noise` "
+    "where it has them. 100 trusted rows keep their true labels; only fastreweight is told which they are "
+    "(`clean_idx`). Tools: `cleanlab:datalab-knn` is `Datalab.find_issues(features=...)` (cleanlab's kNN label "
+    "check); `cleanlab:lr` is `filter.find_label_issues` and `rank.get_label_quality_scores` on 5-fold out-of-sample "
+    "`pred_probs` of a converged logistic regression on standardised features (its seconds include the "
+    "cross-validation); `fastreweight:NAME` is `find_label_issues(..., scorer=NAME)` for every name of `SCORERS`. "
+    "AUROC of 1 − `label_score` for \"the label is wrong\"; precision@k: the k lowest-scored rows, k = the number "
+    "of wrong labels; precision, recall and count of the flagged set; est. noise rate: fastreweight's "
+    "`estimated_noise_rate` against the true rate of all rows; seconds: the tool's own calls, features given, one "
+    "thread (learned features: 5 calls, one per cross-fitting fold, summed).")
+_SUPERSEDED = ("Superseded by [the same-features comparison](#label-issues): the script that wrote these files "
+               "(`benchmarks/compare_cleanlab.py`: symmetric noise only, raw pixels only, one cleanlab setting, "
+               "logistic regression capped at 200 iterations) is deleted; its result files are kept for the record.")
+
 #: (anchor, heading level, title, text before the table, table function); a None function is a heading only
 DOC = [
     (None, 2, "Training on noisy labels (CPU, MLP)", None, None),
@@ -1215,11 +1397,14 @@ DOC = [
     ("cpp-cpu", 3, "The C++ backend against the eager reference", None, cpp_cpu_tables),
     ("criterion", 3, "The whitening criterion as a C++ op (the op is being removed)", None, criterion_table),
     (None, 2, "Label issues at dataset scale", None, None),
-    ("cleanlab", 3, "Against cleanlab (seeds 0–2)",
-     "`python benchmarks/compare_cleanlab.py` (and `--dataset digits`): raw pixels, symmetric noise; cleanlab is "
-     "given 5-fold cross-validated logistic-regression probabilities on the noisy labels, fastreweight `M` clean "
-     "labels; flagged = score ≤ 0.", _with_images(cleanlab_table, "benchmarks/results/cleanlab_comparison.png")),
-    ("cleanlab-heldout", 3, "Against cleanlab, held-out seeds 3–5", None,
+    ("label-issues", 3, "Against cleanlab, every tool given the same features (MNIST-5k)", _LI_TEXT, label_issues_source),
+    ("label-issues-pca", 4, "Features: " + _LI_FEATURES["pca"], None, lambda: label_issues_table("pca")),
+    ("label-issues-learned", 4, "Features: " + _LI_FEATURES["learned"], None, lambda: label_issues_table("learned")),
+    ("cleanlab", 3, "Against cleanlab on raw pixels, seeds 0–2 (superseded)", _SUPERSEDED + " Setup: raw pixels, "
+     "symmetric noise; cleanlab given 5-fold cross-validated logistic-regression probabilities on the noisy labels "
+     "(capped at `max_iter=200`, warnings silenced), fastreweight `M` clean labels; flagged = score ≤ 0.",
+     _with_images(cleanlab_table, "benchmarks/results/cleanlab_comparison.png")),
+    ("cleanlab-heldout", 3, "Against cleanlab on raw pixels, held-out seeds 3–5 (superseded)", _SUPERSEDED,
      lambda: cleanlab_table("cleanlab_comparison_heldout.jsonl")),
     ("score-cpu", 3, "Scoring throughput", "`python benchmarks/bench_score.py`.", score_table),
     (None, 2, "GPU (H100)", None, None),
