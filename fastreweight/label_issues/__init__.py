@@ -5,12 +5,14 @@
   clean subset (a false-discovery-rate target, or the estimated noise rate).
 * ``score_dataset`` (``stream.py``): every row's FBR score against the clean subset, streamed in chunks
   from arrays or memory-mapped files, memory bounded independently of N but for 20 bytes a row.
+* ``write_report`` (``report.py``): one self-contained HTML page of what was found.
 * ``write_ranked_csv``: the rows ranked from most to least suspicious.
 """
 from .find import SCORERS, find_label_issues
+from .report import write_report
 from .result import LabelIssues
 from .options import Execution, Similarity
 from .stream import ScoreResult, load_array, memory_bound_bytes, score_dataset, write_ranked_csv
 
-__all__ = ["find_label_issues", "SCORERS", "LabelIssues", "score_dataset", "Similarity", "Execution", "ScoreResult",
+__all__ = ["find_label_issues", "write_report", "SCORERS", "LabelIssues", "score_dataset", "Similarity", "Execution", "ScoreResult",
            "write_ranked_csv", "load_array", "memory_bound_bytes"]
