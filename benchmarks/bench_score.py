@@ -1,23 +1,43 @@
-"""Cost of ``fastreweight score`` at scale on this machine: plain, ``whiten="auto"`` and
-``whiten="auto", refine=1``.
+"""Cost of ``fastreweight score`` on this machine: plain, ``whiten="auto"`` and ``whiten="auto", refine=1``.
 
-    python benchmarks/bench_score.py [--n 100000] [--d 512] [--classes 100] [--clean 2000] [--chunk 8192]
+    python benchmarks/bench_score.py [--rows 100000] [--dim 512] [--classes 100] [--clean 2000] [--chunk 8192]
+    python benchmarks/bench_score.py --scale --rows 10000000 --dim 512 --classes 100 --clean 2000
 
-The features are a synthetic Gaussian mixture written once to a memory-mapped ``.npy`` file in a
-temporary directory (deleted afterwards): class means with a few shared high-variance directions
-added to every row (the structure whitening is for), 30% of the labels resampled.  Each setting is
-timed end to end through ``score_dataset`` (reading the memory map included), best of ``--repeat``
-runs, with the AUROC of flagging the resampled labels and ``memory_bound_bytes`` for the setting.
-Appends one JSON record per setting to ``benchmarks/results/score_cpu.jsonl``.
+The features are a synthetic Gaussian mixture written a block at a time to a memory-mapped ``.npy``
+file in a temporary directory (never the whole array in memory; deleted afterwards): class means with
+a few shared high-variance directions added to every row (the structure whitening is for), 30% of the
+labels resampled.  Each setting is timed end to end through ``score_dataset`` (reading the memory map
+included), best of ``--repeat`` runs, with the AUROC of flagging the resampled labels and
+``memory_bound_bytes`` for the setting.  Every record also holds, measured in the same process:
+
+* ``gemm``: the fp32 ``torch.mm`` rates (GFLOP/s, median of 20) of the pass's two GEMM shapes,
+  ``chunk×d @ d×C`` (the scoring) and ``d×chunk @ chunk×d`` (the covariance), taken before and after
+  the setting; ``gemm_flops`` the GEMM work of the setting (``2·N·d·C`` a scoring pass, ``2·N·d²`` the
+  covariance pass); ``gflops`` that over the seconds; ``pct_of_gemm`` the time those GEMMs alone take
+  at the measured rates over the seconds taken;
+* ``rss``: the growth of the process's anonymous resident memory (``RssAnon`` of /proc/self/status,
+  sampled every 2 ms by a thread: the memory the process allocates, beyond the page cache) at its
+  peak over the baseline taken just before the call, next to ``memory_bound_mib``; also the peak of
+  the memory-mapped input pages the process had resident (``RssFile``: page cache, reclaimable) and
+  the kernel's ``VmHWM`` (both kinds; reset before each setting through /proc/self/clear_refs);
+* ``read_seconds`` (``--scale``): one pass that only reads every chunk of the file and reduces it
+  (``aminmax``), the floor the disk and the page cache set for a streamed pass.
+
+Default: appends to ``benchmarks/results/score_cpu.jsonl``.  ``--scale``: the settings plain and
+whiten, one run each, the file under ``--tmpdir`` (default /tmp), results to
+``benchmarks/results/score_scale_cpu.jsonl``.
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
 import tempfile
+import threading
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -27,6 +47,7 @@ from harness import environment  # noqa: E402
 from fastreweight.label_issues import load_array, memory_bound_bytes, score_dataset  # noqa: E402
 
 SETTINGS = {"plain": {}, "whiten": {"whiten": "auto"}, "whiten+refine": {"whiten": "auto", "refine": 1}}
+RESULTS = os.path.join(os.path.dirname(__file__), "results")
 
 
 def make_features(path: str, n: int, d: int, classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -41,6 +62,8 @@ def make_features(path: str, n: int, d: int, classes: int, seed: int) -> tuple[n
         rows = means[y[s:e]] + g.standard_normal((e - s, d)).astype(np.float32) * 2.0
         rows += g.standard_normal((e - s, 8)).astype(np.float32) @ shared
         out[s:e] = rows
+        if (s // 65536) % 16 == 15:
+            out.flush()  # keep the dirty pages written out as we go
     out.flush()
     del out
     noisy = y.copy()
@@ -49,44 +72,165 @@ def make_features(path: str, n: int, d: int, classes: int, seed: int) -> tuple[n
     return y, noisy
 
 
+def _status_kib() -> dict:
+    out = {}
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            key, _, val = line.partition(":")
+            if key in ("RssAnon", "RssFile", "VmHWM", "VmRSS"):
+                out[key] = int(val.split()[0])
+    return out
+
+
+class RssSampler:
+    """Peak ``RssAnon`` / ``RssFile`` of this process while a block runs (a thread, every ``period`` s)."""
+
+    def __init__(self, period: float = 0.002):
+        self.period = period
+
+    def __enter__(self):
+        gc.collect()
+        try:  # reset the kernel's peak (VmHWM) to the current RSS
+            with open("/proc/self/clear_refs", "w") as fh:
+                fh.write("5")
+        except OSError:
+            pass
+        self.base = _status_kib()
+        self.peak = dict(self.base)
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+        return self
+
+    def _run(self):
+        while not self._stop.is_set():
+            s = _status_kib()
+            for k in ("RssAnon", "RssFile"):
+                self.peak[k] = max(self.peak[k], s[k])
+            time.sleep(self.period)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+        end = _status_kib()
+        for k in ("RssAnon", "RssFile"):
+            self.peak[k] = max(self.peak[k], end[k])
+        self.summary = {"anon_base_mib": self.base["RssAnon"] / 1024,
+                        "anon_peak_growth_mib": (self.peak["RssAnon"] - self.base["RssAnon"]) / 1024,
+                        "file_peak_mib": self.peak["RssFile"] / 1024, "vmhwm_mib": end["VmHWM"] / 1024,
+                        "vmhwm_growth_mib": (end["VmHWM"] - self.base["VmRSS"]) / 1024}
+        return False
+
+
+def gemm_rates(d: int, classes: int, chunk: int, reps: int = 20) -> dict:
+    """fp32 GFLOP/s (median of ``reps``) of the two GEMM shapes of a streamed pass."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(chunk, d, generator=g)
+    b = torch.randn(d, classes, generator=g)
+    out = {}
+    for name, f, flops in (("score", lambda: torch.mm(a, b), 2 * chunk * d * classes),
+                           ("gram", lambda: torch.mm(a.T, a), 2 * chunk * d * d)):
+        f()
+        ts = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            f()
+            ts.append(time.perf_counter() - t0)
+        out[name] = flops / float(np.median(ts)) / 1e9
+    return out
+
+
+def read_pass(feats, chunk: int) -> float:
+    """Seconds to read every chunk of ``feats`` once and reduce it (no scoring)."""
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        for s in range(0, feats.shape[0], chunk):
+            torch.aminmax(torch.from_numpy(feats[s:s + chunk]))
+    return time.perf_counter() - t0
+
+
+def gemm_work(n: int, d: int, classes: int, kw: dict) -> dict:
+    """GEMM FLOPs of a setting, by shape: one scoring pass (+ one per refine round), the covariance pass."""
+    return {"score": 2 * n * d * classes * (1 + kw.get("refine", 0)), "gram": 2 * n * d * d if "whiten" in kw else 0}
+
+
+def run_setting(name, kw, feats, noisy, cx, cy, wrong, args, env) -> dict:
+    from sklearn.metrics import roc_auc_score
+
+    before = gemm_rates(args.d, args.classes, args.chunk)
+    times, rss = [], None
+    for _ in range(args.repeat):
+        with RssSampler() as sampler:
+            t0 = time.perf_counter()
+            res = score_dataset(feats, noisy, cx, cy, num_classes=args.classes, chunk_rows=args.chunk, **kw)
+            times.append(time.perf_counter() - t0)
+        if rss is None or times[-1] == min(times):
+            rss = sampler.summary
+    after = gemm_rates(args.d, args.classes, args.chunk)
+    work = gemm_work(args.n, args.d, args.classes, kw)
+    rate = {k: float(np.median([before[k], after[k]])) for k in before}
+    secs = min(times)
+    gemm_only = sum(work[k] / (rate[k] * 1e9) for k in work)
+    bound = memory_bound_bytes(args.n, args.d, args.clean, args.classes, args.chunk, whiten="whiten" in kw,
+                               refine=bool(kw.get("refine")))
+    return dict(setting=name, n=args.n, d=args.d, classes=args.classes, clean=args.clean, chunk_rows=args.chunk,
+                seconds=secs, seconds_all=times, auroc=float(roc_auc_score(wrong, -res.scores)),
+                memory_bound_mib=bound / 2**20, rss=rss, gemm={"before": before, "after": after, "used": rate},
+                gemm_flops=work, gflops=sum(work.values()) / secs / 1e9, pct_of_gemm=100.0 * gemm_only / secs,
+                whitening=res.whitening, refinement=res.refinement, threads=torch.get_num_threads(),
+                loadavg=list(os.getloadavg()), env=env)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=100_000)
-    ap.add_argument("--d", type=int, default=512)
+    ap.add_argument("--rows", "--n", dest="n", type=int, default=100_000)
+    ap.add_argument("--dim", "--d", dest="d", type=int, default=512)
     ap.add_argument("--classes", type=int, default=100)
     ap.add_argument("--clean", type=int, default=2000)
     ap.add_argument("--chunk", type=int, default=8192)
-    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=None, help="runs per setting (default 2; 1 with --scale)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "score_cpu.jsonl"))
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    ap.add_argument("--scale", action="store_true", help="plain and whiten once each, to score_scale_cpu.jsonl")
+    ap.add_argument("--settings", default=None, help="comma-separated subset of " + ", ".join(SETTINGS))
+    ap.add_argument("--tmpdir", default=None, help="where the features file goes (default: the system's, /tmp)")
+    ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
-    from sklearn.metrics import roc_auc_score
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = (args.settings.split(",") if args.settings else ["plain", "whiten"] if args.scale else list(SETTINGS))
+    args.repeat = args.repeat or (1 if args.scale else 2)
+    out = args.out or os.path.join(RESULTS, "score_scale_cpu.jsonl" if args.scale else "score_cpu.jsonl")
 
     env = environment(torch.device("cpu"))
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=args.tmpdir) as tmp:
         path = os.path.join(tmp, "features.npy")
+        t0 = time.perf_counter()
         y_true, noisy = make_features(path, args.n, args.d, args.classes, args.seed)
+        gen = time.perf_counter() - t0
+        print(f"wrote {args.n} x {args.d} float32 rows ({os.path.getsize(path) / 2**30:.1f} GiB) in {gen:.0f} s", flush=True)
         feats = load_array(path, "features")
         g = np.random.default_rng(args.seed + 1)
-        clean_idx = g.choice(args.n, args.clean, replace=False)
-        cx, cy = np.asarray(feats[np.sort(clean_idx)]), y_true[np.sort(clean_idx)]
+        clean_idx = np.sort(g.choice(args.n, args.clean, replace=False))
+        cx, cy = np.asarray(feats[clean_idx]), y_true[clean_idx]
         wrong = noisy != y_true
-        for name, kw in SETTINGS.items():
-            times = []
-            for _ in range(args.repeat):
-                t0 = time.perf_counter()
-                res = score_dataset(feats, noisy, cx, cy, num_classes=args.classes, chunk_rows=args.chunk, **kw)
-                times.append(time.perf_counter() - t0)
-            rec = dict(setting=name, n=args.n, d=args.d, classes=args.classes, clean=args.clean, chunk_rows=args.chunk,
-                       seconds=min(times), seconds_all=times, auroc=float(roc_auc_score(wrong, -res.scores)),
-                       memory_bound_mib=memory_bound_bytes(args.n, args.d, args.clean, args.classes, args.chunk,
-                                                           whiten="whiten" in kw, refine=bool(kw.get("refine")))
-                       / 2**20,
-                       whitening=res.whitening, refinement=res.refinement, threads=torch.get_num_threads(), env=env)
-            with open(args.out, "a") as fh:
+        del y_true
+        extra = {}
+        if args.scale:
+            extra = dict(read_seconds=read_pass(feats, args.chunk), generate_seconds=gen,
+                         file_gib=os.path.getsize(path) / 2**30)
+            print(f"read pass: {extra['read_seconds']:.1f} s", flush=True)
+        for name in settings:
+            rec = run_setting(name, SETTINGS[name], feats, noisy, cx, cy, wrong, args, env)
+            rec.update(extra)
+            with open(out, "a") as fh:
                 fh.write(json.dumps(rec) + "\n")
-            print(f"{name:>14}: {rec['seconds']:.2f} s  AUROC {rec['auroc']:.4f}  memory bound "
-                  f"{rec['memory_bound_mib']:.0f} MiB  strength {(res.whitening or {}).get('strength')}", flush=True)
+            print(f"{name:>14}: {rec['seconds']:.2f} s  AUROC {rec['auroc']:.4f}  {rec['gflops']:.1f} GFLOP/s = "
+                  f"{rec['pct_of_gemm']:.0f}% of GEMM  memory bound {rec['memory_bound_mib']:.0f} MiB, measured "
+                  f"{rec['rss']['anon_peak_growth_mib']:.0f} MiB  strength {(rec['whitening'] or {}).get('strength')}",
+                  flush=True)
+        del feats
 
 
 if __name__ == "__main__":

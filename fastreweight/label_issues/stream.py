@@ -24,14 +24,17 @@ from __future__ import annotations
 
 import csv
 import os
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .. import validate as V
 from .. import whiten as _whiten
 from ..scores import class_similarity, fbr_from_similarity
+from . import validate as LV
+from .options import Execution, Similarity, resolve_options
+from .shard import Shard
 
 _NPY = (".npy",)
 _PT = (".pt", ".pth")
@@ -60,20 +63,17 @@ def load_array(path: str, name: str):
     raise ValueError(f"{name} must be a .npy or .pt file, got {path!r}")
 
 
-def _as_tensor(a) -> torch.Tensor:
+def _rows_tensor(a) -> torch.Tensor:
+    """Rows of an array or tensor as a tensor, without a copy where possible (a memory map's rows are
+    read in place; nothing downstream writes to them)."""
     if isinstance(a, torch.Tensor):
         return a
-    if isinstance(a, np.ndarray):
-        return torch.from_numpy(np.array(a))  # a copy: memory-maps are read-only, and the chunk is bounded
-    raise TypeError(f"expected a torch.Tensor or numpy array, got {type(a).__name__}")
-
-
-def _check_rows(name: str, a, want_dim: int):
-    if not isinstance(a, (torch.Tensor, np.ndarray)):
-        raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(a).__name__}")
-    if a.ndim != want_dim:
-        shape = "[N, d]" if want_dim == 2 else "[N]"
-        raise ValueError(f"{name} must be {want_dim}-D of shape {shape}, got shape {tuple(a.shape)}")
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            return torch.from_numpy(a)
+    except (TypeError, ValueError):  # e.g. a non-native byte order
+        return torch.from_numpy(np.array(a))
 
 
 @dataclass
@@ -84,16 +84,17 @@ class ScoreResult:
     whitening: dict | None = None  # with ``whiten``: the strength used and the leave-one-out criterion
     refinement: dict | None = None  # with ``refine``: rounds and pseudo-clean rows of the last round
 
-
     def ranking(self) -> np.ndarray:
         """Sample indices from most to least suspicious (stable for ties)."""
         return np.argsort(self.scores, kind="stable")
 
 
 def memory_bound_bytes(n: int, d: int, m: int, c: int, chunk_rows: int, itemsize: int = 4, whiten: bool = False,
-                       refine: bool = False) -> int:
+                       refine: bool = False, ranks: int = 1) -> int:
+    """The bound of the module doc, in bytes (``ranks``: the ranks of a sharded run; the bound is per rank)."""
     extra = (4 * d * d * 8 + 8 * 8 * max(1 << 20, m * max(d, c)) if whiten else 0) + (2 * c * (d + 1) * 8 if refine else 0)
-    return chunk_rows * d * (itemsize + 4) + m * d * 4 + chunk_rows * c * 12 + (1 << 24) * 4 + n * 20 + extra
+    gather = n * 24 + -(-n // ranks) * 12 if ranks > 1 else 0
+    return chunk_rows * d * (itemsize + 4) + m * d * 4 + chunk_rows * c * 12 + (1 << 24) * 4 + n * 20 + extra + gather
 
 
 def score_dataset(
@@ -103,20 +104,23 @@ def score_dataset(
     clean_labels,
     *,
     num_classes: int | None = None,
-    chunk_rows: int = 8192,
-    shift: str = "max",
-    alpha: float = 0.0,
-    center: str = "clean",
-    normalize: str | None = None,
-    device="cpu",
-    backend: str = "auto",
-    strategy: str = "auto",
-    on_missing_class: str = "skip",
+    similarity: Similarity | None = None,
+    execution: Execution | None = None,
     whiten: str | float | None = None,
     refine: int = 0,
-    progress: bool = False,
+    on_missing_class: str = "raise",
+    **options,
 ) -> ScoreResult:
-    """Score all N rows of ``features`` (N×d, array or memory-map) against the clean subset.
+    """Score all N rows of ``features`` (N×d, array, tensor or memory map) against the clean subset.
+
+    ``similarity`` (``Similarity``: shift, alpha, center, normalize) and ``execution``
+    (``Execution``: device, backend, strategy, chunk_rows, progress, process_group) group the
+    options; their fields are also accepted as keywords (``shift="second"``, ``chunk_rows=4096``).
+
+    ``on_missing_class``: ``"raise"`` (default) refuses labels of a class with no clean row, naming
+    it; ``"skip"`` gives those rows the neutral score 0.  Bad input raises before anything is scored
+    (``validate.py``), except non-finite feature rows, found chunk by chunk as they are read: a
+    ``ValueError`` naming ``features`` and the first bad row.
 
     ``whiten``: ``None`` scores the features as given (SPEC §3); a number ``t > 0`` or ``"auto"``
     first maps features and clean features through the spectral-shrinkage whitening of
@@ -128,139 +132,179 @@ def score_dataset(
     ``refine``: rounds of re-scoring against class means of the clean rows together with the rows
     the previous pass scored > 0 under their given labels (pseudo-clean rows; one more streamed pass
     each).  The clean side stays the clean subset's classes; ``normalize="cosine"`` is not supported
-    with it.  ``ScoreResult.refinement`` records the rounds and the pseudo-clean rows used."""
-    _check_rows("features", features, 2)
-    _check_rows("labels", labels, 1)
-    _check_rows("clean_features", clean_features, 2)
-    _check_rows("clean_labels", clean_labels, 1)
-    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
-        raise ValueError(f"chunk_rows must be a positive int, got {chunk_rows!r}")
+    with it.  ``ScoreResult.refinement`` records the rounds and the pseudo-clean rows used.
+
+    Sharded over ``torch.distributed`` ranks (``execution=Execution(process_group="world")``; see
+    ``shard.py``), e.g. two processes on one machine over one memory-mapped file::
+
+        # score.py
+        import torch.distributed as dist
+        from fastreweight.label_issues import Execution, load_array, score_dataset
+        dist.init_process_group("gloo")            # "nccl" with device=f"cuda:{local_rank}"
+        x, y = load_array("feats.npy", "features"), load_array("labels.npy", "labels")
+        res = score_dataset(x, y, cx, cy, whiten="auto", execution=Execution(process_group="world"))
+        if dist.get_rank() == 0:
+            write_ranked_csv(res, "issues.csv")
+
+        torchrun --standalone --nproc_per_node 2 score.py
+
+    Every rank gets the full result.  Plain scores and suggestions equal one process's bit for bit;
+    with ``whiten`` / ``refine`` the streamed sums are added in another order (per rank, then across
+    ranks), which moves scores by float rounding only (see tests/test_label_issues_scale.py)."""
+    sim, exe = resolve_options(similarity, execution, options)
     whiten = _whiten.check_whiten(whiten)
     if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
         raise ValueError(f"refine must be an int >= 0 (rounds of re-scoring), got {refine!r}")
-    if refine and normalize not in (None, "none"):
-        raise ValueError(f"refine needs normalize=None: its prototypes are plain class means, got normalize={normalize!r}")
-    V.check_option("shift", shift, V.SHIFT_OPTIONS)
-    V.check_option("center", center, V.CENTER_OPTIONS)
-    alpha = V.check_alpha(alpha)
-    N, d = features.shape
-    if labels.shape[0] != N:
-        raise ValueError(f"labels must have one entry per row of features ({N}), got {labels.shape[0]}")
-    if clean_labels.shape[0] != clean_features.shape[0]:
-        raise ValueError(
-            f"clean_labels must have one entry per row of clean_features ({clean_features.shape[0]}), got {clean_labels.shape[0]}"
-        )
-    if clean_features.shape[1] != d:
-        raise ValueError(f"clean_features must have {d} columns like features, got shape {tuple(clean_features.shape)}")
-    device = torch.device(device)
-    y_all = _as_tensor(labels)
-    if y_all.is_floating_point():
-        raise TypeError(f"labels must be integers, got {y_all.dtype}")
-    y_all = y_all.to(torch.int64)
-    cz = _as_tensor(clean_features).to(device=device, dtype=torch.float32)
-    cy = _as_tensor(clean_labels)
-    if cy.is_floating_point():
-        raise TypeError(f"clean_labels must be integers, got {cy.dtype}")
-    cy = cy.to(device=device, dtype=torch.int64)
-    if num_classes is None:
-        num_classes = int(max(int(y_all.max()) if N else 0, int(cy.max()) if cy.numel() else 0)) + 1
-
-    whitening = None
-    folded = False  # the whitening folded into the class means: rows are scored as they are
+    if refine and sim.normalize is not None:
+        raise ValueError(f"refine needs normalize=None: its prototypes are plain class means, got normalize={sim.normalize!r}")
+    inp = LV.check_inputs(features, labels, clean_features, clean_labels, num_classes, on_missing_class, exe.device)
+    stream = _Stream(features, inp, sim, exe)
+    stream.shard.same_everywhere("the shapes, options or labels", [
+        inp.n, inp.d, inp.clean_features.shape[0], inp.num_classes, exe.chunk_rows, refine, int(whiten is not None),
+        int(inp.labels.sum()), int(inp.clean_labels.sum())])
+    cz, cy = inp.clean_features, inp.clean_labels
+    C = inp.num_classes
+    whitening, folded = None, False  # folded: the whitening is in the class means, rows are scored as they are
     if whiten is not None:
-        whitening = _fit_whitening(features, N, chunk_rows, cz, cy, num_classes, device, progress,
-                                   whiten=whiten, center=center, shift=shift, alpha=alpha)
-        if whitening.matrix is not None and center == "clean" and normalize in (None, "none"):
+        whitening = _fit_whitening(stream, cz, cy, whiten=whiten, center=sim.center, shift=sim.shift, alpha=sim.alpha)
+        if whitening.matrix is not None and sim.center == "clean" and sim.normalize is None:
             folded = True
         else:
             cz = whitening.apply(cz)
-    side = (lambda z, y: whitening.folded_means(z, y, num_classes)) if folded else (lambda z, y: (z, y))
-
-    score_pass = dict(features=features, y_all=y_all, chunk_rows=chunk_rows,
-                      whitening=None if folded else whitening, device=device,
-                      progress=progress, sim_kw=dict(num_classes=num_classes, center=center, normalize=normalize,
-                                                     strategy=strategy, backend=backend,
-                                                     on_missing_class=on_missing_class),
-                      shift=shift, alpha=alpha)
-    scores, suggested, sums = _score_pass(*side(cz, cy), accumulate=refine > 0, desc="scoring", **score_pass)
+    side = (lambda z, y: whitening.folded_means(z, y, C)) if folded else (lambda z, y: (z, y))
+    mapped = None if folded else whitening
+    scores, suggested, sums = stream.score_pass(*side(cz, cy), mapped, accumulate=refine > 0, desc="scoring")
     refinement = None
     for round_ in range(refine):
         # SPEC §3's prototypes from more rows: the clean rows together with the rows the last pass
         # scored > 0 under their given labels; one row per present class stands for its mean
         csum = torch.zeros_like(sums[0]).index_add_(0, cy, cz.to(torch.float64))
-        ccount = torch.bincount(cy, minlength=num_classes).to(torch.float64)
+        ccount = torch.bincount(cy, minlength=C).to(torch.float64)
         present_cls = torch.nonzero(ccount > 0).flatten()
         total = (csum + sums[0])[present_cls] / (ccount + sums[1])[present_cls, None]
         refinement = {"rounds": round_ + 1, "pseudo_clean_rows": int(sums[1].sum())}
         last = round_ == refine - 1
-        scores, suggested, sums = _score_pass(*side(total.to(torch.float32), present_cls), accumulate=not last,
-                                              desc=f"refining {round_ + 1}/{refine}", **score_pass)
-    return ScoreResult(scores=scores, suggested=suggested, labels=y_all.numpy(),
+        scores, suggested, sums = stream.score_pass(*side(total.to(torch.float32), present_cls), mapped,
+                                                    accumulate=not last, desc=f"refining {round_ + 1}/{refine}")
+    scores, suggested = stream.shard.gather(scores), stream.shard.gather(suggested)
+    return ScoreResult(scores=scores.numpy(), suggested=suggested.numpy(), labels=inp.labels.numpy(),
                        whitening=None if whitening is None else whitening.describe(), refinement=refinement)
 
 
-def _score_pass(cz, cy, *, features, y_all, chunk_rows, whitening, device, progress, sim_kw, shift, alpha,
-                accumulate, desc):
-    """One streamed pass: FBR score and suggested class of every row against the clean side
-    ``(cz, cy)``; with ``accumulate``, also the per-class sum and count of the (transformed) rows that
-    score > 0 under their given label."""
-    N = y_all.shape[0]
-    C = sim_kw["num_classes"]
-    scores = np.empty(N, dtype=np.float32)
-    suggested = np.empty(N, dtype=np.int64)
-    present = torch.bincount(cy.clamp(0, C - 1), minlength=C) > 0
-    sums = None
-    for start in _chunk_starts(N, chunk_rows, progress, desc):
-        stop = min(N, start + chunk_rows)
-        x = _as_tensor(features[start:stop]).to(device=device, dtype=torch.float32)
-        if whitening is not None:
-            x = whitening.apply(x)
-        y = y_all[start:stop].to(device)
-        S = class_similarity(x, y, cz, cy, **sim_kw)
-        dch = fbr_from_similarity(S, y, present, shift=shift, alpha=alpha)
-        best = torch.where(present[None, :], S, S.new_full((), float("-inf"))).argmax(dim=1)
+class _Stream:
+    """The rows of this process (``Shard``), read a chunk at a time as float32 on the device; the
+    first pass over them checks every chunk is finite (the rows cannot change between passes)."""
+
+    def __init__(self, features, inp: LV.Inputs, sim: Similarity, exe: Execution):
+        self.features, self.y_all, self.C, self.exe = features, inp.labels, inp.num_classes, exe
+        self.shard = Shard(inp.n, exe.chunk_rows, exe.group(), exe.device)
+        self.sim_kw = dict(num_classes=inp.num_classes, center=sim.center, normalize=sim.normalize,
+                           strategy=exe.strategy, backend=exe.backend, on_missing_class="skip", check_values=False)
+        self.shift, self.alpha = sim.shift, sim.alpha
+        self.checked = False
+
+    def read(self, start: int, stop: int) -> torch.Tensor:
+        return _rows_tensor(self.features[start:stop]).to(device=self.exe.device, dtype=torch.float32)
+
+    def _locate(self, start: int) -> int:
+        return LV.first_nonfinite_row(self.read(start, min(self.shard.hi, start + self.exe.chunk_rows)))
+
+    def chunks(self, desc: str):
+        """``(start, stop, x)`` over this process's rows; on the first pass, a non-finite row raises
+        (on every rank of a sharded run) once the pass ends."""
+        check = None if self.checked else LV.FiniteRows(self._locate, every=1 if self.exe.device.type == "cpu" else 16)
+        sh, cr = self.shard, self.exe.chunk_rows
+        starts = range(sh.lo, sh.hi, cr)
+        if self.exe.progress and sh.rank == 0:
+            starts = _progress(starts, desc)
+        for start in starts:
+            stop = min(sh.hi, start + cr)
+            x = self.read(start, stop)
+            if check is not None and not check.add(start, x):
+                break
+            yield start, stop, x
+        if check is not None:
+            check.finish()
+            bad = sh.min_int(sh.n if check.bad_row is None else check.bad_row)
+            if bad < sh.n:
+                raise ValueError(LV.nonfinite_message("features", bad))
+            self.checked = True
+
+    def score_pass(self, cz, cy, whitening, *, accumulate: bool, desc: str):
+        """One streamed pass over this process's rows: FBR score and suggested class of every row
+        against the clean side ``(cz, cy)``; with ``accumulate``, also the per-class sum and count of
+        the (transformed) rows that score > 0 under their given label, summed over the ranks."""
+        C, dev, lo = self.C, self.exe.device, self.shard.lo
+        n_local = self.shard.hi - lo
+        scores = torch.empty(n_local, dtype=torch.float32, device=dev)
+        suggested = torch.empty(n_local, dtype=torch.int64, device=dev)
+        present = torch.bincount(cy.clamp(0, C - 1), minlength=C) > 0
+        sums = (torch.zeros(C, cz.shape[1], dtype=torch.float64, device=dev),
+                torch.zeros(C, dtype=torch.float64, device=dev)) if accumulate else None
+        neg_inf = torch.full((), float("-inf"), device=dev)
+        for start, stop, x in self.chunks(desc):
+            if whitening is not None:
+                x = whitening.apply(x)
+            y = self.y_all[start:stop].to(dev)
+            S = class_similarity(x, y, cz, cy, **self.sim_kw)
+            scores[start - lo:stop - lo], suggested[start - lo:stop - lo] = _epilogue(
+                S, y, present, neg_inf.to(S.dtype), self.shift, self.alpha)
+            if accumulate:
+                # rows scored > 0 (labels are in range, checked): a masked add, so no boolean
+                # indexing and no host synchronisation per chunk
+                keep = (scores[start - lo:stop - lo] > 0).to(torch.float64)
+                x64 = x.to(torch.float64, copy=True).mul_(keep[:, None])
+                sums[0].index_add_(0, y, x64)
+                sums[1].index_add_(0, y, keep)
         if accumulate:
-            if sums is None:
-                sums = (torch.zeros(C, x.shape[1], dtype=torch.float64, device=device),
-                        torch.zeros(C, dtype=torch.float64, device=device))
-            # rows scored > 0 (labels out of range never are kept); a masked add, so no boolean
-            # indexing and no host synchronisation per chunk
-            keep = ((dch > 0) & (y >= 0) & (y < C)).to(torch.float64)
-            yc = y.clamp(0, C - 1)
-            sums[0].index_add_(0, yc, x.to(torch.float64) * keep[:, None])
-            sums[1].index_add_(0, yc, keep)
-        scores[start:stop] = dch.float().cpu().numpy()
-        suggested[start:stop] = best.cpu().numpy()
-    if accumulate and sums is None:  # no rows at all
-        sums = (torch.zeros(C, cz.shape[1], dtype=torch.float64, device=device),
-                torch.zeros(C, dtype=torch.float64, device=device))
-    return scores, suggested, sums
+            self.shard.all_sum_(*sums)
+        return scores, suggested, sums
 
 
-def _chunk_starts(n: int, chunk_rows: int, progress: bool, desc: str):
-    starts = range(0, n, chunk_rows)
-    if progress:
-        try:
-            from tqdm import tqdm
+def _epilogue(S, y, present, neg_inf, shift: str, alpha: float):
+    """(FBR score, suggested class) of each row of ``S``.  For the default ``shift="max"`` with
+    ``alpha=0`` the ops of ``reference.fbr_from_similarity`` that matter are run here on the masked
+    ``S`` the suggestion needs anyway (three passes over ``S`` instead of seven; the same values, bit
+    for bit: tests/test_label_issues.py); labels are in range (checked up front)."""
+    ranked = torch.where(present[None, :], S, neg_inf)
+    best = ranked.argmax(dim=1)
+    if shift != "max" or alpha != 0:
+        return fbr_from_similarity(S, y, present, shift=shift, alpha=alpha), best
+    yc = y[:, None]
+    own = S.gather(1, yc).squeeze(1)
+    b = ranked.scatter_(1, yc, float("-inf")).amax(dim=1)  # the best present competitor
+    b = b.nan_to_num(nan=float("nan"), posinf=float("inf"), neginf=0.0)  # no competitor: no shift
+    d = own - b
+    return torch.where(present[y], d, torch.zeros_like(d)), best
 
-            return tqdm(starts, total=(n + chunk_rows - 1) // chunk_rows, unit="chunk", desc=desc)
-        except ImportError:  # pragma: no cover - tqdm is a dependency
-            pass
-    return starts
+
+def _progress(starts, desc: str):
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        return starts
+    return tqdm(starts, unit="chunk", desc=desc)
 
 
-def _fit_whitening(features, n, chunk_rows, cz, cy, num_classes, device, progress, **kw) -> _whiten.Whitening:
-    """First pass over the rows (their mean and covariance), then the strength (``fastreweight.whiten``)."""
-    if cy.numel() == 0:
-        raise ValueError("clean_labels is empty: the clean subset needs at least one row per class it scores")
-    vc = V.ValueChecks()  # before the first pass: the criterion reads the clean side
-    vc.finite("clean_features", cz)
-    vc.labels_in_range("clean_labels", cy, num_classes)
-    vc.run()
+def _fit_whitening(stream: _Stream, cz, cy, **kw) -> _whiten.Whitening:
+    """First pass over the rows (their mean and covariance, summed over the ranks), then the strength
+    (``fastreweight.whiten``)."""
     moments = _whiten.StreamingMoments()
-    for start in _chunk_starts(n, chunk_rows, progress, "covariance"):
-        moments.update(_as_tensor(features[start:start + chunk_rows]).to(device=device, dtype=torch.float32))
-    return _whiten.fit_whitening(moments, cz, cy, num_classes, **kw)
+    sh = stream.shard
+    if not (sh.lo == 0 and sh.hi > 0):
+        # the shift of one process's moments, global chunk 0's mean, on every rank (StreamingMoments
+        # takes it from the first chunk it sees; the chunk itself is then taken out again)
+        moments.update(stream.read(0, min(sh.n, stream.exe.chunk_rows)))
+        moments.n = 0
+        moments.sum.zero_()
+        moments.gram.zero_()
+    for _, _, x in stream.chunks("covariance"):
+        moments.update(x)
+    if sh.sharded:
+        n = torch.tensor([moments.n], dtype=torch.float64, device=moments.sum.device)
+        sh.all_sum_(moments.sum, moments.gram, n)
+        moments.n = int(n)
+    return _whiten.fit_whitening(moments, cz, cy, stream.C, **kw)
 
 
 def write_ranked_csv(result: ScoreResult, path: str, *, threshold: float = 0.0) -> int:

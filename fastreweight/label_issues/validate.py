@@ -1,0 +1,210 @@
+"""Checks of ``score_dataset``'s inputs, all run before the first row is scored (and so before any
+output exists), except the finiteness of the streamed features, which is checked a chunk at a time as
+the rows are read (``FiniteRows``).  Every error names the argument and, for bad values, the first
+offending row or class.
+
+* features / clean_features: a 2-D real array or tensor (float or integer dtype) with at least one
+  row and one column; every value finite (the first non-finite row is named);
+* labels / clean_labels: 1-D, an integer dtype (``LabelDtypeError``, a ``TypeError`` that is also a
+  ``ValueError``, for float or bool labels), one per row, values in ``[0, num_classes)``;
+* the clean subset: at least two classes; a class that some row is labelled with but that has no
+  clean row is an error by default (``on_missing_class="raise"``, as cleanlab users expect), or with
+  ``on_missing_class="skip"`` those rows get the neutral score 0 (flagged at the default threshold);
+* ``clean_subset``: a ``clean_idx`` of row indices, 1-D, integer, non-empty, in range, no repeats.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .. import validate as V
+
+__all__ = ["LabelDtypeError", "Inputs", "check_inputs", "clean_subset", "FiniteRows", "first_nonfinite_row"]
+
+
+class LabelDtypeError(TypeError, ValueError):
+    """Labels of a non-integer dtype (a ``TypeError``; also a ``ValueError``, so that command-line
+    front ends that report bad input as ``ValueError`` catch it)."""
+
+
+def _check_array(name: str, a, ndim: int) -> None:
+    if not isinstance(a, (torch.Tensor, np.ndarray)):
+        raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(a).__name__}")
+    if a.ndim != ndim:
+        shape = "[N, d]" if ndim == 2 else "[N]"
+        raise ValueError(f"{name} must be {ndim}-D of shape {shape}, got shape {tuple(a.shape)}")
+
+
+def _is_integer(a) -> bool:
+    if isinstance(a, torch.Tensor):
+        return a.dtype in V.INT_DTYPES
+    return np.issubdtype(a.dtype, np.integer)
+
+
+def _is_real(a) -> bool:
+    if isinstance(a, torch.Tensor):
+        return a.dtype in V.FLOAT_DTYPES or a.dtype in V.INT_DTYPES
+    return np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)
+
+
+def check_features(name: str, a) -> tuple[int, int]:
+    """(rows, columns) of a 2-D real feature array with at least one of each."""
+    _check_array(name, a, 2)
+    if not _is_real(a):
+        raise TypeError(f"{name} must hold real numbers (a float or integer dtype), got {a.dtype}")
+    n, d = a.shape
+    if n == 0:
+        raise ValueError(f"{name} is empty (0 rows): there is nothing to score")
+    if d == 0:
+        raise ValueError(f"{name} has 0 columns: every row needs at least one feature")
+    return n, d
+
+
+def labels_tensor(name: str, a, n: int, rows_of: str) -> torch.Tensor:
+    """An int64 CPU copy of ``n`` integer labels."""
+    _check_array(name, a, 1)
+    if not _is_integer(a):
+        is_bool = a.dtype in (torch.bool, np.bool_)
+        raise LabelDtypeError(f"{name} must be integers (class indices), got {a.dtype}"
+                              + ("" if is_bool else " (cast them, e.g. .astype(np.int64), if they hold whole numbers)"))
+    if a.shape[0] != n:
+        raise ValueError(f"{name} must have one entry per row of {rows_of} ({n}), got {a.shape[0]}")
+    if isinstance(a, torch.Tensor):
+        return a.detach().to(device="cpu", dtype=torch.int64, copy=True)
+    return torch.from_numpy(np.array(a, dtype=np.int64))  # a copy: never the caller's (or a memory map's) memory
+
+
+def check_label_values(name: str, y: torch.Tensor, num_classes: int) -> None:
+    if y.numel() == 0:
+        return
+    lo, hi = torch.aminmax(y)
+    if int(lo) < 0 or int(hi) >= num_classes:
+        first = int(torch.nonzero((y < 0) | (y >= num_classes))[0])
+        raise ValueError(f"{name} must hold class labels in [0, {num_classes}), got values in [{int(lo)}, {int(hi)}] "
+                         f"(the first out of range: {int(y[first])} at row {first})")
+
+
+def first_nonfinite_row(x: torch.Tensor) -> int | None:
+    bad = ~torch.isfinite(x).all(dim=1)
+    idx = torch.nonzero(bad)
+    return int(idx[0]) if idx.numel() else None
+
+
+def nonfinite_message(name: str, row: int) -> str:
+    return f"{name} contains NaN or Inf at row {row} (the first such row); every feature must be finite"
+
+
+@dataclass
+class Inputs:
+    n: int
+    d: int
+    labels: torch.Tensor  # N, int64, CPU
+    clean_features: torch.Tensor  # M×d, float32, on the device
+    clean_labels: torch.Tensor  # M, int64, on the device
+    num_classes: int
+
+
+def check_inputs(features, labels, clean_features, clean_labels, num_classes, on_missing_class, device) -> Inputs:
+    """Every check that reads no streamed feature row (see the module doc)."""
+    n, d = check_features("features", features)
+    m, dc = check_features("clean_features", clean_features)
+    if dc != d:
+        raise ValueError(f"clean_features must have {d} columns like features, got shape {tuple(clean_features.shape)}")
+    V.check_option("on_missing_class", on_missing_class, V.MISSING_OPTIONS)
+    V.check_num_classes(num_classes)
+    y = labels_tensor("labels", labels, n, "features")
+    cy = labels_tensor("clean_labels", clean_labels, m, "clean_features")
+    if num_classes is None:
+        num_classes = max(int(y.max()), int(cy.max())) + 1
+        if num_classes < 1:
+            num_classes = 1  # every label negative: the range check below names the first
+    check_label_values("labels", y, num_classes)
+    check_label_values("clean_labels", cy, num_classes)
+    ct = clean_features if isinstance(clean_features, torch.Tensor) else torch.from_numpy(np.array(clean_features))
+    cz = ct.detach().to(device=device, dtype=torch.float32)
+    row = first_nonfinite_row(cz)
+    if row is not None:
+        raise ValueError(nonfinite_message("clean_features", row))
+    _check_classes(y, cy, num_classes, on_missing_class)
+    return Inputs(n=n, d=d, labels=y, clean_features=cz, clean_labels=cy.to(device), num_classes=num_classes)
+
+
+def _check_classes(y: torch.Tensor, cy: torch.Tensor, num_classes: int, on_missing_class: str) -> None:
+    clean_counts = torch.bincount(cy, minlength=num_classes)
+    present = torch.nonzero(clean_counts > 0).flatten().tolist()
+    if len(present) < 2:
+        raise ValueError(f"clean_labels hold only class(es) {present}: label-issue scores compare a row's own class "
+                         "with the others, so the clean subset needs at least two classes")
+    if on_missing_class == "skip":
+        return
+    counts = torch.bincount(y, minlength=num_classes)
+    missing = torch.nonzero((counts > 0) & (clean_counts == 0)).flatten()
+    if missing.numel():
+        cls = missing.tolist()
+        rows = int(counts[missing].sum())
+        raise ValueError(
+            f"labels contain class(es) {cls[:10]}{' …' if len(cls) > 10 else ''} ({rows} rows) that are absent from "
+            "the clean subset (clean_labels): every class a row is labelled with needs at least one clean row, or pass "
+            "on_missing_class='skip' (those rows then get the neutral score 0, flagged at the default threshold)")
+
+
+def clean_subset(features, labels, clean_idx, name: str = "clean_idx"):
+    """``(features[clean_idx], labels[clean_idx])`` after checking ``clean_idx``: a non-empty 1-D integer
+    array of row indices in ``[0, N)``, none repeated (negative indices are refused, not wrapped)."""
+    n = features.shape[0]
+    idx = clean_idx.detach().cpu().numpy() if isinstance(clean_idx, torch.Tensor) else np.asarray(clean_idx)
+    if idx.ndim != 1 or not (np.issubdtype(idx.dtype, np.integer) or idx.size == 0):
+        raise ValueError(f"{name} must be a 1-D array of integer row indices, got {idx.dtype} of shape {idx.shape}")
+    if idx.size == 0:
+        raise ValueError(f"{name} is empty: the clean subset needs at least one row")
+    lo, hi = int(idx.min()), int(idx.max())
+    if lo < 0 or hi >= n:
+        first = int(np.flatnonzero((idx < 0) | (idx >= n))[0])
+        raise ValueError(f"{name} must hold row indices in [0, {n}), got {int(idx[first])} at position {first}")
+    srt = np.sort(idx, kind="stable")
+    dup = np.flatnonzero(srt[1:] == srt[:-1])
+    if dup.size:
+        raise ValueError(f"{name} must not repeat a row: {int(srt[dup[0]])} appears more than once")
+    idx = idx.astype(np.int64)
+    if isinstance(features, torch.Tensor):
+        cx = features[torch.from_numpy(idx)]
+    else:
+        cx = np.asarray(features[idx])
+    cy = labels[torch.from_numpy(idx)] if isinstance(labels, torch.Tensor) else np.asarray(labels)[idx]
+    return cx, cy
+
+
+class FiniteRows:
+    """The finiteness check of the streamed rows, one chunk at a time.
+
+    ``add(start, x)`` reduces the chunk to one device boolean (``aminmax``: one pass, no temporary).
+    The booleans are read back every ``every`` chunks (1 on the CPU, where reading costs nothing;
+    more on an accelerator, where each read is a host synchronisation) and by ``finish()``.  A failed
+    chunk is read again through ``locate(start)`` to name its first bad row.  ``bad_row`` is the
+    global index of the first non-finite row found, or ``None``."""
+
+    def __init__(self, locate, every: int = 1):
+        self.locate = locate
+        self.every = every
+        self.pending: list[tuple[int, torch.Tensor]] = []
+        self.bad_row: int | None = None
+
+    def add(self, start: int, x: torch.Tensor) -> bool:
+        """False once a bad row has been found (stop reading)."""
+        lo, hi = torch.aminmax(x)
+        self.pending.append((start, torch.isfinite(lo) & torch.isfinite(hi)))
+        if len(self.pending) >= self.every:
+            self.finish()
+        return self.bad_row is None
+
+    def finish(self) -> None:
+        if not self.pending:
+            return
+        oks = torch.stack([ok for _, ok in self.pending]).tolist()
+        for (start, _), ok in zip(self.pending, oks):
+            if not ok:
+                self.bad_row = start + self.locate(start)
+                break
+        self.pending.clear()
