@@ -641,13 +641,13 @@ def boundary_noise(features, labels, rate: float, *, num_classes: int, seed: int
 # ---------------------------------------------------------------------------------------------
 # cluster noise
 # ---------------------------------------------------------------------------------------------
-@_one_thread
 def _min_size(n_c: int, clusters_per_class: int, min_cluster_size: int | None) -> int:
     if min_cluster_size is not None:
         return min_cluster_size
     return max(1, math.ceil(n_c / (4 * clusters_per_class)))
 
 
+@_one_thread
 def _clusters(z, y, C, clusters_per_class, seed, min_cluster_size=None):
     from sklearn.cluster import KMeans
     from sklearn.exceptions import ConvergenceWarning

@@ -59,10 +59,8 @@ def test_deterministic_and_seed_dependent(kind, mnist600):
 def test_numpy_and_torch_inputs_agree(kind, digits):
     x, y = digits[0][:400], digits[1][:400]
     ref = _noise(kind, x, y, 0.2)
-    assert np.array_equal(ref, _noise(kind, torch.from_numpy(x), torch.from_numpy(y), 0.2))
-    assert np.array_equal(ref, _noise(kind, x.astype(np.float64), y.astype(np.int32), 0.2))
-    # image-shaped rows are flattened
-    assert np.array_equal(ref, _noise(kind, torch.from_numpy(x).view(-1, 1, 8, 8), y, 0.2))
+    # torch tensors, other dtypes, image-shaped rows (flattened)
+    assert np.array_equal(ref, _noise(kind, torch.from_numpy(x).view(-1, 1, 8, 8), torch.from_numpy(y).int(), 0.2))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -265,7 +263,7 @@ def test_bad_kind_options(call, exc, match):
 # through fastreweight.data
 # ------------------------------------------------------------------------------------------------
 def test_inject_noise_and_make_split_take_instance_kinds(digits):
-    x, y = digits
+    x, y = digits[0][:500], digits[1][:500]
     for kind in N.INSTANCE_KINDS:
         assert np.array_equal(D.inject_noise(y, kind, 0.25, C, seed=5, features=x),
                               N.make_noise(kind, x, y, 0.25, num_classes=C, seed=5))
