@@ -115,7 +115,7 @@ def test_never_overwrites(tmp_path):
     write_report(_issues(), new)
     before = new.read_bytes()
     with pytest.raises(FileExistsError):
-        _issues(seed=5).write_report(new)  # LabelIssues.write_report: the same function
+        write_report(_issues(seed=5), new)
     assert new.read_bytes() == before
 
 

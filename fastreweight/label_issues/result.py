@@ -92,10 +92,3 @@ class LabelIssues:
         return cls(given_label=labels, predicted_label=suggested, score=scores, label_score=label_score,
                    is_label_issue=flagged, threshold=float(threshold),
                    estimated_noise_rate=estimated_noise_rate, num_classes=C, settings=dict(settings or {}))
-
-    def write_report(self, path, **options) -> str:
-        """``fastreweight.label_issues.report.write_report(self, path, **options)``: one self-contained
-        HTML page (never overwrites)."""
-        from .report import write_report
-
-        return write_report(self, path, **options)
