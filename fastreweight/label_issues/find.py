@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .flag import estimate_noise_rate, fdr_threshold
+from .flag import flag_rows
 from .neighbours import neighbour_agreement
 from .result import LabelIssues
 from .stream import score_dataset
@@ -122,26 +122,6 @@ def find_label_issues(features, labels, *, clean_idx=None, clean_features=None, 
             clean_scores = score_dataset(cz, cy, cz, cy, num_classes=C, chunk_rows=chunk_rows, device=device,
                                          **_FBR[scorer]).scores
     flag = ("fdr" if scorer == "knn" else "score") if flag == "auto" else flag
-    return _flagged(score, quality, suggested, y, clean_idx, clean_scores, C, flag, alpha, threshold,
+    return flag_rows(score, quality, suggested, y, clean_idx, clean_scores, C, flag, alpha, threshold,
                     {"scorer": scorer, "flag": flag, **({"alpha": alpha} if flag == "fdr" else {}),
                      **({"threshold": threshold} if flag == "score" else {})})
-
-
-def _flagged(score, quality, suggested, y, clean_idx, clean_scores, C, flag, alpha, threshold, settings):
-    others = np.ones(score.shape[0], bool)
-    if clean_idx is not None:
-        others[clean_idx] = False
-    rate = estimate_noise_rate(score[others], clean_scores)
-    if flag == "fdr":
-        threshold = fdr_threshold(score[others], clean_scores, rate, alpha)
-        if threshold == float("-inf") and np.isfinite(rate) and rate > 0:  # too few clean rows to certify alpha
-            flag = settings["flag"] = "rate"
-            settings["fallback"] = f"no threshold certifies alpha={alpha} with {clean_scores.size} clean rows"
-    if flag == "rate":
-        k = int(round((0.0 if not np.isfinite(rate) else rate) * others.sum()))
-        threshold = float(np.sort(score[others])[k - 1]) if k else float("-inf")
-    flagged = (score <= threshold) & others
-    return LabelIssues(given_label=y, predicted_label=np.asarray(suggested, dtype=np.int64), score=score,
-                       label_score=np.asarray(quality, dtype=np.float64), is_label_issue=flagged,
-                       threshold=float(threshold), estimated_noise_rate=None if not np.isfinite(rate) else rate,
-                       num_classes=C, settings=settings)

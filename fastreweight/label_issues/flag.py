@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["estimate_noise_rate", "fdr_threshold"]
+from .result import LabelIssues
+
+__all__ = ["estimate_noise_rate", "fdr_threshold", "flag_rows"]
 
 
 def estimate_noise_rate(scores: np.ndarray, clean_scores: np.ndarray) -> float:
@@ -42,3 +44,24 @@ def fdr_threshold(scores: np.ndarray, clean_scores: np.ndarray, noise_rate: floa
     fdr = (1 - pi) * t.size * f_clean / flagged
     ok = np.flatnonzero(fdr <= alpha)
     return float(t[ok[-1]]) if ok.size else float("-inf")
+
+
+def flag_rows(score, quality, suggested, y, clean_idx, clean_scores, C, flag, alpha, threshold, settings) -> LabelIssues:
+    """The flagged set by rule ``flag`` (find.py's module doc), wrapped with the columns in a ``LabelIssues``."""
+    others = np.ones(score.shape[0], bool)
+    if clean_idx is not None:
+        others[clean_idx] = False
+    rate = estimate_noise_rate(score[others], clean_scores)
+    if flag == "fdr":
+        threshold = fdr_threshold(score[others], clean_scores, rate, alpha)
+        if threshold == float("-inf") and np.isfinite(rate) and rate > 0:  # too few clean rows to certify alpha
+            flag = settings["flag"] = "rate"
+            settings["fallback"] = f"no threshold certifies alpha={alpha} with {clean_scores.size} clean rows"
+    if flag == "rate":
+        k = int(round((0.0 if not np.isfinite(rate) else rate) * others.sum()))
+        threshold = float(np.sort(score[others])[k - 1]) if k else float("-inf")
+    flagged = (score <= threshold) & others
+    return LabelIssues(given_label=y, predicted_label=np.asarray(suggested, dtype=np.int64), score=score,
+                       label_score=np.asarray(quality, dtype=np.float64), is_label_issue=flagged,
+                       threshold=float(threshold), estimated_noise_rate=None if not np.isfinite(rate) else rate,
+                       num_classes=C, settings=settings)
