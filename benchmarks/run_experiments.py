@@ -33,6 +33,13 @@
   25, 100 and 400 clean samples.
 * ``whiten-cnn`` (MNIST-5k; ``--cells`` to choose): ERM, the default FBR and ``feature_whiten="auto"``
   on the small CNN of ``fastreweight.models`` (20 epochs).
+* ``instance`` (MNIST-5k and digits × instance-dependent noise ``confusion`` / ``boundary`` / ``cluster``
+  at 30%, ``fastreweight.noise``): every method — ``erm``, ``erm+cp``, ``l2r``, ``meta``, ``paper``,
+  ``fbr-default``, ``fbr+whiten/10`` and ``relabel`` (``NeighbourRelabel``, docs/instance-noise.md).
+* ``instance-cc`` (every cell of ``variants``): ``erm``, ``fbr+whiten/10`` and ``relabel`` on the
+  class-conditional cells, same machine and invocation as ``instance``'s ERM.
+* ``instance-cnn`` (MNIST-5k 1×28×28 on the small CNN, the instance cells; ``--epochs``, default 10):
+  ``erm``, ``fbr-default`` and ``relabel``.
 * ``refresh`` (every cell of ``variants``): the default stateful FBR with the clean-feature cache
   refreshed every ceil(4·M/B) steps (the default), 2× and 4× that, and once per epoch.
 
@@ -61,6 +68,7 @@ from fastreweight.train import train  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 NOISE_CELLS = [("sym", 0.2), ("sym", 0.4), ("sym", 0.6), ("asym", 0.4)]
+INSTANCE_CELLS = [("confusion", 0.3), ("boundary", 0.3), ("cluster", 0.3)]
 
 
 def paper_kw(skip):
@@ -139,6 +147,35 @@ def whiten_cnn_runs():
             "fbr+whiten": dict(method="fbr", feature_whiten="auto", **cnn)}
 
 
+def instance_runs(preset_name):
+    """Every method of the issue on the instance-dependent cells: ERM without and with the recipe's
+    clean passes, L2R, the meta direction, the published recipe, the library's FBR defaults and its
+    whitened variant, and neighbour relabelling (``method="relabel"``)."""
+    skip = 2 if preset_name == "demo-mnist" else "auto"
+    return {
+        "erm": dict(method="erm"),
+        "erm+cp": dict(method="erm", clean_passes=5),
+        "l2r": dict(method="l2r"),
+        "meta": dict(method="meta"),
+        "paper": paper_kw(skip),
+        "fbr-default": dict(method="fbr"),
+        "fbr+whiten/10": dict(method="fbr", feature_whiten="auto", feature_whiten_every=10),
+        "relabel": dict(method="relabel"),
+    }
+
+
+def instance_cc_runs():
+    return {"erm": dict(method="erm"),
+            "fbr+whiten/10": dict(method="fbr", feature_whiten="auto", feature_whiten_every=10),
+            "relabel": dict(method="relabel")}
+
+
+def instance_cnn_runs(epochs):
+    cnn = dict(_model="cnn", _epochs=epochs)
+    return {"erm": dict(method="erm", **cnn), "fbr-default": dict(method="fbr", **cnn),
+            "relabel": dict(method="relabel", **cnn)}
+
+
 def refresh_runs():
     """The cache policy's refresh interval R (SPEC §5), in multiples of the default ceil(4·M/B):
     ``R=k·auto`` is ceil(4k·M/B) steps; ``R=epoch`` refreshes once per epoch (ceil(N/B) steps)."""
@@ -203,19 +240,22 @@ def run_one(preset_name, dataset, noise, rate, seed, name, kw, clean_size=None):
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("suite", choices=("variants", "ablation", "cleanpasses", "refresh", "whiten", "whiten-size",
-                                          "whiten-cnn"))
+                                          "whiten-cnn", "instance", "instance-cc", "instance-cnn"))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--datasets", nargs="+", default=["mnist5k", "digits"])
     ap.add_argument("--cells", nargs="+", default=None, help="e.g. sym:0.4 asym:0.4")
     ap.add_argument("--only", nargs="+", default=None, help="run names to run")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--epochs", type=int, default=10, help="instance-cnn's epochs")
     ap.add_argument("--out", default=None)
     ap.add_argument("--concurrent-runs", type=int, default=1,
                     help="how many such processes share the machine (recorded with the timings)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     env = environment(torch.device("cpu"))
-    out = args.out or os.path.join(RESULTS, f"{args.suite}.jsonl")
+    default_out = {"instance": "instance_grid.jsonl", "instance-cc": "instance_cc.jsonl",
+                   "instance-cnn": "instance_cnn.jsonl"}.get(args.suite, f"{args.suite}.jsonl")
+    out = args.out or os.path.join(RESULTS, default_out)
     cells = NOISE_CELLS if args.cells is None else [(c.split(":")[0], float(c.split(":")[1])) for c in args.cells]
     jobs = []
     if args.suite == "variants":
@@ -224,6 +264,18 @@ def main(argv=None):
             for noise, rate in cells:
                 for seed in args.seeds:
                     for name, kw in variants(preset).items():
+                        jobs.append((preset, dataset, noise, rate, seed, name, kw))
+    elif args.suite in ("instance", "instance-cc", "instance-cnn"):
+        if args.suite == "instance-cnn" and args.datasets == ["mnist5k", "digits"]:
+            args.datasets = ["mnist5k"]
+        icells = INSTANCE_CELLS if args.cells is None else cells
+        for dataset in args.datasets:
+            preset = "demo-mnist" if dataset == "mnist5k" else "demo-digits"
+            runs = {"instance": lambda: instance_runs(preset), "instance-cc": instance_cc_runs,
+                    "instance-cnn": lambda: instance_cnn_runs(args.epochs)}[args.suite]()
+            for noise, rate in (NOISE_CELLS if args.suite == "instance-cc" and args.cells is None else icells):
+                for seed in args.seeds:
+                    for name, kw in runs.items():
                         jobs.append((preset, dataset, noise, rate, seed, name, kw))
     elif args.suite in ("cleanpasses", "refresh", "whiten", "whiten-size", "whiten-cnn"):
         runs = {"cleanpasses": clean_pass_runs, "refresh": refresh_runs, "whiten": whiten_runs,

@@ -24,8 +24,8 @@ import torch.nn as nn
 
 from .data import NoisyData
 from .experimental import CleanMixLoader, CoTeaching, RunningPrototypeFBR
-from .training import (ERM, FBR, L2R, CleanSet, Distributed, FBRPaper, MetaDirection, Precision, TensorLoader,
-                       Trainer, TrainResult, Warmup)
+from .training import (ERM, FBR, L2R, CleanSet, Distributed, FBRPaper, MetaDirection, NeighbourRelabel, Precision,
+                       TensorLoader, Trainer, TrainResult, Warmup)
 from .training.features import FeatureSource
 from .training.records import accuracy
 from .training.warmup import prototype_probe
@@ -33,7 +33,7 @@ from .whiten import check_whiten
 
 __all__ = ["train", "TrainResult", "METHODS", "LOOP_OPTIONS", "METHOD_OPTIONS", "evaluate", "auto_warmup_probe"]
 
-METHODS = ("erm", "fbr", "meta", "l2r", "coteaching")
+METHODS = ("erm", "fbr", "meta", "l2r", "coteaching", "relabel")
 
 LOOP_OPTIONS = dict(epochs=10, device="cpu", batch_size=128, seed=0, scheduler=None, lr_milestones=None, lr_gamma=0.1,
                     clean_passes=0, clean_batch_size=128, clean_mix=0, amp=None, augment=None, eval_batch_size=1024,
@@ -46,6 +46,7 @@ METHOD_OPTIONS = dict(
     batch_features=None, skip_epochs=10, alpha_epochs=40,
     meta_layers="head", inner_lr=None,  # meta / l2r
     model2=None, optimizer2=None, forget_rate=None, num_gradual=10, exponent=1.0,  # coteaching
+    relabel_options=None,  # relabel: NeighbourRelabel's keywords (a dict)
 )
 
 
@@ -118,6 +119,8 @@ def _method(method: str, o: dict, data: NoisyData):
         return MetaDirection(layers=o["meta_layers"], warmup=_warmup(o, 0))
     if method == "l2r":
         return L2R(inner_lr=o["inner_lr"], warmup=_warmup(o, 0))
+    if method == "relabel":
+        return NeighbourRelabel(**(o["relabel_options"] or {}))
     rate = o["forget_rate"]
     if rate is None:
         r = data.info.get("rate") if data.info.get("noise") not in ("user", "none") else None

@@ -16,7 +16,8 @@ from .batches import IndexedDataset, TensorLoader, with_index
 from .checkpoint import load_checkpoint, save_checkpoint
 from .clean import CleanSet
 from .loop import Trainer
-from .methods import ERM, FBR, L2R, METHODS, FBRPaper, MetaDirection, Method, RunContext, make_method
+from .methods import (ERM, FBR, L2R, METHODS, FBRPaper, MetaDirection, Method, NeighbourRelabel, RunContext,
+                      make_method)
 from .parallel import Distributed, SingleProcess
 from .precision import Precision
 from .records import TrainResult
@@ -24,6 +25,6 @@ from .warmup import Warmup
 
 __all__ = [
     "Trainer", "TrainResult", "CleanSet", "with_index", "IndexedDataset", "TensorLoader",
-    "Method", "RunContext", "ERM", "FBR", "FBRPaper", "MetaDirection", "L2R", "METHODS", "make_method",
+    "Method", "RunContext", "ERM", "FBR", "FBRPaper", "MetaDirection", "L2R", "NeighbourRelabel", "METHODS", "make_method",
     "Warmup", "Precision", "SingleProcess", "Distributed", "save_checkpoint", "load_checkpoint",
 ]

@@ -6,10 +6,11 @@
 ``FBRPaper(...)``         FBR as published (SPEC §7), the reference for every variant
 ``MetaDirection(...)``    the exact one-step meta-reweighting direction (SPEC §3.5)
 ``L2R(...)``              bi-level Learning to Reweight (Ren et al. 2018)
+``NeighbourRelabel(...)`` relabel confident flips by neighbour agreement, down-weight doubtful rows
 ========================  =====================================================================
 
 ``make_method(name, **options)`` builds one by name (``"erm"``, ``"fbr"``, ``"fbr-paper"``,
-``"meta"``, ``"l2r"``; ``"coteaching"`` from ``fastreweight.experimental``).
+``"meta"``, ``"l2r"``, ``"relabel"``; ``"coteaching"`` from ``fastreweight.experimental``).
 """
 from __future__ import annotations
 
@@ -19,10 +20,11 @@ from .fbr import FBR
 from .fbr_paper import FBRPaper
 from .l2r import L2R
 from .meta import MetaDirection
+from .relabel import NeighbourRelabel
 
-__all__ = ["Method", "RunContext", "ERM", "FBR", "FBRPaper", "MetaDirection", "L2R", "METHODS", "make_method"]
+__all__ = ["Method", "RunContext", "ERM", "FBR", "FBRPaper", "MetaDirection", "L2R", "NeighbourRelabel", "METHODS", "make_method"]
 
-METHODS: dict[str, type] = {"erm": ERM, "fbr": FBR, "fbr-paper": FBRPaper, "meta": MetaDirection, "l2r": L2R}
+METHODS: dict[str, type] = {"erm": ERM, "fbr": FBR, "fbr-paper": FBRPaper, "meta": MetaDirection, "l2r": L2R, "relabel": NeighbourRelabel}
 
 
 def make_method(name: str, **options) -> Method:

@@ -1,0 +1,219 @@
+"""Neighbour relabelling: relabel the confident flips, down-weight the doubtful rows (``docs/instance-noise.md``).
+
+Every ``every`` epochs from epoch ``start`` the training rows are scored by neighbour agreement with
+trust (``fastreweight.label_issues.neighbours``: each row's label against the labels of its ``k``
+nearest rows, the clean subset's rows counting ``clean_weight``, every other row as much as its own
+label's vote share of the previous round) in a feature space ``features``:
+
+* ``"input"``: a fixed embedding of the inputs — the rows flattened (a seeded Gaussian projection to
+  ``1024`` dimensions first when wider), centred and projected on their top ``pca_dim`` principal
+  directions (the covariance's eigenvectors, deterministic).  The training inputs are read from the
+  batches of the first epoch, so nothing beyond ``(x, y, idx)`` batches is needed;
+* ``"model"``: the model's penultimate features of the training rows, taken from the training forwards
+  of the epoch just ended (free), and of the clean rows (eval mode);
+* ``"both"`` (default): the two spaces' class votes averaged (the input space alone before ``start``'s
+  model features exist).
+
+With the class votes ``P`` of a row with given label ``y`` and suggestion ``s = argmax P``: the row is
+**relabelled** to ``s`` when ``P_s − P_y ≥ margin``; otherwise its weight is
+``clip(1 + (P_y − max_{c≠y} P_c) / margin, 0, 1)`` (1 when its label wins the vote).  Each scoring starts
+from the given labels (a relabelling is never compounded).  The loss is ``Σ w_i·CE(x_i, ŷ_i) / Σ w_i``
+with ``ŷ`` the current labels.  Before the first scoring it is ERM.
+"""
+from __future__ import annotations
+
+import torch
+
+from ...label_issues.neighbours import _standardised, _votes
+from ..features import FeatureSource
+from .base import Method
+from .fbr import with_trusted_rows
+
+__all__ = ["NeighbourRelabel", "trusted_votes"]
+
+_FEATURES = ("input", "model", "both")
+_PROJECT_ABOVE = 1024
+
+
+def trusted_votes(features: torch.Tensor, labels: torch.Tensor, clean_mask: torch.Tensor, *, num_classes: int,
+                  k: int, temperature: float, clean_weight: float, rounds: int,
+                  chunk_rows: int = 4096) -> torch.Tensor:
+    """The class votes ``P`` (N×C) of neighbour agreement with trust after ``rounds`` rounds (the
+    matrix behind ``neighbour_agreement``'s score and suggestion)."""
+    z = _standardised(features, features.device)
+    y = labels.to(torch.int64)
+    trust = torch.ones(z.shape[0], dtype=z.dtype, device=z.device)
+    trust[clean_mask] = clean_weight
+    P = None
+    for _ in range(rounds):
+        P = _votes(z, y, trust, num_classes, k, temperature, chunk_rows)
+        own = P.gather(1, y[:, None])[:, 0]
+        trust = torch.where(clean_mask, torch.full_like(own, clean_weight), own)
+    return P
+
+
+def _check_int(name, v, lo):
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+        raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
+    return v
+
+
+def _check_pos(name, v, hi=None):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or (hi is not None and v > hi):
+        what = f"a number in (0, {hi}]" if hi is not None else "a positive number"
+        raise ValueError(f"{name} must be {what}, got {v!r}")
+    return float(v)
+
+
+class NeighbourRelabel(Method):
+    """See the module doc.  ``margin`` (default 0.15): the vote lead a suggestion needs to replace the
+    given label, and the scale of the down-weighting below it."""
+
+    name = "relabel"
+
+    def __init__(self, *, features: str = "both", start: int = 1, every: int = 5, margin: float = 0.15, k: int = 30,
+                 temperature: float = 0.2, clean_weight: float = 3.0, rounds: int = 3, pca_dim: int = 64) -> None:
+        super().__init__()
+        if features not in _FEATURES:
+            raise ValueError(f"features must be one of {', '.join(_FEATURES)}, got {features!r}")
+        self.features = features
+        self.start, self.every = _check_int("start", start, 1), _check_int("every", every, 1)
+        self.margin = _check_pos("margin", margin, 1.0)
+        self.k, self.rounds, self.pca_dim = _check_int("k", k, 1), _check_int("rounds", rounds, 1), _check_int(
+            "pca_dim", pca_dim, 1)
+        self.temperature, self.clean_weight = _check_pos("temperature", temperature), _check_pos("clean_weight",
+                                                                                                 clean_weight)
+
+    def options(self) -> dict:
+        return dict(features=self.features, start=self.start, every=self.every, margin=self.margin, k=self.k,
+                    temperature=self.temperature, clean_weight=self.clean_weight, rounds=self.rounds,
+                    pca_dim=self.pca_dim)
+
+    def attach(self, ctx) -> None:
+        super().attach(ctx)
+        N, dev = ctx.num_samples, ctx.device
+        self.given = torch.full((N,), -1, dtype=torch.int64, device=dev)  # the labels as the batches give them
+        self.labels = torch.full((N,), -1, dtype=torch.int64, device=dev)  # the current labels (-1: the given one)
+        self.weights = torch.ones(N, dtype=ctx.weight_dtype, device=dev)
+        self.inputs = None  # N×D flattened (projected) training inputs, filled during the first epoch
+        self.embedding = None  # (N + M)×pca_dim input embedding, training rows then clean rows
+        self.model_feats = None  # N×d penultimate features of the last epoch's training forwards
+        self.scorings = 0
+        self.relabelled = []  # rows relabelled at each scoring
+        self._src = FeatureSource(ctx.model, from_training_forward=self.features != "input", distributed=False)
+        self._proj = None
+
+    def close(self) -> None:
+        self._src.close()
+
+    # -- one step -------------------------------------------------------------------------------
+    def _projection(self, D: int):
+        if D <= _PROJECT_ABOVE:
+            return None
+        if self._proj is None:
+            g = torch.Generator().manual_seed(0)
+            self._proj = (torch.randn(D, _PROJECT_ABOVE, generator=g) / _PROJECT_ABOVE ** 0.5).to(self.ctx.device)
+        return self._proj
+
+    def _flat(self, x: torch.Tensor) -> torch.Tensor:
+        f = x.detach().reshape(x.shape[0], -1).float()
+        p = self._projection(f.shape[1])
+        return f if p is None else f @ p
+
+    def loss(self, x, y, idx):
+        ctx = self.ctx
+        rows = idx.shape[0]
+        y_rows = y[:rows]
+        self.given[idx] = y_rows
+        if self.features != "model" and self.embedding is None:
+            f = self._flat(x[:rows])
+            if self.inputs is None:
+                self.inputs = torch.zeros(ctx.num_samples, f.shape[1], dtype=torch.float32, device=ctx.device)
+            self.inputs[idx] = f
+        if self.features != "input":
+            feats, logits = self._src.train_forward(ctx.net, x, rows, ctx.precision)
+            if self.model_feats is None:
+                self.model_feats = torch.zeros(ctx.num_samples, feats.shape[1], dtype=torch.float32,
+                                               device=ctx.device)
+            self.model_feats[idx] = feats.float()
+        else:
+            logits = ctx.forward(x)
+        if self.scorings == 0:
+            return ctx.mean_ce(logits, y), None
+        cur = self.labels[idx]
+        y_eff = torch.cat([torch.where(cur >= 0, cur, y_rows), y[rows:]])
+        w = self.weights[idx]
+        losses = ctx.per_sample_ce(logits, y_eff)
+        return ctx.parallel.weighted_loss(losses, with_trusted_rows(w.to(losses.dtype), y.shape[0]),
+                                          "weight_sum"), w
+
+    # -- scoring --------------------------------------------------------------------------------
+    def _input_embedding(self) -> torch.Tensor:
+        ctx = self.ctx
+        X = torch.cat([self.inputs, self._flat(ctx.clean.x)])
+        X = X - X.mean(0)
+        cov = (X.T @ X).double() / max(X.shape[0] - 1, 1)
+        _, vecs = torch.linalg.eigh(cov)
+        basis = vecs[:, -min(self.pca_dim, X.shape[1]):].float()
+        return X @ basis
+
+    @torch.no_grad()
+    def _score(self) -> None:
+        ctx = self.ctx
+        M = len(ctx.clean)
+        labels = torch.cat([self.given, ctx.clean.y])
+        mask = torch.cat([torch.zeros_like(self.given, dtype=torch.bool),
+                          torch.ones(M, dtype=torch.bool, device=ctx.device)])
+        opts = dict(num_classes=ctx.num_classes, k=self.k, temperature=self.temperature,
+                    clean_weight=self.clean_weight, rounds=self.rounds)
+        votes = []
+        if self.features != "model":
+            if self.embedding is None:
+                self.embedding = self._input_embedding()
+                self.inputs = None
+            votes.append(trusted_votes(self.embedding, labels, mask, **opts))
+        if self.features != "input":
+            Fc = self._src.eval_features(ctx.clean.x, ctx.eval_batch_size).float()
+            votes.append(trusted_votes(torch.cat([self.model_feats, Fc]), labels, mask, **opts))
+        P = (votes[0] if len(votes) == 1 else (votes[0] + votes[1]) / 2)[:ctx.num_samples]
+        own = P.gather(1, self.given[:, None])[:, 0]
+        top, sug = P.max(1)
+        lead = P.scatter(1, self.given[:, None], -1.0).max(1).values
+        flip = (sug != self.given) & (top - own >= self.margin)
+        self.labels = torch.where(flip, sug, torch.full_like(sug, -1))
+        w = (1 + (own - lead) / self.margin).clamp(0, 1)
+        self.weights = torch.where(flip, torch.ones_like(w), w).to(ctx.weight_dtype)
+        self.scorings += 1
+        self.relabelled.append(int(flip.sum()))
+
+    def end_epoch(self, epoch: int) -> None:
+        done = epoch + 1
+        if done >= self.start and (done - self.start) % self.every == 0:
+            if bool((self.given < 0).any()):
+                raise ValueError("NeighbourRelabel: some training rows were never seen in an epoch (every idx in "
+                                 "0..num_samples-1 must appear in each epoch)")
+            self._score()
+
+    # -- state ----------------------------------------------------------------------------------
+    @property
+    def sample_weights(self):
+        return self.weights
+
+    @property
+    def current_labels(self) -> torch.Tensor:
+        """The labels the loss uses now (the given label where not relabelled)."""
+        return torch.where(self.labels >= 0, self.labels, self.given)
+
+    def summary(self) -> dict:
+        return {"relabelled": list(self.relabelled)}
+
+    def state_dict(self) -> dict:
+        return {"given": self.given, "labels": self.labels, "weights": self.weights, "inputs": self.inputs,
+                "embedding": self.embedding, "model_feats": self.model_feats, "scorings": self.scorings,
+                "relabelled": list(self.relabelled)}
+
+    def load_state_dict(self, state: dict) -> None:
+        for k in ("given", "labels", "weights", "inputs", "embedding", "model_feats"):
+            v = state[k]
+            setattr(self, k, None if v is None else v.to(self.ctx.device))
+        self.scorings, self.relabelled = int(state["scorings"]), list(state["relabelled"])
