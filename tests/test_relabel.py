@@ -1,0 +1,140 @@
+"""NeighbourRelabel (method="relabel"): options, relabelling on planted noise, resume, own loop, train()."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fastreweight import data as D
+from fastreweight import models as Mo
+from fastreweight.train import train
+from fastreweight.training import CleanSet, NeighbourRelabel, TensorLoader, Trainer, make_method
+
+
+def _planted(seed=0, n=300, C=3, dim=8, rate=0.3):
+    """Well-separated blobs with ``rate`` of the training labels moved to the next class."""
+    x, y = D.make_synthetic(n, C, dim, sep=5.0, seed=seed)
+    return D.make_split(x, y, num_classes=C, noise="asym", rate=rate, clean_size=15, test_size=0.2, seed=seed,
+                        dataset="synthetic")
+
+
+def _mlp(d, seed=0):
+    torch.manual_seed(seed)
+    return Mo.MLP(d.input_shape[0], d.num_classes, (16,))
+
+
+def _params(m):
+    return torch.cat([p.detach().flatten() for p in m.parameters()])
+
+
+@pytest.mark.parametrize("features", ["input", "model", "both"])
+def test_relabels_planted_flips_and_keeps_correct_labels(features):
+    d = _planted()
+    m = _mlp(d)
+    method = NeighbourRelabel(features=features, start=1, every=1, k=10)
+    loader = TensorLoader(d.x_train, d.y_train, 32, generator=torch.Generator().manual_seed(1))
+    Trainer(m, torch.optim.SGD(m.parameters(), lr=0.1), method, CleanSet(d.x_clean, d.y_clean)).fit(loader, 3)
+    wrong = d.y_train != d.y_train_true
+    assert wrong.float().mean() > 0.2
+    cur = method.current_labels
+    assert (cur[wrong] == d.y_train_true[wrong]).float().mean() > 0.8  # most flips relabelled to the truth
+    assert (cur[~wrong] == d.y_train[~wrong]).float().mean() > 0.95  # correct labels kept
+    assert method.relabelled and method.relabelled[-1] > 0
+    w = method.sample_weights
+    assert w.min() >= 0 and w.max() <= 1
+    # 30% planted noise is down to under 10% after relabelling.  The few rows still wrong are the ones the vote
+    # is confidently wrong about, so they keep weight 1; down-weighting of doubtful rows is
+    # test_downweights_doubtful_rows's job.
+    still = cur != d.y_train_true
+    assert still.float().mean() < 0.1
+
+
+def test_downweights_doubtful_rows():
+    """Two overlapping classes: rows whose label loses the vote narrowly are down-weighted, not relabelled."""
+    d = _planted(rate=0.3)
+    m = _mlp(d)
+    method = NeighbourRelabel(features="input", margin=1.0, every=1)  # a lead of 1 is never reached
+    loader = TensorLoader(d.x_train, d.y_train, 32, generator=torch.Generator().manual_seed(1))
+    Trainer(m, torch.optim.SGD(m.parameters(), lr=0.1), method, CleanSet(d.x_clean, d.y_clean)).fit(loader, 2)
+    wrong = d.y_train != d.y_train_true
+    assert method.relabelled == [0, 0]
+    assert method.sample_weights[wrong].mean() < 0.5 < method.sample_weights[~wrong].mean()
+
+
+def test_options_are_checked():
+    for kw, name in ((dict(features="pixels"), "features"), (dict(start=0), "start"), (dict(every=0), "every"),
+                     (dict(margin=0), "margin"), (dict(margin=1.5), "margin"), (dict(k=0), "k"),
+                     (dict(temperature=-1), "temperature"), (dict(clean_weight=0), "clean_weight"),
+                     (dict(rounds=True), "rounds"), (dict(pca_dim=0), "pca_dim")):
+        with pytest.raises(ValueError, match=name):
+            NeighbourRelabel(**kw)
+    assert isinstance(make_method("relabel", margin=0.2), NeighbourRelabel)
+    with pytest.raises(TypeError, match="NeighbourRelabel"):
+        make_method("relabel", lr=0.1)
+
+
+def _resumable(d, tmp, *, stop=None, resume=None):
+    m = _mlp(d)
+    opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
+    loader = TensorLoader(d.x_train, d.y_train, 32, generator=torch.Generator().manual_seed(3),
+                          transform=lambda x, g: x + 0.01 * torch.randn(x.shape, generator=g))
+    clean = CleanSet(d.x_clean, d.y_clean, passes=1, batch_size=8)
+    clean.generator.manual_seed(5)
+    method = NeighbourRelabel(start=1, every=2, k=10)
+    r = Trainer(m, opt, method, clean).fit(loader, stop or 4, true_labels=d.y_train_true, checkpoint_dir=tmp,
+                                           resume=resume)
+    return m, r, method
+
+
+@pytest.mark.parametrize("at", [1, 2])
+def test_resume_is_bit_identical(tmp_path, at):
+    d = _planted()
+    full_m, full, full_method = _resumable(d, tmp_path / "full")
+    _resumable(d, tmp_path / "part", stop=at)
+    torch.manual_seed(7)
+    res_m, res, res_method = _resumable(d, tmp_path / "res", resume=tmp_path / "part" / f"epoch-{at:04d}.pt")
+    assert torch.equal(_params(full_m), _params(res_m))
+    assert full.test_acc == res.test_acc or all(a != a for a in full.test_acc)
+    assert torch.equal(full.final_weights, res.final_weights)
+    assert torch.equal(full_method.current_labels, res_method.current_labels)
+
+
+def test_own_loop_with_bind_is_the_trainers_step():
+    d = _planted()
+    runs = []
+    for own in (False, True):
+        m = _mlp(d)
+        opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
+        method = NeighbourRelabel(every=1, k=10)
+        loader = TensorLoader(d.x_train, d.y_train, 32, generator=torch.Generator().manual_seed(1))
+        clean = CleanSet(d.x_clean, d.y_clean)
+        if own:
+            method.bind(m, opt, clean, num_samples=len(d.y_train), epochs=3)
+            for epoch in range(3):
+                method.begin_epoch(epoch)
+                for x, y, idx in loader:
+                    loss, _ = method.loss(x, y, idx)
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                method.end_epoch(epoch)
+            method.close()
+        else:
+            Trainer(m, opt, method, clean).fit(loader, 3)
+        runs.append((_params(m), method.sample_weights, method.current_labels))
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)
+
+
+def test_train_adapter_and_wide_inputs():
+    """train(method="relabel", relabel_options=...) reaches the method; inputs wider than 1024 are projected."""
+    x, y = D.make_synthetic(200, 3, 1100, sep=5.0, seed=0)
+    d = D.make_split(x, y, num_classes=3, noise="sym", rate=0.3, clean_size=15, test_size=0.2, seed=0,
+                     dataset="synthetic")
+    torch.manual_seed(0)
+    m = Mo.MLP(1100, 3, (8,))
+    r = train(m, torch.optim.SGD(m.parameters(), lr=0.1), d, method="relabel", epochs=2, batch_size=32,
+              relabel_options=dict(features="input", pca_dim=16, k=5))
+    assert r.config["relabelled"] and r.final_weights.shape == (len(d.y_train),)
+    with pytest.raises(ValueError, match="margin"):
+        train(m, torch.optim.SGD(m.parameters(), lr=0.1), d, method="relabel", epochs=1,
+              relabel_options=dict(margin=2))
