@@ -311,13 +311,15 @@ def run_score(args) -> int:
     images = label_issues.load_array(args.images, "--images") if args.images else None
     if images is not None and args.report is None:
         raise ValueError("--images is for the report: give --report too")
+    if images is not None and images.shape[0] != x.shape[0]:
+        raise ValueError(f"--images has {images.shape[0]} rows, --features {x.shape[0]}: one image per row")
     ci = None
     if args.clean_idx is not None:
         if args.clean_features or args.clean_labels:
             raise ValueError("give either --clean-idx or --clean-features with --clean-labels, not both")
-        ci = np.asarray(label_issues.load_array(args.clean_idx, "--clean-idx")).astype(np.int64)
-        if ci.ndim != 1 or ci.size == 0 or ci.min() < 0 or ci.max() >= x.shape[0]:
-            raise ValueError(f"--clean-idx must be a non-empty 1-D list of row indices in [0, {x.shape[0]})")
+        from .label_issues.validate import check_clean_idx
+
+        ci = check_clean_idx(label_issues.load_array(args.clean_idx, "--clean-idx"), x.shape[0], "--clean-idx")
         cx, cy = np.asarray(x[ci]), np.asarray(y[ci])
     elif args.clean_features and args.clean_labels:
         cx = label_issues.load_array(args.clean_features, "--clean-features")
@@ -326,16 +328,24 @@ def run_score(args) -> int:
         raise ValueError("the clean subset is missing: give --clean-idx, or --clean-features and --clean-labels")
     scorer, flag, whiten = _score_plan(args)
     C = args.num_classes or int(max(np.asarray(y).max(), np.asarray(cy).max())) + 1
-    if scorer in (None, "fbr", "fbr-whiten"):
-        streamed_whiten = whiten is not None or scorer == "fbr-whiten"
-        refine = args.refine > 0 or scorer == "fbr-whiten"
+    if names is not None and len(names) < C:
+        raise ValueError(f"--class-names has {len(names)} names for {C} classes")
+    shown = scorer
+    if scorer == "auto":  # resolved here as find_label_issues resolves it, to print the bound it implies
+        from .label_issues.find import _choose_scorer
+
+        shown, why = _choose_scorer("auto", x, None if ci is not None else cx, None)
+        print(f"scorer auto: {shown} ({why})")
+    if shown in (None, "fbr", "fbr-whiten"):
+        streamed_whiten = whiten is not None or shown == "fbr-whiten"
+        refine = args.refine > 0 or shown == "fbr-whiten"
         bound = label_issues.memory_bound_bytes(x.shape[0], x.shape[1], cx.shape[0], C, args.chunk_rows,
                                                 whiten=streamed_whiten, refine=refine)
         print(f"scoring {x.shape[0]} rows × {x.shape[1]} features against {cx.shape[0]} clean rows, {C} classes; "
               f"memory bound ≈ {bound / 2**20:.0f} MiB beyond the memory-mapped input")
     else:
         print(f"scoring {x.shape[0]} rows × {x.shape[1]} features against {cx.shape[0]} clean rows, {C} classes "
-              f"(scorer {scorer}: all rows in memory)")
+              f"(scorer {shown}: all rows in memory)")
     t0 = time.perf_counter()
     if scorer is not None:
         clean = dict(clean_idx=ci) if ci is not None else dict(clean_features=cx, clean_labels=cy)
@@ -361,17 +371,21 @@ def run_score(args) -> int:
     dt = time.perf_counter() - t0
     print("settings: " + ", ".join(f"{k}={v}" for k, v in issues.settings.items()))
     print(issues.summary())
+    page = None
+    if args.report:  # rendered before the CSV is written: a report that cannot be made leaves no file behind
+        from .label_issues.report import render_report
+
+        page = render_report(issues, images=images, class_names=names, max_samples=args.report_samples,
+                             title=f"Label issues: {os.path.basename(args.features)}")
     try:
         issues.write_csv(args.out)
     except FileExistsError:
         raise OutputExists(f"refusing to overwrite {args.out}") from None
     print(f"ranked CSV: {args.out} ({dt:.2f} s)")
-    if args.report:
-        from .label_issues.report import write_report
-
+    if page is not None:
         try:
-            write_report(issues, args.report, images=images, class_names=names, max_samples=args.report_samples,
-                         title=f"Label issues: {os.path.basename(args.features)}")
+            with open(args.report, "x", encoding="utf-8") as fh:
+                fh.write(page)
         except FileExistsError:
             raise OutputExists(f"refusing to overwrite {args.report}") from None
         print(f"report: {args.report}")

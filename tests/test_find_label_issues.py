@@ -100,15 +100,15 @@ def test_find_label_issues_columns_and_quality(scorer, flag):
 
 def test_find_label_issues_rejects_bad_input():
     x, y, noisy, clean = _blobs(n=60)
-    with pytest.raises(ValueError, match="clean_idx.*duplicated"):
+    with pytest.raises(ValueError, match="clean_idx must not repeat a row"):
         find_label_issues(x, noisy, clean_idx=np.array([1, 1, 2]))
-    with pytest.raises(ValueError, match=r"clean_idx must index rows"):
+    with pytest.raises(ValueError, match=r"clean_idx must hold row indices in \[0, 60\)"):
         find_label_issues(x, noisy, clean_idx=np.array([0, 60]))
     with pytest.raises(ValueError, match="either as clean_idx or"):
         find_label_issues(x, noisy)
-    with pytest.raises(ValueError, match="labels must be 1-D with one entry per row"):
+    with pytest.raises(ValueError, match="labels must have one entry per row of features"):
         find_label_issues(x, noisy[:-1], clean_idx=clean)
-    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
+    with pytest.raises(ValueError, match=r"labels must hold class labels in \[0, 3\)"):
         find_label_issues(x, np.where(np.arange(60) == 4, 7, noisy), clean_idx=clean, num_classes=3)
     with pytest.raises(TypeError, match="labels must be integers"):
         find_label_issues(x, noisy.astype(float), clean_idx=clean)

@@ -7,7 +7,9 @@ Scorers (``SCORERS``):
   memory, O(N²·d) (``KNN_MAX_ROWS`` rows at most).
 * ``"fbr"`` — the FBR score of SPEC §3.4 against the clean subset's class means, streamed
   (``score_dataset``: any N, memory-mapped files); ``"fbr-whiten"`` adds the clean-fitted whitening
-  and one refinement round.
+  and one refinement round.  Both shard rows across ``torch.distributed`` ranks (``process_group``).
+* ``"auto"`` — ``"knn"`` for in-memory data of at most ``KNN_MAX_ROWS`` rows in one process, else
+  ``"fbr-whiten"`` (``settings["scorer_reason"]`` says which rule applied).
 
 Flagging (``flag``): ``"fdr"`` flags the rows whose estimated false-discovery rate is at most
 ``alpha`` (``flag.py``: the clean rows' own scores estimate the score distribution of correct labels);
@@ -23,6 +25,7 @@ from .flag import flag_rows
 from .neighbours import neighbour_agreement
 from .result import LabelIssues
 from .stream import score_dataset
+from .validate import check_find_inputs, nonfinite_message
 
 __all__ = ["find_label_issues", "SCORERS", "KNN_MAX_ROWS"]
 
@@ -32,40 +35,12 @@ FLAGS = ("auto", "fdr", "rate", "score")
 KNN_MAX_ROWS = 200_000
 
 
-def _clean_rows(n: int, clean_idx) -> np.ndarray:
-    idx = np.asarray(clean_idx)
-    if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
-        raise ValueError(f"clean_idx must be a 1-D array of integer row indices, got {idx.dtype} of shape {idx.shape}")
-    if idx.size == 0:
-        raise ValueError("clean_idx is empty: the clean subset needs at least one row per class")
-    if idx.min() < 0 or idx.max() >= n:
-        raise ValueError(f"clean_idx must index rows of features (0..{n - 1}), got values in [{idx.min()}, {idx.max()}]")
-    if np.unique(idx).size != idx.size:
-        raise ValueError("clean_idx holds duplicated row indices")
-    return idx.astype(np.int64)
-
-
-def _check(features, labels, num_classes):
-    if getattr(features, "ndim", None) != 2:
-        raise ValueError(f"features must be a 2-D array [N, d], got {type(features).__name__} of shape "
-                         f"{getattr(features, 'shape', None)}")
-    y = np.asarray(labels)
-    if y.ndim != 1 or y.shape[0] != features.shape[0]:
-        raise ValueError(f"labels must be 1-D with one entry per row of features ({features.shape[0]}), got shape {y.shape}")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise TypeError(f"labels must be integers, got {y.dtype}")
-    C = int(num_classes) if num_classes is not None else int(y.max(initial=0)) + 1
-    if y.size and (y.min() < 0 or y.max() >= C):
-        raise ValueError(f"labels must lie in [0, {C}), got values in [{y.min()}, {y.max()}]")
-    return y.astype(np.int64), C
-
-
 def _knn(features, y, clean_idx, clean_features, clean_labels, C, device, chunk_rows):
     n = features.shape[0]
     x = np.asarray(features, dtype=np.float32)
     if not np.isfinite(x).all():
         bad = int(np.flatnonzero(~np.isfinite(x).all(1))[0])
-        raise ValueError(f"features has NaN or Inf values (first in row {bad})")
+        raise ValueError(nonfinite_message("features", bad))
     mask = np.zeros(n, bool)
     if clean_idx is not None:
         y = y.copy()  # the trusted labels on the clean rows
@@ -85,43 +60,74 @@ def _knn(features, y, clean_idx, clean_features, clean_labels, C, device, chunk_
     return score, quality, suggested, clean_scores
 
 
+def _choose_scorer(scorer: str, features, clean_features, process_group) -> tuple[str, str]:
+    """``(scorer, why)``: ``"auto"`` resolved as ``find_label_issues`` documents; a named scorer is
+    kept (``"knn"`` refused with a ``process_group``: its neighbour search compares every row with
+    every row in one process, and is not sharded)."""
+    rows = features.shape[0] + (0 if clean_features is None else clean_features.shape[0])
+    in_memory = not isinstance(features, np.memmap)
+    if scorer != "auto":
+        if scorer == "knn" and process_group is not None:
+            raise ValueError("process_group: scorer='knn' runs in one process only (it compares every row with "
+                             "every row in memory); use scorer='fbr' or 'fbr-whiten' to shard rows across ranks, "
+                             "or process_group=None")
+        return scorer, "named by the caller"
+    if process_group is not None:
+        return "fbr-whiten", "auto: a process_group shards the rows, and knn runs in one process only"
+    if rows > KNN_MAX_ROWS:
+        return "fbr-whiten", f"auto: {rows} rows > KNN_MAX_ROWS = {KNN_MAX_ROWS} (knn compares every pair in memory)"
+    if not in_memory:
+        return "fbr-whiten", "auto: features is a memory map, streamed rather than loaded whole for knn"
+    return "knn", f"auto: {rows} rows <= KNN_MAX_ROWS = {KNN_MAX_ROWS}, features in memory"
+
+
 def find_label_issues(features, labels, *, clean_idx=None, clean_features=None, clean_labels=None,
                       num_classes: int | None = None, scorer: str = "auto", flag: str = "auto", alpha: float = 0.1,
                       threshold: float = 0.0, device="cpu", chunk_rows: int = 8192,
-                      progress: bool = False) -> LabelIssues:
+                      progress: bool = False, process_group=None) -> LabelIssues:
     """Rows of ``features`` (N×d) whose ``labels`` (N) are likely wrong, given a trusted subset.
 
     The clean subset is ``clean_idx`` (rows of ``features`` whose ``labels`` are trusted; never
     flagged) or ``clean_features`` / ``clean_labels``.  ``scorer`` and ``flag`` as in the module doc
     (``alpha``: the target false-discovery rate of ``flag="fdr"``; ``threshold``: the score threshold of
     ``flag="score"``).  Returns a ``LabelIssues``: cleanlab's columns, the raw score, the flagged set,
-    the estimated noise rate and the settings."""
+    the estimated noise rate and the settings.
+
+    ``scorer="auto"`` picks ``"knn"`` when every row it would compare (the dataset's, plus
+    ``clean_features``' when given) fits in ``KNN_MAX_ROWS`` and ``features`` is held in memory (an
+    array or tensor, not a ``numpy.memmap``), and no ``process_group`` is given; otherwise the streamed
+    ``"fbr-whiten"``.  ``settings["scorer"]`` records the choice and ``settings["scorer_reason"]`` why.
+
+    ``process_group`` (``None``, ``"world"`` or a ``torch.distributed`` group; that of
+    ``score_dataset``'s ``Execution``) shards the FBR scorers' rows across the group's ranks: every
+    rank passes the same arguments and returns the full result, equal to one process's (see
+    ``stream.py``).  ``"knn"`` runs in one process only and refuses a ``process_group``."""
     if scorer not in SCORERS:
         raise ValueError(f"unknown scorer {scorer!r}; expected one of {', '.join(SCORERS)}")
     if flag not in FLAGS:
         raise ValueError(f"unknown flag {flag!r}; expected one of {', '.join(FLAGS)}")
     if (clean_idx is None) == (clean_features is None or clean_labels is None):
         raise ValueError("give the clean subset either as clean_idx or as clean_features and clean_labels (not both)")
-    y, C = _check(features, labels, num_classes)
-    if clean_idx is not None:
-        clean_idx = _clean_rows(features.shape[0], clean_idx)
-    scorer = "knn" if scorer == "auto" else scorer
+    y, C, clean_idx = check_find_inputs(features, labels, clean_idx, clean_features, clean_labels, num_classes)
+    scorer, reason = _choose_scorer(scorer, features, clean_features, process_group)
     if scorer == "knn":
         score, quality, suggested, clean_scores = _knn(features, y, clean_idx, clean_features, clean_labels, C,
                                                        device, chunk_rows)
     else:
         cz, cy = (np.asarray(features[clean_idx]), y[clean_idx]) if clean_idx is not None else (clean_features, clean_labels)
         res = score_dataset(features, y, cz, cy, num_classes=C, chunk_rows=chunk_rows, device=device,
-                            progress=progress, **_FBR[scorer])
+                            progress=progress, process_group=process_group, **_FBR[scorer])
         score, suggested = res.scores, res.suggested
         scale = float(np.median(np.abs(score))) or 1.0
         quality = 1.0 / (1.0 + np.exp(-score.astype(np.float64) / scale))
         if clean_idx is not None:
             clean_scores = score[clean_idx]
-        else:  # the clean rows scored as the dataset's rows are (in sample, as with clean_idx)
+        else:  # the clean rows scored as the dataset's rows are (in sample, as with clean_idx); M rows,
+            # small: every rank scores them itself, the same arithmetic as one process (no collectives)
             clean_scores = score_dataset(cz, cy, cz, cy, num_classes=C, chunk_rows=chunk_rows, device=device,
                                          **_FBR[scorer]).scores
     flag = ("fdr" if scorer == "knn" else "score") if flag == "auto" else flag
     return flag_rows(score, quality, suggested, y, clean_idx, clean_scores, C, flag, alpha, threshold,
-                    {"scorer": scorer, "flag": flag, **({"alpha": alpha} if flag == "fdr" else {}),
+                    {"scorer": scorer, "scorer_reason": reason, "flag": flag,
+                     **({"alpha": alpha} if flag == "fdr" else {}),
                      **({"threshold": threshold} if flag == "score" else {})})

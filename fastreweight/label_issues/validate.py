@@ -21,7 +21,7 @@ import torch
 
 from .. import validate as V
 
-__all__ = ["LabelDtypeError", "Inputs", "check_inputs", "clean_subset", "FiniteRows", "first_nonfinite_row"]
+__all__ = ["LabelDtypeError", "Inputs", "check_inputs", "check_find_inputs", "check_clean_idx", "clean_subset", "FiniteRows", "first_nonfinite_row"]
 
 
 class LabelDtypeError(TypeError, ValueError):
@@ -131,11 +131,12 @@ def check_inputs(features, labels, clean_features, clean_labels, num_classes, on
     return Inputs(n=n, d=d, labels=y, clean_features=cz, clean_labels=cy.to(device), num_classes=num_classes)
 
 
-def _check_classes(y: torch.Tensor, cy: torch.Tensor, num_classes: int, on_missing_class: str) -> None:
+def _check_classes(y: torch.Tensor, cy: torch.Tensor, num_classes: int, on_missing_class: str,
+                   clean_name: str = "clean_labels") -> None:
     clean_counts = torch.bincount(cy, minlength=num_classes)
     present = torch.nonzero(clean_counts > 0).flatten().tolist()
     if len(present) < 2:
-        raise ValueError(f"clean_labels hold only class(es) {present}: label-issue scores compare a row's own class "
+        raise ValueError(f"{clean_name} hold only class(es) {present}: label-issue scores compare a row's own class "
                          "with the others, so the clean subset needs at least two classes")
     if on_missing_class == "skip":
         return
@@ -146,14 +147,13 @@ def _check_classes(y: torch.Tensor, cy: torch.Tensor, num_classes: int, on_missi
         rows = int(counts[missing].sum())
         raise ValueError(
             f"labels contain class(es) {cls[:10]}{' …' if len(cls) > 10 else ''} ({rows} rows) that are absent from "
-            "the clean subset (clean_labels): every class a row is labelled with needs at least one clean row, or pass "
+            f"the clean subset ({clean_name}): every class a row is labelled with needs at least one clean row, or pass "
             "on_missing_class='skip' (those rows then get the neutral score 0, flagged at the default threshold)")
 
 
-def clean_subset(features, labels, clean_idx, name: str = "clean_idx"):
-    """``(features[clean_idx], labels[clean_idx])`` after checking ``clean_idx``: a non-empty 1-D integer
-    array of row indices in ``[0, N)``, none repeated (negative indices are refused, not wrapped)."""
-    n = features.shape[0]
+def check_clean_idx(clean_idx, n: int, name: str = "clean_idx") -> np.ndarray:
+    """``clean_idx`` as int64 row indices after checking it: a non-empty 1-D integer array of indices in
+    ``[0, n)``, none repeated (negative indices are refused, not wrapped)."""
     idx = clean_idx.detach().cpu().numpy() if isinstance(clean_idx, torch.Tensor) else np.asarray(clean_idx)
     if idx.ndim != 1 or not (np.issubdtype(idx.dtype, np.integer) or idx.size == 0):
         raise ValueError(f"{name} must be a 1-D array of integer row indices, got {idx.dtype} of shape {idx.shape}")
@@ -167,7 +167,42 @@ def clean_subset(features, labels, clean_idx, name: str = "clean_idx"):
     dup = np.flatnonzero(srt[1:] == srt[:-1])
     if dup.size:
         raise ValueError(f"{name} must not repeat a row: {int(srt[dup[0]])} appears more than once")
-    idx = idx.astype(np.int64)
+    return idx.astype(np.int64)
+
+
+def check_find_inputs(features, labels, clean_idx, clean_features, clean_labels, num_classes):
+    """``find_label_issues``' checks, before any scoring: the module doc's, with the clean subset given
+    either as ``clean_idx`` or as ``clean_features`` / ``clean_labels`` (small: their finiteness is
+    checked here; the finiteness of ``features`` is left to the scorer, which reads every row anyway).
+    Returns ``(labels as int64 numpy, num_classes, clean_idx as int64 numpy or None)``; ``num_classes``
+    defaults to one more than the largest label of either side."""
+    n, d = check_features("features", features)
+    y = labels_tensor("labels", labels, n, "features")
+    V.check_num_classes(num_classes)
+    if clean_idx is not None:
+        clean_idx = check_clean_idx(clean_idx, n)
+        cy, clean_name = y[torch.from_numpy(clean_idx)], "clean_idx"
+    else:
+        m, dc = check_features("clean_features", clean_features)
+        if dc != d:
+            raise ValueError(f"clean_features must have {d} columns like features, got shape {tuple(clean_features.shape)}")
+        cy, clean_name = labels_tensor("clean_labels", clean_labels, m, "clean_features"), "clean_labels"
+        ct = clean_features if isinstance(clean_features, torch.Tensor) else torch.from_numpy(np.array(clean_features))
+        row = first_nonfinite_row(ct.detach().to(device="cpu", dtype=torch.float32))
+        if row is not None:
+            raise ValueError(nonfinite_message("clean_features", row))
+    if num_classes is None:
+        num_classes = max(1, max(int(y.max()), int(cy.max())) + 1)
+    check_label_values("labels", y, num_classes)
+    if clean_idx is None:  # clean_idx's labels are rows of labels, checked above
+        check_label_values("clean_labels", cy, num_classes)
+    _check_classes(y, cy, num_classes, "raise", clean_name)
+    return y.numpy(), num_classes, clean_idx
+
+
+def clean_subset(features, labels, clean_idx, name: str = "clean_idx"):
+    """``(features[clean_idx], labels[clean_idx])`` after checking ``clean_idx`` (``check_clean_idx``)."""
+    idx = check_clean_idx(clean_idx, features.shape[0], name)
     if isinstance(features, torch.Tensor):
         cx = features[torch.from_numpy(idx)]
     else:
