@@ -39,7 +39,7 @@
 * ``instance-cc`` (every cell of ``variants``): ``erm``, ``fbr+whiten/10`` and ``relabel`` on the
   class-conditional cells, same machine and invocation as ``instance``'s ERM.
 * ``instance-cnn`` (MNIST-5k 1×28×28 on the small CNN, the instance cells; ``--epochs``, default 10):
-  ``erm``, ``fbr-default`` and ``relabel``.
+  ``erm``, ``erm+cp``, ``paper``, ``fbr-default`` and ``relabel``.
 * ``refresh`` (every cell of ``variants``): the default stateful FBR with the clean-feature cache
   refreshed every ceil(4·M/B) steps (the default), 2× and 4× that, and once per epoch.
 
@@ -172,7 +172,8 @@ def instance_cc_runs():
 
 def instance_cnn_runs(epochs):
     cnn = dict(_model="cnn", _epochs=epochs)
-    return {"erm": dict(method="erm", **cnn), "fbr-default": dict(method="fbr", **cnn),
+    return {"erm": dict(method="erm", **cnn), "erm+cp": dict(method="erm", clean_passes=5, **cnn),
+            "paper": {**paper_kw(2), **cnn}, "fbr-default": dict(method="fbr", **cnn),
             "relabel": dict(method="relabel", **cnn)}
 
 
