@@ -228,7 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--scorer", default=None,
                     help="find_label_issues' scorer: auto, knn, fbr or fbr-whiten (default: fbr, or fbr-whiten "
                          "with --whiten auto --refine 1; the other FBR options score through score_dataset)")
-    sc.add_argument("--flag", default=None, help="find_label_issues' flagging rule: auto, fdr, rate or score")
+    sc.add_argument("--flag", default=None, help="find_label_issues' flagging rule: auto, margin, fdr, rate or score")
+    sc.add_argument("--margin", type=float, default=None,
+                    help="with --flag margin (scorer knn): flag rows whose vote for another class leads by this much")
     sc.add_argument("--fdr", type=float, default=None, help="with --flag fdr: the target false-discovery rate")
     sc.add_argument("--device", default="cpu")
     sc.add_argument("--backend", choices=("auto", "reference", "triton", "cpp", "cuda"), default="auto")
@@ -290,6 +292,10 @@ def _score_plan(args):
         if args.flag not in (None, "fdr"):
             raise ValueError("--fdr is the target of --flag fdr")
         flag.update(flag="fdr", alpha=args.fdr)
+    if args.margin is not None:
+        if args.flag not in (None, "margin"):
+            raise ValueError("--margin is the vote lead of --flag margin")
+        flag.update(flag="margin", margin=args.margin)
     if args.threshold is not None:
         if flag.get("flag", "score") != "score":
             raise ValueError("--threshold goes with --flag score")

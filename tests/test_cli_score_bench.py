@@ -114,9 +114,16 @@ def test_score_options_map_onto_find_label_issues_or_score_dataset(files, capsys
     assert main(_base(files, out) + ["--threshold", "-0.25"]) == 0
     got, score = flags(out)
     np.testing.assert_array_equal(got, score <= -0.25)
+    # --margin: knn's vote-lead rule
+    out = files / "margin.csv"
+    assert main(_base(files, out) + ["--scorer", "knn", "--margin", "0.6"]) == 0
+    got, score = flags(out)
+    np.testing.assert_array_equal(got, score <= -0.6)
     # contradictions are refused before anything is written
     for extra, msg in ((["--scorer", "knn", "--shift", "second"], "drop --shift"),
                        (["--flag", "fdr", "--threshold", "0"], "--threshold goes with --flag score"),
+                       (["--scorer", "knn", "--flag", "fdr", "--margin", "0.3"], "--margin is the vote lead"),
+                       (["--scorer", "fbr", "--margin", "0.3"], "flag='margin' needs"),
                        (["--shift", "mean", "--flag", "fdr"], "needs find_label_issues")):
         bad = files / "bad.csv"
         assert main(_base(files, bad) + extra) == 2

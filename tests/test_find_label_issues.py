@@ -68,14 +68,16 @@ def test_flagging_rules_on_known_mixtures():
 
 def test_too_few_clean_rows_for_the_fdr_target_fall_back_to_the_noise_rate():
     x, y, noisy, clean = _blobs(n=300, clean_per_class=5)
-    r = find_label_issues(x, noisy, clean_idx=clean)
+    r = find_label_issues(x, noisy, clean_idx=clean, flag="fdr")
     assert r.settings["flag"] == "rate" and "fallback" in r.settings
     assert r.is_label_issue.any() and (noisy != y)[r.is_label_issue].mean() > 0.7
 
 
 @pytest.mark.parametrize("scorer", ["knn", "fbr", "fbr-whiten"])
-@pytest.mark.parametrize("flag", ["auto", "fdr", "rate", "score"])
+@pytest.mark.parametrize("flag", ["auto", "margin", "fdr", "rate", "score"])
 def test_find_label_issues_columns_and_quality(scorer, flag):
+    if flag == "margin" and scorer != "knn":
+        pytest.skip("flag='margin' is knn's rule (tested to raise in test_margin_flag_is_the_vote_lead)")
     x, y, noisy, clean = _blobs(n=600, clean_per_class=30)
     r = find_label_issues(x, noisy, clean_idx=clean, scorer=scorer, flag=flag)
     wrong = noisy != y
@@ -84,7 +86,7 @@ def test_find_label_issues_columns_and_quality(scorer, flag):
     assert not r.is_label_issue[clean].any()  # trusted rows are never flagged
     # precision well above the 30% base rate; the knn scorer's FDR-controlled set near 1 - alpha
     assert r.is_label_issue.any() and wrong[r.is_label_issue].mean() > (0.85 if (scorer, flag) in
-                                                                        (("knn", "auto"), ("knn", "fdr")) else 0.6)
+                                                                        (("knn", "auto"), ("knn", "margin"), ("knn", "fdr")) else 0.6)
     assert (r.predicted_label[wrong] == y[wrong]).mean() > 0.8  # the suggestion is the true label
     df = r.to_dataframe()
     assert list(df.columns)[:4] == ["is_label_issue", "label_score", "given_label", "predicted_label"]
@@ -120,3 +122,25 @@ def test_find_label_issues_rejects_bad_input():
         find_label_issues(x, noisy, clean_idx=clean, scorer="magic")
     with pytest.raises(ValueError, match="2-D"):
         find_label_issues(x[:, 0], noisy, clean_idx=clean)
+
+
+def test_margin_flag_is_the_vote_lead():
+    """flag='margin' (knn's default) flags exactly the non-clean rows with score <= -margin; a larger
+    margin flags a subset; bad margins and FBR scorers raise naming the argument."""
+    x, y, noisy, clean = _blobs(n=400, clean_per_class=20)
+    sets = []
+    for m in (0.1, 0.35, 0.8):
+        r = find_label_issues(x, noisy, clean_idx=clean, flag="margin", margin=m)
+        want = r.score <= -m
+        want[clean] = False
+        np.testing.assert_array_equal(r.is_label_issue, want)
+        assert r.threshold == -m and r.settings["margin"] == m and r.settings["flag"] == "margin"
+        sets.append(r.is_label_issue)
+    assert (sets[1] <= sets[0]).all() and (sets[2] <= sets[1]).all() and sets[0].sum() > sets[2].sum()
+    auto = find_label_issues(x, noisy, clean_idx=clean)
+    assert auto.settings["flag"] == "margin" and auto.settings["margin"] == 0.35
+    for bad in (-0.1, 2.0, "0.3", True, float("nan")):
+        with pytest.raises(ValueError, match="margin must be"):
+            find_label_issues(x, noisy, clean_idx=clean, flag="margin", margin=bad)
+    with pytest.raises(ValueError, match="flag='margin' needs .*knn"):
+        find_label_issues(x, noisy, clean_idx=clean, scorer="fbr", flag="margin")

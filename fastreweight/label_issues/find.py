@@ -11,11 +11,15 @@ Scorers (``SCORERS``):
 * ``"auto"`` — ``"knn"`` for in-memory data of at most ``KNN_MAX_ROWS`` rows in one process, else
   ``"fbr-whiten"`` (``settings["scorer_reason"]`` says which rule applied).
 
-Flagging (``flag``): ``"fdr"`` flags the rows whose estimated false-discovery rate is at most
-``alpha`` (``flag.py``: the clean rows' own scores estimate the score distribution of correct labels);
-``"rate"`` the estimated number of wrong labels, lowest scores first; ``"score"`` every row with score
-``<= threshold``.  ``"auto"``: ``"fdr"`` for ``"knn"`` (its clean rows are scored out of sample, as
-every row), ``"score"`` with threshold 0 for the FBR scorers (their clean rows score themselves).
+Flagging (``flag``): ``"margin"`` flags the rows whose neighbours' vote for another class leads the
+vote for their own label by at least ``margin`` (``score <= -margin``; ``knn`` only); ``"fdr"`` flags
+the rows whose estimated false-discovery rate is at most ``alpha`` (``flag.py``: the clean rows'
+own scores estimate the score distribution of correct labels); ``"rate"`` the estimated number of wrong labels, lowest scores first; ``"score"`` every row with score
+``<= threshold``.  ``"auto"``: ``"margin"`` for ``"knn"``, ``"score"`` with threshold 0 for the FBR
+scorers.  Why ``"margin"`` and not ``"fdr"`` for ``knn``: with about a hundred clean rows the clean
+scores' low tail (hard samples whose trusted labels their neighbours outvote) decides the certified
+threshold, and on instance-dependent noise the ``"fdr"`` rule flagged nothing in most cells of the
+same-features comparison (docs/label-issues.md).
 """
 from __future__ import annotations
 
@@ -31,7 +35,7 @@ __all__ = ["find_label_issues", "SCORERS", "KNN_MAX_ROWS"]
 
 SCORERS = ("auto", "knn", "fbr", "fbr-whiten")
 _FBR = {"fbr": dict(), "fbr-whiten": dict(whiten="auto", refine=1)}
-FLAGS = ("auto", "fdr", "rate", "score")
+FLAGS = ("auto", "margin", "fdr", "rate", "score")
 KNN_MAX_ROWS = 200_000
 
 
@@ -81,17 +85,28 @@ def _choose_scorer(scorer: str, features, clean_features, process_group) -> tupl
     return "knn", f"auto: {rows} rows <= KNN_MAX_ROWS = {KNN_MAX_ROWS}, features in memory"
 
 
+def _choose_flag(flag: str, scorer: str, margin) -> str:
+    """The flag rule ``"auto"`` stands for with ``scorer``; ``"margin"``'s argument checked before any scoring."""
+    flag = ("margin" if scorer == "knn" else "score") if flag == "auto" else flag
+    if flag == "margin":
+        if scorer != "knn":
+            raise ValueError(f"flag='margin' needs the vote shares of scorer='knn', got scorer={scorer!r}")
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin < 2:
+            raise ValueError(f"margin must be a number in [0, 2) (a lead of one vote share over another), got {margin!r}")
+    return flag
+
+
 def find_label_issues(features, labels, *, clean_idx=None, clean_features=None, clean_labels=None,
                       num_classes: int | None = None, scorer: str = "auto", flag: str = "auto", alpha: float = 0.1,
-                      threshold: float = 0.0, device="cpu", chunk_rows: int = 8192,
+                      threshold: float = 0.0, margin: float = 0.35, device="cpu", chunk_rows: int = 8192,
                       progress: bool = False, process_group=None) -> LabelIssues:
     """Rows of ``features`` (N×d) whose ``labels`` (N) are likely wrong, given a trusted subset.
 
     The clean subset is ``clean_idx`` (rows of ``features`` whose ``labels`` are trusted; never
     flagged) or ``clean_features`` / ``clean_labels``.  ``scorer`` and ``flag`` as in the module doc
     (``alpha``: the target false-discovery rate of ``flag="fdr"``; ``threshold``: the score threshold of
-    ``flag="score"``).  Returns a ``LabelIssues``: cleanlab's columns, the raw score, the flagged set,
-    the estimated noise rate and the settings.
+    ``flag="score"``; ``margin``: the vote lead of ``flag="margin"``).  Returns a ``LabelIssues``:
+    cleanlab's columns, the raw score, the flagged set, the estimated noise rate and the settings.
 
     ``scorer="auto"`` picks ``"knn"`` when every row it would compare (the dataset's, plus
     ``clean_features``' when given) fits in ``KNN_MAX_ROWS`` and ``features`` is held in memory (an
@@ -110,6 +125,7 @@ def find_label_issues(features, labels, *, clean_idx=None, clean_features=None, 
         raise ValueError("give the clean subset either as clean_idx or as clean_features and clean_labels (not both)")
     y, C, clean_idx = check_find_inputs(features, labels, clean_idx, clean_features, clean_labels, num_classes)
     scorer, reason = _choose_scorer(scorer, features, clean_features, process_group)
+    flag = _choose_flag(flag, scorer, margin)
     if scorer == "knn":
         score, quality, suggested, clean_scores = _knn(features, y, clean_idx, clean_features, clean_labels, C,
                                                        device, chunk_rows)
@@ -126,8 +142,10 @@ def find_label_issues(features, labels, *, clean_idx=None, clean_features=None, 
             # small: every rank scores them itself, the same arithmetic as one process (no collectives)
             clean_scores = score_dataset(cz, cy, cz, cy, num_classes=C, chunk_rows=chunk_rows, device=device,
                                          **_FBR[scorer]).scores
-    flag = ("fdr" if scorer == "knn" else "score") if flag == "auto" else flag
+    if flag == "margin":
+        threshold = -float(margin)
     return flag_rows(score, quality, suggested, y, clean_idx, clean_scores, C, flag, alpha, threshold,
                     {"scorer": scorer, "scorer_reason": reason, "flag": flag,
                      **({"alpha": alpha} if flag == "fdr" else {}),
-                     **({"threshold": threshold} if flag == "score" else {})})
+                     **({"threshold": threshold} if flag == "score" else {}),
+                     **({"margin": float(margin)} if flag == "margin" else {})})
