@@ -138,3 +138,65 @@ def test_train_adapter_and_wide_inputs():
     with pytest.raises(ValueError, match="margin"):
         train(m, torch.optim.SGD(m.parameters(), lr=0.1), d, method="relabel", epochs=1,
               relabel_options=dict(margin=2))
+
+
+class _Images(torch.utils.data.Dataset):
+    """Blob images (1×8×8) with a random-noise transform, items (image, noisy label)."""
+
+    def __init__(self, x, y, seed=0):
+        self.x, self.y, self.g = x.reshape(-1, 1, 8, 8), y, torch.Generator().manual_seed(seed)
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return self.x[i] + 0.05 * torch.randn(self.x[i].shape, generator=self.g), self.y[i]
+
+
+def _image_run(method, d, loader=None):
+    from torch.utils.data import DataLoader
+
+    from fastreweight.training import with_index
+
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                            torch.nn.Linear(4 * 64, 16), torch.nn.ReLU(), torch.nn.Linear(16, d.num_classes))
+    loader = loader or DataLoader(with_index(_Images(d.x_train, d.y_train)), batch_size=32, shuffle=True,
+                                  generator=torch.Generator().manual_seed(1))
+    clean = CleanSet(d.x_clean.reshape(-1, 1, 8, 8), d.y_clean)
+    return Trainer(m, torch.optim.SGD(m.parameters(), lr=0.1), method, clean).fit(loader, 3)
+
+
+def _planted64():
+    x, y = D.make_synthetic(300, 3, 64, sep=5.0, seed=0)
+    return D.make_split(x, y, num_classes=3, noise="asym", rate=0.3, clean_size=15, test_size=0.2, seed=0,
+                        dataset="synthetic")
+
+
+def test_images_over_a_dataloader_with_transforms():
+    """The default (input PCA + model features) over a user's DataLoader of (image, label, idx) batches."""
+    import warnings
+
+    d = _planted64()
+    method = NeighbourRelabel(every=1, k=10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # the input space is used, nothing is given up
+        _image_run(method, d)
+    assert method.input_off is None and method.embedding is not None
+    wrong = d.y_train != d.y_train_true
+    assert (method.current_labels[wrong] == d.y_train_true[wrong]).float().mean() > 0.8
+
+
+def test_input_space_degrades_to_model_features_with_a_message():
+    """Over the input budget: "both" warns once and relabels with the model's features; "input" raises."""
+    d = _planted64()
+    method = NeighbourRelabel(every=1, k=10, input_budget_mb=0.01)  # 240 rows × 64 floats > 10 KiB
+    with pytest.warns(RuntimeWarning, match="input_budget_mb.*model's penultimate features only"):
+        _image_run(method, d)
+    assert "input_budget_mb" in method.input_off and method.embedding is None and method.relabelled[-1] > 0
+    assert method.summary()["input_off"] == method.input_off
+    with pytest.raises(ValueError, match="features='input'.*input_budget_mb"):
+        _image_run(NeighbourRelabel(features="input", input_budget_mb=0.01), d)
+    with pytest.raises(ValueError, match="input_budget_mb"):
+        NeighbourRelabel(input_budget_mb=0)
+

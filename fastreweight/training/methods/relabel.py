@@ -14,6 +14,12 @@ label's vote share of the previous round) in a feature space ``features``:
 * ``"both"`` (default): the two spaces' class votes averaged (the input space alone before ``start``'s
   model features exist).
 
+The input space needs every batch's ``x`` to flatten to the same width as the clean subset's, and the
+stored training inputs (N × min(D, 1024) float32, plus the D × 1024 projection when D > 1024) to fit in
+``input_budget_mb``.  When that fails — inputs of varying shape, a clean subset of another shape, a dataset
+too large for the budget — ``"both"`` warns once (``RuntimeWarning``, naming the reason) and continues with
+the model's features alone; ``features="input"`` raises ``ValueError`` instead.
+
 With the class votes ``P`` of a row with given label ``y`` and suggestion ``s = argmax P``: the row is
 **relabelled** to ``s`` when ``P_s − P_y ≥ margin``; otherwise its weight is
 ``clip(1 + (P_y − max_{c≠y} P_c) / margin, 0, 1)`` (1 when its label wins the vote).  Each scoring starts
@@ -21,6 +27,8 @@ from the given labels (a relabelling is never compounded).  The loss is ``Σ w_i
 with ``ŷ`` the current labels.  Before the first scoring it is ERM.
 """
 from __future__ import annotations
+
+import warnings
 
 import torch
 
@@ -72,7 +80,8 @@ class NeighbourRelabel(Method):
     name = "relabel"
 
     def __init__(self, *, features: str = "both", start: int = 1, every: int = 5, margin: float = 0.15, k: int = 30,
-                 temperature: float = 0.2, clean_weight: float = 3.0, rounds: int = 3, pca_dim: int = 64) -> None:
+                 temperature: float = 0.2, clean_weight: float = 3.0, rounds: int = 3, pca_dim: int = 64,
+                 input_budget_mb: float = 1024.0) -> None:
         super().__init__()
         if features not in _FEATURES:
             raise ValueError(f"features must be one of {', '.join(_FEATURES)}, got {features!r}")
@@ -83,11 +92,12 @@ class NeighbourRelabel(Method):
             "pca_dim", pca_dim, 1)
         self.temperature, self.clean_weight = _check_pos("temperature", temperature), _check_pos("clean_weight",
                                                                                                  clean_weight)
+        self.input_budget_mb = _check_pos("input_budget_mb", input_budget_mb)
 
     def options(self) -> dict:
         return dict(features=self.features, start=self.start, every=self.every, margin=self.margin, k=self.k,
                     temperature=self.temperature, clean_weight=self.clean_weight, rounds=self.rounds,
-                    pca_dim=self.pca_dim)
+                    pca_dim=self.pca_dim, input_budget_mb=self.input_budget_mb)
 
     def attach(self, ctx) -> None:
         super().attach(ctx)
@@ -100,6 +110,7 @@ class NeighbourRelabel(Method):
         self.model_feats = None  # N×d penultimate features of the last epoch's training forwards
         self.scorings = 0
         self.relabelled = []  # rows relabelled at each scoring
+        self.input_off = None  # why the input space was given up ("both" only), None while it is used
         self._src = FeatureSource(ctx.model, from_training_forward=self.features != "input", distributed=False)
         self._proj = None
 
@@ -120,16 +131,40 @@ class NeighbourRelabel(Method):
         p = self._projection(f.shape[1])
         return f if p is None else f @ p
 
+    def _give_up_input(self, reason: str) -> None:
+        """The input space cannot be used: ``"input"`` raises, ``"both"`` warns and keeps the model's."""
+        if self.features == "input":
+            raise ValueError(f"NeighbourRelabel(features='input'): {reason}")
+        warnings.warn(f"NeighbourRelabel: input-space votes off ({reason}); using the model's penultimate "
+                      f"features only", RuntimeWarning, stacklevel=3)
+        self.input_off, self.inputs, self.embedding, self._proj = reason, None, None, None
+
+    def _input_bytes(self, D: int) -> int:
+        width = min(D, _PROJECT_ABOVE)
+        return 4 * (self.ctx.num_samples * width + (D * _PROJECT_ABOVE if D > _PROJECT_ABOVE else 0))
+
+    def _store_inputs(self, x, idx) -> None:
+        D = x[0].numel() if x.dim() > 0 and x.shape[0] else 0
+        if self.inputs is None:
+            need = self._input_bytes(D)
+            if need > self.input_budget_mb * 2 ** 20:
+                return self._give_up_input(f"storing the training inputs needs {need / 2 ** 20:.0f} MiB, over "
+                                           f"input_budget_mb={self.input_budget_mb:g}")
+            self._width = D
+        elif D != self._width:
+            return self._give_up_input(f"a batch's inputs flatten to {D} values, earlier ones to {self._width}")
+        f = self._flat(x)
+        if self.inputs is None:
+            self.inputs = torch.zeros(self.ctx.num_samples, f.shape[1], dtype=torch.float32, device=self.ctx.device)
+        self.inputs[idx] = f
+
     def loss(self, x, y, idx):
         ctx = self.ctx
         rows = idx.shape[0]
         y_rows = y[:rows]
         self.given[idx] = y_rows
-        if self.features != "model" and self.embedding is None:
-            f = self._flat(x[:rows])
-            if self.inputs is None:
-                self.inputs = torch.zeros(ctx.num_samples, f.shape[1], dtype=torch.float32, device=ctx.device)
-            self.inputs[idx] = f
+        if self.features != "model" and self.embedding is None and self.input_off is None:
+            self._store_inputs(x[:rows], idx)
         if self.features != "input":
             feats, logits = self._src.train_forward(ctx.net, x, rows, ctx.precision)
             if self.model_feats is None:
@@ -167,10 +202,15 @@ class NeighbourRelabel(Method):
         opts = dict(num_classes=ctx.num_classes, k=self.k, temperature=self.temperature,
                     clean_weight=self.clean_weight, rounds=self.rounds)
         votes = []
-        if self.features != "model":
-            if self.embedding is None:
+        if self.features != "model" and self.input_off is None and self.embedding is None:
+            cw = ctx.clean.x[0].numel() if len(ctx.clean) else self._width
+            if cw != self._width:
+                self._give_up_input(f"the clean inputs flatten to {cw} values, the training inputs to "
+                                    f"{self._width}")
+            else:
                 self.embedding = self._input_embedding()
                 self.inputs = None
+        if self.features != "model" and self.input_off is None:
             votes.append(trusted_votes(self.embedding, labels, mask, **opts))
         if self.features != "input":
             Fc = self._src.eval_features(ctx.clean.x, ctx.eval_batch_size).float()
@@ -205,15 +245,22 @@ class NeighbourRelabel(Method):
         return torch.where(self.labels >= 0, self.labels, self.given)
 
     def summary(self) -> dict:
-        return {"relabelled": list(self.relabelled)}
+        out = {"relabelled": list(self.relabelled)}
+        if self.input_off is not None:
+            out["input_off"] = self.input_off
+        return out
 
     def state_dict(self) -> dict:
         return {"given": self.given, "labels": self.labels, "weights": self.weights, "inputs": self.inputs,
                 "embedding": self.embedding, "model_feats": self.model_feats, "scorings": self.scorings,
-                "relabelled": list(self.relabelled)}
+                "relabelled": list(self.relabelled), "input_off": self.input_off,
+                "width": getattr(self, "_width", None)}
 
     def load_state_dict(self, state: dict) -> None:
         for k in ("given", "labels", "weights", "inputs", "embedding", "model_feats"):
             v = state[k]
             setattr(self, k, None if v is None else v.to(self.ctx.device))
         self.scorings, self.relabelled = int(state["scorings"]), list(state["relabelled"])
+        self.input_off = state.get("input_off")
+        if state.get("width") is not None:
+            self._width = int(state["width"])
