@@ -19,7 +19,7 @@ cached clean features whitened by their own covariance, folded into the C class 
 (``fastreweight.whiten.shrunk_class_means``), so a step costs what it costs without it; ``"auto"``
 picks ``t`` or the plain means by leave-one-out on the clean subset.  ``whiten_every=k`` refits the
 whitening at every k-th refresh only; the refreshes between shrink the new class means by the last fit
-(``ShrunkMeans.refold``).  The library's recommended setting is ``FBR(whiten="auto", whiten_every=10)``.
+(``ShrunkMeans.refold``).  FBR's recommended setting is ``FBR(whiten="auto", whiten_every=10)``.
 
 ``batch_features``: ``"train"`` (default, free: from the training forward) or ``"eval"`` (an extra
 eval-mode forward per batch).
