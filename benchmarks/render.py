@@ -17,6 +17,12 @@ import re
 import statistics
 from collections import defaultdict
 
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from render_instance import instance_table  # noqa: E402
+
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
 ROOT = os.path.normpath(os.path.join(HERE, ".."))
@@ -1401,6 +1407,17 @@ DOC = [
      "every 5th / 10th refresh only (`feature_whiten_every`). The time columns come from one run per cell and "
      "seed, minutes apart on a shared machine: use the interleaved step-cost tables below for cost.",
      lambda: _cell_table(*CELL_TABLES["variants"])),
+    ("instance", 3, "Instance-dependent noise: every method",
+     "`python benchmarks/run_experiments.py instance`: the runs of the grid above plus `l2r`, `meta` and `relabel` "
+     "(`method=\"relabel\"`, `NeighbourRelabel` with its defaults) on the noise kinds of `fastreweight.noise` "
+     "(definitions: [noise.md](noise.md); why FBR falls behind and how `relabel` works: "
+     "[instance-noise.md](instance-noise.md)).",
+     lambda: instance_table("instance")),
+    ("instance-cc", 3, "`relabel` on the class-conditional cells",
+     "`python benchmarks/run_experiments.py instance-cc`.", lambda: instance_table("instance-cc")),
+    ("instance-cnn", 3, "Instance-dependent noise on a small CNN",
+     "`python benchmarks/run_experiments.py instance-cnn --only erm relabel --seeds S` (one invocation per seed).",
+     lambda: instance_table("instance-cnn")),
     ("recheck", 3, "Recheck of the accuracy columns at later commits", None, recheck_table),
     ("redesign-recheck", 3, "Variants recheck across the trainer redesign",
      "ERM, the library's default FBR, the published recipe and `fbr+whiten/10` on every cell and seed, run by the "

@@ -1,0 +1,150 @@
+"""Tables of the instance-dependent-noise grids for docs/results.md (called by benchmarks/render.py).
+
+Rows: the runs of ``benchmarks/run_experiments.py instance`` / ``instance-cc`` / ``instance-cnn``; columns: the
+(dataset, noise, rate) cells, each as mean ± std over seeds of the test accuracy after the last epoch with the
+margin over ERM's mean in the same cell (points), then the worst margin over the cells, then per dataset the
+median epoch seconds of the run (median over that dataset's cells and seeds of each run's median epoch) and its
+ratio to ERM's (paired by cell, seed and invocation, as the class-conditional tables do).  Numbers come from the
+committed result files only.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(HERE, "results")
+
+_ACC = ("test accuracy after the last epoch, mean ± std over seeds, and in brackets the margin over ERM's mean in "
+        "the same cell (points); worst margin: the smallest of those over the table's cells; s/epoch: median over "
+        "the dataset's cells and seeds of the run's median epoch time; × ERM: median over cells and seeds of that "
+        "over ERM's epoch time in the same cell, seed and invocation")
+
+#: section -> (results file, what the table holds)
+INSTANCE_TABLES = {
+    "instance": ("instance_grid.jsonl", "instance-dependent noise at 30% (`fastreweight.noise`), MLP, "
+                                        "`demo-mnist` / `demo-digits` presets; " + _ACC + "."),
+    "instance-cc": ("instance_cc.jsonl", "the class-conditional cells of [the variants grid](#variants), rerun "
+                                         "with `relabel` and `fbr+whiten/10` beside ERM in one invocation; "
+                                         + _ACC + "."),
+    "instance-cnn": ("instance_cnn.jsonl", "MNIST-5k as 1×28×28 images on the small CNN of `fastreweight.models` "
+                                           "(10 epochs), instance-dependent noise at 30%; " + _ACC + "."),
+}
+
+
+def _jsonl(name):
+    path = os.path.join(RESULTS, name)
+    if not os.path.exists(path):
+        return None
+    with open(path) as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def _cell_key(r):
+    return (r["dataset"], r["noise"], r["rate"])
+
+
+def _first(recs):
+    seen, out = set(), []
+    for r in recs:
+        k = (r["run"],) + _cell_key(r) + (r["seed"],)
+        if k not in seen:
+            seen.add(k)
+            out.append(r)
+    return out
+
+
+def _ratio(recs, run):
+    base = {}
+    for r in recs:
+        if r["run"] == "erm":
+            base.setdefault(_cell_key(r) + (r["seed"],), r["epoch_s_median"])
+            base[_cell_key(r) + (r["seed"], r.get("invocation"))] = r["epoch_s_median"]
+    ratios = []
+    for r in recs:
+        if r["run"] == run:
+            b = base.get(_cell_key(r) + (r["seed"], r.get("invocation")), base.get(_cell_key(r) + (r["seed"],)))
+            if b:
+                ratios.append(r["epoch_s_median"] / b)
+    return statistics.median(ratios) if ratios else float("nan")
+
+
+def summary(recs):
+    """{run: {cell: (mean, std, n, margin_points)}} with the cells in table order; margin None without ERM."""
+    first = _first(recs)
+    cells = sorted({_cell_key(r) for r in first}, key=lambda c: (c[0] != "mnist5k", c[1], c[2]))
+    runs = list(dict.fromkeys(r["run"] for r in first))
+    acc = {(run, c): [r["last_acc"] for r in first if r["run"] == run and _cell_key(r) == c] for run in runs for c in cells}
+    out = {}
+    for run in runs:
+        out[run] = {}
+        for c in cells:
+            v = acc[(run, c)]
+            if not v:
+                continue
+            m = statistics.mean(v)
+            s = statistics.stdev(v) if len(v) > 1 else 0.0
+            erm = acc.get(("erm", c))
+            out[run][c] = (m, s, len(v), None if not erm else 100 * (m - statistics.mean(erm)))
+    return cells, out
+
+
+def table(name, note):
+    recs = _jsonl(name)
+    if not recs:
+        return None
+    cells, summ = summary(recs)
+    datasets = list(dict.fromkeys(c[0] for c in cells))
+    seeds = sorted({r["seed"] for r in recs})
+    commits = sorted({r["env"]["commit"] for r in recs})
+    dates = sorted({r["env"]["date"][:10] for r in recs})
+    conc = sorted({r.get("concurrent_runs", 1) for r in recs})
+    missing = []
+    for run, per in summ.items():
+        for c in cells:
+            n = per.get(c, (0, 0, 0, 0))[2]
+            if n < len(seeds):
+                missing.append(f"{run} {c[0]} {c[1]} {n}/{len(seeds)} seeds")
+    lines = [
+        f"Source: `benchmarks/results/{name}` (seeds {seeds}, {recs[-1]['env']['device_name']}, "
+        f"{recs[-1].get('threads', 1)} thread per run, {' / '.join(map(str, conc))} runs sharing the machine; "
+        f"commit {', '.join(commits)}, {', '.join(dates)}); {note}"
+        + (" Incomplete: " + "; ".join(missing) + "." if missing else ""),
+        "",
+        "| run | " + " | ".join(f"{d} {n} {int(round(rt * 100))}%" for d, n, rt in cells) + " | worst margin | "
+        + " | ".join(f"s/epoch {d} (× ERM)" for d in datasets) + " |",
+        "| --- " * (len(cells) + len(datasets) + 2) + "|",
+    ]
+    for run, per in summ.items():
+        row = []
+        for c in cells:
+            if c not in per:
+                row.append("")
+                continue
+            m, s, n, mg = per[c]
+            txt = f"{m:.3f} ± {s:.3f}" if n > 1 else f"{m:.3f}"
+            if mg is not None and run != "erm":
+                txt += f" ({mg:+.1f})"
+            row.append(txt)
+        margins = [v[3] for v in per.values() if v[3] is not None]
+        worst = "" if run == "erm" or not margins else f"{min(margins):+.1f}"
+        times = []
+        for d in datasets:
+            rs = [r for r in recs if r["dataset"] == d]
+            ts = [r["epoch_s_median"] for r in rs if r["run"] == run]
+            times.append("" if not ts else f"{statistics.median(ts):.3f}"
+                         + ("" if run == "erm" else f" (×{_ratio(rs, run):.2f})"))
+        lines.append(f"| {run} | " + " | ".join(row) + f" | {worst} | " + " | ".join(times) + " |")
+    return "\n".join(lines)
+
+
+def instance_table(section):
+    return table(*INSTANCE_TABLES[section])
+
+
+if __name__ == "__main__":
+    for s in INSTANCE_TABLES:
+        t = instance_table(s)
+        if t:
+            print(t, "\n")
