@@ -188,6 +188,27 @@ def _li_cell(rs, field, fmt="{:.3f}"):
     return _ms(vals, fmt) if vals else "—"
 
 
+def _li_flagged_vs_cleanlab(sel, features, noise):
+    """Whether the default tool's flagged set (``fastreweight:auto``: mean precision and recall over seeds)
+    has precision and recall at or above each cleanlab variant's in this cell."""
+    def pr(tool):
+        rs = [r for r in sel.get(tool, (None, []))[1] if r["features"] == features and r["noise"] == noise]
+        return (statistics.mean(r["precision"] for r in rs), statistics.mean(r["recall"] for r in rs)) if rs else None
+
+    ours = pr("fastreweight:auto")
+    if ours is None:
+        return None
+    verdicts = []
+    for tool in _LI_TOOL_ORDER:
+        theirs = pr(tool)
+        if theirs is None or (tool == "cleanlab:datalab-lr" and theirs == pr("cleanlab:lr")):
+            continue
+        ok = ours[0] >= theirs[0] and ours[1] >= theirs[1]
+        verdicts.append(f"{'at or above' if ok else '**not** at or above'} `{tool}` ({theirs[0]:.3f} / {theirs[1]:.3f})")
+    return (f"flagged set (precision / recall) of `fastreweight:auto` {ours[0]:.3f} / {ours[1]:.3f}: "
+            + ", ".join(verdicts)) if verdicts else None
+
+
 def label_issues_table(features):
     sel, shown, _ = _li_shown()
     groups = defaultdict(list)
@@ -229,6 +250,9 @@ def label_issues_table(features):
             (ta, ma, sa), (tb, mb, sb) = sorted(fam.values(), key=lambda v: -v[1])
             close = " (within the seeds' std)" if ma - mb <= max(sa, sb) else ""
             parts.append(f"{title}: `{ta}` {ma:.3f} ahead of `{tb}` {mb:.3f} by {ma - mb:.3f}{close}")
+        flagged = _li_flagged_vs_cleanlab(sel, features, noise)
+        if flagged:
+            parts.append(flagged)
         if parts:
             leads.append(f"* **{noise}**: " + "; ".join(parts) + ".")
     if leads:
