@@ -161,7 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--noise", default=None, help="sym | asym | pair | none | cifar-n:KEY (e.g. cifar-n:worse_label)")
     t.add_argument("--rate", type=float, default=None, help="noise rate")
     t.add_argument("--clean-size", type=int, default=None, help="size of the clean subset")
-    t.add_argument("--method", choices=METHODS, default=None)
+    t.add_argument("--method", choices=METHODS, default=None,
+                   help="default relabel (NeighbourRelabel, the recommended method), or fbr when an FBR option "
+                        "(--recipe, --warmup, --feature-whiten, ...) is given")
     t.add_argument("--recipe", choices=("stateful", "paper"), default=None, help="FBR variant")
     t.add_argument("--model", choices=Mo.MODELS, default=None)
     t.add_argument("--epochs", type=int, default=None)
@@ -407,8 +409,13 @@ def _device(s: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # train
 # ---------------------------------------------------------------------------------------------
-_DEFAULTS = dict(dataset="digits", noise="sym", rate=0.4, clean_size=50, method="fbr", model="mlp", epochs=20,
+_DEFAULTS = dict(dataset="digits", noise="sym", rate=0.4, clean_size=50, method="relabel", model="mlp", epochs=20,
                  batch_size=64, lr=0.05, momentum=0.9, weight_decay=5e-4, lr_milestones=None)
+
+
+#: options that only FBR reads: given without --method (and without --preset), they select method fbr
+_FBR_OPTIONS = ("recipe", "warmup", "skip_epochs", "alpha_epochs", "shift", "clean_features", "reweight_lr",
+                "feature_whiten", "feature_whiten_every")
 
 
 def _resolve(args) -> tuple[dict, dict]:
@@ -432,6 +439,8 @@ def _resolve(args) -> tuple[dict, dict]:
         v = getattr(args, k)
         if v is not None:
             s[k] = v
+    if args.method is None and not args.preset and any(getattr(args, a) is not None for a in _FBR_OPTIONS):
+        s["method"] = "fbr"  # an FBR option without --method: FBR, as before relabel became the default
     if args.dataset in ("cifar10", "cifar100") and not args.preset and args.model is None:
         s["model"] = "preact-resnet18"
     if args.dataset in ("cifar10", "cifar100") and args.clean_size is None and not args.preset:

@@ -163,3 +163,20 @@ def test_train_checkpoints_and_resumes(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert cli.main(base + ["--out", str(tmp_path / "bad2"), "--resume", resume, "--seeds", "0", "1"]) == 2
     assert "one --seed" in capsys.readouterr().err
+
+
+def test_train_default_method_is_relabel_and_fbr_options_keep_fbr():
+    """relabel is the recommended method; an FBR option without --method still selects FBR, presets keep theirs."""
+    def resolved(*argv):
+        return cli._resolve(cli.build_parser().parse_args(["train", *argv]))
+
+    s, kw = resolved("--dataset", "digits")
+    assert s["method"] == "relabel" and "feature_whiten" not in kw
+    s, kw = resolved("--dataset", "digits", "--feature-whiten", "auto", "--feature-whiten-every", "10")
+    assert s["method"] == "fbr" and kw["feature_whiten"] == "auto" and kw["feature_whiten_every"] == 10
+    s, kw = resolved("--recipe", "paper")
+    assert s["method"] == "fbr" and kw["recipe"] == "paper"
+    s, kw = resolved("--preset", "demo-mnist")
+    assert s["method"] == "fbr" and kw["recipe"] == "paper" and kw["skip_epochs"] == 2
+    s, _ = resolved("--dataset", "digits", "--method", "erm", "--warmup", "2")
+    assert s["method"] == "erm"
