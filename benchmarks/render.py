@@ -1440,7 +1440,9 @@ DOC = [
     ("instance-cc", 3, "`relabel` on the class-conditional cells",
      "`python benchmarks/run_experiments.py instance-cc`.", lambda: instance_table("instance-cc")),
     ("instance-cnn", 3, "Instance-dependent noise on a small CNN",
-     "`python benchmarks/run_experiments.py instance-cnn --only erm relabel --seeds S` (one invocation per seed).",
+     "`python benchmarks/run_experiments.py instance-cnn --only erm relabel --seeds S` and `--only paper fbr-default "
+     "--seeds S`, one invocation per seed and pair, two invocations at a time: `paper` and `fbr-default` are timed "
+     "against the ERM run of another invocation, under another load, so their × ERM is rough.",
      lambda: instance_table("instance-cnn")),
     ("recheck", 3, "Recheck of the accuracy columns at later commits", None, recheck_table),
     ("redesign-recheck", 3, "Variants recheck across the trainer redesign",
