@@ -336,6 +336,64 @@ def score_table():
     return "\n".join(lines)
 
 
+def _mib(v):
+    return "" if v is None else f"{v:.0f}"
+
+
+def _vs_one(v):
+    if not v:
+        return ""
+    if v.get("identical"):
+        return "identical (scores and suggestions, bit for bit)"
+    return f"max abs score diff {v['max_abs_diff']:.2g}, {v['suggested_differ']} suggestions differ"
+
+
+def score_scale_table(name="score_scale_cpu.jsonl"):
+    """One row per record of ``bench_score.py --scale`` (single process, or sharded over ``torchrun`` ranks)."""
+    recs = _jsonl(name)
+    if not recs:
+        return None
+    shapes = sorted({(r["d"], r["classes"], r["clean"], r["chunk_rows"]) for r in recs})
+    shape = "; ".join(f"d = {d}, C = {c}, M = {m} clean rows, chunks of {k} rows" for d, c, m, k in shapes)
+    lines = [
+        f"Source: `benchmarks/results/{name}` ({shape}; synthetic Gaussian-mixture features written block by block "
+        "to a memory-mapped float32 `.npy` and scored by `score_dataset`; one run per row). *read floor*: one pass "
+        "that only reads and reduces every chunk of the file; *GEMM rate*: fp32 `torch.mm` of the pass's shapes "
+        "(chunk×d @ d×C scoring, d×chunk @ chunk×d covariance) in the same process just before and after the row "
+        "(median of the two medians; in brackets the best single GEMM; summed over the ranks of a sharded row, "
+        "measured concurrently); *sharded vs one process*: the gathered result of a `torchrun` row against the "
+        "single-process run's saved scores; *% of GEMM*: the time those GEMMs alone take at that rate over the time taken; "
+        "*RSS growth*: the peak growth of the process's anonymous resident memory (the memory map's page cache "
+        "excluded) against `memory_bound_bytes`; *load*: `os.getloadavg()` 1-min, before / after, on cores "
+        "shared with other work.",
+        "",
+        "| date (UTC) | commit | setting | N | ranks | threads | seconds | rows/s | read floor (s) | GFLOP/s | "
+        "GEMM rate, score / gram (GFLOP/s) | % of GEMM (of best) | AUROC | memory bound (MiB) | RSS growth (MiB) | "
+        "load | sharded vs one process |",
+        "| --- " * 17 + "|",
+    ]
+    for r in recs:
+        env = r.get("env", {})
+        g = r.get("gemm", {})
+        used, best = g.get("used", {}), g.get("best", {})
+        rate = " / ".join(f"{used[k]:.1f}" + (f" ({best[k]:.1f})" if k in best else "")
+                          for k in ("score", "gram") if k in used)
+        rss = r.get("rss") or {}
+        lb, la = r.get("loadavg_before"), r.get("loadavg")
+        load = " / ".join(f"{x[0]:.1f}" for x in (lb, la) if x)
+        read = r.get("read_seconds")
+        pct = f"{r['pct_of_gemm']:.0f}" + (f" ({r['pct_of_gemm_best']:.0f})" if "pct_of_gemm_best" in r else "")
+        lines.append(
+            f"| {env.get('date', '')[:16].replace('T', ' ')} | {env.get('commit', '')} | {r['setting']} | {r['n']} | "
+            f"{r.get('ranks', 1)} | {r.get('threads', env.get('threads', ''))} | {r['seconds']:.1f} | "
+            f"{r['n'] / r['seconds']:,.0f} | {'' if read is None else f'{read:.1f}'} | {r['gflops']:.1f} | {rate} | "
+            f"{pct} | {r['auroc']:.4f} | {_mib(r.get('memory_bound_mib'))} | {_mib(rss.get('anon_peak_growth_mib'))} | "
+            f"{load} | {_vs_one(r.get('vs_one_process'))} |")
+    env = recs[-1].get("env", {})
+    lines += ["", f"CPU: {env.get('device_name')}; torch {env.get('torch')}."]
+    return "\n".join(lines)
+
+
 def micro_table():
     path = os.path.join(RESULTS, "micro_cpu.json")
     if not os.path.exists(path):
@@ -1501,6 +1559,9 @@ DOC = [
     ("cleanlab-heldout", 3, "Against cleanlab on raw pixels, held-out seeds 3–5 (superseded)", _SUPERSEDED,
      lambda: cleanlab_table("cleanlab_comparison_heldout.jsonl")),
     ("score-cpu", 3, "Scoring throughput", "`python benchmarks/bench_score.py`.", score_table),
+    ("score-scale", 3, "Scoring at scale",
+     "`python benchmarks/bench_score.py --scale` (single process) and its sharded run under `torchrun` "
+     "(gloo ranks on the same machine).", score_scale_table),
     ("noise-kinds", 3, "Label-noise kinds on MNIST-5k",
      "What each generator of `fastreweight.noise` produces at 30% (definitions: [noise.md](noise.md)).",
      noise_kinds_table),
