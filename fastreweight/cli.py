@@ -228,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="flag rows with score <= threshold (flag rule 'score'; default: the scorer's rule, "
                          "for the FBR scores score <= 0)")
     sc.add_argument("--scorer", default=None,
-                    help="find_label_issues' scorer: auto, knn, fbr or fbr-whiten (default: fbr, or fbr-whiten "
+                    help="find_label_issues' scorer: auto, knn, fbr or fbr-whiten (default: auto, or fbr-whiten "
                          "with --whiten auto --refine 1; the other FBR options score through score_dataset)")
     sc.add_argument("--flag", default=None, help="find_label_issues' flagging rule: auto, margin, fdr, rate or score")
     sc.add_argument("--margin", type=float, default=None,
@@ -255,7 +255,9 @@ def _whiten_arg(value: str):
 
 #: the FBR options of ``fastreweight score`` at their defaults, and the named scorers they select
 _SCORE_DEFAULTS = dict(shift="max", alpha=0.0, center="clean", normalize="none", backend="auto")
-_FBR_SCORERS = {(None, 0): "fbr", ("auto", 1): "fbr-whiten"}
+#: the scorer of find_label_issues that --whiten/--refine name: none (the default) is "auto", the
+#: library's default (knn for data that fits, else fbr-whiten)
+_FBR_SCORERS = {(None, 0): "auto", ("auto", 1): "fbr-whiten"}
 
 
 def _class_names(value):
@@ -352,7 +354,11 @@ def run_score(args) -> int:
         print(f"scoring {x.shape[0]} rows × {x.shape[1]} features against {cx.shape[0]} clean rows, {C} classes; "
               f"memory bound ≈ {bound / 2**20:.0f} MiB beyond the memory-mapped input")
     else:
-        print(f"scoring {x.shape[0]} rows × {x.shape[1]} features against {cx.shape[0]} clean rows, {C} classes "
+        from .label_issues.find import knn_memory_bytes
+
+        n = x.shape[0] + (cx.shape[0] if ci is None else 0)
+        print(f"scoring {x.shape[0]} rows × {x.shape[1]} features against {cx.shape[0]} clean rows, {C} classes; "
+              f"memory bound ≈ {knn_memory_bytes(n, x.shape[1], C, args.chunk_rows) / 2**20:.0f} MiB "
               f"(scorer {shown}: all rows in memory)")
     t0 = time.perf_counter()
     if scorer is not None:

@@ -92,9 +92,11 @@ def test_score_options_map_onto_find_label_issues_or_score_dataset(files, capsys
         rows = sorted(csv.DictReader(open(out)), key=lambda r: int(r["index"]))
         return np.array([r["is_label_issue"] == "1" for r in rows]), np.array([float(r["score"]) for r in rows])
 
-    # no option: find_label_issues' plain FBR scorer; --whiten auto --refine 1: its fbr-whiten scorer
-    for extra, scorer in (([], "fbr"), (["--whiten", "auto", "--refine", "1"], "fbr-whiten"), (["--scorer", "knn"], "knn")):
-        out = files / f"{scorer}.csv"
+    # no option: find_label_issues' default (auto: knn for these few rows, the memory map loaded);
+    # --whiten auto --refine 1: its fbr-whiten scorer
+    for extra, scorer in (([], "knn"), (["--whiten", "auto", "--refine", "1"], "fbr-whiten"), (["--scorer", "knn"], "knn"),
+                          (["--scorer", "fbr"], "fbr")):
+        out = files / f"{scorer}-{len(extra)}.csv"
         assert main(_base(files, out) + extra) == 0
         assert f"scorer={scorer}" in capsys.readouterr().out
         want = find_label_issues(x, y, clean_features=cx, clean_labels=cy, num_classes=4, scorer=scorer)

@@ -91,11 +91,16 @@ def test_auto_choice_and_reason(tmp_path, monkeypatch):
     x, y, ci = _data(N=97, d=5, C=3)
     r = find_label_issues(x, y, clean_idx=ci)
     assert r.settings["scorer"] == "knn" and "KNN_MAX_ROWS" in r.settings["scorer_reason"]
-    # a memory map is streamed
+    # a small memory map is loaded for knn (same result as the array); a large one is streamed
     np.save(tmp_path / "x.npy", x)
     xm = np.load(tmp_path / "x.npy", mmap_mode="r")
+    r_map = find_label_issues(xm, y, clean_idx=ci)
+    assert r_map.settings["scorer"] == "knn" and "memory map loaded" in r_map.settings["scorer_reason"]
+    np.testing.assert_array_equal(r_map.score, r.score)
+    monkeypatch.setattr(find, "KNN_MAX_MAPPED_BYTES", 97 * 5 * 4 - 1)
     r = find_label_issues(xm, y, clean_idx=ci)
     assert r.settings["scorer"] == "fbr-whiten" and "memory map" in r.settings["scorer_reason"]
+    monkeypatch.undo()
     # more rows than KNN_MAX_ROWS (the dataset's plus the separate clean rows): streamed
     monkeypatch.setattr(find, "KNN_MAX_ROWS", 96)
     others = np.setdiff1d(np.arange(97), ci)

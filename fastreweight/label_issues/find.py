@@ -31,17 +31,19 @@ from .result import LabelIssues
 from .stream import score_dataset
 from .validate import check_find_inputs, nonfinite_message
 
-__all__ = ["find_label_issues", "SCORERS", "KNN_MAX_ROWS"]
+__all__ = ["find_label_issues", "SCORERS", "KNN_MAX_ROWS", "knn_memory_bytes"]
 
 SCORERS = ("auto", "knn", "fbr", "fbr-whiten")
 _FBR = {"fbr": dict(), "fbr-whiten": dict(whiten="auto", refine=1)}
 FLAGS = ("auto", "margin", "fdr", "rate", "score")
 KNN_MAX_ROWS = 200_000
+#: a memory-mapped ``features`` is loaded whole for ``knn`` (by ``scorer="auto"``) only up to this size
+KNN_MAX_MAPPED_BYTES = 1 << 30
 
 
 def _knn(features, y, clean_idx, clean_features, clean_labels, C, device, chunk_rows):
     n = features.shape[0]
-    x = np.asarray(features, dtype=np.float32)
+    x = np.array(features, dtype=np.float32, copy=True if isinstance(features, np.memmap) else None)  # a read-only map: own copy
     if not np.isfinite(x).all():
         bad = int(np.flatnonzero(~np.isfinite(x).all(1))[0])
         raise ValueError(nonfinite_message("features", bad))
@@ -81,8 +83,22 @@ def _choose_scorer(scorer: str, features, clean_features, process_group) -> tupl
     if rows > KNN_MAX_ROWS:
         return "fbr-whiten", f"auto: {rows} rows > KNN_MAX_ROWS = {KNN_MAX_ROWS} (knn compares every pair in memory)"
     if not in_memory:
-        return "fbr-whiten", "auto: features is a memory map, streamed rather than loaded whole for knn"
+        size = rows * features.shape[1] * 4  # knn holds the rows as float32
+        if size > KNN_MAX_MAPPED_BYTES:
+            return "fbr-whiten", (f"auto: features is a memory map of {size / 2**20:.0f} MiB as float32 > "
+                                  f"KNN_MAX_MAPPED_BYTES = {KNN_MAX_MAPPED_BYTES / 2**20:.0f} MiB, streamed rather "
+                                  "than loaded whole for knn")
+        return "knn", (f"auto: {rows} rows <= KNN_MAX_ROWS = {KNN_MAX_ROWS}, the memory map loaded for knn "
+                       f"({size / 2**20:.0f} MiB as float32)")
     return "knn", f"auto: {rows} rows <= KNN_MAX_ROWS = {KNN_MAX_ROWS}, features in memory"
+
+
+def knn_memory_bytes(n: int, d: int, c: int, chunk_rows: int = 8192) -> int:
+    """About the memory ``scorer="knn"`` holds for ``n`` rows (dataset plus separate clean rows) of ``d``
+    features and ``c`` classes: the rows as float32 and their standardised copy, one chunk's similarities
+    to every row (``min(chunk_rows, 4096)`` rows at a time) and the class votes."""
+    chunk = min(chunk_rows, 4096, n)
+    return 4 * (2 * n * d + 2 * chunk * n + 2 * n * c)
 
 
 def _choose_flag(flag: str, scorer: str, margin) -> str:
@@ -109,9 +125,9 @@ def find_label_issues(features, labels, *, clean_idx=None, clean_features=None, 
     cleanlab's columns, the raw score, the flagged set, the estimated noise rate and the settings.
 
     ``scorer="auto"`` picks ``"knn"`` when every row it would compare (the dataset's, plus
-    ``clean_features``' when given) fits in ``KNN_MAX_ROWS`` and ``features`` is held in memory (an
-    array or tensor, not a ``numpy.memmap``), and no ``process_group`` is given; otherwise the streamed
-    ``"fbr-whiten"``.  ``settings["scorer"]`` records the choice and ``settings["scorer_reason"]`` why.
+    ``clean_features``' when given) fits in ``KNN_MAX_ROWS``, ``features`` is held in memory or is a
+    ``numpy.memmap`` of at most ``KNN_MAX_MAPPED_BYTES`` as float32 (then loaded whole), and no
+    ``process_group`` is given; otherwise the streamed ``"fbr-whiten"``.  ``settings["scorer"]`` records the choice and ``settings["scorer_reason"]`` why.
 
     ``process_group`` (``None``, ``"world"`` or a ``torch.distributed`` group; that of
     ``score_dataset``'s ``Execution``) shards the FBR scorers' rows across the group's ranks: every
