@@ -610,6 +610,7 @@ DEMO_METHODS = [
     ("meta", dict(method="meta")),
     ("FBR", dict(method="fbr", recipe="paper", skip_epochs=2, alpha_epochs=10)),
     ("FBR+w", dict(method="fbr", feature_whiten="auto")),
+    ("relabel", dict(method="relabel")),  # the recommended method (docs/instance-noise.md)
 ]
 
 
@@ -651,7 +652,7 @@ def run_demo(args) -> int:
     for label, b, l, mc, mn, sp in rows:
         print(f"{label:<12}{b:>10.4f}{l:>10.4f}{mc:>10.3f}{mn:>10.3f}{sp:>10.3f}")
     print("(FBR: the published recipe, SPEC §7; FBR+w: the stateful FBR with whitened clean features, "
-          "feature_whiten='auto')")
+          "feature_whiten='auto'; relabel: NeighbourRelabel, the recommended method)")
     print("(weights: mean over the last epoch's steps; L2R/meta weights are rescaled to mean 1 per batch)")
     print(f"total {total:.1f} s")
     if paths:

@@ -40,11 +40,12 @@ def test_demo_quick(tmp_path, capsys):
     out = tmp_path / "demo"
     assert cli.main(["demo", "--quick", "--no-progress", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    for label in ("ERM sym", "L2R sym", "meta sym", "FBR sym", "FBR+w sym", "ERM asym", "FBR asym", "FBR+w asym"):
+    for label in ("ERM sym", "L2R sym", "meta sym", "FBR sym", "FBR+w sym", "relabel sym", "ERM asym", "FBR asym",
+                  "FBR+w asym", "relabel asym"):
         assert label in text
     assert "best acc" in text and "s/epoch" in text
     res = json.loads((out / "demo.json").read_text())
-    assert len(res["runs"]) == 10 and res["quick"] is True
+    assert len(res["runs"]) == 12 and res["quick"] is True
     whitened = [r for r in res["runs"] if r["label"].startswith("FBR+w")]
     assert all(len(r["config"]["whiten_strengths"]) == 1 for r in whitened)  # reweighted in the one epoch
     assert _read(out / "demo.png").startswith(PNG)
