@@ -20,7 +20,7 @@ from collections import defaultdict
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from render_instance import instance_table  # noqa: E402
+from render_instance import instance_table, read_jsonl  # noqa: E402
 
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -30,11 +30,7 @@ DOCS = os.path.join(ROOT, "docs")
 
 
 def _jsonl(name):
-    path = os.path.join(RESULTS, name)
-    if not os.path.exists(path):
-        return None
-    with open(path) as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+    return read_jsonl(name, RESULTS)  # RESULTS read at call time: tests point it elsewhere
 
 
 def _ms(values, fmt="{:.3f}"):

@@ -33,8 +33,10 @@ INSTANCE_TABLES = {
 }
 
 
-def _jsonl(name):
-    path = os.path.join(RESULTS, name)
+def read_jsonl(name, results=None):
+    """The records of ``NAME`` in ``results`` (default ``benchmarks/results``; ``None`` when the file is
+    absent); render.py reads with it too."""
+    path = os.path.join(results or RESULTS, name)
     if not os.path.exists(path):
         return None
     with open(path) as fh:
@@ -91,7 +93,7 @@ def summary(recs):
 
 
 def table(name, note):
-    recs = _jsonl(name)
+    recs = read_jsonl(name)
     if not recs:
         return None
     cells, summ = summary(recs)

@@ -354,11 +354,10 @@ def run_score(args) -> int:
         print(f"scoring {x.shape[0]} rows × {x.shape[1]} features against {cx.shape[0]} clean rows, {C} classes; "
               f"memory bound ≈ {bound / 2**20:.0f} MiB beyond the memory-mapped input")
     else:
-        from .label_issues.find import knn_memory_bytes
-
         n = x.shape[0] + (cx.shape[0] if ci is None else 0)
+        bound = label_issues.knn_memory_bytes(n, x.shape[1], C, args.chunk_rows)
         print(f"scoring {x.shape[0]} rows × {x.shape[1]} features against {cx.shape[0]} clean rows, {C} classes; "
-              f"memory bound ≈ {knn_memory_bytes(n, x.shape[1], C, args.chunk_rows) / 2**20:.0f} MiB "
+              f"memory bound ≈ {bound / 2**20:.0f} MiB "
               f"(scorer {shown}: all rows in memory)")
     t0 = time.perf_counter()
     if scorer is not None:

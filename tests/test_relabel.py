@@ -9,6 +9,8 @@ from fastreweight import models as Mo
 from fastreweight.train import train
 from fastreweight.training import CleanSet, NeighbourRelabel, TensorLoader, Trainer, make_method
 
+from own_loop import fit_by_hand
+
 
 def _planted(seed=0, n=300, C=3, dim=8, rate=0.3):
     """Well-separated blobs with ``rate`` of the training labels moved to the next class."""
@@ -108,16 +110,7 @@ def test_own_loop_with_bind_is_the_trainers_step():
         loader = TensorLoader(d.x_train, d.y_train, 32, generator=torch.Generator().manual_seed(1))
         clean = CleanSet(d.x_clean, d.y_clean)
         if own:
-            method.bind(m, opt, clean, num_samples=len(d.y_train), epochs=3)
-            for epoch in range(3):
-                method.begin_epoch(epoch)
-                for x, y, idx in loader:
-                    loss, _ = method.loss(x, y, idx)
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
-                method.end_epoch(epoch)
-            method.close()
+            fit_by_hand(method, m, opt, clean, loader, 3, num_samples=len(d.y_train))
         else:
             Trainer(m, opt, method, clean).fit(loader, 3)
         runs.append((_params(m), method.sample_weights, method.current_labels))

@@ -15,6 +15,8 @@ from fastreweight.train import train
 from fastreweight.training import (ERM, FBR, L2R, CleanSet, FBRPaper, MetaDirection, TensorLoader, Trainer,
                                    make_method, with_index)
 
+from own_loop import fit_by_hand
+
 
 def _split(seed=0, n=240, C=3, dim=8, dtype=torch.float32):
     x, y = D.make_synthetic(n, C, dim, sep=4.0, seed=seed)
@@ -133,16 +135,7 @@ def test_own_loop_with_bind_is_the_trainers_step(make):
         clean = CleanSet(d.x_clean, d.y_clean, batch_size=8)
         clean.generator.manual_seed(2)
         if own:
-            method.bind(m, opt, clean, num_samples=len(d.y_train), epochs=3)
-            for epoch in range(3):
-                method.begin_epoch(epoch)
-                for x, y, idx in loader:
-                    loss, _ = method.loss(x, y, idx)
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
-                method.end_epoch(epoch)
-            method.close()
+            fit_by_hand(method, m, opt, clean, loader, 3, num_samples=len(d.y_train))
         else:
             Trainer(m, opt, method, clean).fit(loader, 3)
         runs.append((_params(m), method.sample_weights))

@@ -8,14 +8,15 @@ Scorers (``SCORERS``):
 * ``"fbr"`` — the FBR score of SPEC §3.4 against the clean subset's class means, streamed
   (``score_dataset``: any N, memory-mapped files); ``"fbr-whiten"`` adds the clean-fitted whitening
   and one refinement round.  Both shard rows across ``torch.distributed`` ranks (``process_group``).
-* ``"auto"`` — ``"knn"`` for in-memory data of at most ``KNN_MAX_ROWS`` rows in one process, else
-  ``"fbr-whiten"`` (``settings["scorer_reason"]`` says which rule applied).
+* ``"auto"`` — ``"knn"`` for data of at most ``KNN_MAX_ROWS`` rows in one process (a memory map of at
+  most ``KNN_MAX_MAPPED_BYTES`` is loaded for it), else ``"fbr-whiten"`` (``settings["scorer_reason"]``
+  says which rule applied).
 
 Flagging (``flag``): ``"margin"`` flags the rows whose neighbours' vote for another class leads the
 vote for their own label by at least ``margin`` (``score <= -margin``; ``knn`` only); ``"fdr"`` flags
 the rows whose estimated false-discovery rate is at most ``alpha`` (``flag.py``: the clean rows'
-own scores estimate the score distribution of correct labels); ``"rate"`` the estimated number of wrong labels, lowest scores first; ``"score"`` every row with score
-``<= threshold``.  ``"auto"``: ``"margin"`` for ``"knn"``, ``"score"`` with threshold 0 for the FBR
+own scores estimate the score distribution of correct labels); ``"rate"`` the estimated number of
+wrong labels, lowest scores first; ``"score"`` every row with score ``<= threshold``.  ``"auto"``: ``"margin"`` for ``"knn"``, ``"score"`` with threshold 0 for the FBR
 scorers.  Why ``"margin"`` and not ``"fdr"`` for ``knn``: with about a hundred clean rows the clean
 scores' low tail (hard samples whose trusted labels their neighbours outvote) decides the certified
 threshold, and on instance-dependent noise the ``"fdr"`` rule flagged nothing in most cells of the
@@ -39,11 +40,14 @@ FLAGS = ("auto", "margin", "fdr", "rate", "score")
 KNN_MAX_ROWS = 200_000
 #: a memory-mapped ``features`` is loaded whole for ``knn`` (by ``scorer="auto"``) only up to this size
 KNN_MAX_MAPPED_BYTES = 1 << 30
+#: rows of ``knn`` compared with every row at once (its similarities: this many × all rows)
+KNN_CHUNK_ROWS = 4096
 
 
 def _knn(features, y, clean_idx, clean_features, clean_labels, C, device, chunk_rows):
     n = features.shape[0]
-    x = np.array(features, dtype=np.float32, copy=True if isinstance(features, np.memmap) else None)  # a read-only map: own copy
+    # a memory map (often read-only) gets its own copy: torch refuses to wrap read-only memory quietly
+    x = np.array(features, dtype=np.float32, copy=True if isinstance(features, np.memmap) else None)
     if not np.isfinite(x).all():
         bad = int(np.flatnonzero(~np.isfinite(x).all(1))[0])
         raise ValueError(nonfinite_message("features", bad))
@@ -59,7 +63,7 @@ def _knn(features, y, clean_idx, clean_features, clean_labels, C, device, chunk_
         raise ValueError(f"scorer='knn' holds all rows in memory and compares every pair: at most {KNN_MAX_ROWS} rows, "
                          f"got {x.shape[0]}; use scorer='fbr-whiten' (streamed) for larger datasets")
     score, quality, suggested = neighbour_agreement(x, y, mask, num_classes=C, device=device,
-                                                    chunk_rows=min(chunk_rows, 4096))
+                                                    chunk_rows=min(chunk_rows, KNN_CHUNK_ROWS))
     clean_scores = score[mask]
     if clean_idx is None:  # the appended clean rows are not rows of the dataset
         score, quality, suggested = score[:n], quality[:n], suggested[:n]
@@ -96,20 +100,22 @@ def _choose_scorer(scorer: str, features, clean_features, process_group) -> tupl
 def knn_memory_bytes(n: int, d: int, c: int, chunk_rows: int = 8192) -> int:
     """About the memory ``scorer="knn"`` holds for ``n`` rows (dataset plus separate clean rows) of ``d``
     features and ``c`` classes: the rows as float32 and their standardised copy, one chunk's similarities
-    to every row (``min(chunk_rows, 4096)`` rows at a time) and the class votes."""
-    chunk = min(chunk_rows, 4096, n)
+    to every row (``min(chunk_rows, KNN_CHUNK_ROWS)`` rows at a time) and the class votes."""
+    chunk = min(chunk_rows, KNN_CHUNK_ROWS, n)
     return 4 * (2 * n * d + 2 * chunk * n + 2 * n * c)
 
 
-def _choose_flag(flag: str, scorer: str, margin) -> str:
-    """The flag rule ``"auto"`` stands for with ``scorer``; ``"margin"``'s argument checked before any scoring."""
+def _choose_flag(flag: str, scorer: str, margin, threshold: float) -> tuple[str, float]:
+    """``(flag, threshold)``: the rule ``"auto"`` stands for with ``scorer``; ``"margin"`` checked before
+    any scoring and turned into its fixed threshold ``-margin`` (``flag_rows`` then flags as for ``"score"``)."""
     flag = ("margin" if scorer == "knn" else "score") if flag == "auto" else flag
     if flag == "margin":
         if scorer != "knn":
             raise ValueError(f"flag='margin' needs the vote shares of scorer='knn', got scorer={scorer!r}")
         if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin < 2:
             raise ValueError(f"margin must be a number in [0, 2) (a lead of one vote share over another), got {margin!r}")
-    return flag
+        threshold = -float(margin)
+    return flag, threshold
 
 
 def find_label_issues(features, labels, *, clean_idx=None, clean_features=None, clean_labels=None,
@@ -127,7 +133,8 @@ def find_label_issues(features, labels, *, clean_idx=None, clean_features=None, 
     ``scorer="auto"`` picks ``"knn"`` when every row it would compare (the dataset's, plus
     ``clean_features``' when given) fits in ``KNN_MAX_ROWS``, ``features`` is held in memory or is a
     ``numpy.memmap`` of at most ``KNN_MAX_MAPPED_BYTES`` as float32 (then loaded whole), and no
-    ``process_group`` is given; otherwise the streamed ``"fbr-whiten"``.  ``settings["scorer"]`` records the choice and ``settings["scorer_reason"]`` why.
+    ``process_group`` is given; otherwise the streamed ``"fbr-whiten"``.  ``settings["scorer"]`` records
+    the choice and ``settings["scorer_reason"]`` why.
 
     ``process_group`` (``None``, ``"world"`` or a ``torch.distributed`` group; that of
     ``score_dataset``'s ``Execution``) shards the FBR scorers' rows across the group's ranks: every
@@ -141,7 +148,7 @@ def find_label_issues(features, labels, *, clean_idx=None, clean_features=None, 
         raise ValueError("give the clean subset either as clean_idx or as clean_features and clean_labels (not both)")
     y, C, clean_idx = check_find_inputs(features, labels, clean_idx, clean_features, clean_labels, num_classes)
     scorer, reason = _choose_scorer(scorer, features, clean_features, process_group)
-    flag = _choose_flag(flag, scorer, margin)
+    flag, threshold = _choose_flag(flag, scorer, margin, threshold)
     if scorer == "knn":
         score, quality, suggested, clean_scores = _knn(features, y, clean_idx, clean_features, clean_labels, C,
                                                        device, chunk_rows)
@@ -158,8 +165,6 @@ def find_label_issues(features, labels, *, clean_idx=None, clean_features=None, 
             # small: every rank scores them itself, the same arithmetic as one process (no collectives)
             clean_scores = score_dataset(cz, cy, cz, cy, num_classes=C, chunk_rows=chunk_rows, device=device,
                                          **_FBR[scorer]).scores
-    if flag == "margin":
-        threshold = -float(margin)
     return flag_rows(score, quality, suggested, y, clean_idx, clean_scores, C, flag, alpha, threshold,
                     {"scorer": scorer, "scorer_reason": reason, "flag": flag,
                      **({"alpha": alpha} if flag == "fdr" else {}),

@@ -60,7 +60,7 @@ def flag_rows(score, quality, suggested, y, clean_idx, clean_scores, C, flag, al
     if flag == "rate":
         k = int(round((0.0 if not np.isfinite(rate) else rate) * others.sum()))
         threshold = float(np.sort(score[others])[k - 1]) if k else float("-inf")
-    # "margin" and "score": a fixed threshold (find_label_issues turns margin m into threshold -m)
+    # "score", and "margin" (find_label_issues passes its threshold -margin): a fixed threshold
     flagged = (score <= threshold) & others
     return LabelIssues(given_label=y, predicted_label=np.asarray(suggested, dtype=np.int64), score=score,
                        label_score=np.asarray(quality, dtype=np.float64), is_label_issue=flagged,
