@@ -5,7 +5,9 @@ import pytest
 
 from fastreweight.label_issues import find_label_issues
 from fastreweight.label_issues.flag import estimate_noise_rate, fdr_threshold
-from fastreweight.label_issues.neighbours import neighbour_agreement
+import torch
+
+from fastreweight.label_issues.neighbours import clean_votes, neighbour_agreement, standardised, trusted_votes
 
 
 def _blobs(n=300, C=3, d=5, rate=0.3, seed=0, clean_per_class=5):
@@ -20,10 +22,24 @@ def _blobs(n=300, C=3, d=5, rate=0.3, seed=0, clean_per_class=5):
     return x.astype(np.float32), y, noisy, clean
 
 
-def _literal(x, y, clean, C, k, temperature, clean_weight, rounds):
+def _literal_clean_votes(z, y, clean, C, k, temperature):
+    Q = np.zeros((len(y), C))
+    ci = np.flatnonzero(clean)
+    for i in range(len(y)):
+        s = z[ci] @ z[i]
+        s[ci == i] = -np.inf
+        for j in np.argsort(-s, kind="stable")[:min(k, ci.size - 1)]:
+            Q[i, y[ci[j]]] += np.exp((s[j] - 1) / temperature)
+        Q[i] /= Q[i].sum()
+    return Q
+
+
+def _literal(x, y, clean, C, k, temperature, clean_weight, rounds, clean_vote=0.0, clean_k=10, clean_temperature=0.1,
+             votes=False):
     z = (x - x.mean(0)) / x.std(0, ddof=1)
     z = z / np.linalg.norm(z, axis=1, keepdims=True)
     trust = np.where(clean, clean_weight, 1.0)
+    Q = _literal_clean_votes(z, y, clean, C, clean_k, clean_temperature)
     for _ in range(rounds):
         P = np.zeros((len(y), C))
         for i in range(len(y)):
@@ -33,8 +49,10 @@ def _literal(x, y, clean, C, k, temperature, clean_weight, rounds):
             for j in nb:
                 P[i, y[j]] += np.exp((s[j] - 1) / temperature) * trust[j]
             P[i] /= P[i].sum()
-        own = P[np.arange(len(y)), y]
+        own = ((1 - clean_vote) * P + clean_vote * Q)[np.arange(len(y)), y]
         trust = np.where(clean, clean_weight, own)
+    if votes:
+        return P
     other = np.where(np.eye(C, dtype=bool)[y], -1.0, P).max(1)
     return own - other, own, P.argmax(1)
 
@@ -51,6 +69,52 @@ def test_neighbour_agreement_matches_a_literal_computation(n, chunk):
     np.testing.assert_allclose(got[0], want[0], rtol=0, atol=2e-5)
     np.testing.assert_allclose(got[1], want[1], rtol=0, atol=2e-5)
     assert (got[2] == want[2]).mean() > 0.97  # argmax ties may break differently in float32
+
+
+@pytest.mark.parametrize("n,chunk", [(17, 5), (97, 97), (130, 33)])
+def test_clean_vote_matches_a_literal_computation(n, chunk):
+    """The trust that mixes in the vote of the clean rows alone (NeighbourRelabel's ``clean_vote``)."""
+    x, _, noisy, clean = _blobs(n=max(n, 30), seed=n)
+    x, noisy = x[:n], noisy[:n]
+    mask = np.zeros(n, bool)
+    mask[clean[clean < n]] = True
+    if mask.sum() < 2:
+        mask[:3] = True
+    z = standardised(x, "cpu")
+    y, m = torch.as_tensor(noisy), torch.as_tensor(mask)
+    zl = z.double().numpy()
+    Q = clean_votes(z, y, m, 3, 4, 0.15, chunk_rows=chunk)
+    np.testing.assert_allclose(Q.numpy(), _literal_clean_votes(zl, noisy, mask, 3, 4, 0.15), rtol=0, atol=2e-5)
+    got = trusted_votes(z, y, m, num_classes=3, k=7, temperature=0.3, clean_weight=2.0, rounds=3, clean_vote=0.6,
+                        clean_k=4, clean_temperature=0.15, chunk_rows=chunk)
+    want = _literal(x.astype(np.float64), noisy, mask, 3, 7, 0.3, 2.0, 3, clean_vote=0.6, clean_k=4,
+                    clean_temperature=0.15, votes=True)
+    np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=5e-5)
+
+
+def test_clean_vote_breaks_a_cluster_flipped_together():
+    """A tight cluster of class-0 rows labelled 1 vouches for itself in the neighbour vote; the clean
+    rows of class 0 beside it do not, so with the clean vote in the trust the cluster loses."""
+    rng = np.random.default_rng(3)
+    modes = np.repeat([0, 1, 2], [160, 40, 200])  # class 0 has two modes; the second is the cluster
+    y = np.array([0, 0, 1])[modes]
+    x = 4.0 * np.eye(3, 6)[modes] + rng.normal(size=(400, 6))
+    noisy = y.copy()
+    noisy[160:200] = 1
+    mask = np.zeros(400, bool)
+    mask[np.r_[0:8, 160:163, 200:210]] = True  # 3 clean rows inside the cluster
+    noisy[mask] = y[mask]
+    cluster = np.arange(163, 200)
+    z = standardised(x.astype(np.float32), "cpu")
+    kw = dict(num_classes=2, k=30, temperature=0.2, clean_weight=3.0, rounds=3)
+
+    def suggested(clean_vote):
+        return trusted_votes(z, torch.as_tensor(noisy), torch.as_tensor(mask), clean_vote=clean_vote, **kw).argmax(1)
+
+    before, after = suggested(0.0).numpy(), suggested(0.8).numpy()
+    assert (before[cluster] == 0).mean() < 0.25 and (after[cluster] == 0).mean() > 0.75
+    rest = np.setdiff1d(np.arange(400), cluster)
+    assert (after[rest] == y[rest]).mean() > 0.98
 
 
 def test_flagging_rules_on_known_mixtures():

@@ -66,7 +66,10 @@ def test_options_are_checked():
     for kw, name in ((dict(features="pixels"), "features"), (dict(start=0), "start"), (dict(every=0), "every"),
                      (dict(margin=0), "margin"), (dict(margin=1.5), "margin"), (dict(k=0), "k"),
                      (dict(temperature=-1), "temperature"), (dict(clean_weight=0), "clean_weight"),
-                     (dict(rounds=True), "rounds"), (dict(pca_dim=0), "pca_dim")):
+                     (dict(rounds=True), "rounds"), (dict(pca_dim=0), "pca_dim"),
+                     (dict(clean_vote=1.5), "clean_vote"), (dict(clean_vote=-0.1), "clean_vote"),
+                     (dict(clean_vote="0.8"), "clean_vote"), (dict(clean_k=0), "clean_k"),
+                     (dict(clean_temperature=0), "clean_temperature")):
         with pytest.raises(ValueError, match=name):
             NeighbourRelabel(**kw)
     assert isinstance(make_method("relabel", margin=0.2), NeighbourRelabel)
