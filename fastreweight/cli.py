@@ -236,6 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--fdr", type=float, default=None, help="with --flag fdr: the target false-discovery rate")
     sc.add_argument("--device", default="cpu")
     sc.add_argument("--backend", choices=("auto", "reference", "triton", "cpp", "cuda"), default="auto")
+    sc.add_argument("--distributed", action="store_true",
+                    help="shard the rows over the ranks of a torchrun launch (torch.distributed initialised from "
+                         "its environment: gloo on the CPU, nccl with --device cuda); every rank reads the "
+                         "features, scores its rows and gets every row's score; rank 0 alone writes the outputs. "
+                         "The FBR scorers only (auto picks fbr-whiten)")
     sc.add_argument("--report", default=None, metavar="REPORT.html",
                     help="also write a self-contained HTML report (never overwritten)")
     _report_options(sc, images=True)
@@ -309,7 +314,46 @@ def _score_plan(args):
     return scorer, flag, whiten
 
 
+def _join_ranks(args):
+    """``(process_group, rank, we_initialised)`` for ``--distributed``: the default group of a torchrun
+    launch, initialised here from its environment unless the caller already did; ``(None, 0, False)``
+    without the flag."""
+    if not args.distributed:
+        return None, 0, False
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        raise ValueError("--distributed: this PyTorch build has no torch.distributed")
+    if dist.is_initialized():
+        return "world", dist.get_rank(), False
+    missing = [k for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
+    if missing:
+        raise ValueError(f"--distributed needs a torchrun launch (e.g. torchrun --nproc-per-node 2 -m fastreweight "
+                         f"score ... --distributed); {', '.join(missing)} not set")
+    backend = "nccl" if _device(args.device).startswith("cuda") else "gloo"
+    dist.init_process_group(backend)
+    return "world", dist.get_rank(), True
+
+
 def run_score(args) -> int:
+    import contextlib
+    import io
+
+    group, rank, ours = _join_ranks(args)
+    try:
+        if rank == 0:
+            return _score(args, group)
+        with contextlib.redirect_stdout(io.StringIO()):  # one rank reports; the others only score
+            return _score(args, group, write=False)
+    finally:
+        if ours:
+            import torch.distributed as dist
+
+            dist.barrier()
+            dist.destroy_process_group()
+
+
+def _score(args, group, write: bool = True) -> int:
     import time
 
     from . import label_issues
@@ -344,7 +388,7 @@ def run_score(args) -> int:
     if scorer == "auto":  # resolved here as find_label_issues resolves it, to print the bound it implies
         from .label_issues.find import _choose_scorer
 
-        shown, why = _choose_scorer("auto", x, None if ci is not None else cx, None)
+        shown, why = _choose_scorer("auto", x, None if ci is not None else cx, group)
         print(f"scorer auto: {shown} ({why})")
     if shown in (None, "fbr", "fbr-whiten"):
         streamed_whiten = whiten is not None or shown == "fbr-whiten"
@@ -363,13 +407,14 @@ def run_score(args) -> int:
     if scorer is not None:
         clean = dict(clean_idx=ci) if ci is not None else dict(clean_features=cx, clean_labels=cy)
         issues = label_issues.find_label_issues(x, y, **clean, num_classes=C, scorer=scorer, device=_device(args.device),
-                                                chunk_rows=args.chunk_rows, progress=not args.no_progress, **flag)
+                                                chunk_rows=args.chunk_rows, progress=not args.no_progress and write,
+                                                process_group=group, **flag)
     else:
         res = label_issues.score_dataset(
             x, y, cx, cy, num_classes=C, chunk_rows=args.chunk_rows, shift=args.shift, alpha=args.alpha,
             center=args.center, normalize=None if args.normalize == "none" else args.normalize,
             device=_device(args.device), backend=args.backend, whiten=whiten, refine=args.refine,
-            progress=not args.no_progress,
+            progress=not args.no_progress and write, process_group=group,
         )
         if res.whitening is not None:
             t = res.whitening["strength"]
@@ -382,6 +427,8 @@ def run_score(args) -> int:
         issues = label_issues.LabelIssues.from_score_result(res, threshold=threshold, num_classes=C, clean_idx=ci,
                                                             settings=settings)
     dt = time.perf_counter() - t0
+    if not write:
+        return 0
     print("settings: " + ", ".join(f"{k}={v}" for k, v in issues.settings.items()))
     print(issues.summary())
     page = None
