@@ -1495,8 +1495,13 @@ DOC = [
      "`python benchmarks/run_experiments.py instance-cc`.", lambda: instance_table("instance-cc")),
     ("instance-cnn", 3, "Instance-dependent noise on a small CNN",
      "`python benchmarks/run_experiments.py instance-cnn --only erm relabel --seeds S` and `--only paper fbr-default "
-     "--seeds S`, one invocation per seed and pair, two invocations at a time: `paper` and `fbr-default` are timed "
-     "against the ERM run of another invocation, under another load, so their × ERM is rough.",
+     "--seeds S`, one invocation per seed and pair (2026-12-04, morning); then `--only erm erm+cp l2r meta "
+     "fbr+whiten/10`, `--only l2r/warmup2 meta/warmup2` and `--only erm relabel` (relabel with its clean vote; "
+     "the earlier relabel rows are `relabel/no-clean-vote`), two invocations at a time. A run without ERM in its "
+     "invocation (`paper`, `fbr-default`, the `/warmup2` runs) is timed against an ERM run of another, under "
+     "another load, so its × ERM is rough. `l2r` and `meta` start reweighting at the first step (their "
+     "default) and collapse on most seeds; the `/warmup2` runs train with ERM for two epochs first, as the "
+     "published recipe does.",
      lambda: instance_table("instance-cnn")),
     ("recheck", 3, "Recheck of the accuracy columns at later commits", None, recheck_table),
     ("redesign-recheck", 3, "Variants recheck across the trainer redesign",

@@ -34,12 +34,13 @@
 * ``whiten-cnn`` (MNIST-5k; ``--cells`` to choose): ERM, the default FBR and ``feature_whiten="auto"``
   on the small CNN of ``fastreweight.models`` (20 epochs).
 * ``instance`` (MNIST-5k and digits × instance-dependent noise ``confusion`` / ``boundary`` / ``cluster``
-  at 30%, ``fastreweight.noise``): every method — ``erm``, ``erm+cp``, ``l2r``, ``meta``, ``paper``,
-  ``fbr-default``, ``fbr+whiten/10`` and ``relabel`` (``NeighbourRelabel``, docs/instance-noise.md).
+  at 30%, ``fastreweight.noise``): every method — ``erm``, ``erm+cp``, ``l2r``, ``meta`` (each also with
+  two epochs of ERM first, ``/warmup2``), ``paper``, ``fbr-default``, ``fbr+whiten/10`` and ``relabel``
+  (``NeighbourRelabel``, docs/instance-noise.md).
 * ``instance-cc`` (every cell of ``variants``): ``erm``, ``fbr+whiten/10`` and ``relabel`` on the
   class-conditional cells, same machine and invocation as ``instance``'s ERM.
 * ``instance-cnn`` (MNIST-5k 1×28×28 on the small CNN, the instance cells; ``--epochs``, default 10):
-  ``erm``, ``erm+cp``, ``paper``, ``fbr-default`` and ``relabel``.
+  the same methods as ``instance``.
 * ``refresh`` (every cell of ``variants``): the default stateful FBR with the clean-feature cache
   refreshed every ceil(4·M/B) steps (the default), 2× and 4× that, and once per epoch.
 
@@ -157,6 +158,10 @@ def instance_runs(preset_name):
         "erm+cp": dict(method="erm", clean_passes=5),
         "l2r": dict(method="l2r"),
         "meta": dict(method="meta"),
+        # the published recipe's two epochs of ERM before reweighting, given to the bi-level baselines
+        # too (from a random init they collapse on the CNN: instance_cnn_runs)
+        "l2r/warmup2": dict(method="l2r", warmup=2),
+        "meta/warmup2": dict(method="meta", warmup=2),
         "paper": paper_kw(skip),
         "fbr-default": dict(method="fbr"),
         "fbr+whiten/10": dict(method="fbr", feature_whiten="auto", feature_whiten_every=10),
@@ -173,7 +178,12 @@ def instance_cc_runs():
 def instance_cnn_runs(epochs):
     cnn = dict(_model="cnn", _epochs=epochs)
     return {"erm": dict(method="erm", **cnn), "erm+cp": dict(method="erm", clean_passes=5, **cnn),
+            "l2r": dict(method="l2r", **cnn), "meta": dict(method="meta", **cnn),
+            # from a random init both collapse on the CNN (every prediction one class by the first
+            # epoch's end, lr 0.05): the same two epochs of ERM first that the published recipe gets
+            "l2r/warmup2": dict(method="l2r", warmup=2, **cnn), "meta/warmup2": dict(method="meta", warmup=2, **cnn),
             "paper": {**paper_kw(2), **cnn}, "fbr-default": dict(method="fbr", **cnn),
+            "fbr+whiten/10": dict(method="fbr", feature_whiten="auto", feature_whiten_every=10, **cnn),
             "relabel": dict(method="relabel", **cnn)}
 
 

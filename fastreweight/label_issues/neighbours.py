@@ -18,11 +18,13 @@ held at once.
 ``clean_vote`` (β, default 0: the scorer of ``find_label_issues``) lets the clean rows speak for
 themselves in the trust: each row also gets a vote from its ``clean_k`` nearest clean rows alone,
 ``Q_ic = Σ_{j clean} w_ij [y_j = c] / Σ_{j clean} w_ij`` (the same kernel at ``clean_temperature``, no
-trust factor), and the
-trust of the next round is the own label's share of ``(1 − β)·P + β·Q``.  The returned votes are
-still ``P``.  A cluster of similar rows flipped together vouches for its own wrong label in ``P``
-(every neighbour agrees); ``Q`` does not, so the cluster loses its trust and the clean rows among
-its neighbours decide the next round.
+trust factor), and the trust of the next round is the own label's share of ``(1 − β)·P + β·Q``.  The
+returned votes are still ``P``.  A cluster of similar rows flipped together vouches for its own wrong
+label in ``P`` (every neighbour agrees); ``Q`` does not, so the cluster loses its trust and the clean
+rows among its neighbours decide the next round.  ``NeighbourRelabel`` uses β = 0.8; for
+``find_label_issues`` it raised the ranking on cluster noise but lowered it on the other kinds (a
+scratch run on the label-issue benchmark's cached features, not a committed result), so its scorer
+keeps β = 0.
 
 ``temperature=0.1`` (was 0.2): on the same-features comparison (docs/label-issues.md; MNIST-5k, PCA-64
 and cross-fitted MLP features, five noise kinds, 3 seeds) it is the setting whose label quality ranks
