@@ -68,7 +68,7 @@ def clean_votes(z: torch.Tensor, labels: torch.Tensor, clean_mask: torch.Tensor,
                 temperature: float, chunk_rows: int = 4096) -> torch.Tensor:
     """``Q`` (N×C): the class votes of each row's ``k`` nearest clean rows (itself excluded) on the
     standardised features ``z``; ``chunk_rows × M`` similarities held at once."""
-    zc, yc = z[clean_mask], labels[clean_mask]
+    zc, yc = z[clean_mask], labels[clean_mask].to(torch.int64)
     N, M = z.shape[0], zc.shape[0]
     k = min(k, M - 1 if M > 1 else M)
     if k < 1:
@@ -92,7 +92,8 @@ def trusted_votes(z: torch.Tensor, labels: torch.Tensor, clean_mask: torch.Tenso
                   temperature: float, clean_weight: float, rounds: int, clean_vote: float = 0.0, clean_k: int = 10,
                   clean_temperature: float = 0.1, chunk_rows: int = 4096) -> torch.Tensor:
     """The class votes ``P`` (N×C) after ``rounds`` rounds on standardised features ``z``
-    (``standardised``), ``labels`` int64 and ``clean_mask`` bool on ``z``'s device (module doc)."""
+    (``standardised``), ``labels`` (integer) and ``clean_mask`` (bool) on ``z``'s device (module doc)."""
+    labels = labels.to(torch.int64)
     trust = torch.ones(z.shape[0], dtype=z.dtype, device=z.device)
     trust[clean_mask] = clean_weight
     Q = (clean_votes(z, labels, clean_mask, num_classes, clean_k, clean_temperature, chunk_rows) if clean_vote > 0

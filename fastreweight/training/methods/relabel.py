@@ -93,8 +93,7 @@ class NeighbourRelabel(Method):
         return dict(features=self.features, start=self.start, every=self.every, margin=self.margin, k=self.k,
                     temperature=self.temperature, clean_weight=self.clean_weight, rounds=self.rounds,
                     clean_vote=self.clean_vote, clean_k=self.clean_k, clean_temperature=self.clean_temperature,
-                    pca_dim=self.pca_dim,
-                    input_budget_mb=self.input_budget_mb)
+                    pca_dim=self.pca_dim, input_budget_mb=self.input_budget_mb)
 
     def attach(self, ctx) -> None:
         super().attach(ctx)
