@@ -187,6 +187,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--feature-whiten-every", type=int, default=None,
                    help="with --feature-whiten: refit the whitening every k-th clean-feature refresh (default 1); "
                         "the refreshes between shrink the new class means by the last fit")
+    t.add_argument("--relabel-margin", type=float, default=None,
+                   help="relabel: the vote lead that relabels a row, and the scale of the down-weighting (0.15)")
+    t.add_argument("--relabel-every", type=int, default=None, help="relabel: score the labels every k epochs (5)")
+    t.add_argument("--relabel-clean-vote", type=float, default=None,
+                   help="relabel: share in [0, 1] of the nearest clean rows' vote in a row's trust (0.8; 0 = "
+                        "neighbours only)")
+    t.add_argument("--relabel-features", choices=("input", "model", "both"), default=None,
+                   help="relabel: the feature spaces that vote (both)")
     t.add_argument("--amp", choices=("bf16", "fp16"), default=None)
     t.add_argument("--no-augment", action="store_true", help="CIFAR: no random crop/flip")
     t.add_argument("--seed", type=int, default=None)
@@ -470,6 +478,31 @@ _FBR_OPTIONS = ("recipe", "warmup", "skip_epochs", "alpha_epochs", "shift", "cle
                 "feature_whiten", "feature_whiten_every")
 
 
+#: --relabel-* options and the NeighbourRelabel keywords they set
+_RELABEL_OPTIONS = dict(relabel_margin="margin", relabel_every="every", relabel_clean_vote="clean_vote",
+                        relabel_features="features")
+
+
+def _relabel_options(args, method: str) -> dict | None:
+    """NeighbourRelabel's keywords from the --relabel-* options, checked here so that an error names the
+    flag; ``None`` when none is given."""
+    given = {flag: getattr(args, flag) for flag in _RELABEL_OPTIONS if getattr(args, flag) is not None}
+    if not given:
+        return None
+    flags = ", ".join("--" + f.replace("_", "-") for f in given)
+    if method != "relabel":
+        raise ValueError(f"{flags} configure method relabel, but the method is {method}")
+    from .training import NeighbourRelabel
+
+    opts = {_RELABEL_OPTIONS[f]: v for f, v in given.items()}
+    for flag, v in given.items():
+        try:
+            NeighbourRelabel(**{_RELABEL_OPTIONS[flag]: v})
+        except ValueError as exc:
+            raise ValueError(f"--{flag.replace('_', '-')}: {exc}") from None
+    return opts
+
+
 def _resolve(args) -> tuple[dict, dict]:
     """(settings, train keyword arguments) from preset + explicit options."""
     s = dict(_DEFAULTS)
@@ -518,6 +551,9 @@ def _resolve(args) -> tuple[dict, dict]:
     if kw.get("recipe") == "paper":
         for k in ("warmup", "shift"):
             kw.pop(k, None)
+    relabel = _relabel_options(args, s["method"])
+    if relabel is not None:
+        kw["relabel_options"] = {**(kw.get("relabel_options") or {}), **relabel}
     s["seeds"] = args.seeds if args.seeds else [args.seed if args.seed is not None else 0]
     return s, kw
 

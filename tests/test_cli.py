@@ -181,3 +181,32 @@ def test_train_default_method_is_relabel_and_fbr_options_keep_fbr():
     assert s["method"] == "fbr" and kw["recipe"] == "paper" and kw["skip_epochs"] == 2
     s, _ = resolved("--dataset", "digits", "--method", "erm", "--warmup", "2")
     assert s["method"] == "erm"
+
+
+def test_train_relabel_options(tmp_path, capsys):
+    """--relabel-* reach NeighbourRelabel; a bad value or another method is refused naming the flag."""
+    def resolved(*argv):
+        return cli._resolve(cli.build_parser().parse_args(["train", *argv]))
+
+    s, kw = resolved("--dataset", "digits", "--relabel-margin", "0.3", "--relabel-clean-vote", "0",
+                     "--relabel-every", "2", "--relabel-features", "input")
+    assert s["method"] == "relabel"
+    assert kw["relabel_options"] == dict(margin=0.3, clean_vote=0.0, every=2, features="input")
+    _, kw = resolved("--dataset", "digits")
+    assert "relabel_options" not in kw
+    for argv, flag in ((["--relabel-margin", "1.5"], "--relabel-margin"),
+                       (["--relabel-clean-vote", "-0.5"], "--relabel-clean-vote"),
+                       (["--relabel-every", "0"], "--relabel-every"),
+                       (["--method", "erm", "--relabel-margin", "0.2"], "method is erm"),
+                       (["--feature-whiten", "auto", "--relabel-every", "2"], "method is fbr")):
+        out = tmp_path / f"bad{len(argv)}{argv[1]}"
+        assert cli.main(["train", "--dataset", "digits", "--epochs", "1", "--out", str(out), *argv]) == 2
+        err = capsys.readouterr().err
+        assert flag in err, err
+        assert not out.exists()
+    out = tmp_path / "ok"
+    assert cli.main(["train", "--dataset", "digits", "--epochs", "2", "--relabel-every", "1", "--relabel-clean-vote",
+                     "0.5", "--no-progress", "--out", str(out)]) == 0
+    cfg = json.loads((out / "results.json").read_text())
+    text = json.dumps(cfg)
+    assert '"clean_vote": 0.5' in text and '"every": 1' in text
