@@ -10,23 +10,20 @@ import torch.distributed as dist
 from fastreweight import cli
 
 from dist_spawn import spawn
+from test_find_label_issues_dist import _data
+
+
+def _paths(d):
+    return {k: os.path.join(d, f"{k}.npy") for k in ("features", "labels", "clean_idx")}
 
 
 def _inputs(d):
-    """Odd shapes: 611 rows in chunks of 89 split unevenly over the ranks."""
-    g = np.random.default_rng(5)
-    N, dim, C = 611, 13, 4
-    true = g.integers(0, C, N)
-    x = (g.standard_normal((C, dim))[true] * 2.5 + g.standard_normal((N, dim))).astype(np.float32)
-    noisy = true.copy()
-    flip = g.random(N) < 0.25
-    noisy[flip] = g.integers(0, C, int(flip.sum()))
-    ci = np.sort(np.concatenate([np.flatnonzero(true == c)[:7] for c in range(C)]))
-    noisy[ci] = true[ci]
-    paths = {k: os.path.join(d, f"{k}.npy") for k in ("features", "labels", "clean_idx")}
-    np.save(paths["features"], x)
-    np.save(paths["labels"], noisy)
-    np.save(paths["clean_idx"], ci)
+    """test_find_label_issues_dist's data (odd shapes: chunks of 89 split unevenly over the ranks) as
+    the .npy files the command reads."""
+    x, noisy, ci = _data()
+    paths = _paths(d)
+    for key, arr in zip(("features", "labels", "clean_idx"), (x, noisy, ci)):
+        np.save(paths[key], arr)
     return paths
 
 
@@ -36,10 +33,6 @@ def _argv(paths, out, *extra):
 
 
 RUNS = {"fbr": ["--scorer", "fbr"], "auto": []}  # auto with a process group: fbr-whiten
-
-
-def _paths(d):
-    return {k: os.path.join(d, f"{k}.npy") for k in ("features", "labels", "clean_idx")}
 
 
 def _worker(rank, world, port, d):
