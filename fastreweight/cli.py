@@ -193,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--relabel-clean-vote", type=float, default=None,
                    help="relabel: share in [0, 1] of the nearest clean rows' vote in a row's trust (0.8; 0 = "
                         "neighbours only)")
+    t.add_argument("--relabel-vote-target", type=float, default=None,
+                   help="relabel: share in [0, 1] of the class vote in a relabelled row's training target (0.5; "
+                        "0 = the suggested label alone)")
     t.add_argument("--relabel-features", choices=("input", "model", "both"), default=None,
                    help="relabel: the feature spaces that vote (both)")
     t.add_argument("--amp", choices=("bf16", "fp16"), default=None)
@@ -480,7 +483,7 @@ _FBR_OPTIONS = ("recipe", "warmup", "skip_epochs", "alpha_epochs", "shift", "cle
 
 #: --relabel-* options and the NeighbourRelabel keywords they set
 _RELABEL_OPTIONS = dict(relabel_margin="margin", relabel_every="every", relabel_clean_vote="clean_vote",
-                        relabel_features="features")
+                        relabel_vote_target="vote_target", relabel_features="features")
 
 
 def _relabel_options(args, method: str) -> dict | None:

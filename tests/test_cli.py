@@ -189,14 +189,15 @@ def test_train_relabel_options(tmp_path, capsys):
         return cli._resolve(cli.build_parser().parse_args(["train", *argv]))
 
     s, kw = resolved("--dataset", "digits", "--relabel-margin", "0.3", "--relabel-clean-vote", "0",
-                     "--relabel-every", "2", "--relabel-features", "input")
+                     "--relabel-every", "2", "--relabel-features", "input", "--relabel-vote-target", "0")
     assert s["method"] == "relabel"
-    assert kw["relabel_options"] == dict(margin=0.3, clean_vote=0.0, every=2, features="input")
+    assert kw["relabel_options"] == dict(margin=0.3, clean_vote=0.0, every=2, features="input", vote_target=0.0)
     _, kw = resolved("--dataset", "digits")
     assert "relabel_options" not in kw
     for argv, flag in ((["--relabel-margin", "1.5"], "--relabel-margin"),
                        (["--relabel-clean-vote", "-0.5"], "--relabel-clean-vote"),
                        (["--relabel-every", "0"], "--relabel-every"),
+                       (["--relabel-vote-target", "2"], "--relabel-vote-target"),
                        (["--method", "erm", "--relabel-margin", "0.2"], "method is erm"),
                        (["--feature-whiten", "auto", "--relabel-every", "2"], "method is fbr")):
         out = tmp_path / f"bad{len(argv)}{argv[1]}"

@@ -50,6 +50,37 @@ def test_relabels_planted_flips_and_keeps_correct_labels(features):
     assert still.float().mean() < 0.1
 
 
+@pytest.mark.parametrize("share", [0.0, 0.5, 1.0])
+def test_relabelled_rows_train_on_the_soft_target(share):
+    """The loss is the literal Σ w·CE(target) / Σ w, a relabelled row's target (1 − share)·onehot(s) + share·P."""
+    d = _planted(seed=2, n=97)
+    m = _mlp(d)
+    method = NeighbourRelabel(features="input", every=1, k=10, vote_target=share)
+    loader = TensorLoader(d.x_train, d.y_train, 17, generator=torch.Generator().manual_seed(1))
+    Trainer(m, torch.optim.SGD(m.parameters(), lr=0.1), method, CleanSet(d.x_clean, d.y_clean)).fit(loader, 2)
+    flipped = method.labels >= 0
+    assert flipped.sum() > 0
+    if share == 0:
+        assert method.vote_slot is None
+    else:
+        assert torch.equal(method.vote_slot >= 0, flipped)
+        votes = method.vote_of_flips
+        assert votes.min() >= 0 and torch.allclose(votes.sum(1), torch.ones(len(votes)))
+        assert torch.equal(votes.argmax(1), method.labels[flipped])  # the vote's winner is the new label
+    idx = torch.arange(len(d.y_train))
+    x, y = d.x_train, d.y_train
+    loss, w = method.loss(x, y, idx)
+    with torch.no_grad():
+        logp = torch.log_softmax(m(x).double(), 1)
+        target = torch.nn.functional.one_hot(method.current_labels, d.num_classes).double()
+        if share > 0:
+            target[flipped] = (1 - share) * target[flipped] + share * votes[method.vote_slot[flipped]].double()
+        want = (w.double() * -(target * logp).sum(1)).sum() / w.double().sum()
+    assert torch.allclose(loss.double(), want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="vote_target"):
+        NeighbourRelabel(vote_target=1.5)
+
+
 def test_downweights_doubtful_rows():
     """Two overlapping classes: rows whose label loses the vote narrowly are down-weighted, not relabelled."""
     d = _planted(rate=0.3)
@@ -69,7 +100,8 @@ def test_options_are_checked():
                      (dict(rounds=True), "rounds"), (dict(pca_dim=0), "pca_dim"),
                      (dict(clean_vote=1.5), "clean_vote"), (dict(clean_vote=-0.1), "clean_vote"),
                      (dict(clean_vote="0.8"), "clean_vote"), (dict(clean_k=0), "clean_k"),
-                     (dict(clean_temperature=0), "clean_temperature")):
+                     (dict(clean_temperature=0), "clean_temperature"), (dict(vote_target=-0.1), "vote_target"),
+                     (dict(vote_target=True), "vote_target")):
         with pytest.raises(ValueError, match=name):
             NeighbourRelabel(**kw)
     assert isinstance(make_method("relabel", margin=0.2), NeighbourRelabel)
