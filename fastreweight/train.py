@@ -12,7 +12,7 @@ the class it reaches: ``Trainer``, ``CleanSet``, ``ERM``, ``FBR``, ``FBRPaper``,
 ``L2R``, ``Warmup`` and the experimental ``CoTeaching``, ``RunningPrototypeFBR`` (``clean_features=
 "prototype"``) and ``CleanMixLoader`` (``clean_mix=k``).
 
-``distributed=True`` (``process_group``): ERM and FBR (``clean_features="cache"``) on every rank of an
+``distributed=True`` (``process_group``): ERM, relabel and FBR (``clean_features="cache"``) on every rank of an
 initialised process group with the same arguments; every rank draws the same permutations and takes
 its contiguous shard ``[r·b//R, (r+1)·b//R)`` of every global batch, so R ranks reproduce one process
 up to summation order (``fastreweight.training.parallel``).
@@ -85,10 +85,11 @@ def _options(method: str, options: dict) -> dict:
                          f"got method={method!r}, distributed={o['distributed']}")
     if o["batch_features"] is None:
         o["batch_features"] = "eval" if paper else "train"
-    if o["distributed"] and not (method == "erm" or (method == "fbr" and not paper and o["clean_features"] == "cache")):
-        raise ValueError("distributed=True supports method='erm' and method='fbr' with recipe='stateful' and "
-                         f"clean_features='cache'; got method={method!r}, recipe={o['recipe']!r}, "
-                         f"clean_features={o['clean_features']!r}")
+    if o["distributed"] and not (method in ("erm", "relabel")
+                                 or (method == "fbr" and not paper and o["clean_features"] == "cache")):
+        raise ValueError("distributed=True supports method='erm', method='relabel' and method='fbr' with "
+                         f"recipe='stateful' and clean_features='cache'; got method={method!r}, "
+                         f"recipe={o['recipe']!r}, clean_features={o['clean_features']!r}")
     if not o["distributed"] and o["process_group"] is not None:
         raise ValueError("process_group is only used with distributed=True")
     return o

@@ -1,5 +1,5 @@
 """``train(..., distributed=True)``: two CPU ranks (gloo), launched by the test, reproduce a
-single-process ``train()`` run (same data, seed and initial model) for ERM and stateful FBR."""
+single-process ``train()`` run (same data, seed and initial model) for ERM, stateful FBR and relabel."""
 import os
 
 import pytest
@@ -26,6 +26,11 @@ CASES = [
                         batch_features="eval", reduction="batch", shift="second", alpha=0.25)),
     # whitened clean features: every rank folds the same whitening into the same class means
     ("fbr-whiten", dict(method="fbr", warmup=0, batch_size=8, refresh_every=3, feature_whiten="auto")),
+    # relabel scores after each epoch on the rows every rank saw: the same votes, labels and weights on every
+    # rank; uneven shards and an empty one, with a clean pass
+    ("relabel", dict(method="relabel", batch_size=8, relabel_options=dict(every=1, k=10))),
+    ("relabel-uneven", dict(method="relabel", batch_size=7, clean_passes=1, clean_batch_size=5,
+                            relabel_options=dict(every=1, k=10, features="model", margin=0.5))),
 ]
 EPOCHS = 2
 
@@ -49,7 +54,8 @@ def _run(kw, seed=0, **extra):
     return {"weights": r.final_weights, "params": [p.detach().clone() for p in m.parameters()],
             "clean_weight": torch.tensor(r.clean_weight, dtype=f64),
             "noisy_weight": torch.tensor(r.noisy_weight, dtype=f64),
-            "test_acc": torch.tensor(r.test_acc, dtype=f64)}
+            "test_acc": torch.tensor(r.test_acc, dtype=f64),
+            "relabelled": torch.tensor(r.config.get("relabelled", []), dtype=torch.int64)}
 
 
 def _worker(rank, world, port, out_dir):
@@ -84,13 +90,18 @@ def test_train_two_ranks_equal_single_process(tmp_path):
             for a, b in zip(got["params"], ref["params"]):
                 torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=lambda m: f"{name}, rank {rank}: {m}")
             # per-step records are the global batch's (float32 on the way)
+            assert torch.equal(got["relabelled"], ref["relabelled"]), (name, rank)
             for k in ("clean_weight", "noisy_weight", "test_acc"):
                 torch.testing.assert_close(got[k], ref[k], rtol=1e-6, atol=1e-6, equal_nan=True,
                                            msg=lambda m: f"{name}, rank {rank}, {k}: {m}")
         # not trivial: the parameters moved, and FBR moved weights away from 1 (and left some at 1)
         init = [p.detach() for p in _model(_data(), 0).parameters()]
         assert any((a - b).abs().max() > 1e-3 for a, b in zip(ref["params"], init))
-        if ref["weights"] is not None:
+        if name.startswith("relabel"):  # relabel relabelled rows at both scorings (and down-weighted some)
+            assert (ref["relabelled"] > 0).all() and len(ref["relabelled"]) == EPOCHS
+            if name == "relabel-uneven":
+                assert (ref["weights"] < 1).any()
+        elif ref["weights"] is not None:
             assert (ref["weights"] < 1).any() and (ref["weights"] == 1).any()
 
 

@@ -9,14 +9,15 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from fastreweight import data as D
 from fastreweight import models as Mo
-from fastreweight.training import ERM, FBR, CleanSet, Distributed, Trainer, with_index
+from fastreweight.training import ERM, FBR, CleanSet, Distributed, NeighbourRelabel, Trainer, with_index
 
 from dist_spawn import quiesce, spawn
 
 WORLD, EPOCHS, BATCH = 2, 3, 8
 f64 = torch.float64
 CASES = {"erm": lambda: ERM(), "fbr": lambda: FBR(warmup=1, whiten="auto", whiten_every=2),
-         "fbr-batch-reduction": lambda: FBR(warmup=0, reduction="batch", refresh_every=3)}
+         "fbr-batch-reduction": lambda: FBR(warmup=0, reduction="batch", refresh_every=3),
+         "relabel": lambda: NeighbourRelabel(every=1, k=10, margin=0.5)}
 
 
 def _data():

@@ -110,8 +110,8 @@ class Method:
     # -- run ------------------------------------------------------------------------------------
     def attach(self, ctx: RunContext) -> None:
         if ctx.parallel.distributed and not self.supports_distributed:
-            raise ValueError(f"{type(self).__name__} does not support Distributed(); supported: ERM and FBR "
-                             "(clean_features='cache')")
+            raise ValueError(f"{type(self).__name__} does not support Distributed(); supported: ERM, NeighbourRelabel "
+                             "and FBR (clean_features='cache')")
         self.ctx = ctx
 
     def bind(self, model: nn.Module, optimizer: torch.optim.Optimizer, clean, *, num_samples: int, epochs: int,

@@ -25,6 +25,10 @@ stored training inputs (N × min(D, 1024) float32, plus the D × 1024 projection
 too large for the budget — ``"both"`` warns once (``RuntimeWarning``, naming the reason) and continues with
 the model's features alone; ``features="input"`` raises ``ValueError`` instead.
 
+Under ``Distributed()`` each rank stores the rows of its own batches; at a scoring the ranks all-reduce
+the epoch's given labels, features and stored inputs (``_share_rows``), and every rank scores all N rows,
+so the labels and weights stay identical on every rank.
+
 With the class votes ``P`` of a row with given label ``y`` and suggestion ``s = argmax P``: the row is
 **relabelled** to ``s`` when ``P_s − P_y ≥ margin``; otherwise its weight is
 ``clip(1 + (P_y − max_{c≠y} P_c) / margin, 0, 1)`` (1 when its label wins the vote).  Each scoring starts
@@ -76,6 +80,7 @@ class NeighbourRelabel(Method):
     the vote in a relabelled row's target (0: the suggestion alone)."""
 
     name = "relabel"
+    supports_distributed = True
 
     def __init__(self, *, features: str = "both", start: int = 1, every: int = 5, margin: float = 0.15, k: int = 30,
                  temperature: float = 0.2, clean_weight: float = 3.0, rounds: int = 3, clean_vote: float = 0.8,
@@ -120,7 +125,9 @@ class NeighbourRelabel(Method):
         self.scorings = 0
         self.relabelled = []  # rows relabelled at each scoring
         self.input_off = None  # why the input space was given up ("both" only), None while it is used
-        self._src = FeatureSource(ctx.model, from_training_forward=self.features != "input", distributed=False)
+        self._seen = torch.zeros(N, dtype=torch.int64, device=dev)  # this epoch's batches on this rank, per row
+        self._src = FeatureSource(ctx.model, from_training_forward=self.features != "input",
+                                  distributed=ctx.parallel.distributed)
         self._proj = None
 
     def close(self) -> None:
@@ -172,7 +179,8 @@ class NeighbourRelabel(Method):
         rows = idx.shape[0]
         y_rows = y[:rows]
         self.given[idx] = y_rows
-        if self.features != "model" and self.embedding is None and self.input_off is None:
+        self._seen[idx] += 1
+        if rows and self.features != "model" and self.embedding is None and self.input_off is None:
             self._store_inputs(x[:rows], idx)
         if self.features != "input":
             feats, logits = self._src.train_forward(ctx.net, x, rows, ctx.precision)
@@ -261,10 +269,32 @@ class NeighbourRelabel(Method):
         v = P[rows].float().clamp_min(0)
         self.vote_of_flips = v / v.sum(1, keepdim=True)
 
+    def begin_epoch(self, epoch: int) -> None:
+        self._seen.zero_()
+
+    def _share_rows(self) -> bool:
+        """Under ``Distributed()``: every rank gets every row's given label, training features and (before
+        the embedding exists) stored input, each written by the rank whose shard held the row this epoch
+        (averaged where a sampler's padding gave a row to two ranks).  Then every rank scores the same
+        rows and reaches the same labels and weights.  Returns whether every row was seen this epoch."""
+        par = self.ctx.parallel
+        count = par.all_reduce(self._seen.clone())
+        seen = count > 0
+        self.given = torch.where(seen, par.all_reduce(torch.where(self._seen > 0, self.given, 0)) // count.clamp_min(1),
+                                 self.given)
+        share = count.clamp_min(1).to(torch.float32)[:, None]
+        mine = (self._seen > 0)[:, None]
+        if self.model_feats is not None:
+            self.model_feats = par.all_reduce(torch.where(mine, self.model_feats, 0.0)) / share
+        if self.inputs is not None:
+            self.inputs = par.all_reduce(torch.where(mine, self.inputs, 0.0)) / share
+        return bool(seen.all())
+
     def end_epoch(self, epoch: int) -> None:
         done = epoch + 1
         if done >= self.start and (done - self.start) % self.every == 0:
-            if bool((self.given < 0).any()):
+            complete = self._share_rows() if self.ctx.parallel.distributed else not bool((self.given < 0).any())
+            if not complete:
                 raise ValueError("NeighbourRelabel: some training rows were never seen in an epoch (every idx in "
                                  "0..num_samples-1 must appear in each epoch)")
             self._score()
