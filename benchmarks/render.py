@@ -1493,6 +1493,14 @@ DOC = [
      lambda: instance_table("instance")),
     ("instance-cc", 3, "`relabel` on the class-conditional cells",
      "`python benchmarks/run_experiments.py instance-cc`.", lambda: instance_table("instance-cc")),
+    ("instance-heldout", 3, "Instance-dependent noise, held-out seeds 3–5",
+     "`python benchmarks/run_experiments.py instance --seeds 3 4 5 --only erm paper fbr+whiten/10 relabel "
+     "relabel/hard-target --out benchmarks/results/instance_grid_heldout.jsonl`, beside the next one "
+     "(`relabel/hard-target`: `vote_target=0`).",
+     lambda: instance_table("instance-heldout")),
+    ("instance-cc-heldout", 3, "`relabel` on the class-conditional cells, held-out seeds 3–5",
+     "`python benchmarks/run_experiments.py instance-cc --seeds 3 4 5 --out "
+     "benchmarks/results/instance_cc_heldout.jsonl`.", lambda: instance_table("instance-cc-heldout")),
     ("instance-cnn", 3, "Instance-dependent noise on a small CNN",
      "`python benchmarks/run_experiments.py instance-cnn --only erm relabel --seeds S` and `--only paper fbr-default "
      "--seeds S`, one invocation per seed and pair (2026-12-04, morning); then `--only erm erm+cp l2r meta "

@@ -28,6 +28,11 @@ INSTANCE_TABLES = {
     "instance-cc": ("instance_cc.jsonl", "the class-conditional cells of [the variants grid](#variants), rerun "
                                          "with `relabel` and `fbr+whiten/10` beside ERM in one invocation; "
                                          + _ACC + "."),
+    "instance-heldout": ("instance_grid_heldout.jsonl", "seeds 3–5, never used to choose an option: the "
+                         "instance grid rerun after relabel's defaults were fixed on seeds 0–2; " + _ACC + "."),
+    "instance-cc-heldout": ("instance_cc_heldout.jsonl", "seeds 3–5, never used to choose an option: the "
+                            "class-conditional cells rerun after relabel's defaults were fixed on seeds 0–2; "
+                            + _ACC + "."),
     "instance-cnn": ("instance_cnn.jsonl", "MNIST-5k as 1×28×28 images on the small CNN of `fastreweight.models` "
                                            "(10 epochs), instance-dependent noise at 30%; " + _ACC + "."),
 }

@@ -166,13 +166,15 @@ def instance_runs(preset_name):
         "fbr-default": dict(method="fbr"),
         "fbr+whiten/10": dict(method="fbr", feature_whiten="auto", feature_whiten_every=10),
         "relabel": dict(method="relabel"),
+        "relabel/hard-target": dict(method="relabel", relabel_options=dict(vote_target=0.0)),
     }
 
 
 def instance_cc_runs():
     return {"erm": dict(method="erm"),
             "fbr+whiten/10": dict(method="fbr", feature_whiten="auto", feature_whiten_every=10),
-            "relabel": dict(method="relabel")}
+            "relabel": dict(method="relabel"),
+            "relabel/hard-target": dict(method="relabel", relabel_options=dict(vote_target=0.0))}
 
 
 def instance_cnn_runs(epochs):
