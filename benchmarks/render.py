@@ -257,7 +257,7 @@ def label_issues_table(features):
     return "\n".join(lines)
 
 
-def label_issues_heldout_table(name="heldout_label_issues_mnist5k.jsonl", note="seeds never used to choose a setting"):
+def label_issues_vs_cleanlab_table(name="heldout_label_issues_mnist5k.jsonl", note="seeds never used to choose a setting"):
     """Cells no setting was chosen on: fastreweight's default scorer against both cleanlab variants."""
     recs = [r for r in (_jsonl(name) or []) if "tool" in r]
     if not recs:
@@ -1603,9 +1603,9 @@ DOC = [
     ("label-issues-pca", 4, "Features: " + _LI_FEATURES["pca"], None, lambda: label_issues_table("pca")),
     ("label-issues-learned", 4, "Features: " + _LI_FEATURES["learned"], None, lambda: label_issues_table("learned")),
     ("label-issues-heldout", 4, "Held-out seeds 3–5: the default scorer against cleanlab", None,
-     label_issues_heldout_table),
+     label_issues_vs_cleanlab_table),
     ("label-issues-low-noise", 4, "10% noise: the default scorer against cleanlab", None,
-     lambda: label_issues_heldout_table("lownoise_label_issues_mnist5k.jsonl",
+     lambda: label_issues_vs_cleanlab_table("lownoise_label_issues_mnist5k.jsonl",
                                         "every kind at 10% instead of 25–30%, PCA features; no setting was chosen "
                                         "at this rate")),
     ("cleanlab", 3, "Against cleanlab on raw pixels, seeds 0–2 (superseded)", _SUPERSEDED + " Setup: raw pixels, "

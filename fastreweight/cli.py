@@ -194,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="relabel: share in [0, 1] of the nearest clean rows' vote in a row's trust (0.8; 0 = "
                         "neighbours only)")
     t.add_argument("--relabel-vote-target", type=float, default=None,
-                   help="relabel: share in [0, 1] of the class vote in a relabelled row's training target (0.5; "
+                   help="relabel: share in [0, 1] of the class vote in a relabelled row's training target (0.3; "
                         "0 = the suggested label alone)")
     t.add_argument("--relabel-features", choices=("input", "model", "both"), default=None,
                    help="relabel: the feature spaces that vote (both)")

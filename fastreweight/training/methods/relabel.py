@@ -65,6 +65,12 @@ def _check_int(name, v, lo):
     return v
 
 
+def _check_share(name, v):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+        raise ValueError(f"{name} must be a number in [0, 1], got {v!r}")
+    return float(v)
+
+
 def _check_pos(name, v, hi=None):
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or (hi is not None and v > hi):
         what = f"a number in (0, {hi}]" if hi is not None else "a positive number"
@@ -97,12 +103,9 @@ class NeighbourRelabel(Method):
         self.temperature, self.clean_weight = _check_pos("temperature", temperature), _check_pos("clean_weight",
                                                                                                  clean_weight)
         self.input_budget_mb = _check_pos("input_budget_mb", input_budget_mb)
-        if isinstance(clean_vote, bool) or not isinstance(clean_vote, (int, float)) or not 0 <= clean_vote <= 1:
-            raise ValueError(f"clean_vote must be a number in [0, 1], got {clean_vote!r}")
-        if isinstance(vote_target, bool) or not isinstance(vote_target, (int, float)) or not 0 <= vote_target <= 1:
-            raise ValueError(f"vote_target must be a number in [0, 1], got {vote_target!r}")
-        self.vote_target = float(vote_target)
-        self.clean_vote, self.clean_k = float(clean_vote), _check_int("clean_k", clean_k, 1)
+        self.clean_vote, self.vote_target = _check_share("clean_vote", clean_vote), _check_share("vote_target",
+                                                                                                 vote_target)
+        self.clean_k = _check_int("clean_k", clean_k, 1)
         self.clean_temperature = _check_pos("clean_temperature", clean_temperature)
 
     def options(self) -> dict:
