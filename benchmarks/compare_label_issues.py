@@ -38,7 +38,8 @@ Setup, per seed:
   * ``cleanlab:datalab-lr``: ``Datalab(...).find_issues(pred_probs=..., issue_types={"label": {}})`` on the
     same ``pred_probs``;
   * ``fastreweight:NAME`` for every NAME of ``fastreweight.label_issues.SCORERS`` (read at run time):
-    ``find_label_issues(X, labels, clean_idx=trusted, scorer=NAME)``.
+    ``find_label_issues(X, labels, clean_idx=trusted, scorer=NAME)``; ``fastreweight:NAME/FLAG`` (``FLAG_VARIANTS``)
+    the same with ``flag=FLAG``.
   cleanlab gets no trusted labels.
 * **Metrics** (rows outside the trusted subset): AUROC of ``1 − label_score`` for "the label is wrong"
   (every tool's ``label_score``: lower = more suspicious; fastreweight's raw ``−score`` AUROC is recorded
@@ -95,10 +96,14 @@ CLEANLAB_TOOLS = ("cleanlab:datalab-knn", "cleanlab:lr", "cleanlab:datalab-lr")
 FEATURES = ("pca", "learned")
 
 
+#: fastreweight tools that name a flagging rule beside the scorer (``fastreweight:SCORER/FLAG``)
+FLAG_VARIANTS = ("knn/posterior",)
+
+
 def fastreweight_tools() -> list[str]:
     from fastreweight.label_issues import SCORERS  # a dict or a tuple of names: read at run time
 
-    return [f"fastreweight:{name}" for name in SCORERS]
+    return [f"fastreweight:{name}" for name in SCORERS] + [f"fastreweight:{v}" for v in FLAG_VARIANTS]
 
 
 def all_tools() -> list[str]:
@@ -291,7 +296,8 @@ def run_tool(tool: str, z: np.ndarray, labels: np.ndarray, trusted: np.ndarray, 
         from fastreweight.label_issues import find_label_issues
 
         t0 = time.perf_counter()
-        res = find_label_issues(z, labels, clean_idx=trusted, scorer=tool.split(":", 1)[1], num_classes=NUM_CLASSES)
+        scorer, _, flag = tool.split(":", 1)[1].partition("/")
+        res = find_label_issues(z, labels, clean_idx=trusted, scorer=scorer, flag=flag or "auto", num_classes=NUM_CLASSES)
         out["seconds"] = time.perf_counter() - t0
         ls, flag = np.asarray(res.label_score, np.float64), np.asarray(res.is_label_issue, bool)
         out["score"] = np.asarray(res.score, np.float64)

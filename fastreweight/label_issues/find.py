@@ -27,7 +27,8 @@ from __future__ import annotations
 import numpy as np
 
 from .flag import flag_rows
-from .neighbours import neighbour_agreement
+from .neighbours import agreement_from_votes, neighbour_votes
+from .posterior import calibrated_class_probs, noise_posterior
 from .result import LabelIssues
 from .stream import score_dataset
 from .validate import check_find_inputs, nonfinite_message
@@ -36,7 +37,9 @@ __all__ = ["find_label_issues", "SCORERS", "KNN_MAX_ROWS", "knn_memory_bytes"]
 
 SCORERS = ("auto", "knn", "fbr", "fbr-whiten")
 _FBR = {"fbr": dict(), "fbr-whiten": dict(whiten="auto", refine=1)}
-FLAGS = ("auto", "margin", "fdr", "rate", "score")
+FLAGS = ("auto", "margin", "posterior", "fdr", "rate", "score")
+#: the clean vote of ``flag="posterior"``: each row's this many nearest clean rows, at the knn temperature
+POSTERIOR_CLEAN_K = 10
 KNN_MAX_ROWS = 200_000
 #: a memory-mapped ``features`` is loaded whole for ``knn`` (by ``scorer="auto"``) only up to this size
 KNN_MAX_MAPPED_BYTES = 1 << 30
@@ -44,7 +47,9 @@ KNN_MAX_MAPPED_BYTES = 1 << 30
 KNN_CHUNK_ROWS = 4096
 
 
-def _knn(features, y, clean_idx, clean_features, clean_labels, C, device, chunk_rows):
+def _knn(features, y, clean_idx, clean_features, clean_labels, C, device, chunk_rows, posterior: bool):
+    """``(score, quality, suggested, clean_scores, posterior)``; ``posterior`` is ``None`` unless asked
+    for, else ``(post_given, T, rate, iterations, (a, b))`` of ``posterior.py`` on the dataset's rows."""
     n = features.shape[0]
     # a memory map (often read-only) gets its own copy: torch refuses to wrap read-only memory quietly
     x = np.array(features, dtype=np.float32, copy=True if isinstance(features, np.memmap) else None)
@@ -62,12 +67,18 @@ def _knn(features, y, clean_idx, clean_features, clean_labels, C, device, chunk_
     if x.shape[0] > KNN_MAX_ROWS:
         raise ValueError(f"scorer='knn' holds all rows in memory and compares every pair: at most {KNN_MAX_ROWS} rows, "
                          f"got {x.shape[0]}; use scorer='fbr-whiten' (streamed) for larger datasets")
-    score, quality, suggested = neighbour_agreement(x, y, mask, num_classes=C, device=device,
-                                                    chunk_rows=min(chunk_rows, KNN_CHUNK_ROWS))
+    P, Q = neighbour_votes(x, y, mask, num_classes=C, device=device, chunk_rows=min(chunk_rows, KNN_CHUNK_ROWS),
+                           clean_k=POSTERIOR_CLEAN_K if posterior else None)
+    score, quality, suggested = agreement_from_votes(P, y)
     clean_scores = score[mask]
+    post = None
+    if posterior:
+        pi, weights = calibrated_class_probs(P.astype(np.float64), Q.astype(np.float64), y, mask)
+        post_given, T, rate, iters = noise_posterior(pi, y, mask)
+        post = (post_given[:n], T, rate, iters, weights)
     if clean_idx is None:  # the appended clean rows are not rows of the dataset
         score, quality, suggested = score[:n], quality[:n], suggested[:n]
-    return score, quality, suggested, clean_scores
+    return score, quality, suggested, clean_scores, post
 
 
 def _choose_scorer(scorer: str, features, clean_features, process_group) -> tuple[str, str]:
@@ -109,6 +120,8 @@ def _choose_flag(flag: str, scorer: str, margin, threshold: float) -> tuple[str,
     """``(flag, threshold)``: the rule ``"auto"`` stands for with ``scorer``; ``"margin"`` checked before
     any scoring and turned into its fixed threshold ``-margin`` (``flag_rows`` then flags as for ``"score"``)."""
     flag = ("margin" if scorer == "knn" else "score") if flag == "auto" else flag
+    if flag == "posterior" and scorer != "knn":
+        raise ValueError(f"flag='posterior' needs the class votes of scorer='knn', got scorer={scorer!r}")
     if flag == "margin":
         if scorer != "knn":
             raise ValueError(f"flag='margin' needs the vote shares of scorer='knn', got scorer={scorer!r}")
@@ -150,9 +163,10 @@ def find_label_issues(features, labels, *, clean_idx=None, clean_features=None, 
     scorer, reason = _choose_scorer(scorer, features, clean_features, process_group)
     flag, threshold = _choose_flag(flag, scorer, margin, threshold)
     if scorer == "knn":
-        score, quality, suggested, clean_scores = _knn(features, y, clean_idx, clean_features, clean_labels, C,
-                                                       device, chunk_rows)
+        score, quality, suggested, clean_scores, post = _knn(features, y, clean_idx, clean_features, clean_labels,
+                                                             C, device, chunk_rows, posterior=flag == "posterior")
     else:
+        post = None
         cz, cy = (np.asarray(features[clean_idx]), y[clean_idx]) if clean_idx is not None else (clean_features, clean_labels)
         res = score_dataset(features, y, cz, cy, num_classes=C, chunk_rows=chunk_rows, device=device,
                             progress=progress, process_group=process_group, **_FBR[scorer])
@@ -165,7 +179,7 @@ def find_label_issues(features, labels, *, clean_idx=None, clean_features=None, 
             # small: every rank scores them itself, the same arithmetic as one process (no collectives)
             clean_scores = score_dataset(cz, cy, cz, cy, num_classes=C, chunk_rows=chunk_rows, device=device,
                                          **_FBR[scorer]).scores
-    return flag_rows(score, quality, suggested, y, clean_idx, clean_scores, C, flag, alpha, threshold,
+    return flag_rows(score, quality, suggested, y, clean_idx, clean_scores, C, flag, alpha, threshold, post,
                     {"scorer": scorer, "scorer_reason": reason, "flag": flag,
                      **({"alpha": alpha} if flag == "fdr" else {}),
                      **({"threshold": threshold} if flag == "score" else {}),

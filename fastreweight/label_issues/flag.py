@@ -46,11 +46,15 @@ def fdr_threshold(scores: np.ndarray, clean_scores: np.ndarray, noise_rate: floa
     return float(t[ok[-1]]) if ok.size else float("-inf")
 
 
-def flag_rows(score, quality, suggested, y, clean_idx, clean_scores, C, flag, alpha, threshold, settings) -> LabelIssues:
-    """The flagged set by rule ``flag`` (find.py's module doc), wrapped with the columns in a ``LabelIssues``."""
+def flag_rows(score, quality, suggested, y, clean_idx, clean_scores, C, flag, alpha, threshold, posterior,
+              settings) -> LabelIssues:
+    """The flagged set by rule ``flag`` (find.py's module doc), wrapped with the columns in a ``LabelIssues``.
+    ``posterior``: ``find._knn``'s noise-model posterior, for ``flag="posterior"`` (else ``None``)."""
     others = np.ones(score.shape[0], bool)
     if clean_idx is not None:
         others[clean_idx] = False
+    if flag == "posterior":
+        return _flag_by_posterior(score, quality, suggested, y, others, C, posterior, settings)
     rate = estimate_noise_rate(score[others], clean_scores)
     if flag == "fdr":
         threshold = fdr_threshold(score[others], clean_scores, rate, alpha)
@@ -65,4 +69,19 @@ def flag_rows(score, quality, suggested, y, clean_idx, clean_scores, C, flag, al
     return LabelIssues(given_label=y, predicted_label=np.asarray(suggested, dtype=np.int64), score=score,
                        label_score=np.asarray(quality, dtype=np.float64), is_label_issue=flagged,
                        threshold=float(threshold), estimated_noise_rate=None if not np.isfinite(rate) else rate,
+                       num_classes=C, settings=settings)
+
+
+def _flag_by_posterior(score, quality, suggested, y, others, C, posterior, settings) -> LabelIssues:
+    """``flag="posterior"``: the rows whose given label is more likely wrong than right (posterior.py);
+    the flagged set is not a score threshold (``threshold`` is nan), and the noise rate is the model's."""
+    from .posterior import LEVEL
+
+    post_given, T, rate, iterations, (a, b) = posterior
+    settings.update(level=LEVEL, calibration={"P": round(a, 4), "Q": round(b, 4)}, em_iterations=iterations,
+                    transition_diagonal=[round(float(v), 4) for v in np.diag(T)])
+    flagged = (post_given < LEVEL) & others
+    return LabelIssues(given_label=y, predicted_label=np.asarray(suggested, dtype=np.int64), score=score,
+                       label_score=np.asarray(quality, dtype=np.float64), is_label_issue=flagged,
+                       threshold=float("nan"), estimated_noise_rate=None if not np.isfinite(rate) else rate,
                        num_classes=C, settings=settings)

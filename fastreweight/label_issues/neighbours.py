@@ -37,7 +37,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["neighbour_agreement", "trusted_votes", "clean_votes", "standardised"]
+__all__ = ["neighbour_agreement", "neighbour_votes", "agreement_from_votes", "trusted_votes", "clean_votes",
+           "standardised"]
 
 
 def standardised(features, device) -> torch.Tensor:
@@ -107,16 +108,37 @@ def trusted_votes(z: torch.Tensor, labels: torch.Tensor, clean_mask: torch.Tenso
     return P
 
 
-def neighbour_agreement(features, labels, clean_mask, *, num_classes: int, k: int = 30, temperature: float = 0.1,
-                        clean_weight: float = 3.0, rounds: int = 3, chunk_rows: int = 4096, device="cpu"):
-    """``(score, label_quality, suggested)`` of every row (numpy arrays; see the module doc).
-
-    ``features`` N×d, ``labels`` N (the trusted label on clean rows), ``clean_mask`` N bool."""
+def neighbour_votes(features, labels, clean_mask, *, num_classes: int, k: int = 30, temperature: float = 0.1,
+                    clean_weight: float = 3.0, rounds: int = 3, clean_k: int | None = None,
+                    clean_temperature: float = 0.1, chunk_rows: int = 4096, device="cpu"):
+    """``(P, Q)``: the trusted votes ``P`` (N×C numpy) of the module doc and, when ``clean_k`` is given,
+    the clean rows' own votes ``Q`` (``clean_votes``; else ``None``).  Both exclude each row itself."""
     z = standardised(features, device)
     y = torch.as_tensor(np.asarray(labels), dtype=torch.int64, device=z.device)
     clean = torch.as_tensor(np.asarray(clean_mask), dtype=torch.bool, device=z.device)
     P = trusted_votes(z, y, clean, num_classes=num_classes, k=k, temperature=temperature,
                       clean_weight=clean_weight, rounds=rounds, chunk_rows=chunk_rows)
-    own = P.gather(1, y[:, None])[:, 0]
-    other = P.scatter(1, y[:, None], -1.0).max(1).values
-    return (own - other).cpu().numpy(), own.cpu().numpy(), P.argmax(1).cpu().numpy()
+    Q = (None if clean_k is None else
+         clean_votes(z, y, clean, num_classes, clean_k, clean_temperature, chunk_rows).cpu().numpy())
+    return P.cpu().numpy(), Q
+
+
+def agreement_from_votes(P: np.ndarray, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(score, label_quality, suggested)`` from the votes ``P`` (N×C): ``P_{i,y_i} − max_{c≠y_i} P_ic``,
+    ``P_{i,y_i}`` and ``argmax_c P_ic``."""
+    y = np.asarray(labels, np.int64)
+    rows = np.arange(y.size)
+    own = P[rows, y]
+    other = P.copy()
+    other[rows, y] = -1.0
+    return own - other.max(1), own, P.argmax(1)
+
+
+def neighbour_agreement(features, labels, clean_mask, *, num_classes: int, k: int = 30, temperature: float = 0.1,
+                        clean_weight: float = 3.0, rounds: int = 3, chunk_rows: int = 4096, device="cpu"):
+    """``(score, label_quality, suggested)`` of every row (numpy arrays; see the module doc).
+
+    ``features`` N×d, ``labels`` N (the trusted label on clean rows), ``clean_mask`` N bool."""
+    P, _ = neighbour_votes(features, labels, clean_mask, num_classes=num_classes, k=k, temperature=temperature,
+                           clean_weight=clean_weight, rounds=rounds, chunk_rows=chunk_rows, device=device)
+    return agreement_from_votes(P, labels)
