@@ -185,25 +185,33 @@ def _li_cell(rs, field, fmt="{:.3f}"):
     return _ms(vals, fmt) if vals else "—"
 
 
+#: fastreweight tools whose flagged set is checked against cleanlab's: the default, and each named flag rule
+_LI_FLAG_TOOLS = ("fastreweight:auto", "fastreweight:knn/posterior")
+
+
 def _li_flagged_vs_cleanlab(sel, features, noise):
-    """Whether the default tool's flagged set (``fastreweight:auto``: mean precision and recall over seeds)
-    has precision and recall at or above each cleanlab variant's in this cell."""
+    """Whether each flag rule's flagged set (``_LI_FLAG_TOOLS``: mean precision and recall over seeds) has
+    precision and recall at or above each cleanlab variant's in this cell."""
     def pr(tool):
         rs = [r for r in sel.get(tool, (None, []))[1] if r["features"] == features and r["noise"] == noise]
         return (statistics.mean(r["precision"] for r in rs), statistics.mean(r["recall"] for r in rs)) if rs else None
 
-    ours = pr("fastreweight:auto")
-    if ours is None:
-        return None
-    verdicts = []
-    for tool in _LI_TOOL_ORDER:
-        theirs = pr(tool)
-        if theirs is None or (tool == "cleanlab:datalab-lr" and theirs == pr("cleanlab:lr")):
+    out = []
+    for ours_tool in _LI_FLAG_TOOLS:
+        ours = pr(ours_tool)
+        if ours is None:
             continue
-        ok = ours[0] >= theirs[0] and ours[1] >= theirs[1]
-        verdicts.append(f"{'at or above' if ok else '**not** at or above'} `{tool}` ({theirs[0]:.3f} / {theirs[1]:.3f})")
-    return (f"flagged set (precision / recall) of `fastreweight:auto` {ours[0]:.3f} / {ours[1]:.3f}: "
-            + ", ".join(verdicts)) if verdicts else None
+        verdicts = []
+        for tool in _LI_TOOL_ORDER:
+            theirs = pr(tool)
+            if theirs is None or (tool == "cleanlab:datalab-lr" and theirs == pr("cleanlab:lr")):
+                continue
+            ok = ours[0] >= theirs[0] and ours[1] >= theirs[1]
+            verdicts.append(f"{'at or above' if ok else '**not** at or above'} `{tool}` ({theirs[0]:.3f} / {theirs[1]:.3f})")
+        if verdicts:
+            out.append(f"flagged set (precision / recall) of `{ours_tool}` {ours[0]:.3f} / {ours[1]:.3f}: "
+                       + ", ".join(verdicts))
+    return "; ".join(out) or None
 
 
 def label_issues_table(features):
@@ -257,41 +265,61 @@ def label_issues_table(features):
     return "\n".join(lines)
 
 
-def label_issues_vs_cleanlab_table(name="heldout_label_issues_mnist5k.jsonl", note="seeds never used to choose a setting"):
-    """Cells no setting was chosen on: fastreweight's default scorer against both cleanlab variants."""
-    recs = [r for r in (_jsonl(name) or []) if "tool" in r]
-    if not recs:
+def label_issues_vs_cleanlab_table(names=("heldout_label_issues_mnist5k.jsonl", "heldout_label_issues_posterior.jsonl"),
+                                   note="seeds never used to choose a setting"):
+    """fastreweight's flag rules against both cleanlab variants, from the records of ``names`` together
+    (the first record of each (seed, features, noise, tool) counts)."""
+    recs, seen, used = [], set(), []
+    for name in names:
+        got = [r for r in (_jsonl(name) or []) if "tool" in r]
+        if got:
+            used.append(name)
+        for r in got:
+            key = (r["seed"], r["features"], r["noise"], r["tool"])
+            if key not in seen:
+                seen.add(key)
+                recs.append(r)
+    ours_all = sorted({r["tool"] for r in recs if r["tool"].startswith("fastreweight:")})
+    if not recs or not ours_all:
         return None
     by = defaultdict(list)
     for r in recs:
         by[(r["features"], r["noise"], r["tool"])].append(r)
     cells = sorted({(r["features"], r["noise"]) for r in recs}, key=lambda c: (c[0] != "pca", _li_noise_key(c[1])))
-    ours = next(t for t in sorted({r["tool"] for r in recs}) if t.startswith("fastreweight:"))
     mean = lambda c, t, f: statistics.mean(r[f] for r in by[c + (t,)])  # noqa: E731
     seeds = sorted({r["seed"] for r in recs})
-    kinds = " --features pca" if {r["features"] for r in recs} == {"pca"} else ""
-    if any(r["noise"] not in ("sym", "pair", "confusion", "boundary", "cluster") for r in recs):
-        kinds += " --noise " + " ".join(sorted({r["noise"] for r in recs}, key=_li_noise_key))
-    lines = [f"Source: `benchmarks/results/{name}` (`python benchmarks/compare_label_issues.py --seeds "
-             f"{' '.join(map(str, seeds))}{kinds} --tools cleanlab:datalab-knn cleanlab:lr {ours}`; commit "
-             f"{', '.join(sorted({r['env']['commit'] for r in recs}))}, {min(r['env']['date'] for r in recs)[:10]}); "
-             f"{note}; mean over seeds. Ranking: AUROC / precision@k of "
-             f"`{ours}` against the better cleanlab variant of each metric; flagged set: precision / recall.",
+    lines = [f"Source: {', '.join(f'`benchmarks/results/{n}`' for n in used)} (`python "
+             f"benchmarks/compare_label_issues.py --seeds {' '.join(map(str, seeds))} ...`; commits "
+             f"{', '.join(sorted({r['env']['commit'] for r in recs}))}, {min(r['env']['date'] for r in recs)[:10]} to "
+             f"{max(r['env']['date'] for r in recs)[:10]}); {note}; mean over seeds. Ranking: AUROC / precision@k "
+             "against the better cleanlab variant of each metric; flagged set: precision / recall; a verdict says "
+             "whether the flagged set is at or above both cleanlab variants on both.",
              "",
-             f"| features | noise | `{ours}` ranking | best cleanlab ranking | `{ours}` flagged | Datalab kNN flagged | "
-             "5-fold LR flagged | flagged set at or above both |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| features | noise | seeds | " + " | ".join(f"`{t}` ranking | `{t}` flagged | verdict" for t in ours_all)
+             + " | best cleanlab ranking | Datalab kNN flagged | 5-fold LR flagged |",
+             "| --- | --- | --- | " + " | ".join("--- | --- | ---" for _ in ours_all) + " | --- | --- | --- |"]
+    wins = defaultdict(int)
+    shown = 0
     for c in cells:
         cl = [t for t in ("cleanlab:datalab-knn", "cleanlab:lr") if by[c + (t,)]]
-        if not by[c + (ours,)] or len(cl) < 2:
+        if len(cl) < 2 or not all(by[c + (t,)] for t in ours_all):
             continue
-        pr = {t: (mean(c, t, "precision"), mean(c, t, "recall")) for t in cl + [ours]}
-        ok = all(pr[ours][0] >= pr[t][0] and pr[ours][1] >= pr[t][1] for t in cl)
+        cl_seeds = {r["seed"] for t in cl for r in by[c + (t,)]}
+        if any({r["seed"] for r in by[c + (t,)]} != cl_seeds for t in ours_all + cl):
+            continue  # a cell compares like with like: every tool on the same seeds
+        shown += 1
+        pr = {t: (mean(c, t, "precision"), mean(c, t, "recall")) for t in cl + ours_all}
         best = (max(mean(c, t, "auroc") for t in cl), max(mean(c, t, "precision_at_k") for t in cl))
-        lines.append(f"| {c[0]} | {c[1]} | {mean(c, ours, 'auroc'):.3f} / {mean(c, ours, 'precision_at_k'):.3f} | "
-                     f"{best[0]:.3f} / {best[1]:.3f} | {pr[ours][0]:.3f} / {pr[ours][1]:.3f} | "
-                     f"{pr[cl[0]][0]:.3f} / {pr[cl[0]][1]:.3f} | {pr[cl[1]][0]:.3f} / {pr[cl[1]][1]:.3f} | "
-                     f"{'yes' if ok else '**no**'} |")
+        cols = []
+        for t in ours_all:
+            ok = all(pr[t][0] >= pr[u][0] and pr[t][1] >= pr[u][1] for u in cl)
+            wins[t] += ok
+            cols.append(f"{mean(c, t, 'auroc'):.3f} / {mean(c, t, 'precision_at_k'):.3f} | "
+                        f"{pr[t][0]:.3f} / {pr[t][1]:.3f} | {'yes' if ok else '**no**'}")
+        lines.append(f"| {c[0]} | {c[1]} | {len(cl_seeds)} | " + " | ".join(cols) + f" | {best[0]:.3f} / {best[1]:.3f} | "
+                     f"{pr[cl[0]][0]:.3f} / {pr[cl[0]][1]:.3f} | {pr[cl[1]][0]:.3f} / {pr[cl[1]][1]:.3f} |")
+    lines += ["", "Flagged set at or above both cleanlab variants: "
+              + "; ".join(f"`{t}` in {wins[t]} of {shown} cells" for t in ours_all) + "."]
     return "\n".join(lines)
 
 
@@ -1602,12 +1630,12 @@ DOC = [
     ("label-issues", 3, "Against cleanlab, every tool given the same features (MNIST-5k)", _LI_TEXT, label_issues_source),
     ("label-issues-pca", 4, "Features: " + _LI_FEATURES["pca"], None, lambda: label_issues_table("pca")),
     ("label-issues-learned", 4, "Features: " + _LI_FEATURES["learned"], None, lambda: label_issues_table("learned")),
-    ("label-issues-heldout", 4, "Held-out seeds 3–5: the default scorer against cleanlab", None,
+    ("label-issues-heldout", 4, "Held-out seeds 3–5: each flag rule against cleanlab", None,
      label_issues_vs_cleanlab_table),
-    ("label-issues-low-noise", 4, "10% noise: the default scorer against cleanlab", None,
-     lambda: label_issues_vs_cleanlab_table("lownoise_label_issues_mnist5k.jsonl",
-                                        "every kind at 10% instead of 25–30%, PCA features; no setting was chosen "
-                                        "at this rate")),
+    ("label-issues-low-noise", 4, "10% noise: each flag rule against cleanlab", None,
+     lambda: label_issues_vs_cleanlab_table(("lownoise_label_issues_mnist5k.jsonl", "lownoise_label_issues_more.jsonl",
+                                             "lownoise_label_issues_fastreweight.jsonl"),
+                                            "every kind at 10% instead of 25–30%; no setting was chosen at this rate")),
     ("cleanlab", 3, "Against cleanlab on raw pixels, seeds 0–2 (superseded)", _SUPERSEDED + " Setup: raw pixels, "
      "symmetric noise; cleanlab given 5-fold cross-validated logistic-regression probabilities on the noisy labels "
      "(capped at `max_iter=200`, warnings silenced), fastreweight `M` clean labels; flagged = score ≤ 0.",

@@ -181,9 +181,22 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def _flag_note(issues: LabelIssues) -> str:
+    """How the flagged set relates to the histogram: a threshold (dashed line), or the posterior rule."""
+    if math.isfinite(float(issues.threshold)) or issues.settings.get("flag") != "posterior":
+        return "Rows with score ≤ the threshold (dashed line) are flagged."
+    flagged = np.asarray(issues.score)[np.asarray(issues.is_label_issue, bool)]
+    span = f" Their scores span {flagged.min():.3g} to {flagged.max():.3g}." if flagged.size else ""
+    return ("No threshold on the score: a row is flagged when the fitted noise model finds its given label more "
+            "likely wrong than right (flag='posterior')." + span)
+
+
 def _settings_table(issues: LabelIssues) -> str:
-    rows = [("rows", len(issues)), ("flagged", int(np.sum(issues.is_label_issue))),
-            ("threshold (flagged: score ≤ it)", float(issues.threshold)), ("classes", _num_classes(issues))]
+    rule = (("threshold (flagged: score ≤ it)", float(issues.threshold)) if math.isfinite(float(issues.threshold))
+            or issues.settings.get("flag") != "posterior" else
+            ("flagged when", f"P(given label right) < {issues.settings.get('level')} under the fitted noise model"))
+    rows = [("rows", len(issues)), ("flagged", int(np.sum(issues.is_label_issue))), rule,
+            ("classes", _num_classes(issues))]
     rows += [(k, v) for k, v in issues.settings.items() if k != "threshold"]
     body = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(_fmt(v))}</td></tr>" for k, v in rows)
     return f'<table class="settings">{body}</table>'
@@ -413,8 +426,8 @@ def render_report(issues: LabelIssues, *, images=None, class_names=None, title: 
         f"<header><h1>{_esc(title)}</h1>",
         f'<p class="summary">{_esc(issues.summary())}</p>{synthetic}</header>',
         f'<section id="settings"><h2>Settings</h2>{_settings_table(issues)}</section>',
-        f'<section id="histogram"><h2>Score histogram</h2><p class="note">Rows with score ≤ the threshold '
-        f"(dashed line) are flagged.</p>{_histogram(issues, true_labels)}</section>",
+        f'<section id="histogram"><h2>Score histogram</h2><p class="note">{_esc(_flag_note(issues))}</p>'
+        f"{_histogram(issues, true_labels)}</section>",
         '<div class="overview">',
         f'<section id="matrix"><h2>Given vs suggested label, flagged rows</h2>'
         f'<p class="note">{flagged} flagged rows by given label (rows) and suggested label (columns).</p>'
