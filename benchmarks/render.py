@@ -209,8 +209,11 @@ def _li_flagged_vs_cleanlab(sel, features, noise):
             ok = ours[0] >= theirs[0] and ours[1] >= theirs[1]
             verdicts.append(f"{'at or above' if ok else '**not** at or above'} `{tool}` ({theirs[0]:.3f} / {theirs[1]:.3f})")
         if verdicts:
-            out.append(f"flagged set (precision / recall) of `{ours_tool}` {ours[0]:.3f} / {ours[1]:.3f}: "
-                       + ", ".join(verdicts))
+            rs = sel[ours_tool][1]
+            rules = sorted({(r.get("settings") or {}).get("flag", "?") for r in rs})
+            commits = sorted({r["env"]["commit"] for r in rs})
+            out.append(f"flagged set (precision / recall) of `{ours_tool}` (flag {', '.join(rules)}, commit "
+                       f"{', '.join(commits)}) {ours[0]:.3f} / {ours[1]:.3f}: " + ", ".join(verdicts))
     return "; ".join(out) or None
 
 
@@ -265,13 +268,13 @@ def label_issues_table(features):
     return "\n".join(lines)
 
 
-def label_issues_vs_cleanlab_table(names=("heldout_label_issues_mnist5k.jsonl", "heldout_label_issues_posterior.jsonl"),
-                                   note="seeds never used to choose a setting"):
+def label_issues_vs_cleanlab_table(names=("heldout_label_issues_2026-12-07.jsonl",),
+                                   note="seeds never used to choose a setting", exclude=()):
     """fastreweight's flag rules against both cleanlab variants, from the records of ``names`` together
-    (the first record of each (seed, features, noise, tool) counts)."""
+    (the first record of each (seed, features, noise, tool) counts; tools in ``exclude`` left out)."""
     recs, seen, used = [], set(), []
     for name in names:
-        got = [r for r in (_jsonl(name) or []) if "tool" in r]
+        got = [r for r in (_jsonl(name) or []) if "tool" in r and r["tool"] not in exclude]
         if got:
             used.append(name)
         for r in got:
@@ -318,6 +321,9 @@ def label_issues_vs_cleanlab_table(names=("heldout_label_issues_mnist5k.jsonl", 
                         f"{pr[t][0]:.3f} / {pr[t][1]:.3f} | {'yes' if ok else '**no**'}")
         lines.append(f"| {c[0]} | {c[1]} | {len(cl_seeds)} | " + " | ".join(cols) + f" | {best[0]:.3f} / {best[1]:.3f} | "
                      f"{pr[cl[0]][0]:.3f} / {pr[cl[0]][1]:.3f} | {pr[cl[1]][0]:.3f} / {pr[cl[1]][1]:.3f} |")
+    rule_of = {t: sorted({(r.get("settings") or {}).get("flag", "?") for r in recs if r["tool"] == t}) for t in ours_all}
+    lines += ["", "Flag rule of each column: " + "; ".join(f"`{t}`: `{'`, `'.join(rule_of[t])}`" for t in ours_all)
+              + " (the default of its commit where the tool names none)."]
     lines += ["", "Flagged set at or above both cleanlab variants: "
               + "; ".join(f"`{t}` in {wins[t]} of {shown} cells" for t in ours_all) + "."]
     return "\n".join(lines)
@@ -1528,7 +1534,8 @@ _LI_TEXT = (
     "(`clean_idx`). Tools: `cleanlab:datalab-knn` is `Datalab.find_issues(features=...)` (cleanlab's kNN label "
     "check); `cleanlab:lr` is `filter.find_label_issues` and `rank.get_label_quality_scores` on 5-fold out-of-sample "
     "`pred_probs` of a converged logistic regression on standardised features (its seconds include the "
-    "cross-validation); `fastreweight:NAME` is `find_label_issues(..., scorer=NAME)` for every name of `SCORERS`. "
+    "cross-validation); `fastreweight:NAME` is `find_label_issues(..., scorer=NAME)` for every name of `SCORERS` "
+    "(with the default flag rule of the commit that wrote it), `fastreweight:NAME/FLAG` the same with `flag=FLAG`. "
     "AUROC of 1 − `label_score` for \"the label is wrong\"; precision@k: the k lowest-scored rows, k = the number "
     "of wrong labels; precision, recall and count of the flagged set; est. noise rate: fastreweight's "
     "`estimated_noise_rate` against the true rate of all rows; seconds: the tool's own calls, features given, one "
@@ -1635,7 +1642,8 @@ DOC = [
     ("label-issues-low-noise", 4, "10% noise: each flag rule against cleanlab", None,
      lambda: label_issues_vs_cleanlab_table(("lownoise_label_issues_mnist5k.jsonl", "lownoise_label_issues_more.jsonl",
                                              "lownoise_label_issues_fastreweight.jsonl"),
-                                            "every kind at 10% instead of 25–30%; no setting was chosen at this rate")),
+                                            "every kind at 10% instead of 25–30%; no setting was chosen at this rate",
+                                            exclude=("fastreweight:knn",))),
     ("cleanlab", 3, "Against cleanlab on raw pixels, seeds 0–2 (superseded)", _SUPERSEDED + " Setup: raw pixels, "
      "symmetric noise; cleanlab given 5-fold cross-validated logistic-regression probabilities on the noisy labels "
      "(capped at `max_iter=200`, warnings silenced), fastreweight `M` clean labels; flagged = score ≤ 0.",

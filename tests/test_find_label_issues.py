@@ -190,7 +190,7 @@ def test_find_label_issues_rejects_bad_input():
 
 
 def test_margin_flag_is_the_vote_lead():
-    """flag='margin' (knn's default) flags exactly the non-clean rows with score <= -margin; a larger
+    """flag='margin' flags exactly the non-clean rows with score <= -margin; a larger
     margin flags a subset; bad margins and FBR scorers raise naming the argument."""
     x, y, noisy, clean = _blobs(n=400, clean_per_class=20)
     sets = []
@@ -202,8 +202,8 @@ def test_margin_flag_is_the_vote_lead():
         assert r.threshold == -m and r.settings["margin"] == m and r.settings["flag"] == "margin"
         sets.append(r.is_label_issue)
     assert (sets[1] <= sets[0]).all() and (sets[2] <= sets[1]).all() and sets[0].sum() > sets[2].sum()
-    auto = find_label_issues(x, noisy, clean_idx=clean)
-    assert auto.settings["flag"] == "margin" and auto.settings["margin"] == 0.35
+    auto = find_label_issues(x, noisy, clean_idx=clean)  # knn's default rule is the posterior
+    assert auto.settings["flag"] == "posterior" and "margin" not in auto.settings
     for bad in (-0.1, 2.0, "0.3", True, float("nan")):
         with pytest.raises(ValueError, match="margin must be"):
             find_label_issues(x, noisy, clean_idx=clean, flag="margin", margin=bad)
