@@ -186,7 +186,7 @@ def _li_cell(rs, field, fmt="{:.3f}"):
 
 
 #: fastreweight tools whose flagged set is checked against cleanlab's: the default, and each named flag rule
-_LI_FLAG_TOOLS = ("fastreweight:auto", "fastreweight:knn/posterior")
+_LI_FLAG_TOOLS = ("fastreweight:auto", "fastreweight:knn/margin")
 
 
 def _li_flagged_vs_cleanlab(sel, features, noise):
