@@ -151,3 +151,21 @@ def test_report_of_a_posterior_flagged_set_says_how_it_was_flagged(tmp_path):
     assert 'class="threshold"' not in page and "nan" not in page.lower().split("<body")[1]
     with pytest.raises(FileExistsError):
         write_report(r, str(path))
+
+
+def test_knn_memory_bytes_covers_the_posterior():
+    """The posterior's arrays (numpy, traced) stay within what knn_memory_bytes adds for it."""
+    import tracemalloc
+
+    from fastreweight.label_issues import knn_memory_bytes
+
+    x, y, noisy, clean = _blobs(3000, 20, 0.2, seed=7, clean_per_class=5)
+    find_label_issues(x, noisy, clean_idx=clean, flag="posterior", num_classes=20)  # imports (scipy) untraced
+    peaks = {}
+    for flag in ("margin", "posterior"):
+        tracemalloc.start()
+        find_label_issues(x, noisy, clean_idx=clean, flag=flag, num_classes=20)
+        peaks[flag] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    extra = knn_memory_bytes(3000, 8, 20, posterior=True) - knn_memory_bytes(3000, 8, 20, posterior=False)
+    assert 0 < peaks["posterior"] - peaks["margin"] <= extra

@@ -118,12 +118,15 @@ def _choose_scorer(scorer: str, features, clean_features, process_group) -> tupl
     return "knn", f"auto: {rows} rows <= KNN_MAX_ROWS = {KNN_MAX_ROWS}, features in memory"
 
 
-def knn_memory_bytes(n: int, d: int, c: int, chunk_rows: int = 8192) -> int:
+def knn_memory_bytes(n: int, d: int, c: int, chunk_rows: int = 8192, posterior: bool = True) -> int:
     """About the memory ``scorer="knn"`` holds for ``n`` rows (dataset plus separate clean rows) of ``d``
     features and ``c`` classes: the rows as float32 and their standardised copy, one chunk's similarities
-    to every row (``min(chunk_rows, KNN_CHUNK_ROWS)`` rows at a time) and the class votes."""
+    to every row (``min(chunk_rows, KNN_CHUNK_ROWS)`` rows at a time) and the class votes; with
+    ``posterior`` (``flag="posterior"``, the default) also the clean vote (float32) and, in float64, both
+    votes, their logs, the class probabilities, the EM's posterior and one temporary of its size."""
     chunk = min(chunk_rows, KNN_CHUNK_ROWS, n)
-    return 4 * (2 * n * d + 2 * chunk * n + 2 * n * c)
+    votes = 4 * (2 * n * d + 2 * chunk * n + 2 * n * c)
+    return votes + (n * c * (4 + 8 * 2 + 8 * 2 + 8 * 4) if posterior else 0)
 
 
 def _choose_flag(flag: str, scorer: str, margin, threshold: float) -> tuple[str, float]:

@@ -83,15 +83,17 @@ def noise_posterior(pi: np.ndarray, labels: np.ndarray, clean_mask: np.ndarray
     y = np.asarray(labels, np.int64)
     rows = np.arange(N)
     other = ~np.asarray(clean_mask, bool)
-    onehot = np.zeros((int(other.sum()), C))
-    onehot[np.arange(onehot.shape[0]), y[other]] = 1.0
+    y_other, pi_other = y[other], pi[other]
+    by_label = [(a, np.flatnonzero(y_other == a)) for a in np.unique(y_other)]  # rows given each label
     T = np.full((C, C), 0.1 / max(C - 1, 1))
     np.fill_diagonal(T, 0.9)
     it = 0
     for it in range(1, _EM_ITERATIONS + 1):
-        post = pi[other] * T[:, y[other]].T
+        post = pi_other * T[:, y_other].T
         post /= post.sum(1, keepdims=True).clip(1e-300)
-        counts = post.T @ onehot + 1e-3  # true class × given label
+        counts = np.full((C, C), 1e-3)  # true class × given label
+        for a, members in by_label:
+            counts[:, a] += post[members].sum(0)
         T_new = counts / counts.sum(1, keepdims=True)
         done = float(np.abs(T_new - T).max()) < _EM_TOL
         T = T_new
