@@ -66,10 +66,7 @@ def flag_rows(score, quality, suggested, y, clean_idx, clean_scores, C, flag, al
         threshold = float(np.sort(score[others])[k - 1]) if k else float("-inf")
     # "score", and "margin" (find_label_issues passes its threshold -margin): a fixed threshold
     flagged = (score <= threshold) & others
-    return LabelIssues(given_label=y, predicted_label=np.asarray(suggested, dtype=np.int64), score=score,
-                       label_score=np.asarray(quality, dtype=np.float64), is_label_issue=flagged,
-                       threshold=float(threshold), estimated_noise_rate=None if not np.isfinite(rate) else rate,
-                       num_classes=C, settings=settings)
+    return _issues(score, quality, suggested, y, flagged, threshold, rate, C, settings)
 
 
 def _flag_by_posterior(score, quality, suggested, y, others, C, posterior, settings) -> LabelIssues:
@@ -80,8 +77,11 @@ def _flag_by_posterior(score, quality, suggested, y, others, C, posterior, setti
     post_given, T, rate, iterations, (a, b) = posterior
     settings.update(level=LEVEL, calibration={"P": round(a, 4), "Q": round(b, 4)}, em_iterations=iterations,
                     transition_diagonal=[round(float(v), 4) for v in np.diag(T)])
-    flagged = (post_given < LEVEL) & others
+    return _issues(score, quality, suggested, y, (post_given < LEVEL) & others, float("nan"), rate, C, settings)
+
+
+def _issues(score, quality, suggested, y, flagged, threshold, rate, C, settings) -> LabelIssues:
     return LabelIssues(given_label=y, predicted_label=np.asarray(suggested, dtype=np.int64), score=score,
                        label_score=np.asarray(quality, dtype=np.float64), is_label_issue=flagged,
-                       threshold=float("nan"), estimated_noise_rate=None if not np.isfinite(rate) else rate,
+                       threshold=float(threshold), estimated_noise_rate=None if not np.isfinite(rate) else rate,
                        num_classes=C, settings=settings)

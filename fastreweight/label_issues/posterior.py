@@ -10,8 +10,8 @@ Two steps, both fitted on the dataset at hand:
 
    with ``(a, b)`` minimising the negative log-likelihood of the clean rows' trusted labels (each clean
    row's votes exclude itself, so this is out of sample).  The fit is convex (a log-sum-exp of a
-   linear map minus a linear term), so it has one minimum.  The clean rows measure how far to trust
-   each vote: a dataset whose noisy neighbours mislead ``P`` (a flipped cluster) gives ``b`` weight.
+   linear map minus a linear term), so it has one minimum.  The clean rows decide how far to trust
+   each vote on this dataset (``settings["calibration"]`` records both weights).
 2. **A class-conditional noise model fitted by EM** over the other rows: ``T[c, a]`` = P(given label
    ``a`` | true class ``c``), started at 0.9 on the diagonal.  The E-step is Bayes' rule,
 

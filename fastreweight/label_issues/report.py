@@ -181,9 +181,14 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def _by_posterior(issues: LabelIssues) -> bool:
+    """True when the flagged set came from ``flag="posterior"`` (no score threshold)."""
+    return not math.isfinite(float(issues.threshold)) and issues.settings.get("flag") == "posterior"
+
+
 def _flag_note(issues: LabelIssues) -> str:
     """How the flagged set relates to the histogram: a threshold (dashed line), or the posterior rule."""
-    if math.isfinite(float(issues.threshold)) or issues.settings.get("flag") != "posterior":
+    if not _by_posterior(issues):
         return "Rows with score ≤ the threshold (dashed line) are flagged."
     flagged = np.asarray(issues.score)[np.asarray(issues.is_label_issue, bool)]
     span = f" Their scores span {flagged.min():.3g} to {flagged.max():.3g}." if flagged.size else ""
@@ -192,9 +197,8 @@ def _flag_note(issues: LabelIssues) -> str:
 
 
 def _settings_table(issues: LabelIssues) -> str:
-    rule = (("threshold (flagged: score ≤ it)", float(issues.threshold)) if math.isfinite(float(issues.threshold))
-            or issues.settings.get("flag") != "posterior" else
-            ("flagged when", f"P(given label right) < {issues.settings.get('level')} under the fitted noise model"))
+    rule = (("flagged when", f"P(given label right) < {issues.settings.get('level')} under the fitted noise model")
+            if _by_posterior(issues) else ("threshold (flagged: score ≤ it)", float(issues.threshold)))
     rows = [("rows", len(issues)), ("flagged", int(np.sum(issues.is_label_issue))), rule,
             ("classes", _num_classes(issues))]
     rows += [(k, v) for k, v in issues.settings.items() if k != "threshold"]
