@@ -241,9 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--scorer", default=None,
                     help="find_label_issues' scorer: auto, knn, fbr or fbr-whiten (default: auto, or fbr-whiten "
                          "with --whiten auto --refine 1; the other FBR options score through score_dataset)")
-    sc.add_argument("--flag", default=None, help="find_label_issues' flagging rule: auto, margin, posterior, fdr, rate or score "
-                         "(posterior: the rows whose label a noise model fitted to the data finds more likely "
-                         "wrong than right; knn only)")
+    sc.add_argument("--flag", default=None, help="flag rule: auto (knn: posterior), posterior, margin, fdr, rate, score")
     sc.add_argument("--margin", type=float, default=None,
                     help="with --flag margin (scorer knn): flag rows whose vote for another class leads by this much")
     sc.add_argument("--fdr", type=float, default=None, help="with --flag fdr: the target false-discovery rate")
