@@ -97,7 +97,7 @@ FEATURES = ("pca", "learned")
 
 
 #: fastreweight tools that name a flagging rule beside the scorer (``fastreweight:SCORER/FLAG``)
-FLAG_VARIANTS = ("knn/margin", "knn/posterior")
+FLAG_VARIANTS = ("knn/margin", "knn/posterior", "knn/confident")
 
 
 def fastreweight_tools() -> list[str]:

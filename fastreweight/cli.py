@@ -241,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--scorer", default=None,
                     help="find_label_issues' scorer: auto, knn, fbr or fbr-whiten (default: auto, or fbr-whiten "
                          "with --whiten auto --refine 1; the other FBR options score through score_dataset)")
-    sc.add_argument("--flag", default=None, help="flag rule: auto (knn: posterior), posterior, margin, fdr, rate, score")
+    sc.add_argument("--flag", default=None, help="flag rule: auto (knn: confident), confident, posterior, margin, fdr, rate, score")
     sc.add_argument("--margin", type=float, default=None,
                     help="with --flag margin (scorer knn): flag rows whose vote for another class leads by this much")
     sc.add_argument("--fdr", type=float, default=None, help="with --flag fdr: the target false-discovery rate")
@@ -411,7 +411,7 @@ def _score(args, group, write: bool = True) -> int:
     else:
         n = x.shape[0] + (cx.shape[0] if ci is None else 0)
         bound = label_issues.knn_memory_bytes(n, x.shape[1], C, args.chunk_rows,
-                                              posterior=flag.get("flag", "auto") in ("auto", "posterior"))
+                                              posterior=flag.get("flag", "auto") in ("auto", "confident", "posterior"))
         print(f"scoring {x.shape[0]} rows × {x.shape[1]} features against {cx.shape[0]} clean rows, {C} classes; "
               f"memory bound ≈ {bound / 2**20:.0f} MiB "
               f"(scorer {shown}: all rows in memory)")

@@ -202,8 +202,8 @@ def test_margin_flag_is_the_vote_lead():
         assert r.threshold == -m and r.settings["margin"] == m and r.settings["flag"] == "margin"
         sets.append(r.is_label_issue)
     assert (sets[1] <= sets[0]).all() and (sets[2] <= sets[1]).all() and sets[0].sum() > sets[2].sum()
-    auto = find_label_issues(x, noisy, clean_idx=clean)  # knn's default rule is the posterior
-    assert auto.settings["flag"] == "posterior" and "margin" not in auto.settings
+    auto = find_label_issues(x, noisy, clean_idx=clean)  # knn's default rule is the confident one
+    assert auto.settings["flag"] == "confident" and "margin" not in auto.settings
     for bad in (-0.1, 2.0, "0.3", True, float("nan")):
         with pytest.raises(ValueError, match="margin must be"):
             find_label_issues(x, noisy, clean_idx=clean, flag="margin", margin=bad)

@@ -14,6 +14,11 @@ Scorers (``SCORERS``):
 
 Flagging (``flag``):
 
+* ``"confident"`` (``knn`` only; the default) flags the rows ``"posterior"`` flags and, where a count
+  that does not assume class-conditional noise finds more wrong labels (``posterior.confident_count``:
+  the rows whose calibrated probability of another class reaches what the clean rows of that class
+  get), tops the set up to that count with the rows whose calibrated probability of their own label is
+  lowest; the estimated noise rate is the larger of the two;
 * ``"posterior"`` (``knn`` only) flags the rows whose given label is more likely wrong than right under a
   noise model fitted to the dataset (``posterior.py``: the votes calibrated on the clean rows, a
   class-conditional transition matrix by EM) and reports that model's noise rate;
@@ -22,15 +27,13 @@ Flagging (``flag``):
 * ``"fdr"`` flags the rows whose estimated false-discovery rate is at most ``alpha`` (``flag.py``: the
   clean rows' own scores estimate the score distribution of correct labels); ``"rate"`` the estimated
   number of wrong labels, lowest scores first; ``"score"`` every row with score ``<= threshold``;
-* ``"auto"``: ``"posterior"`` for ``"knn"``, ``"score"`` with threshold 0 for the FBR scorers.
+* ``"auto"``: ``"confident"`` for ``"knn"``, ``"score"`` with threshold 0 for the FBR scorers.
 
-Why ``"posterior"`` by default (docs/label-issues.md, the same-features comparison with cleanlab over
-30 cells): its flagged set is at or above both cleanlab variants in precision and recall in 15 cells
-(``"margin"``: 14), its precision is at or above cleanlab's best in 28 (``"margin"``: 16), and its
-noise rate is within about a point of the truth when the noise depends on the class alone.  Where it
-loses, it loses recall: on sample-dependent noise at 25-30% ``"margin"`` finds more of the wrong labels.
-The ``"fdr"`` rule flagged nothing in most instance-noise cells: with about a hundred clean rows their
-hard samples decide the certified threshold.
+Why ``"confident"`` by default (docs/label-issues.md, the same-features comparison with cleanlab): the
+posterior alone is precise but, when labels flip where a sample looks like another class, the
+class-conditional model takes most flips for honest ambiguity and flags too few; the confident count
+does not rest on that model, and topping up to it keeps the posterior's set where the noise depends on
+the class alone (its count is then about the posterior's).
 """
 from __future__ import annotations
 
@@ -38,7 +41,7 @@ import numpy as np
 
 from .flag import flag_rows
 from .neighbours import agreement_from_votes, neighbour_votes
-from .posterior import calibrated_class_probs, noise_posterior
+from .posterior import fit_noise_model
 from .result import LabelIssues
 from .stream import score_dataset
 from .validate import check_find_inputs, nonfinite_message
@@ -47,7 +50,9 @@ __all__ = ["find_label_issues", "SCORERS", "KNN_MAX_ROWS", "knn_memory_bytes"]
 
 SCORERS = ("auto", "knn", "fbr", "fbr-whiten")
 _FBR = {"fbr": dict(), "fbr-whiten": dict(whiten="auto", refine=1)}
-FLAGS = ("auto", "margin", "posterior", "fdr", "rate", "score")
+FLAGS = ("auto", "confident", "margin", "posterior", "fdr", "rate", "score")
+#: the flag rules that need the noise model of ``posterior.py`` (``knn`` only)
+MODEL_FLAGS = ("confident", "posterior")
 #: the clean vote of ``flag="posterior"``: each row's this many nearest clean rows, at the knn temperature
 POSTERIOR_CLEAN_K = 10
 KNN_MAX_ROWS = 200_000
@@ -58,8 +63,8 @@ KNN_CHUNK_ROWS = 4096
 
 
 def _knn(features, y, clean_idx, clean_features, clean_labels, C, device, chunk_rows, posterior: bool):
-    """``(score, quality, suggested, clean_scores, posterior)``; ``posterior`` is ``None`` unless asked
-    for, else ``(post_given, T, rate, iterations, (a, b))`` of ``posterior.py`` on the dataset's rows."""
+    """``(score, quality, suggested, clean_scores, model)``; ``model`` is ``None`` unless ``posterior``
+    asks for it, else ``posterior.py``'s ``NoiseModel`` on the dataset's rows."""
     n = features.shape[0]
     # a memory map (often read-only) gets its own copy: torch refuses to wrap read-only memory quietly
     x = np.array(features, dtype=np.float32, copy=True if isinstance(features, np.memmap) else None)
@@ -81,14 +86,13 @@ def _knn(features, y, clean_idx, clean_features, clean_labels, C, device, chunk_
                            clean_k=POSTERIOR_CLEAN_K if posterior else None)
     score, quality, suggested = agreement_from_votes(P, y)
     clean_scores = score[mask]
-    post = None
+    model = None
     if posterior:
-        pi, weights = calibrated_class_probs(P.astype(np.float64), Q.astype(np.float64), y, mask)
-        post_given, T, rate, iters = noise_posterior(pi, y, mask)
-        post = (post_given[:n], T, rate, iters, weights)
+        model = fit_noise_model(P, Q, y, mask)
+        model = model._replace(post_given=model.post_given[:n], pi_given=model.pi_given[:n])
     if clean_idx is None:  # the appended clean rows are not rows of the dataset
         score, quality, suggested = score[:n], quality[:n], suggested[:n]
-    return score, quality, suggested, clean_scores, post
+    return score, quality, suggested, clean_scores, model
 
 
 def _choose_scorer(scorer: str, features, clean_features, process_group) -> tuple[str, str]:
@@ -122,19 +126,20 @@ def knn_memory_bytes(n: int, d: int, c: int, chunk_rows: int = 8192, posterior: 
     """About the memory ``scorer="knn"`` holds for ``n`` rows (dataset plus separate clean rows) of ``d``
     features and ``c`` classes: the rows as float32 and their standardised copy, one chunk's similarities
     to every row (``min(chunk_rows, KNN_CHUNK_ROWS)`` rows at a time) and the class votes; with
-    ``posterior`` (``flag="posterior"``, the default) also the clean vote (float32) and, in float64, both
-    votes, their logs, the class probabilities, the EM's posterior and one temporary of its size."""
+    ``posterior`` (``flag="confident"`` or ``"posterior"``; the default) also the clean vote (float32) and, in
+    float64, both votes, their logs, the class probabilities, the EM's posterior and one temporary of its
+    size, and the confident count's mask (bool) and masked copy of the probabilities."""
     chunk = min(chunk_rows, KNN_CHUNK_ROWS, n)
     votes = 4 * (2 * n * d + 2 * chunk * n + 2 * n * c)
-    return votes + (n * c * (4 + 8 * 2 + 8 * 2 + 8 * 4) if posterior else 0)
+    return votes + (n * c * (4 + 8 * 2 + 8 * 2 + 8 * 4 + 1 + 8) if posterior else 0)
 
 
 def _choose_flag(flag: str, scorer: str, margin, threshold: float) -> tuple[str, float]:
     """``(flag, threshold)``: the rule ``"auto"`` stands for with ``scorer``; ``"margin"`` checked before
     any scoring and turned into its fixed threshold ``-margin`` (``flag_rows`` then flags as for ``"score"``)."""
-    flag = ("posterior" if scorer == "knn" else "score") if flag == "auto" else flag
-    if flag == "posterior" and scorer != "knn":
-        raise ValueError(f"flag='posterior' needs the class votes of scorer='knn', got scorer={scorer!r}")
+    flag = ("confident" if scorer == "knn" else "score") if flag == "auto" else flag
+    if flag in MODEL_FLAGS and scorer != "knn":
+        raise ValueError(f"flag={flag!r} needs the class votes of scorer='knn', got scorer={scorer!r}")
     if flag == "margin":
         if scorer != "knn":
             raise ValueError(f"flag='margin' needs the vote shares of scorer='knn', got scorer={scorer!r}")
@@ -176,10 +181,10 @@ def find_label_issues(features, labels, *, clean_idx=None, clean_features=None, 
     scorer, reason = _choose_scorer(scorer, features, clean_features, process_group)
     flag, threshold = _choose_flag(flag, scorer, margin, threshold)
     if scorer == "knn":
-        score, quality, suggested, clean_scores, post = _knn(features, y, clean_idx, clean_features, clean_labels,
-                                                             C, device, chunk_rows, posterior=flag == "posterior")
+        score, quality, suggested, clean_scores, model = _knn(features, y, clean_idx, clean_features, clean_labels,
+                                                             C, device, chunk_rows, posterior=flag in MODEL_FLAGS)
     else:
-        post = None
+        model = None
         cz, cy = (np.asarray(features[clean_idx]), y[clean_idx]) if clean_idx is not None else (clean_features, clean_labels)
         res = score_dataset(features, y, cz, cy, num_classes=C, chunk_rows=chunk_rows, device=device,
                             progress=progress, process_group=process_group, **_FBR[scorer])
@@ -192,7 +197,7 @@ def find_label_issues(features, labels, *, clean_idx=None, clean_features=None, 
             # small: every rank scores them itself, the same arithmetic as one process (no collectives)
             clean_scores = score_dataset(cz, cy, cz, cy, num_classes=C, chunk_rows=chunk_rows, device=device,
                                          **_FBR[scorer]).scores
-    return flag_rows(score, quality, suggested, y, clean_idx, clean_scores, C, flag, alpha, threshold, post,
+    return flag_rows(score, quality, suggested, y, clean_idx, clean_scores, C, flag, alpha, threshold, model,
                     {"scorer": scorer, "scorer_reason": reason, "flag": flag,
                      **({"alpha": alpha} if flag == "fdr" else {}),
                      **({"threshold": threshold} if flag == "score" else {}),

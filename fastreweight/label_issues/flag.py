@@ -46,15 +46,15 @@ def fdr_threshold(scores: np.ndarray, clean_scores: np.ndarray, noise_rate: floa
     return float(t[ok[-1]]) if ok.size else float("-inf")
 
 
-def flag_rows(score, quality, suggested, y, clean_idx, clean_scores, C, flag, alpha, threshold, posterior,
+def flag_rows(score, quality, suggested, y, clean_idx, clean_scores, C, flag, alpha, threshold, model,
               settings) -> LabelIssues:
     """The flagged set by rule ``flag`` (find.py's module doc), wrapped with the columns in a ``LabelIssues``.
-    ``posterior``: ``find._knn``'s noise-model posterior, for ``flag="posterior"`` (else ``None``)."""
+    ``model``: ``find._knn``'s ``posterior.NoiseModel``, for ``flag="posterior"`` or ``"confident"`` (else ``None``)."""
     others = np.ones(score.shape[0], bool)
     if clean_idx is not None:
         others[clean_idx] = False
-    if flag == "posterior":
-        return _flag_by_posterior(score, quality, suggested, y, others, C, posterior, settings)
+    if flag in ("posterior", "confident"):
+        return _flag_by_model(score, quality, suggested, y, others, C, model, flag, settings)
     rate = estimate_noise_rate(score[others], clean_scores)
     if flag == "fdr":
         threshold = fdr_threshold(score[others], clean_scores, rate, alpha)
@@ -69,15 +69,29 @@ def flag_rows(score, quality, suggested, y, clean_idx, clean_scores, C, flag, al
     return _issues(score, quality, suggested, y, flagged, threshold, rate, C, settings)
 
 
-def _flag_by_posterior(score, quality, suggested, y, others, C, posterior, settings) -> LabelIssues:
+def _flag_by_model(score, quality, suggested, y, others, C, model, flag, settings) -> LabelIssues:
     """``flag="posterior"``: the rows whose given label is more likely wrong than right (posterior.py);
-    the flagged set is not a score threshold (``threshold`` is nan), and the noise rate is the model's."""
+    ``flag="confident"``: those, topped up to ``model.count`` with the unflagged rows of lowest
+    ``model.pi_given`` (ties: the lower index first).  Not a score threshold (``threshold`` is nan); the
+    noise rate is the posterior's, or for ``"confident"`` the larger of it and the count's share."""
     from .posterior import LEVEL
 
-    post_given, T, rate, iterations, (a, b) = posterior
-    settings.update(level=LEVEL, calibration={"P": round(a, 4), "Q": round(b, 4)}, em_iterations=iterations,
-                    transition_diagonal=[round(float(v), 4) for v in np.diag(T)])
-    return _issues(score, quality, suggested, y, (post_given < LEVEL) & others, float("nan"), rate, C, settings)
+    a, b = model.weights
+    settings.update(level=LEVEL, calibration={"P": round(a, 4), "Q": round(b, 4)}, em_iterations=model.iterations,
+                    transition_diagonal=[round(float(v), 4) for v in np.diag(model.transition)])
+    flagged = (model.post_given < LEVEL) & others
+    rate = model.rate
+    if flag == "confident":
+        n_others = int(others.sum())
+        settings.update(posterior_flagged=int(flagged.sum()), confident_count=model.count,
+                        posterior_noise_rate=rate)
+        missing = model.count - int(flagged.sum())
+        if missing > 0:
+            order = np.argsort(np.where(others & ~flagged, model.pi_given, np.inf), kind="stable")
+            flagged[order[:missing]] = True
+        if n_others:
+            rate = max(rate, model.count / n_others)
+    return _issues(score, quality, suggested, y, flagged, float("nan"), rate, C, settings)
 
 
 def _issues(score, quality, suggested, y, flagged, threshold, rate, C, settings) -> LabelIssues:

@@ -23,6 +23,12 @@ Two steps, both fitted on the dataset at hand:
 A row is flagged when ``post_i(y_i) < 1/2``: its label is more likely wrong than right.  The estimated
 noise rate is the mean of ``1 − post_i(y_i)`` over the rows scored.
 
+``flag="confident"`` (the default) adds a count that does not assume class-conditional noise
+(``confident_count``): the rows whose calibrated probability of some class reaches what the clean rows
+of that class get on average, counted as a confident joint of given label × class.  Where the posterior
+flags fewer rows than that count's off-diagonal, the rows with the lowest ``π_i(y_i)`` fill the set up
+to it (``flag.py``).
+
 Where it holds and where it does not (docs/label-issues.md): when the noise depends on the class alone
 (symmetric, pair flips) the estimated rate is within about a point of the true one at 10% and 25-30%
 noise, and the flagged set is precise at high recall.  When the noise depends on the sample (labels
@@ -31,9 +37,11 @@ honest ambiguity: the flagged set stays precise but its recall and the estimated
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-__all__ = ["calibrated_class_probs", "noise_posterior", "EPS", "LEVEL"]
+__all__ = ["calibrated_class_probs", "noise_posterior", "confident_count", "fit_noise_model", "NoiseModel", "EPS", "LEVEL"]
 
 #: the floor added to every vote share before its log: a class no neighbour votes for is unlikely, not impossible
 EPS = 1e-3
@@ -105,3 +113,48 @@ def noise_posterior(pi: np.ndarray, labels: np.ndarray, clean_mask: np.ndarray
     post_given[~other] = 1.0
     rate = float(np.mean(1.0 - post_given[other])) if other.any() else float("nan")
     return post_given, T, rate, it
+
+
+def confident_count(pi: np.ndarray, labels: np.ndarray, clean_mask: np.ndarray) -> tuple[int, np.ndarray]:
+    """``(count, joint)``: the number of wrong labels a confident joint of the calibrated ``π`` implies.
+
+    The threshold of class ``c`` is the mean ``π_ic`` over the clean rows whose trusted label is ``c``
+    (what a correctly labelled row of class ``c`` gets; every class has clean rows, validate.py).  A
+    row ``i`` outside the clean subset with given label ``a`` counts in ``joint[a, j]`` for the class
+    ``j`` of largest ``π_ij`` among those at or above their threshold (not at all when none is); each
+    row of ``joint`` is then scaled to the number of rows given label ``a``.  ``count`` is the rounded sum
+    of its off-diagonal: the rows confidently of a class other than their label, at the label's rate."""
+    N, C = pi.shape
+    y = np.asarray(labels, np.int64)
+    clean = np.asarray(clean_mask, bool)
+    other = ~clean
+    thresholds = np.array([pi[clean & (y == c), c].mean() if (clean & (y == c)).any() else np.inf
+                           for c in range(C)])
+    above = pi >= thresholds  # N×C bool
+    confident = above.any(1) & other
+    best = np.where(above, pi, -1.0).argmax(1)
+    joint = np.zeros((C, C))
+    np.add.at(joint, (y[confident], best[confident]), 1.0)
+    given = np.bincount(y[other], minlength=C).astype(np.float64)
+    joint *= (given / np.maximum(joint.sum(1), 1.0))[:, None]
+    return int(round(float(joint.sum() - np.trace(joint)))), joint
+
+
+class NoiseModel(NamedTuple):
+    """What ``fit_noise_model`` returns for the rows of the dataset (the clean rows included)."""
+    post_given: np.ndarray  # P(given label right) under the class-conditional model; 1 on clean rows
+    pi_given: np.ndarray  # the calibrated probability π_i(y_i) of the given label
+    transition: np.ndarray  # T, C×C
+    rate: float  # the posterior's noise rate (mean of 1 − post_given off the clean rows)
+    iterations: int  # EM iterations
+    weights: tuple[float, float]  # (a, b) of the calibration
+    count: int  # confident_count's number of wrong labels
+
+
+def fit_noise_model(P: np.ndarray, Q: np.ndarray, labels: np.ndarray, clean_mask: np.ndarray) -> NoiseModel:
+    """Steps 1 and 2 of the module doc and ``confident_count`` on the votes ``P`` and ``Q`` (N×C)."""
+    y = np.asarray(labels, np.int64)
+    pi, weights = calibrated_class_probs(P.astype(np.float64), Q.astype(np.float64), y, clean_mask)
+    post_given, T, rate, iterations = noise_posterior(pi, y, clean_mask)
+    count, _ = confident_count(pi, y, clean_mask)
+    return NoiseModel(post_given, pi[np.arange(y.size), y], T, rate, iterations, weights, count)

@@ -182,8 +182,9 @@ def _fmt(v) -> str:
 
 
 def _by_posterior(issues: LabelIssues) -> bool:
-    """True when the flagged set came from ``flag="posterior"`` (no score threshold)."""
-    return not math.isfinite(float(issues.threshold)) and issues.settings.get("flag") == "posterior"
+    """True when the flagged set came from the noise model (``flag="posterior"`` or ``"confident"``: no score
+    threshold)."""
+    return not math.isfinite(float(issues.threshold)) and issues.settings.get("flag") in ("posterior", "confident")
 
 
 def _flag_note(issues: LabelIssues) -> str:
@@ -192,12 +193,18 @@ def _flag_note(issues: LabelIssues) -> str:
         return "Rows with score ≤ the threshold (dashed line) are flagged."
     flagged = np.asarray(issues.score)[np.asarray(issues.is_label_issue, bool)]
     span = f" Their scores span {flagged.min():.3g} to {flagged.max():.3g}." if flagged.size else ""
+    if issues.settings.get("flag") == "confident":
+        return ("No threshold on the score: a row is flagged when the fitted noise model finds its given label more "
+                "likely wrong than right, and the set is topped up to the confident count with the rows whose "
+                "calibrated probability of their own label is lowest (flag='confident')." + span)
     return ("No threshold on the score: a row is flagged when the fitted noise model finds its given label more "
             "likely wrong than right (flag='posterior')." + span)
 
 
 def _settings_table(issues: LabelIssues) -> str:
-    rule = (("flagged when", f"P(given label right) < {issues.settings.get('level')} under the fitted noise model")
+    rule = (("flagged when", f"P(given label right) < {issues.settings.get('level')} under the fitted noise model"
+                              + (f", topped up to {issues.settings.get('confident_count')} rows"
+                                 if issues.settings.get("flag") == "confident" else ""))
             if _by_posterior(issues) else ("threshold (flagged: score ≤ it)", float(issues.threshold)))
     rows = [("rows", len(issues)), ("flagged", int(np.sum(issues.is_label_issue))), rule,
             ("classes", _num_classes(issues))]

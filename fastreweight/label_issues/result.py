@@ -15,8 +15,8 @@ class LabelIssues:
 
     ``score``: the raw score (lower: more suspicious); ``label_score``: a monotone map of it into
     [0, 1] (lower: more suspicious, as cleanlab's label quality); ``is_label_issue``: the flagged set
-    (``score <= threshold``, or with ``flag="posterior"`` the rows whose label is more likely wrong than
-    right; ``threshold`` is then nan); ``given_label`` / ``predicted_label``: the label the dataset has and the
+    (``score <= threshold``, or with ``flag="posterior"`` / ``"confident"`` the rows the fitted noise
+    model picks; ``threshold`` is then nan); ``given_label`` / ``predicted_label``: the label the dataset has and the
     one the clean subset suggests.  ``estimated_noise_rate``: the share of wrong labels the clean subset
     implies, ``threshold`` the flagging threshold on ``score`` and ``settings`` how both were chosen."""
 
