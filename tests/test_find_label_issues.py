@@ -138,11 +138,11 @@ def test_too_few_clean_rows_for_the_fdr_target_fall_back_to_the_noise_rate():
 
 
 @pytest.mark.parametrize("scorer", ["knn", "fbr", "fbr-whiten"])
-@pytest.mark.parametrize("flag", ["auto", "margin", "posterior", "fdr", "rate", "score"])
+@pytest.mark.parametrize("flag", ["auto", "confident", "margin", "posterior", "fdr", "rate", "score"])
 def test_find_label_issues_columns_and_quality(scorer, flag):
-    if flag in ("margin", "posterior") and scorer != "knn":
+    if flag in ("confident", "margin", "posterior") and scorer != "knn":
         pytest.skip(f"flag={flag!r} is knn's rule (tested to raise in test_margin_flag_is_the_vote_lead and "
-                    "test_label_posterior.py)")
+                    "test_label_posterior.py / test_label_confident.py)")
     x, y, noisy, clean = _blobs(n=600, clean_per_class=30)
     r = find_label_issues(x, noisy, clean_idx=clean, scorer=scorer, flag=flag)
     wrong = noisy != y
@@ -151,7 +151,8 @@ def test_find_label_issues_columns_and_quality(scorer, flag):
     assert not r.is_label_issue[clean].any()  # trusted rows are never flagged
     # precision well above the 30% base rate; the knn scorer's FDR-controlled set near 1 - alpha
     assert r.is_label_issue.any() and wrong[r.is_label_issue].mean() > (0.85 if (scorer, flag) in
-                                                                        (("knn", "auto"), ("knn", "margin"), ("knn", "posterior"), ("knn", "fdr")) else 0.6)
+                                                                        (("knn", "auto"), ("knn", "confident"), ("knn", "margin"), ("knn", "posterior"),
+                                                                         ("knn", "fdr")) else 0.6)
     assert (r.predicted_label[wrong] == y[wrong]).mean() > 0.8  # the suggestion is the true label
     df = r.to_dataframe()
     assert list(df.columns)[:4] == ["is_label_issue", "label_score", "given_label", "predicted_label"]

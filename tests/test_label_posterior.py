@@ -162,10 +162,10 @@ def test_knn_memory_bytes_covers_the_posterior():
     x, y, noisy, clean = _blobs(3000, 20, 0.2, seed=7, clean_per_class=5)
     find_label_issues(x, noisy, clean_idx=clean, flag="posterior", num_classes=20)  # imports (scipy) untraced
     peaks = {}
-    for flag in ("margin", "posterior"):
+    for flag in ("margin", "posterior", "confident"):
         tracemalloc.start()
         find_label_issues(x, noisy, clean_idx=clean, flag=flag, num_classes=20)
         peaks[flag] = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
     extra = knn_memory_bytes(3000, 8, 20, posterior=True) - knn_memory_bytes(3000, 8, 20, posterior=False)
-    assert 0 < peaks["posterior"] - peaks["margin"] <= extra
+    assert 0 < peaks["posterior"] - peaks["margin"] <= extra and 0 < peaks["confident"] - peaks["margin"] <= extra

@@ -29,7 +29,9 @@ Flagging (``flag``):
   number of wrong labels, lowest scores first; ``"score"`` every row with score ``<= threshold``;
 * ``"auto"``: ``"confident"`` for ``"knn"``, ``"score"`` with threshold 0 for the FBR scorers.
 
-Why ``"confident"`` by default (docs/label-issues.md, the same-features comparison with cleanlab): the
+Why ``"confident"`` by default (docs/label-issues.md, the same-features comparison with cleanlab over
+30 cells): its flagged set is at or above both cleanlab variants in precision and recall in 25 cells
+(``"posterior"``: 15, ``"margin"``: 14), all ten at 25-30% noise on the held-out seeds as well.  The
 posterior alone is precise but, when labels flip where a sample looks like another class, the
 class-conditional model takes most flips for honest ambiguity and flags too few; the confident count
 does not rest on that model, and topping up to it keeps the posterior's set where the noise depends on

@@ -85,9 +85,10 @@ def _flag_by_model(score, quality, suggested, y, others, C, model, flag, setting
         n_others = int(others.sum())
         settings.update(posterior_flagged=int(flagged.sum()), confident_count=model.count,
                         posterior_noise_rate=rate)
-        missing = model.count - int(flagged.sum())
+        candidates = others & ~flagged
+        missing = min(model.count - int(flagged.sum()), int(candidates.sum()))
         if missing > 0:
-            order = np.argsort(np.where(others & ~flagged, model.pi_given, np.inf), kind="stable")
+            order = np.argsort(np.where(candidates, model.pi_given, np.inf), kind="stable")
             flagged[order[:missing]] = True
         if n_others:
             rate = max(rate, model.count / n_others)

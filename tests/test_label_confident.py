@@ -1,0 +1,147 @@
+"""flag="confident" (the default for knn): the confident count of label_issues/posterior.py against a
+literal count, the top-up of flag.py, and find_label_issues' use of both."""
+import numpy as np
+import pytest
+
+from fastreweight.label_issues import find_label_issues
+from fastreweight.label_issues.flag import flag_rows
+from fastreweight.label_issues.posterior import LEVEL, NoiseModel, confident_count
+
+from test_label_posterior import _blobs
+
+
+def _probs(n, C, seed):
+    rng = np.random.default_rng(seed)
+    pi = rng.dirichlet(np.full(C, 0.4), n)
+    y = np.array([rng.choice(C, p=0.6 * p + 0.4 / C) for p in pi])
+    clean = np.zeros(n, bool)
+    for c in range(C):  # every class has a clean row (validate.py refuses a class without one)
+        y[c] = c
+        clean[c] = True
+    clean[rng.random(n) < 0.2] = True
+    return pi, y, clean
+
+
+def _literal_count(pi, y, clean):
+    n, C = pi.shape
+    thresholds = [np.mean([pi[i, c] for i in range(n) if clean[i] and y[i] == c]) for c in range(C)]
+    joint = np.zeros((C, C))
+    for i in range(n):
+        if clean[i]:
+            continue
+        above = [j for j in range(C) if pi[i, j] >= thresholds[j]]
+        if above:
+            joint[y[i], max(above, key=lambda j: (pi[i, j], -j))] += 1
+    for a in range(C):
+        given = sum(1 for i in range(n) if not clean[i] and y[i] == a)
+        if joint[a].sum():
+            joint[a] *= given / joint[a].sum()
+    return round(sum(joint[a, j] for a in range(C) for j in range(C) if a != j)), joint
+
+
+@pytest.mark.parametrize("n,C", [(2, 2), (17, 3), (97, 5), (1025, 10)])
+def test_confident_count_matches_a_literal_count(n, C):
+    pi, y, clean = _probs(n, C, seed=n + C)
+    count, joint = confident_count(pi, y, clean)
+    want_count, want_joint = _literal_count(pi, y, clean)
+    np.testing.assert_allclose(joint, want_joint, rtol=1e-12, atol=1e-12)
+    assert count == want_count
+    # each label's row of the joint holds that label's rows (or none, when no row of it is confident)
+    given = np.bincount(y[~clean], minlength=C)
+    sums = joint.sum(1)
+    assert np.all(np.isclose(sums, given) | (sums == 0))
+
+
+def _model(n, seed, count):
+    rng = np.random.default_rng(seed)
+    return NoiseModel(post_given=rng.random(n), pi_given=rng.random(n), transition=np.eye(3) * 0.9 + 0.1 / 3,
+                      rate=0.2, iterations=7, weights=(1.0, 0.5), count=count)
+
+
+@pytest.mark.parametrize("count", [0, 5, 40, 96])
+def test_confident_flag_tops_up_the_posterior_set_with_the_lowest_own_probability(count):
+    n = 97
+    model = _model(n, seed=count, count=count)
+    clean_idx = np.array([0, 1, 2])
+    others = np.ones(n, bool)
+    others[clean_idx] = False
+    args = (np.linspace(-1, 1, n), np.linspace(0, 1, n), np.zeros(n, np.int64), np.zeros(n, np.int64), clean_idx,
+            np.zeros(3), 3)
+    post = flag_rows(*args, "posterior", 0.1, 0.0, model, {}).is_label_issue
+    r = flag_rows(*args, "confident", 0.1, 0.0, model, {})
+    flagged = r.is_label_issue
+    assert np.array_equal(post, (model.post_given < LEVEL) & others)
+    assert (flagged >= post).all() and not flagged[clean_idx].any()
+    assert flagged.sum() == min(max(post.sum(), count), others.sum())
+    added = flagged & ~post
+    if added.any():  # the rows added are the unflagged ones of lowest pi_given
+        rest = others & ~post
+        assert model.pi_given[added].max() <= model.pi_given[rest & ~added].min(initial=np.inf)
+    assert r.settings["confident_count"] == count and r.settings["posterior_flagged"] == post.sum()
+    assert np.isnan(r.threshold)
+    assert r.estimated_noise_rate == pytest.approx(max(0.2, count / others.sum()))
+
+
+def _instance_blobs(n, C, rate, seed, clean_per_class=10):
+    """Labels flipped to the nearest other class's centre, the more often the closer the sample lies to it."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, C, n)
+    centres = 3.0 * np.eye(C, 8)
+    x = rng.normal(size=(n, 8)) + centres[y]
+    d = ((x[:, None, :] - centres[None]) ** 2).sum(-1)
+    own = d[np.arange(n), y].copy()
+    d[np.arange(n), y] = np.inf
+    nearest = d.argmin(1)
+    ambiguity = own - d[np.arange(n), nearest]
+    flip = rng.random(n) < 1 / (1 + np.exp(-(ambiguity - np.quantile(ambiguity, 1 - rate))))
+    noisy = np.where(flip, nearest, y)
+    clean = np.concatenate([np.flatnonzero(y == c)[:clean_per_class] for c in range(C)])
+    noisy[clean] = y[clean]
+    return x.astype(np.float32), y, noisy, clean
+
+
+def test_confident_flag_finds_flips_the_class_conditional_posterior_misses():
+    """Where labels flip towards the class a sample resembles, the class-conditional posterior takes most
+    flips for ambiguity; the confident count is not bound to that model and the set grows, precisely."""
+    x, y, noisy, clean = _instance_blobs(3000, 5, 0.2, seed=2)
+    wrong = noisy != y
+    post = find_label_issues(x, noisy, clean_idx=clean, flag="posterior")
+    conf = find_label_issues(x, noisy, clean_idx=clean)
+    assert conf.settings["flag"] == "confident"
+    assert (conf.is_label_issue >= post.is_label_issue).all()
+    assert conf.is_label_issue[wrong].mean() > post.is_label_issue[wrong].mean() + 0.1
+    assert wrong[conf.is_label_issue].mean() > 0.9
+    assert conf.estimated_noise_rate > post.estimated_noise_rate
+
+
+@pytest.mark.parametrize("kind,rate", [("sym", 0.3), ("pair", 0.25)])
+def test_confident_flag_keeps_the_posterior_where_noise_depends_on_the_class(kind, rate):
+    x, y, noisy, clean = _blobs(3000, 5, rate, seed=3, kind=kind)
+    others = np.setdiff1d(np.arange(len(y)), clean)
+    wrong = noisy != y
+    r = find_label_issues(x, noisy, clean_idx=clean, flag="confident")
+    assert r.estimated_noise_rate == pytest.approx(wrong[others].mean(), abs=0.03)
+    assert wrong[r.is_label_issue].mean() > 0.9 and r.is_label_issue[wrong].mean() > 0.8
+    # the same trusted rows given as separate features
+    r2 = find_label_issues(x[others], noisy[others], clean_features=x[clean], clean_labels=y[clean])
+    assert r2.settings["flag"] == "confident" and r2.is_label_issue.shape == (others.size,)
+    assert wrong[others][r2.is_label_issue].mean() > 0.9
+
+
+def test_confident_flag_needs_knn():
+    x, y, noisy, clean = _blobs(200, 3, 0.2, seed=5)
+    for scorer in ("fbr", "fbr-whiten"):
+        with pytest.raises(ValueError, match="flag='confident' needs the class votes of scorer='knn'"):
+            find_label_issues(x, noisy, clean_idx=clean, scorer=scorer, flag="confident")
+
+
+def test_report_of_a_confident_flagged_set_says_how_it_was_flagged(tmp_path):
+    from fastreweight.label_issues.report import write_report
+
+    x, y, noisy, clean = _instance_blobs(600, 3, 0.2, seed=6)
+    r = find_label_issues(x, noisy, clean_idx=clean)
+    path = tmp_path / "report.html"
+    write_report(r, str(path))
+    page = path.read_text()
+    assert "topped up to the confident count" in page and f"topped up to {r.settings['confident_count']} rows" in page
+    assert 'class="threshold"' not in page
