@@ -268,7 +268,7 @@ def label_issues_table(features):
     return "\n".join(lines)
 
 
-def label_issues_vs_cleanlab_table(names=("heldout_label_issues_confident.jsonl", "heldout_label_issues_2026-12-07.jsonl"),
+def label_issues_vs_cleanlab_table(names=("heldout_label_issues_calibrated.jsonl", "heldout_label_issues_2026-12-07.jsonl"),
                                    note="seeds never used to choose a setting", exclude=()):
     """fastreweight's flag rules against both cleanlab variants, from the records of ``names`` together
     (the first record of each (seed, features, noise, tool) counts; tools in ``exclude`` left out)."""
@@ -1641,7 +1641,7 @@ DOC = [
      label_issues_vs_cleanlab_table),
     ("label-issues-low-noise", 4, "10% noise: each flag rule against cleanlab", None,
      lambda: label_issues_vs_cleanlab_table(("lownoise_label_issues_mnist5k.jsonl", "lownoise_label_issues_more.jsonl",
-                                             "lownoise_label_issues_fastreweight.jsonl", "lownoise_label_issues_confident.jsonl"),
+                                             "lownoise_label_issues_fastreweight.jsonl", "lownoise_label_issues_calibrated.jsonl"),
                                             "every kind at 10% instead of 25–30%; no setting was chosen at this rate",
                                             exclude=("fastreweight:knn",))),
     ("cleanlab", 3, "Against cleanlab on raw pixels, seeds 0–2 (superseded)", _SUPERSEDED + " Setup: raw pixels, "

@@ -54,7 +54,7 @@ def test_confident_count_matches_a_literal_count(n, C):
 
 def _model(n, seed, count):
     rng = np.random.default_rng(seed)
-    return NoiseModel(post_given=rng.random(n), pi_given=rng.random(n), transition=np.eye(3) * 0.9 + 0.1 / 3,
+    return NoiseModel(post_given=rng.random(n), pi_given=rng.random(n), pi_argmax=rng.integers(0, 3, n), transition=np.eye(3) * 0.9 + 0.1 / 3,
                       rate=0.2, iterations=7, weights=(1.0, 0.5), count=count)
 
 
@@ -145,3 +145,38 @@ def test_report_of_a_confident_flagged_set_says_how_it_was_flagged(tmp_path):
     page = path.read_text()
     assert "topped up to the confident count" in page and f"topped up to {r.settings['confident_count']} rows" in page
     assert 'class="threshold"' not in page
+
+
+def test_knn_with_a_noise_model_ranks_by_the_calibrated_probability():
+    """With a noise-model flag the knn columns come from the calibrated probabilities π of posterior.py
+    (recomputed here from the votes); with the margin rule they stay the raw vote's."""
+    from fastreweight.label_issues.find import POSTERIOR_CLEAN_K, calibrated_log_odds
+    from fastreweight.label_issues.neighbours import agreement_from_votes, neighbour_votes
+    from fastreweight.label_issues.posterior import fit_noise_model
+
+    x, y, noisy, clean = _instance_blobs(1025, 4, 0.2, seed=8)
+    mask = np.zeros(len(y), bool)
+    mask[clean] = True
+    P, Q = neighbour_votes(x, noisy, mask, num_classes=4, clean_k=POSTERIOR_CLEAN_K)
+    model = fit_noise_model(P, Q, noisy, mask)
+    for flag in ("confident", "posterior"):
+        r = find_label_issues(x, noisy, clean_idx=clean, flag=flag)
+        np.testing.assert_allclose(r.label_score, model.pi_given, rtol=1e-12)
+        np.testing.assert_array_equal(r.predicted_label, model.pi_argmax)
+        np.testing.assert_allclose(r.score, calibrated_log_odds(model.pi_given), rtol=1e-12)
+        # the ranked rows and label_score agree (up to ties of the clipped log-odds)
+        np.testing.assert_array_equal(r.score[r.ranking()], r.score[np.argsort(r.label_score, kind="stable")])
+    score, share, argmax = agreement_from_votes(P, noisy)
+    r = find_label_issues(x, noisy, clean_idx=clean, flag="margin")
+    np.testing.assert_allclose(r.label_score, share)
+    np.testing.assert_allclose(r.score, score)
+    np.testing.assert_array_equal(r.predicted_label, argmax)
+
+
+def test_calibrated_log_odds_is_finite_and_monotone():
+    from fastreweight.label_issues.find import calibrated_log_odds
+
+    p = np.array([0.0, 1e-15, 0.2, 0.5, 0.8, 1 - 1e-15, 1.0])
+    s = calibrated_log_odds(p)
+    assert np.isfinite(s).all() and np.all(np.diff(s) >= 0) and s[3] == 0.0
+    np.testing.assert_allclose(s[2], np.log(0.25))

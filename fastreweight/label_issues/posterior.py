@@ -144,6 +144,7 @@ class NoiseModel(NamedTuple):
     """What ``fit_noise_model`` returns for the rows of the dataset (the clean rows included)."""
     post_given: np.ndarray  # P(given label right) under the class-conditional model; 1 on clean rows
     pi_given: np.ndarray  # the calibrated probability π_i(y_i) of the given label
+    pi_argmax: np.ndarray  # the class of largest calibrated probability
     transition: np.ndarray  # T, C×C
     rate: float  # the posterior's noise rate (mean of 1 − post_given off the clean rows)
     iterations: int  # EM iterations
@@ -157,4 +158,4 @@ def fit_noise_model(P: np.ndarray, Q: np.ndarray, labels: np.ndarray, clean_mask
     pi, weights = calibrated_class_probs(P.astype(np.float64), Q.astype(np.float64), y, clean_mask)
     post_given, T, rate, iterations = noise_posterior(pi, y, clean_mask)
     count, _ = confident_count(pi, y, clean_mask)
-    return NoiseModel(post_given, pi[np.arange(y.size), y], T, rate, iterations, weights, count)
+    return NoiseModel(post_given, pi[np.arange(y.size), y], pi.argmax(1), T, rate, iterations, weights, count)
