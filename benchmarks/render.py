@@ -1640,8 +1640,8 @@ DOC = [
     ("label-issues-heldout", 4, "Held-out seeds 3–5: each flag rule against cleanlab", None,
      label_issues_vs_cleanlab_table),
     ("label-issues-low-noise", 4, "10% noise: each flag rule against cleanlab", None,
-     lambda: label_issues_vs_cleanlab_table(("lownoise_label_issues_mnist5k.jsonl", "lownoise_label_issues_more.jsonl",
-                                             "lownoise_label_issues_fastreweight.jsonl", "lownoise_label_issues_calibrated.jsonl"),
+     lambda: label_issues_vs_cleanlab_table(("lownoise_label_issues_calibrated.jsonl", "lownoise_label_issues_mnist5k.jsonl",
+                                             "lownoise_label_issues_more.jsonl", "lownoise_label_issues_fastreweight.jsonl"),
                                             "every kind at 10% instead of 25–30%; no setting was chosen at this rate",
                                             exclude=("fastreweight:knn",))),
     ("cleanlab", 3, "Against cleanlab on raw pixels, seeds 0–2 (superseded)", _SUPERSEDED + " Setup: raw pixels, "
