@@ -3,10 +3,14 @@
     python benchmarks/compare_label_issues.py                      # 3 seeds, pca + learned, every noise kind, every tool
     python benchmarks/compare_label_issues.py --tools fastreweight --out benchmarks/results/label_issues_NEW.jsonl
     python benchmarks/compare_label_issues.py --quick --out /tmp/q.jsonl   # 1 seed, 1200 rows, pca, sym + pair (the test)
+    python benchmarks/compare_label_issues.py --dataset digits --out benchmarks/results/digits_label_issues.jsonl
 
 Setup, per seed:
 * **Data.** ``fastreweight.data.load_mnist5k()``: 5000 × 784 pixels in [0, 1], 10 classes (``--quick``:
-  a class-stratified random 1200 of them).
+  a class-stratified random 1200 of them).  ``--dataset digits``: scikit-learn's ``load_digits``, 1797 ×
+  64 pixels scaled to [0, 1], 10 classes, a dataset no setting was chosen on (its records say
+  ``dataset="digits"``; write them to a file render.py does not read as MNIST-5k, i.e. not
+  ``label_issues_*.jsonl``).  PCA keeps ``min(64, d)`` components (for digits a rotation of the pixels).
 * **Trusted subset.** 100 rows, 10 per class by their true label (seeded).  Their labels are the true
   ones in the label array every tool sees; only fastreweight is told which rows they are (``clean_idx``).
   Every tool scores all N rows; the metrics are computed on the N − 100 rows outside the trusted subset.
@@ -131,11 +135,20 @@ def resolve_tools(names) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------ data
-def load_data(quick: bool, seed: int):
-    from fastreweight.data import load_mnist5k
+DATASETS = ("mnist5k", "digits")
 
-    x, y = load_mnist5k()
-    x, y = x.numpy(), y.numpy()
+
+def load_data(quick: bool, seed: int, dataset: str = "mnist5k"):
+    if dataset == "digits":
+        from sklearn.datasets import load_digits
+
+        x, y = load_digits(return_X_y=True)
+        x = x / 16.0
+    else:
+        from fastreweight.data import load_mnist5k
+
+        x, y = load_mnist5k()
+        x, y = x.numpy(), y.numpy()
     if quick:
         rng = np.random.default_rng(10_000 + seed)
         per = QUICK_ROWS // NUM_CLASSES
@@ -200,7 +213,7 @@ def available_noise(kinds) -> tuple[dict, dict]:
 def pca_features(x: np.ndarray, seed: int) -> np.ndarray:
     from sklearn.decomposition import PCA
 
-    return PCA(PCA_DIM, svd_solver="full", random_state=seed).fit_transform(x).astype(np.float32)
+    return PCA(min(PCA_DIM, x.shape[1]), svd_solver="full", random_state=seed).fit_transform(x).astype(np.float32)
 
 
 def learned_views(x: np.ndarray, noisy: np.ndarray, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -352,9 +365,15 @@ def main(argv=None) -> None:
     ap.add_argument("--tools", nargs="+", default=["all"],
                     help="all, cleanlab, fastreweight, or names: " + ", ".join(CLEANLAB_TOOLS) + ", fastreweight:SCORER")
     ap.add_argument("--quick", action="store_true", help=f"{QUICK_ROWS} class-stratified rows; defaults 1 seed, pca, sym + pair")
-    ap.add_argument("--out", default=os.path.join(HERE, "results", "label_issues_mnist5k.jsonl"))
+    ap.add_argument("--dataset", choices=DATASETS, default="mnist5k",
+                    help="mnist5k (default) or digits (scikit-learn's, a second dataset; write it to its own --out)")
+    ap.add_argument("--out", default=None,
+                    help="default results/label_issues_mnist5k.jsonl (mnist5k) or results/digits_label_issues.jsonl")
     ap.add_argument("--append", action="store_true", help="append to an existing --out (default: refuse)")
     args = ap.parse_args(argv)
+    if args.out is None:
+        args.out = os.path.join(HERE, "results", "label_issues_mnist5k.jsonl" if args.dataset == "mnist5k"
+                                else f"{args.dataset}_label_issues.jsonl")
     seeds = args.seeds if args.seeds is not None else ([0] if args.quick else [0, 1, 2])
     feature_kinds = args.features or (["pca"] if args.quick else list(FEATURES))
     noise_kinds = args.noise or (["sym", "pair"] if args.quick else list(NOISE))
@@ -388,7 +407,7 @@ def main(argv=None) -> None:
     t_start = time.perf_counter()
     with open(args.out, "a" if args.append else "x") as fh:
         for seed in seeds:
-            x, y = load_data(args.quick, seed)
+            x, y = load_data(args.quick, seed, args.dataset)
             trusted = trusted_rows(y, seed)
             scored = np.ones(len(y), bool)
             scored[trusted] = False
@@ -423,7 +442,7 @@ def main(argv=None) -> None:
                                 extra["seconds_pred_probs"] = extra.get("seconds_pred_probs", 0.0) + r["seconds_pred_probs"]
                         m = metrics(ls[scored], flag[scored], wrong[scored],
                                     raw[scored] if tool.startswith("fastreweight:") else None)
-                        rec = dict(dataset="mnist5k", quick=args.quick, n=len(y), scored=int(scored.sum()),
+                        rec = dict(dataset=args.dataset, quick=args.quick, n=len(y), scored=int(scored.sum()),
                                    trusted=len(trusted), seed=seed, features=fk, feature_dim=int(views[0][0].shape[1]),
                                    calls=len(views), noise=noise, rate=ALL_NOISE[noise][0],
                                    true_noise_all=float(wrong.mean()), true_noise_scored=float(wrong[scored].mean()),

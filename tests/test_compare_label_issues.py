@@ -93,3 +93,16 @@ def test_render_section(quick_run, tmp_path, monkeypatch):
     sel = render._li_selected()
     assert sel["fastreweight:fbr"][0] == "label_issues_b.jsonl"
     assert all(f == "label_issues_a.jsonl" for t, (f, _) in sel.items() if t != "fastreweight:fbr")
+    # records of another dataset in a label_issues_*.jsonl never reach the MNIST-5k tables
+    with open(tmp_path / "label_issues_c.jsonl", "w") as fh:
+        for r in recs:
+            fh.write(json.dumps(dict(r, quick=False, dataset="digits", env=dict(r["env"], date="2999-02-01"))) + "\n")
+    assert all(f != "label_issues_c.jsonl" for f, _ in render._li_selected().values())
+
+
+def test_digits_dataset_loads_as_documented():
+    mod = _load("fastreweight_compare_li_for_test", SCRIPT)
+    x, y = mod.load_data(False, 0, "digits")
+    assert x.shape == (1797, 64) and x.dtype.name == "float32" and 0 <= x.min() and x.max() <= 1
+    assert y.dtype.name == "int64" and set(y.tolist()) == set(range(10))
+    assert mod.pca_features(x, 0).shape == (1797, 64)  # min(PCA_DIM, d) components

@@ -35,8 +35,10 @@ def _literal_clean_votes(z, y, clean, C, k, temperature):
 
 
 def _literal(x, y, clean, C, k, temperature, clean_weight, rounds, clean_vote=0.0, clean_k=10, clean_temperature=0.1,
-             votes=False):
-    z = (x - x.mean(0)) / x.std(0, ddof=1)
+             votes=False, scale_columns=False):
+    z = x - x.mean(0)
+    if scale_columns:
+        z = z / x.std(0, ddof=1)
     z = z / np.linalg.norm(z, axis=1, keepdims=True)
     trust = np.where(clean, clean_weight, 1.0)
     Q = _literal_clean_votes(z, y, clean, C, clean_k, clean_temperature)
@@ -57,15 +59,17 @@ def _literal(x, y, clean, C, k, temperature, clean_weight, rounds, clean_vote=0.
     return own - other, own, P.argmax(1)
 
 
+@pytest.mark.parametrize("scale_columns", [False, True])
 @pytest.mark.parametrize("n,chunk", [(17, 5), (97, 97), (130, 33)])
-def test_neighbour_agreement_matches_a_literal_computation(n, chunk):
+def test_neighbour_agreement_matches_a_literal_computation(n, chunk, scale_columns):
     x, _, noisy, clean = _blobs(n=max(n, 30))
     x, noisy = x[:n], noisy[:n]
     mask = np.zeros(n, bool)
     mask[clean[clean < n]] = True
+    x = x * np.linspace(0.2, 3.0, x.shape[1], dtype=np.float32)  # unequal column scales: scaling them matters
     got = neighbour_agreement(x, noisy, mask, num_classes=3, k=7, temperature=0.3, clean_weight=2.0, rounds=2,
-                              chunk_rows=chunk)
-    want = _literal(x.astype(np.float64), noisy, mask, 3, 7, 0.3, 2.0, 2)
+                              chunk_rows=chunk, scale_columns=scale_columns)
+    want = _literal(x.astype(np.float64), noisy, mask, 3, 7, 0.3, 2.0, 2, scale_columns=scale_columns)
     np.testing.assert_allclose(got[0], want[0], rtol=0, atol=2e-5)
     np.testing.assert_allclose(got[1], want[1], rtol=0, atol=2e-5)
     assert (got[2] == want[2]).mean() > 0.97  # argmax ties may break differently in float32
@@ -88,7 +92,7 @@ def test_clean_vote_matches_a_literal_computation(n, chunk):
     got = trusted_votes(z, y, m, num_classes=3, k=7, temperature=0.3, clean_weight=2.0, rounds=3, clean_vote=0.6,
                         clean_k=4, clean_temperature=0.15, chunk_rows=chunk)
     want = _literal(x.astype(np.float64), noisy, mask, 3, 7, 0.3, 2.0, 3, clean_vote=0.6, clean_k=4,
-                    clean_temperature=0.15, votes=True)
+                    clean_temperature=0.15, votes=True, scale_columns=True)  # standardised() scales by default
     np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=5e-5)
 
 

@@ -1,7 +1,7 @@
 """Neighbour agreement with trust: each row's label against the labels of its nearest rows, where the
 clean subset's rows count more and every other row counts as much as its own label is believed.
 
-For a row ``i`` with standardised, unit-norm features ``z_i`` and given label ``y_i``, its ``k`` nearest
+For a row ``i`` with centred, unit-norm features ``z_i`` and given label ``y_i``, its ``k`` nearest
 rows ``j`` of the reference set (cosine similarity ``s_ij``, the row itself excluded) vote with weight
 
     w_ij = exp((s_ij − 1) / temperature) · t_j,
@@ -26,6 +26,15 @@ rows among its neighbours decide the next round.  ``NeighbourRelabel`` uses β =
 scratch run on the label-issue benchmark's cached features, not a committed result), so its scorer
 keeps β = 0.
 
+The columns are centred but not rescaled (``scale_columns=False``, the default of ``neighbour_votes``
+and so of ``find_label_issues``): scaling each column to unit variance gave near-constant columns (the
+border pixels of scikit-learn's digits, the trailing components of a PCA) as much say in the cosine as
+the informative ones.  On the label-issue benchmark (seeds 0–2) dropping the scaling raised the
+ranking on digits' pixels from 4 to 8 of 10 cells at or above cleanlab's best variant; on MNIST-5k it
+raised every PCA cell (cluster noise most, AUROC 0.905 to 0.939) and lowered the learned-feature cells
+at 25-30% by at most 0.008, all still above cleanlab (a scratch run; docs/label-issues.md has the rerun).
+``NeighbourRelabel`` (the trainer) keeps the scaled columns it was tuned with.
+
 ``temperature=0.1`` (was 0.2): on the same-features comparison (docs/label-issues.md; MNIST-5k, PCA-64
 and cross-fitted MLP features, five noise kinds, 3 seeds) it is the setting whose label quality ranks
 the wrong labels at or above cleanlab's best variant in every cell, on AUROC and precision@k; 0.2 was
@@ -41,12 +50,15 @@ __all__ = ["neighbour_agreement", "neighbour_votes", "agreement_from_votes", "tr
            "standardised"]
 
 
-def standardised(features, device) -> torch.Tensor:
-    """Each column centred and scaled to unit variance, then each row to unit norm (float32)."""
+def standardised(features, device, scale_columns: bool = True) -> torch.Tensor:
+    """Each column centred (and with ``scale_columns`` scaled to unit variance), then each row to unit
+    norm (float32)."""
     z = torch.as_tensor(np.asarray(features) if not isinstance(features, torch.Tensor) else features)
     z = z.to(device=device, dtype=torch.float32)
-    mean, std = z.mean(0), z.std(0).clamp_min(1e-8)
-    return F.normalize((z - mean) / std, dim=1)
+    z = z - z.mean(0)
+    if scale_columns:
+        z = z / z.std(0).clamp_min(1e-8)
+    return F.normalize(z, dim=1)
 
 
 def _votes(z, labels, trust, num_classes: int, k: int, temperature: float, chunk_rows: int) -> torch.Tensor:
@@ -110,10 +122,12 @@ def trusted_votes(z: torch.Tensor, labels: torch.Tensor, clean_mask: torch.Tenso
 
 def neighbour_votes(features, labels, clean_mask, *, num_classes: int, k: int = 30, temperature: float = 0.1,
                     clean_weight: float = 3.0, rounds: int = 3, clean_k: int | None = None,
-                    clean_temperature: float = 0.1, chunk_rows: int = 4096, device="cpu"):
+                    clean_temperature: float = 0.1, chunk_rows: int = 4096, device="cpu",
+                    scale_columns: bool = False):
     """``(P, Q)``: the trusted votes ``P`` (N×C numpy) of the module doc and, when ``clean_k`` is given,
-    the clean rows' own votes ``Q`` (``clean_votes``; else ``None``).  Both exclude each row itself."""
-    z = standardised(features, device)
+    the clean rows' own votes ``Q`` (``clean_votes``; else ``None``).  Both exclude each row itself.
+    ``scale_columns``: whether each column is scaled to unit variance before the cosine (module doc)."""
+    z = standardised(features, device, scale_columns)
     y = torch.as_tensor(np.asarray(labels), dtype=torch.int64, device=z.device)
     clean = torch.as_tensor(np.asarray(clean_mask), dtype=torch.bool, device=z.device)
     P = trusted_votes(z, y, clean, num_classes=num_classes, k=k, temperature=temperature,
@@ -135,10 +149,11 @@ def agreement_from_votes(P: np.ndarray, labels) -> tuple[np.ndarray, np.ndarray,
 
 
 def neighbour_agreement(features, labels, clean_mask, *, num_classes: int, k: int = 30, temperature: float = 0.1,
-                        clean_weight: float = 3.0, rounds: int = 3, chunk_rows: int = 4096, device="cpu"):
+                        clean_weight: float = 3.0, rounds: int = 3, chunk_rows: int = 4096, device="cpu",
+                        scale_columns: bool = False):
     """``(score, label_quality, suggested)`` of every row (numpy arrays; see the module doc).
 
     ``features`` N×d, ``labels`` N (the trusted label on clean rows), ``clean_mask`` N bool."""
     P, _ = neighbour_votes(features, labels, clean_mask, num_classes=num_classes, k=k, temperature=temperature,
-                           clean_weight=clean_weight, rounds=rounds, chunk_rows=chunk_rows, device=device)
+                           clean_weight=clean_weight, rounds=rounds, chunk_rows=chunk_rows, device=device, scale_columns=scale_columns)
     return agreement_from_votes(P, labels)
