@@ -128,13 +128,6 @@ def test_confident_flag_keeps_the_posterior_where_noise_depends_on_the_class(kin
     assert wrong[others][r2.is_label_issue].mean() > 0.9
 
 
-def test_confident_flag_needs_knn():
-    x, y, noisy, clean = _blobs(200, 3, 0.2, seed=5)
-    for scorer in ("fbr", "fbr-whiten"):
-        with pytest.raises(ValueError, match="flag='confident' needs the class votes of scorer='knn'"):
-            find_label_issues(x, noisy, clean_idx=clean, scorer=scorer, flag="confident")
-
-
 def test_report_of_a_confident_flagged_set_says_how_it_was_flagged(tmp_path):
     from fastreweight.label_issues.report import write_report
 

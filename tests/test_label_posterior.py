@@ -132,11 +132,12 @@ def test_posterior_flag_adapts_to_the_noise_rate_where_the_margin_does_not():
     assert wrong[post].mean() > wrong[margin].mean()
 
 
-def test_posterior_flag_needs_knn():
+@pytest.mark.parametrize("flag", ["posterior", "confident"])
+def test_noise_model_flags_need_knn(flag):
     x, y, noisy, clean = _blobs(200, 3, 0.2, seed=5)
     for scorer in ("fbr", "fbr-whiten"):
-        with pytest.raises(ValueError, match="flag='posterior' needs the class votes of scorer='knn'"):
-            find_label_issues(x, noisy, clean_idx=clean, scorer=scorer, flag="posterior")
+        with pytest.raises(ValueError, match=f"flag='{flag}' needs the class votes of scorer='knn'"):
+            find_label_issues(x, noisy, clean_idx=clean, scorer=scorer, flag=flag)
 
 
 def test_report_of_a_posterior_flagged_set_says_how_it_was_flagged(tmp_path):

@@ -9,8 +9,7 @@ Scorers (``SCORERS``):
   calibrated probability of the given label ``π_i(y_i)``, ``score`` its log-odds and the suggested label
   ``argmax_c π_ic``; on the comparison with cleanlab this ranks well above the raw vote share on
   cluster noise and within 0.003 AUROC of it elsewhere (docs/label-issues.md).  With the other flag
-  rules they are
-  the vote margin, the vote share and the vote's argmax.
+  rules they are the vote margin, the vote share and the vote's argmax.
 * ``"fbr"`` — the FBR score of SPEC §3.4 against the clean subset's class means, streamed
   (``score_dataset``: any N, memory-mapped files); ``"fbr-whiten"`` adds the clean-fitted whitening
   and one refinement round.  Both shard rows across ``torch.distributed`` ranks (``process_group``).
@@ -38,8 +37,8 @@ Flagging (``flag``):
 Why ``"confident"`` by default (docs/label-issues.md, the same-features comparison with cleanlab over
 MNIST-5k's 30 cells): its flagged set is at or above both cleanlab variants in precision and recall in
 25 cells (``"posterior"``: 16, ``"margin"``: 15), all ten at 25-30% noise on the held-out seeds as well;
-on scikit-learn's digits, where no setting was chosen, in 10 of 20 (``"posterior"``: 10, ``"margin"``: 8).  The
-posterior alone is precise but, when labels flip where a sample looks like another class, the
+on scikit-learn's digits, where no setting was chosen, in 10 of 20 (``"posterior"``: 10,
+``"margin"``: 8).  The posterior alone is precise but, when labels flip where a sample looks like another class, the
 class-conditional model takes most flips for honest ambiguity and flags too few; the confident count
 does not rest on that model, and topping up to it keeps the posterior's set where the noise depends on
 the class alone (its count is then about the posterior's).
@@ -48,7 +47,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .flag import flag_rows
+from .flag import MODEL_FLAGS, flag_rows
 from .neighbours import agreement_from_votes, neighbour_votes
 from .posterior import fit_noise_model
 from .result import LabelIssues
@@ -60,8 +59,6 @@ __all__ = ["find_label_issues", "SCORERS", "KNN_MAX_ROWS", "knn_memory_bytes"]
 SCORERS = ("auto", "knn", "fbr", "fbr-whiten")
 _FBR = {"fbr": dict(), "fbr-whiten": dict(whiten="auto", refine=1)}
 FLAGS = ("auto", "confident", "margin", "posterior", "fdr", "rate", "score")
-#: the flag rules that need the noise model of ``posterior.py`` (``knn`` only)
-MODEL_FLAGS = ("confident", "posterior")
 #: the clean vote of ``flag="posterior"``: each row's this many nearest clean rows, at the knn temperature
 POSTERIOR_CLEAN_K = 10
 KNN_MAX_ROWS = 200_000
@@ -93,7 +90,6 @@ def _knn(features, y, clean_idx, clean_features, clean_labels, C, device, chunk_
                          f"got {x.shape[0]}; use scorer='fbr-whiten' (streamed) for larger datasets")
     P, Q = neighbour_votes(x, y, mask, num_classes=C, device=device, chunk_rows=min(chunk_rows, KNN_CHUNK_ROWS),
                            clean_k=POSTERIOR_CLEAN_K if posterior else None)
-    score, quality, suggested = agreement_from_votes(P, y)
     model = None
     if posterior:  # the calibrated probabilities rank better than the raw vote (find_label_issues' doc)
         model = fit_noise_model(P, Q, y, mask)
@@ -101,6 +97,8 @@ def _knn(features, y, clean_idx, clean_features, clean_labels, C, device, chunk_
         score = calibrated_log_odds(quality)
         model = model._replace(post_given=model.post_given[:n], pi_given=model.pi_given[:n],
                                pi_argmax=model.pi_argmax[:n])
+    else:
+        score, quality, suggested = agreement_from_votes(P, y)
     clean_scores = score[mask]
     if clean_idx is None:  # the appended clean rows are not rows of the dataset
         score, quality, suggested = score[:n], quality[:n], suggested[:n]

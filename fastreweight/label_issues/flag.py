@@ -19,7 +19,10 @@ import numpy as np
 
 from .result import LabelIssues
 
-__all__ = ["estimate_noise_rate", "fdr_threshold", "flag_rows"]
+__all__ = ["estimate_noise_rate", "fdr_threshold", "flag_rows", "MODEL_FLAGS"]
+
+#: the flag rules that need the noise model of ``posterior.py`` (``knn`` only)
+MODEL_FLAGS = ("confident", "posterior")
 
 
 def estimate_noise_rate(scores: np.ndarray, clean_scores: np.ndarray) -> float:
@@ -53,7 +56,7 @@ def flag_rows(score, quality, suggested, y, clean_idx, clean_scores, C, flag, al
     others = np.ones(score.shape[0], bool)
     if clean_idx is not None:
         others[clean_idx] = False
-    if flag in ("posterior", "confident"):
+    if flag in MODEL_FLAGS:
         return _flag_by_model(score, quality, suggested, y, others, C, model, flag, settings)
     rate = estimate_noise_rate(score[others], clean_scores)
     if flag == "fdr":

@@ -155,5 +155,6 @@ def neighbour_agreement(features, labels, clean_mask, *, num_classes: int, k: in
 
     ``features`` N×d, ``labels`` N (the trusted label on clean rows), ``clean_mask`` N bool."""
     P, _ = neighbour_votes(features, labels, clean_mask, num_classes=num_classes, k=k, temperature=temperature,
-                           clean_weight=clean_weight, rounds=rounds, chunk_rows=chunk_rows, device=device, scale_columns=scale_columns)
+                           clean_weight=clean_weight, rounds=rounds, chunk_rows=chunk_rows, device=device,
+                           scale_columns=scale_columns)
     return agreement_from_votes(P, labels)
