@@ -5,7 +5,7 @@ import pytest
 
 from fastreweight.label_issues import find_label_issues
 from fastreweight.label_issues.flag import flag_rows
-from fastreweight.label_issues.posterior import LEVEL, NoiseModel, confident_count
+from fastreweight.label_issues.posterior import LEVEL, THRESHOLD_RTOL, NoiseModel, confident_count
 
 from test_label_posterior import _blobs
 
@@ -29,7 +29,7 @@ def _literal_count(pi, y, clean):
     for i in range(n):
         if clean[i]:
             continue
-        above = [j for j in range(C) if pi[i, j] >= thresholds[j]]
+        above = [j for j in range(C) if pi[i, j] >= thresholds[j] * (1 - THRESHOLD_RTOL)]
         if above:
             joint[y[i], max(above, key=lambda j: (pi[i, j], -j))] += 1
     for a in range(C):
@@ -50,6 +50,26 @@ def test_confident_count_matches_a_literal_count(n, C):
     given = np.bincount(y[~clean], minlength=C)
     sums = joint.sum(1)
     assert np.all(np.isclose(sums, given) | (sums == 0))
+
+
+def test_confident_count_counts_rows_at_a_saturated_probability_as_their_class():
+    """Unanimous votes give many rows the same π; the mean of 11 copies of this value rounds one ulp
+    above it, and without a tolerance no such row would reach its own class's threshold (a count that
+    then jumped with float rounding: 159 or 451 wrong labels on one digits cell)."""
+    x = 0.6066357757671799
+    assert np.full(11, x).mean() > x  # the rounding this test is about
+    C, per = 2, 11
+    pi = np.zeros((4 * per + 2, C))
+    y = np.repeat([0, 1, 0, 1], per)
+    y = np.concatenate([y, [1, 0]])
+    pi[y == 0] = [x, 1 - x]
+    pi[y == 1] = [1 - x, x]
+    pi[-2:] = [[x, 1 - x], [1 - x, x]]  # two rows given the other class's label, at its saturated value
+    clean = np.zeros(len(y), bool)
+    clean[:2 * per] = True
+    count, joint = confident_count(pi, y, clean)
+    assert count == 2
+    np.testing.assert_allclose(joint, [[per, 1], [1, per]])
 
 
 def _model(n, seed, count):

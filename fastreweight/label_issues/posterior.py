@@ -47,6 +47,8 @@ __all__ = ["calibrated_class_probs", "noise_posterior", "confident_count", "fit_
 EPS = 1e-3
 #: a row is flagged when the posterior probability of its given label is below this
 LEVEL = 0.5
+#: the relative tolerance of ``confident_count``'s thresholds (rounding of a mean of equal values)
+THRESHOLD_RTOL = 1e-9
 _EM_ITERATIONS = 200
 _EM_TOL = 1e-7
 
@@ -130,7 +132,9 @@ def confident_count(pi: np.ndarray, labels: np.ndarray, clean_mask: np.ndarray) 
     other = ~clean
     thresholds = np.array([pi[clean & (y == c), c].mean() if (clean & (y == c)).any() else np.inf
                            for c in range(C)])
-    above = pi >= thresholds  # N×C bool
+    # a relative tolerance: unanimous votes give many rows the same saturated π, and their mean can
+    # round one ulp above that value, which would leave every such row below its own class's threshold
+    above = pi >= thresholds * (1.0 - THRESHOLD_RTOL)  # N×C bool
     confident = above.any(1) & other
     best = np.where(above, pi, -1.0).argmax(1)
     joint = np.zeros((C, C))
