@@ -35,8 +35,8 @@ def _literal_clean_votes(z, y, clean, C, k, temperature):
 
 
 def _literal(x, y, clean, C, k, temperature, clean_weight, rounds, clean_vote=0.0, clean_k=10, clean_temperature=0.1,
-             votes=False, scale_columns=False):
-    z = x - x.mean(0)
+             votes=False, scale_columns=False, centre=True):
+    z = x - x.mean(0) if centre else x
     if scale_columns:
         z = z / x.std(0, ddof=1)
     z = z / np.linalg.norm(z, axis=1, keepdims=True)
@@ -59,17 +59,19 @@ def _literal(x, y, clean, C, k, temperature, clean_weight, rounds, clean_vote=0.
     return own - other, own, P.argmax(1)
 
 
-@pytest.mark.parametrize("scale_columns", [False, True])
+@pytest.mark.parametrize("geometry", ["cosine", "centred", "standardised"])
 @pytest.mark.parametrize("n,chunk", [(17, 5), (97, 97), (130, 33)])
-def test_neighbour_agreement_matches_a_literal_computation(n, chunk, scale_columns):
+def test_neighbour_agreement_matches_a_literal_computation(n, chunk, geometry):
     x, _, noisy, clean = _blobs(n=max(n, 30))
     x, noisy = x[:n], noisy[:n]
     mask = np.zeros(n, bool)
     mask[clean[clean < n]] = True
-    x = x * np.linspace(0.2, 3.0, x.shape[1], dtype=np.float32)  # unequal column scales: scaling them matters
+    # unequal column scales (scaling them matters) and an offset (centring them matters)
+    x = x * np.linspace(0.2, 3.0, x.shape[1], dtype=np.float32) + np.linspace(-1.0, 2.0, x.shape[1], dtype=np.float32)
     got = neighbour_agreement(x, noisy, mask, num_classes=3, k=7, temperature=0.3, clean_weight=2.0, rounds=2,
-                              chunk_rows=chunk, scale_columns=scale_columns)
-    want = _literal(x.astype(np.float64), noisy, mask, 3, 7, 0.3, 2.0, 2, scale_columns=scale_columns)
+                              chunk_rows=chunk, geometry=geometry)
+    want = _literal(x.astype(np.float64), noisy, mask, 3, 7, 0.3, 2.0, 2, scale_columns=geometry == "standardised",
+                    centre=geometry != "cosine")
     np.testing.assert_allclose(got[0], want[0], rtol=0, atol=2e-5)
     np.testing.assert_allclose(got[1], want[1], rtol=0, atol=2e-5)
     assert (got[2] == want[2]).mean() > 0.97  # argmax ties may break differently in float32
@@ -138,7 +140,12 @@ def test_too_few_clean_rows_for_the_fdr_target_fall_back_to_the_noise_rate():
     x, y, noisy, clean = _blobs(n=300, clean_per_class=5)
     r = find_label_issues(x, noisy, clean_idx=clean, flag="fdr")
     assert r.settings["flag"] == "rate" and "fallback" in r.settings
-    assert r.is_label_issue.any() and (noisy != y)[r.is_label_issue].mean() > 0.7
+    others = np.setdiff1d(np.arange(len(y)), clean)
+    k = int(round(r.estimated_noise_rate * others.size))
+    assert 0 < k == r.is_label_issue.sum()  # the estimated number of wrong labels, the lowest scores
+    assert r.score[r.is_label_issue].max() <= np.sort(r.score[others])[k - 1]
+    wrong = noisy != y
+    assert wrong[r.is_label_issue].mean() > 0.7  # a random set would get about 0.29
 
 
 @pytest.mark.parametrize("scorer", ["knn", "fbr", "fbr-whiten"])

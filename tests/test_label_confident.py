@@ -162,18 +162,28 @@ def test_report_of_a_confident_flagged_set_says_how_it_was_flagged(tmp_path):
 
 def test_knn_with_a_noise_model_ranks_by_the_calibrated_probability():
     """With a noise-model flag the knn columns come from the calibrated probabilities π of posterior.py
-    (recomputed here from the votes); with the margin rule they stay the raw vote's."""
-    from fastreweight.label_issues.find import POSTERIOR_CLEAN_K, calibrated_log_odds
+    (recomputed here from the votes of the neighbourhood size whose calibration fits the clean rows
+    best); with the margin rule they stay the raw vote's."""
+    from fastreweight.label_issues.find import KNN_NEIGHBOURS, POSTERIOR_CLEAN_K, calibrated_log_odds
     from fastreweight.label_issues.neighbours import agreement_from_votes, neighbour_votes
-    from fastreweight.label_issues.posterior import fit_noise_model
+    from fastreweight.label_issues.posterior import calibrated_class_probs, fit_noise_model
 
     x, y, noisy, clean = _instance_blobs(1025, 4, 0.2, seed=8)
     mask = np.zeros(len(y), bool)
     mask[clean] = True
-    P, Q = neighbour_votes(x, noisy, mask, num_classes=4, clean_k=POSTERIOR_CLEAN_K)
+    votes = {k: neighbour_votes(x, noisy, mask, num_classes=4, k=k, clean_k=POSTERIOR_CLEAN_K) for k in KNN_NEIGHBOURS}
+    nll = {}
+    for k, (P, Q) in votes.items():
+        pi, _ = calibrated_class_probs(P.astype(np.float64), Q.astype(np.float64), noisy, mask)
+        nll[k] = -np.mean(np.log(pi[clean, noisy[clean]]))
+    k = min(nll, key=nll.get)
+    assert len(set(np.round(list(nll.values()), 6))) == len(nll)  # a choice, not a tie
+    P, Q = votes[k]
     model = fit_noise_model(P, Q, noisy, mask)
     for flag in ("confident", "posterior"):
         r = find_label_issues(x, noisy, clean_idx=clean, flag=flag)
+        assert r.settings["neighbours"] == k
+        assert r.settings["neighbour_nll"] == {str(j): pytest.approx(v, abs=1e-4) for j, v in nll.items()}
         np.testing.assert_allclose(r.label_score, model.pi_given, rtol=1e-12)
         np.testing.assert_array_equal(r.predicted_label, model.pi_argmax)
         np.testing.assert_allclose(r.score, calibrated_log_odds(model.pi_given), rtol=1e-12)

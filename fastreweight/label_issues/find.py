@@ -48,8 +48,8 @@ from __future__ import annotations
 import numpy as np
 
 from .flag import MODEL_FLAGS, flag_rows
-from .neighbours import agreement_from_votes, neighbour_votes
-from .posterior import fit_noise_model
+from .neighbours import agreement_from_votes, neighbour_votes_by_k
+from .posterior import choose_neighbourhood, fit_noise_model
 from .result import LabelIssues
 from .stream import score_dataset
 from .validate import check_find_inputs, nonfinite_message
@@ -59,8 +59,10 @@ __all__ = ["find_label_issues", "SCORERS", "KNN_MAX_ROWS", "knn_memory_bytes"]
 SCORERS = ("auto", "knn", "fbr", "fbr-whiten")
 _FBR = {"fbr": dict(), "fbr-whiten": dict(whiten="auto", refine=1)}
 FLAGS = ("auto", "confident", "margin", "posterior", "fdr", "rate", "score")
-#: the clean vote of ``flag="posterior"``: each row's this many nearest clean rows, at the knn temperature
+#: the clean vote (``posterior.py``): each row's this many nearest clean rows, at the knn temperature
 POSTERIOR_CLEAN_K = 10
+#: the neighbourhood sizes ``knn`` chooses from, by the clean rows' likelihood (``posterior.choose_neighbourhood``)
+KNN_NEIGHBOURS = (10, 30)
 KNN_MAX_ROWS = 200_000
 #: a memory-mapped ``features`` is loaded whole for ``knn`` (by ``scorer="auto"``) only up to this size
 KNN_MAX_MAPPED_BYTES = 1 << 30
@@ -69,8 +71,9 @@ KNN_CHUNK_ROWS = 4096
 
 
 def _knn(features, y, clean_idx, clean_features, clean_labels, C, device, chunk_rows, posterior: bool):
-    """``(score, quality, suggested, clean_scores, model)``; ``model`` is ``None`` unless ``posterior``
-    asks for it, else ``posterior.py``'s ``NoiseModel`` on the dataset's rows."""
+    """``(score, quality, suggested, clean_scores, model, chosen)``; ``model`` is ``None`` unless
+    ``posterior`` asks for it, else ``posterior.py``'s ``NoiseModel`` on the dataset's rows; ``chosen``
+    the settings of the neighbourhood chosen on the clean rows (``KNN_NEIGHBOURS``)."""
     n = features.shape[0]
     # a memory map (often read-only) gets its own copy: torch refuses to wrap read-only memory quietly
     x = np.array(features, dtype=np.float32, copy=True if isinstance(features, np.memmap) else None)
@@ -88,8 +91,11 @@ def _knn(features, y, clean_idx, clean_features, clean_labels, C, device, chunk_
     if x.shape[0] > KNN_MAX_ROWS:
         raise ValueError(f"scorer='knn' holds all rows in memory and compares every pair: at most {KNN_MAX_ROWS} rows, "
                          f"got {x.shape[0]}; use scorer='fbr-whiten' (streamed) for larger datasets")
-    P, Q = neighbour_votes(x, y, mask, num_classes=C, device=device, chunk_rows=min(chunk_rows, KNN_CHUNK_ROWS),
-                           clean_k=POSTERIOR_CLEAN_K if posterior else None)
+    P_by_k, Q = neighbour_votes_by_k(x, y, mask, num_classes=C, ks=KNN_NEIGHBOURS, device=device,
+                                     chunk_rows=min(chunk_rows, KNN_CHUNK_ROWS), clean_k=POSTERIOR_CLEAN_K)
+    k, nll = choose_neighbourhood(P_by_k, Q, y, mask)
+    P = P_by_k[k]
+    chosen = {"neighbours": k, "neighbour_nll": {str(j): round(v, 4) for j, v in nll.items()}}
     model = None
     if posterior:  # the calibrated probabilities rank better than the raw vote (find_label_issues' doc)
         model = fit_noise_model(P, Q, y, mask)
@@ -102,7 +108,7 @@ def _knn(features, y, clean_idx, clean_features, clean_labels, C, device, chunk_
     clean_scores = score[mask]
     if clean_idx is None:  # the appended clean rows are not rows of the dataset
         score, quality, suggested = score[:n], quality[:n], suggested[:n]
-    return score, quality, suggested, clean_scores, model
+    return score, quality, suggested, clean_scores, model, chosen
 
 
 def calibrated_log_odds(pi_given: np.ndarray) -> np.ndarray:
@@ -142,13 +148,17 @@ def _choose_scorer(scorer: str, features, clean_features, process_group) -> tupl
 def knn_memory_bytes(n: int, d: int, c: int, chunk_rows: int = 8192, posterior: bool = True) -> int:
     """About the memory ``scorer="knn"`` holds for ``n`` rows (dataset plus separate clean rows) of ``d``
     features and ``c`` classes: the rows as float32 and their standardised copy, one chunk's similarities
-    to every row (``min(chunk_rows, KNN_CHUNK_ROWS)`` rows at a time) and the class votes; with
-    ``posterior`` (``flag="confident"`` or ``"posterior"``; the default) also the clean vote (float32) and, in
-    float64, both votes, their logs, the class probabilities, the EM's posterior and one temporary of its
-    size, and the confident count's mask (bool) and masked copy of the probabilities."""
+    to every row (``min(chunk_rows, KNN_CHUNK_ROWS)`` rows at a time), each row's ``max(KNN_NEIGHBOURS)``
+    nearest rows (similarity and index), the class votes of every neighbourhood size and the clean
+    vote (float32), and the choice of the size (in float64: both votes, their logs, the logits and the
+    class probabilities); with ``posterior`` (``flag="confident"`` or ``"posterior"``; the default) also,
+    in float64, both votes, their logs, the class probabilities, the EM's posterior and one temporary of
+    its size, and the confident count's mask (bool) and masked copy of the probabilities."""
     chunk = min(chunk_rows, KNN_CHUNK_ROWS, n)
-    votes = 4 * (2 * n * d + 2 * chunk * n + 2 * n * c)
-    return votes + (n * c * (4 + 8 * 2 + 8 * 2 + 8 * 4 + 1 + 8) if posterior else 0)
+    search = 4 * (2 * n * d + 2 * chunk * n) + n * max(KNN_NEIGHBOURS) * (4 + 8)
+    votes = 4 * n * c * (len(KNN_NEIGHBOURS) + 3)  # P of each size, Q, one round's votes and their trust
+    choose = 8 * n * c * 6
+    return search + votes + choose + (n * c * (8 * 2 + 8 * 2 + 8 * 4 + 1 + 8) if posterior else 0)
 
 
 def _choose_flag(flag: str, scorer: str, margin, threshold: float) -> tuple[str, float]:
@@ -198,10 +208,11 @@ def find_label_issues(features, labels, *, clean_idx=None, clean_features=None, 
     scorer, reason = _choose_scorer(scorer, features, clean_features, process_group)
     flag, threshold = _choose_flag(flag, scorer, margin, threshold)
     if scorer == "knn":
-        score, quality, suggested, clean_scores, model = _knn(features, y, clean_idx, clean_features, clean_labels,
-                                                             C, device, chunk_rows, posterior=flag in MODEL_FLAGS)
+        score, quality, suggested, clean_scores, model, chosen = _knn(features, y, clean_idx, clean_features,
+                                                                     clean_labels, C, device, chunk_rows,
+                                                                     posterior=flag in MODEL_FLAGS)
     else:
-        model = None
+        model, chosen = None, {}
         cz, cy = (np.asarray(features[clean_idx]), y[clean_idx]) if clean_idx is not None else (clean_features, clean_labels)
         res = score_dataset(features, y, cz, cy, num_classes=C, chunk_rows=chunk_rows, device=device,
                             progress=progress, process_group=process_group, **_FBR[scorer])
@@ -215,7 +226,7 @@ def find_label_issues(features, labels, *, clean_idx=None, clean_features=None, 
             clean_scores = score_dataset(cz, cy, cz, cy, num_classes=C, chunk_rows=chunk_rows, device=device,
                                          **_FBR[scorer]).scores
     return flag_rows(score, quality, suggested, y, clean_idx, clean_scores, C, flag, alpha, threshold, model,
-                    {"scorer": scorer, "scorer_reason": reason, "flag": flag,
+                    {"scorer": scorer, "scorer_reason": reason, "flag": flag, **chosen,
                      **({"alpha": alpha} if flag == "fdr" else {}),
                      **({"threshold": threshold} if flag == "score" else {}),
                      **({"margin": float(margin)} if flag == "margin" else {})})

@@ -47,34 +47,52 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["neighbour_agreement", "neighbour_votes", "agreement_from_votes", "trusted_votes", "clean_votes",
-           "standardised"]
+           "standardised", "GEOMETRIES", "nearest", "neighbour_votes_by_k"]
 
 
-def standardised(features, device, scale_columns: bool = True) -> torch.Tensor:
-    """Each column centred (and with ``scale_columns`` scaled to unit variance), then each row to unit
-    norm (float32)."""
+#: the geometries of ``neighbour_votes``: name -> (centre the columns, scale them to unit variance)
+GEOMETRIES = {"cosine": (False, False), "centred": (True, False), "standardised": (True, True)}
+
+
+def standardised(features, device, scale_columns: bool = True, centre: bool = True) -> torch.Tensor:
+    """Each column centred (with ``centre``) and scaled to unit variance (with ``scale_columns``), then
+    each row to unit norm (float32)."""
     z = torch.as_tensor(np.asarray(features) if not isinstance(features, torch.Tensor) else features)
     z = z.to(device=device, dtype=torch.float32)
-    z = z - z.mean(0)
+    if centre:
+        z = z - z.mean(0)
     if scale_columns:
         z = z / z.std(0).clamp_min(1e-8)
     return F.normalize(z, dim=1)
 
 
-def _votes(z, labels, trust, num_classes: int, k: int, temperature: float, chunk_rows: int) -> torch.Tensor:
+def _geometry(name: str) -> tuple[bool, bool]:
+    if name not in GEOMETRIES:
+        raise ValueError(f"geometry must be one of {', '.join(GEOMETRIES)}, got {name!r}")
+    return GEOMETRIES[name]
+
+
+def nearest(z: torch.Tensor, k: int, chunk_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(similarity, index)`` (N×k, most similar first) of each row's ``k`` nearest rows of ``z``, the
+    row itself excluded: one pass of ``chunk_rows × N`` similarities at a time, kept for every round."""
     N = z.shape[0]
     k = min(k, N - 1)
-    votes = torch.empty(N, num_classes, dtype=z.dtype, device=z.device)
+    vals = torch.empty(N, k, dtype=z.dtype, device=z.device)
+    idx = torch.empty(N, k, dtype=torch.int64, device=z.device)
     for s in range(0, N, chunk_rows):
         sim = z[s:s + chunk_rows] @ z.T
         rows = torch.arange(sim.shape[0], device=z.device)
         sim[rows, rows + s] = -3.0  # never its own neighbour
-        val, nb = sim.topk(k, dim=1)
-        w = torch.exp((val - 1) / temperature) * trust[nb]
-        v = torch.zeros(sim.shape[0], num_classes, dtype=z.dtype, device=z.device)
-        v.scatter_add_(1, labels[nb], w)
-        votes[s:s + chunk_rows] = v / v.sum(1, keepdim=True).clamp_min(1e-30)
-    return votes
+        vals[s:s + chunk_rows], idx[s:s + chunk_rows] = sim.topk(k, dim=1)
+    return vals, idx
+
+
+def _votes(vals, idx, labels, trust, num_classes: int, temperature: float) -> torch.Tensor:
+    """The trusted class votes of the neighbours ``idx`` at similarities ``vals`` (module doc)."""
+    w = torch.exp((vals - 1) / temperature) * trust[idx]
+    v = torch.zeros(idx.shape[0], num_classes, dtype=vals.dtype, device=vals.device)
+    v.scatter_add_(1, labels[idx], w)
+    return v / v.sum(1, keepdim=True).clamp_min(1e-30)
 
 
 def clean_votes(z: torch.Tensor, labels: torch.Tensor, clean_mask: torch.Tensor, num_classes: int, k: int,
@@ -103,38 +121,58 @@ def clean_votes(z: torch.Tensor, labels: torch.Tensor, clean_mask: torch.Tensor,
 
 def trusted_votes(z: torch.Tensor, labels: torch.Tensor, clean_mask: torch.Tensor, *, num_classes: int, k: int,
                   temperature: float, clean_weight: float, rounds: int, clean_vote: float = 0.0, clean_k: int = 10,
-                  clean_temperature: float = 0.1, chunk_rows: int = 4096) -> torch.Tensor:
+                  clean_temperature: float = 0.1, chunk_rows: int = 4096, neighbours=None) -> torch.Tensor:
     """The class votes ``P`` (N×C) after ``rounds`` rounds on standardised features ``z``
-    (``standardised``), ``labels`` (integer) and ``clean_mask`` (bool) on ``z``'s device (module doc)."""
+    (``standardised``), ``labels`` (integer) and ``clean_mask`` (bool) on ``z``'s device (module doc).
+    ``neighbours``: ``nearest(z, k', ...)`` for some ``k' >= k``, when the caller already has it."""
     labels = labels.to(torch.int64)
+    vals, idx = nearest(z, k, chunk_rows) if neighbours is None else neighbours
+    vals, idx = vals[:, :k], idx[:, :k]
     trust = torch.ones(z.shape[0], dtype=z.dtype, device=z.device)
     trust[clean_mask] = clean_weight
     Q = (clean_votes(z, labels, clean_mask, num_classes, clean_k, clean_temperature, chunk_rows) if clean_vote > 0
          else None)
     P = None
     for _ in range(rounds):
-        P = _votes(z, labels, trust, num_classes, k, temperature, chunk_rows)
+        P = _votes(vals, idx, labels, trust, num_classes, temperature)
         belief = P if Q is None else (1 - clean_vote) * P + clean_vote * Q
         own = belief.gather(1, labels[:, None])[:, 0]
         trust = torch.where(clean_mask, torch.full_like(own, clean_weight), own)
     return P
 
 
-def neighbour_votes(features, labels, clean_mask, *, num_classes: int, k: int = 30, temperature: float = 0.1,
+def neighbour_votes(features, labels, clean_mask, *, num_classes: int, k: int = 10, temperature: float = 0.1,
                     clean_weight: float = 3.0, rounds: int = 3, clean_k: int | None = None,
                     clean_temperature: float = 0.1, chunk_rows: int = 4096, device="cpu",
-                    scale_columns: bool = False):
+                    geometry: str = "cosine"):
     """``(P, Q)``: the trusted votes ``P`` (N×C numpy) of the module doc and, when ``clean_k`` is given,
     the clean rows' own votes ``Q`` (``clean_votes``; else ``None``).  Both exclude each row itself.
-    ``scale_columns``: whether each column is scaled to unit variance before the cosine (module doc)."""
-    z = standardised(features, device, scale_columns)
+    ``geometry`` (``GEOMETRIES``): the cosine of the rows as given, of centred columns, or of centred
+    columns scaled to unit variance (module doc)."""
+    by_k, Q = neighbour_votes_by_k(features, labels, clean_mask, num_classes=num_classes, ks=(k,),
+                                   temperature=temperature, clean_weight=clean_weight, rounds=rounds, clean_k=clean_k,
+                                   clean_temperature=clean_temperature, chunk_rows=chunk_rows, device=device,
+                                   geometry=geometry)
+    return by_k[k], Q
+
+
+def neighbour_votes_by_k(features, labels, clean_mask, *, num_classes: int, ks=(10, 30), temperature: float = 0.1,
+                         clean_weight: float = 3.0, rounds: int = 3, clean_k: int | None = None,
+                         clean_temperature: float = 0.1, chunk_rows: int = 4096, device="cpu",
+                         geometry: str = "cosine"):
+    """``({k: P}, Q)``: ``neighbour_votes``' ``P`` for every neighbourhood size of ``ks``, from one
+    neighbour search (the ``max(ks)`` nearest rows, kept for every round and every ``k``)."""
+    centre, scale = _geometry(geometry)
+    z = standardised(features, device, scale, centre)
     y = torch.as_tensor(np.asarray(labels), dtype=torch.int64, device=z.device)
     clean = torch.as_tensor(np.asarray(clean_mask), dtype=torch.bool, device=z.device)
-    P = trusted_votes(z, y, clean, num_classes=num_classes, k=k, temperature=temperature,
-                      clean_weight=clean_weight, rounds=rounds, chunk_rows=chunk_rows)
+    found = nearest(z, max(ks), chunk_rows)
+    by_k = {k: trusted_votes(z, y, clean, num_classes=num_classes, k=k, temperature=temperature,
+                             clean_weight=clean_weight, rounds=rounds, chunk_rows=chunk_rows,
+                             neighbours=found).cpu().numpy() for k in ks}
     Q = (None if clean_k is None else
          clean_votes(z, y, clean, num_classes, clean_k, clean_temperature, chunk_rows).cpu().numpy())
-    return P.cpu().numpy(), Q
+    return by_k, Q
 
 
 def agreement_from_votes(P: np.ndarray, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -148,13 +186,13 @@ def agreement_from_votes(P: np.ndarray, labels) -> tuple[np.ndarray, np.ndarray,
     return own - other.max(1), own, P.argmax(1)
 
 
-def neighbour_agreement(features, labels, clean_mask, *, num_classes: int, k: int = 30, temperature: float = 0.1,
+def neighbour_agreement(features, labels, clean_mask, *, num_classes: int, k: int = 10, temperature: float = 0.1,
                         clean_weight: float = 3.0, rounds: int = 3, chunk_rows: int = 4096, device="cpu",
-                        scale_columns: bool = False):
+                        geometry: str = "cosine"):
     """``(score, label_quality, suggested)`` of every row (numpy arrays; see the module doc).
 
     ``features`` N×d, ``labels`` N (the trusted label on clean rows), ``clean_mask`` N bool."""
     P, _ = neighbour_votes(features, labels, clean_mask, num_classes=num_classes, k=k, temperature=temperature,
                            clean_weight=clean_weight, rounds=rounds, chunk_rows=chunk_rows, device=device,
-                           scale_columns=scale_columns)
+                           geometry=geometry)
     return agreement_from_votes(P, labels)

@@ -41,7 +41,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["calibrated_class_probs", "noise_posterior", "confident_count", "fit_noise_model", "NoiseModel", "EPS", "LEVEL"]
+__all__ = ["calibrated_class_probs", "noise_posterior", "confident_count", "fit_noise_model", "NoiseModel",
+           "choose_neighbourhood", "clean_nll", "EPS", "LEVEL"]
 
 #: the floor added to every vote share before its log: a class no neighbour votes for is unlikely, not impossible
 EPS = 1e-3
@@ -82,6 +83,22 @@ def calibrated_class_probs(P: np.ndarray, Q: np.ndarray, labels: np.ndarray, cle
     pi = np.exp(z)
     pi /= pi.sum(1, keepdims=True)
     return pi, (a, b)
+
+
+def clean_nll(pi: np.ndarray, labels: np.ndarray, clean_mask: np.ndarray) -> float:
+    """The mean negative log-likelihood of the clean rows' trusted labels under ``pi`` (N×C)."""
+    rows = np.flatnonzero(clean_mask)
+    return -float(np.mean(np.log(np.clip(pi[rows, np.asarray(labels, np.int64)[rows]], 1e-300, None))))
+
+
+def choose_neighbourhood(P_by_k: dict, Q: np.ndarray, labels: np.ndarray, clean_mask: np.ndarray
+                         ) -> tuple[int, dict]:
+    """``(k, {k: nll})``: the neighbourhood size whose votes, calibrated with ``Q`` (step 1), give the
+    clean rows' trusted labels the lowest negative log-likelihood (out of sample: no row votes for
+    itself); ties go to the smaller ``k``."""
+    nll = {k: clean_nll(calibrated_class_probs(P.astype(np.float64), Q.astype(np.float64), labels, clean_mask)[0],
+                        labels, clean_mask) for k, P in sorted(P_by_k.items())}
+    return min(nll, key=lambda k: (nll[k], k)), nll
 
 
 def noise_posterior(pi: np.ndarray, labels: np.ndarray, clean_mask: np.ndarray
