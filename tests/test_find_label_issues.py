@@ -221,3 +221,47 @@ def test_margin_flag_is_the_vote_lead():
             find_label_issues(x, noisy, clean_idx=clean, flag="margin", margin=bad)
     with pytest.raises(ValueError, match="flag='margin' needs .*knn"):
         find_label_issues(x, noisy, clean_idx=clean, scorer="fbr", flag="margin")
+
+
+def test_votes_of_several_neighbourhoods_come_from_one_search():
+    """neighbour_votes_by_k's votes of each k equal neighbour_votes' own search at that k."""
+    from fastreweight.label_issues.neighbours import neighbour_votes, neighbour_votes_by_k
+
+    x, _, noisy, clean = _blobs(n=97, seed=4)
+    mask = np.zeros(97, bool)
+    mask[clean] = True
+    by_k, Q = neighbour_votes_by_k(x, noisy, mask, num_classes=3, ks=(2, 7, 17), clean_k=4, chunk_rows=33)
+    for k, P in by_k.items():
+        want, want_q = neighbour_votes(x, noisy, mask, num_classes=3, k=k, clean_k=4, chunk_rows=33)
+        np.testing.assert_allclose(P, want, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(Q, want_q, rtol=0, atol=1e-6)
+
+
+def test_unknown_geometry_is_refused():
+    x, _, noisy, clean = _blobs(n=30)
+    mask = np.zeros(30, bool)
+    mask[clean] = True
+    with pytest.raises(ValueError, match="geometry must be one of cosine, centred, standardised"):
+        neighbour_agreement(x, noisy, mask, num_classes=3, geometry="euclid")
+
+
+def test_the_neighbourhood_whose_calibration_fits_the_clean_rows_best_is_chosen():
+    """choose_neighbourhood against the clean rows' NLL recomputed here; votes that give the clean rows'
+    labels more weight win, and a tie goes to the smaller size."""
+    from fastreweight.label_issues.posterior import calibrated_class_probs, choose_neighbourhood
+
+    rng = np.random.default_rng(5)
+    n, C = 97, 4
+    y = rng.integers(0, C, n)
+    mask = np.zeros(n, bool)
+    mask[rng.choice(n, 30, replace=False)] = True
+    noise = rng.dirichlet(np.ones(C), n)
+    sharp = 0.7 * np.eye(C)[y] + 0.3 * noise  # votes that mostly agree with the labels
+    vague = 0.2 * np.eye(C)[y] + 0.8 * noise
+    Q = rng.dirichlet(np.ones(C), n)
+    k, nll = choose_neighbourhood({10: vague, 30: sharp}, Q, y, mask)
+    for j, P in ((10, vague), (30, sharp)):
+        pi, _ = calibrated_class_probs(P, Q, y, mask)
+        assert nll[j] == pytest.approx(-np.mean(np.log(pi[mask, y[mask]])), rel=1e-12)
+    assert k == 30 and nll[30] < nll[10]
+    assert choose_neighbourhood({30: sharp, 10: sharp.copy()}, Q, y, mask)[0] == 10

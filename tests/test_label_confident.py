@@ -79,7 +79,10 @@ def _model(n, seed, count):
 
 
 @pytest.mark.parametrize("count", [0, 5, 40, 96])
-def test_confident_flag_tops_up_the_posterior_set_with_the_lowest_own_probability(count):
+def test_confident_flag_is_the_count_of_rows_the_posterior_set_first(count):
+    """The set has the count's size: the posterior's rows (lowest posterior first), then the rows of lowest
+    pi_given; with the random model here the posterior flags about half the rows, so counts of 0, 5 and
+    40 trim its set and 96 (more than the 94 rows scored) tops it up to every row."""
     n = 97
     model = _model(n, seed=count, count=count)
     clean_idx = np.array([0, 1, 2])
@@ -91,15 +94,17 @@ def test_confident_flag_tops_up_the_posterior_set_with_the_lowest_own_probabilit
     r = flag_rows(*args, "confident", 0.1, 0.0, model, {})
     flagged = r.is_label_issue
     assert np.array_equal(post, (model.post_given < LEVEL) & others)
-    assert (flagged >= post).all() and not flagged[clean_idx].any()
-    assert flagged.sum() == min(max(post.sum(), count), others.sum())
-    added = flagged & ~post
-    if added.any():  # the rows added are the unflagged ones of lowest pi_given
-        rest = others & ~post
-        assert model.pi_given[added].max() <= model.pi_given[rest & ~added].min(initial=np.inf)
+    assert not flagged[clean_idx].any() and flagged.sum() == min(count, others.sum())
+    if count <= post.sum():  # trimmed: the posterior's rows of lowest posterior
+        assert (flagged <= post).all()
+        assert model.post_given[flagged].max(initial=-np.inf) <= model.post_given[post & ~flagged].min(initial=np.inf)
+    else:  # topped up: every posterior row, then the unflagged rows of lowest pi_given
+        assert (flagged >= post).all()
+        added, rest = flagged & ~post, others & ~post & ~flagged
+        assert model.pi_given[added].max() <= model.pi_given[rest].min(initial=np.inf)
     assert r.settings["confident_count"] == count and r.settings["posterior_flagged"] == post.sum()
     assert np.isnan(r.threshold)
-    assert r.estimated_noise_rate == pytest.approx(max(0.2, count / others.sum()))
+    assert r.estimated_noise_rate == pytest.approx(count / others.sum())
 
 
 def _instance_blobs(n, C, rate, seed, clean_per_class=10):
@@ -135,7 +140,7 @@ def test_confident_flag_finds_flips_the_class_conditional_posterior_misses():
 
 
 @pytest.mark.parametrize("kind,rate", [("sym", 0.3), ("pair", 0.25)])
-def test_confident_flag_keeps_the_posterior_where_noise_depends_on_the_class(kind, rate):
+def test_confident_flag_is_precise_where_noise_depends_on_the_class(kind, rate):
     x, y, noisy, clean = _blobs(3000, 5, rate, seed=3, kind=kind)
     others = np.setdiff1d(np.arange(len(y)), clean)
     wrong = noisy != y

@@ -3,8 +3,11 @@
 Scorers (``SCORERS``):
 
 * ``"knn"`` — neighbour agreement with trust (``neighbours.py``): the labels of each row's nearest
-  rows, the clean rows counting more and every other row as much as its own label is believed; in
-  memory, O(N²·d) (``KNN_MAX_ROWS`` rows at most).  With ``flag="confident"`` or ``"posterior"`` (the
+  rows by cosine, the clean rows counting more and every other row as much as its own label is
+  believed; in memory, O(N²·d) (``KNN_MAX_ROWS`` rows at most).  The neighbourhood size is chosen on
+  the clean rows: the one of ``KNN_NEIGHBOURS`` whose calibrated votes give their trusted labels the
+  higher likelihood (``settings["neighbours"]``, and ``settings["neighbour_nll"]`` each size's mean
+  negative log-likelihood).  With ``flag="confident"`` or ``"posterior"`` (the
   default) the votes are calibrated on the clean rows (``posterior.py``): ``label_score`` is the
   calibrated probability of the given label ``π_i(y_i)``, ``score`` its log-odds and the suggested label
   ``argmax_c π_ic``; on the comparison with cleanlab this ranks well above the raw vote share on
@@ -19,11 +22,11 @@ Scorers (``SCORERS``):
 
 Flagging (``flag``):
 
-* ``"confident"`` (``knn`` only; the default) flags the rows ``"posterior"`` flags and, where a count
-  that does not assume class-conditional noise finds more wrong labels (``posterior.confident_count``:
-  the rows whose calibrated probability of another class reaches what the clean rows of that class
-  get), tops the set up to that count with the rows whose calibrated probability of their own label is
-  lowest; the estimated noise rate is the larger of the two;
+* ``"confident"`` (``knn`` only; the default) flags as many rows as a count that does not assume
+  class-conditional noise finds wrong (``posterior.confident_count``: the rows whose calibrated
+  probability of another class reaches what the clean rows of that class get): the rows ``"posterior"``
+  flags first (the most surely wrong first), then those whose calibrated probability of their own label
+  is lowest; the estimated noise rate is the count's share;
 * ``"posterior"`` (``knn`` only) flags the rows whose given label is more likely wrong than right under a
   noise model fitted to the dataset (``posterior.py``: the votes calibrated on the clean rows, a
   class-conditional transition matrix by EM) and reports that model's noise rate;

@@ -74,9 +74,11 @@ def flag_rows(score, quality, suggested, y, clean_idx, clean_scores, C, flag, al
 
 def _flag_by_model(score, quality, suggested, y, others, C, model, flag, settings) -> LabelIssues:
     """``flag="posterior"``: the rows whose given label is more likely wrong than right (posterior.py);
-    ``flag="confident"``: those, topped up to ``model.count`` with the unflagged rows of lowest
-    ``model.pi_given`` (ties: the lower index first).  Not a score threshold (``threshold`` is nan); the
-    noise rate is the posterior's, or for ``"confident"`` the larger of it and the count's share."""
+    ``flag="confident"``: ``model.count`` rows (posterior.py's confident count), those the posterior
+    flags first (lowest posterior first), then the others of lowest ``model.pi_given`` (ties: the lower
+    index first), so the posterior's set is trimmed where it is larger than the count and topped up where
+    it is smaller.  Not a score threshold (``threshold`` is nan); the noise rate is the posterior's, or
+    for ``"confident"`` the count's share of the rows scored."""
     from .posterior import LEVEL
 
     a, b = model.weights
@@ -88,13 +90,12 @@ def _flag_by_model(score, quality, suggested, y, others, C, model, flag, setting
         n_others = int(others.sum())
         settings.update(posterior_flagged=int(flagged.sum()), confident_count=model.count,
                         posterior_noise_rate=rate)
-        candidates = others & ~flagged
-        missing = min(model.count - int(flagged.sum()), int(candidates.sum()))
-        if missing > 0:
-            order = np.argsort(np.where(candidates, model.pi_given, np.inf), kind="stable")
-            flagged[order[:missing]] = True
-        if n_others:
-            rate = max(rate, model.count / n_others)
+        # post_given − 2 < 0 <= pi_given: the posterior's rows come first, the most surely wrong first
+        key = np.where(flagged, model.post_given - 2.0, model.pi_given)
+        order = np.argsort(np.where(others, key, np.inf), kind="stable")
+        flagged = np.zeros_like(flagged)
+        flagged[order[:min(model.count, n_others)]] = True
+        rate = model.count / n_others if n_others else float("nan")
     return _issues(score, quality, suggested, y, flagged, float("nan"), rate, C, settings)
 
 
