@@ -268,7 +268,7 @@ def label_issues_table(features):
     return "\n".join(lines)
 
 
-def label_issues_vs_cleanlab_table(names=("heldout_label_issues_centred.jsonl", "heldout_label_issues_2026-12-07.jsonl"),
+def label_issues_vs_cleanlab_table(names=("heldout_label_issues_cosine.jsonl",),
                                    note="seeds never used to choose a setting", exclude=()):
     """fastreweight's flag rules against both cleanlab variants, from the records of ``names`` together
     (the first record of each (seed, features, noise, tool) counts; tools in ``exclude`` left out)."""
@@ -1640,15 +1640,15 @@ DOC = [
     ("label-issues-heldout", 4, "Held-out seeds 3–5: each flag rule against cleanlab", None,
      label_issues_vs_cleanlab_table),
     ("label-issues-low-noise", 4, "10% noise: each flag rule against cleanlab", None,
-     lambda: label_issues_vs_cleanlab_table(("lownoise_label_issues_centred.jsonl", "lownoise_label_issues_mnist5k.jsonl",
-                                             "lownoise_label_issues_more.jsonl", "lownoise_label_issues_fastreweight.jsonl"),
-                                            "every kind at 10% instead of 25–30%; no setting was chosen at this rate",
-                                            exclude=("fastreweight:knn",))),
+     lambda: label_issues_vs_cleanlab_table(("lownoise_label_issues_count.jsonl", "lownoise_label_issues_cosine.jsonl"),
+                                            "every kind at 10% instead of 25–30%; the neighbourhood-size choice and "
+                                            "the count rule were measured at this rate too (docs/label-issues.md)")),
     ("label-issues-digits", 4, "A second dataset: scikit-learn's digits, each flag rule against cleanlab", None,
-     lambda: label_issues_vs_cleanlab_table(("digits_label_issues.jsonl",),
+     lambda: label_issues_vs_cleanlab_table(("digits_label_issues_cosine.jsonl",),
                                             "`--dataset digits`: 1797 rows × 64 pixels, 10 trusted rows per class, "
-                                            "the same noise kinds at 25–30% and 10%; no setting was chosen on this "
-                                            "dataset",
+                                            "the same noise kinds at 25–30% and 10%; the neighbourhood-size choice "
+                                            "and the count rule were measured on this dataset too "
+                                            "(docs/label-issues.md)",
                                             exclude=("fastreweight:knn", "fastreweight:auto", "fastreweight:fbr",
                                                      "fastreweight:fbr-whiten"))),
     ("cleanlab", 3, "Against cleanlab on raw pixels, seeds 0–2 (superseded)", _SUPERSEDED + " Setup: raw pixels, "
