@@ -306,6 +306,7 @@ def label_issues_vs_cleanlab_table(names=("heldout_label_issues_cosine.jsonl",),
              "| --- | --- | --- | " + " | ".join("--- | --- | ---" for _ in ours_all) + " | --- | --- | --- |"]
     wins = defaultdict(int)
     shown = 0
+    skipped_inputs = []
     for c in cells:
         cl = [t for t in ("cleanlab:datalab-knn", "cleanlab:lr") if by[c + (t,)]]
         if len(cl) < 2 or not all(by[c + (t,)] for t in ours_all):
@@ -313,6 +314,13 @@ def label_issues_vs_cleanlab_table(names=("heldout_label_issues_cosine.jsonl",),
         cl_seeds = {r["seed"] for t in cl for r in by[c + (t,)]}
         if any({r["seed"] for r in by[c + (t,)]} != cl_seeds for t in ours_all + cl):
             continue  # a cell compares like with like: every tool on the same seeds
+        per_seed = defaultdict(set)
+        for t in ours_all + cl:
+            for r in by[c + (t,)]:
+                per_seed[r["seed"]].add(r.get("inputs_hash"))
+        if any(len(h) > 1 for h in per_seed.values()):
+            skipped_inputs.append(f"{c[0]} / {c[1]}")
+            continue  # ... and on the same labels, trusted rows and features
         shown += 1
         pr = {t: (mean(c, t, "precision"), mean(c, t, "recall")) for t in cl + ours_all}
         best = (max(mean(c, t, "auroc") for t in cl), max(mean(c, t, "precision_at_k") for t in cl))
@@ -327,8 +335,12 @@ def label_issues_vs_cleanlab_table(names=("heldout_label_issues_cosine.jsonl",),
     rule_of = {t: sorted({(r.get("settings") or {}).get("flag", "?") for r in recs if r["tool"] == t}) for t in ours_all}
     lines += ["", "Flag rule of each column: " + "; ".join(f"`{t}`: `{'`, `'.join(rule_of[t])}`" for t in ours_all)
               + " (the default of its commit where the tool names none)."]
+    if skipped_inputs:
+        lines += ["", "Left out, the tools' inputs (labels, trusted rows or features) differing: "
+                  + ", ".join(skipped_inputs) + "."]
     lines += ["", "Flagged set at or above both cleanlab variants: "
-              + "; ".join(f"`{t}` in {wins[t]} of {shown} cells" for t in ours_all) + "."]
+              + "; ".join(f"`{t}` in {wins[t]} of {shown} cells" for t in ours_all)
+              + " (every tool on the same seeds and the same inputs in each cell shown)."]
     return "\n".join(lines)
 
 

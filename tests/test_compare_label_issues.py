@@ -106,3 +106,27 @@ def test_digits_dataset_loads_as_documented():
     assert x.shape == (1797, 64) and x.dtype.name == "float32" and 0 <= x.min() and x.max() <= 1
     assert y.dtype.name == "int64" and set(y.tolist()) == set(range(10))
     assert mod.pca_features(x, 0).shape == (1797, 64)  # min(PCA_DIM, d) components
+
+
+def test_flag_rule_table_compares_only_cells_with_the_same_inputs(tmp_path, monkeypatch):
+    """render.py's per-rule table (held-out, 10%, digits) counts a cell only when every tool ran on the same
+    seeds and the same inputs; a cell whose inputs hash differs between tools is named and left out."""
+    render = _load("fastreweight_render_for_vs_table", ROOT / "benchmarks" / "render.py")
+    env = {"commit": "abc1234", "date": "2026-12-07T00:00:00"}
+
+    def rec(tool, noise, seed, p, r, h="h0"):
+        return dict(tool=tool, seed=seed, features="pca", noise=noise, precision=p, recall=r, auroc=0.9,
+                    precision_at_k=0.8, settings={"flag": "confident"}, env=env, inputs_hash=f"{h}-{seed}")
+
+    rows = []
+    for seed in (0, 1):
+        for noise, ours_hash in (("sym", "h0"), ("pair", "other")):
+            rows += [rec("cleanlab:datalab-knn", noise, seed, 0.8, 0.7), rec("cleanlab:lr", noise, seed, 0.7, 0.8),
+                     rec("fastreweight:auto", noise, seed, 0.9, 0.9, h=ours_hash)]
+    with open(tmp_path / "t.jsonl", "w") as fh:
+        fh.writelines(json.dumps(r) + "\n" for r in rows)
+    monkeypatch.setattr(render, "RESULTS", str(tmp_path))
+    table = render.label_issues_vs_cleanlab_table(("t.jsonl",), "a test")
+    assert "| pca | sym | 2 |" in table and "| pca | pair |" not in table
+    assert "inputs (labels, trusted rows or features) differing: pca / pair" in table
+    assert "`fastreweight:auto` in 1 of 1 cells" in table

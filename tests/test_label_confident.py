@@ -161,7 +161,9 @@ def test_report_of_a_confident_flagged_set_says_how_it_was_flagged(tmp_path):
     path = tmp_path / "report.html"
     write_report(r, str(path))
     page = path.read_text()
-    assert "topped up to the confident count" in page and f"topped up to {r.settings['confident_count']} rows" in page
+    assert "the flagged set has the size of the confident count" in page
+    assert f"the confident count, {r.settings['confident_count']} rows: those with P(given label right)" in page
+    assert int(r.is_label_issue.sum()) == r.settings["confident_count"]
     assert 'class="threshold"' not in page
 
 

@@ -154,19 +154,22 @@ def test_report_of_a_posterior_flagged_set_says_how_it_was_flagged(tmp_path):
         write_report(r, str(path))
 
 
-def test_knn_memory_bytes_covers_the_posterior():
-    """The posterior's arrays (numpy, traced) stay within what knn_memory_bytes adds for it."""
+def test_knn_memory_bytes_covers_the_numpy_arrays_of_every_flag():
+    """The arrays numpy allocates (traced; torch's are not) stay within what knn_memory_bytes counts for
+    each flag rule, less the similarity chunk (torch's): the neighbourhood choice's calibration for every
+    rule, the noise model's arrays for the model flags."""
     import tracemalloc
 
     from fastreweight.label_issues import knn_memory_bytes
 
-    x, y, noisy, clean = _blobs(3000, 20, 0.2, seed=7, clean_per_class=5)
-    find_label_issues(x, noisy, clean_idx=clean, flag="posterior", num_classes=20)  # imports (scipy) untraced
-    peaks = {}
+    n, d, c = 3000, 8, 20
+    x, y, noisy, clean = _blobs(n, c, 0.2, seed=7, clean_per_class=5)
+    find_label_issues(x, noisy, clean_idx=clean, flag="posterior", num_classes=c)  # imports (scipy) untraced
     for flag in ("margin", "posterior", "confident"):
         tracemalloc.start()
-        find_label_issues(x, noisy, clean_idx=clean, flag=flag, num_classes=20)
-        peaks[flag] = tracemalloc.get_traced_memory()[1]
+        find_label_issues(x, noisy, clean_idx=clean, flag=flag, num_classes=c)
+        peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
-    extra = knn_memory_bytes(3000, 8, 20, posterior=True) - knn_memory_bytes(3000, 8, 20, posterior=False)
-    assert 0 < peaks["posterior"] - peaks["margin"] <= extra and 0 < peaks["confident"] - peaks["margin"] <= extra
+        chunk = min(8192, n)  # knn_memory_bytes' default chunk_rows, capped at the rows
+        sims = 4 * 2 * min(chunk, 4096) * n
+        assert 0 < peak <= knn_memory_bytes(n, d, c, posterior=flag != "margin") - sims, flag
