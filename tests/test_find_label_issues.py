@@ -237,6 +237,17 @@ def test_votes_of_several_neighbourhoods_come_from_one_search():
         np.testing.assert_allclose(Q, want_q, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("ks", [(), (0, 10), (2.5,), (True,)])
+def test_neighbourhood_sizes_must_be_positive_integers(ks):
+    from fastreweight.label_issues.neighbours import neighbour_votes_by_k
+
+    x, _, noisy, clean = _blobs(n=30)
+    mask = np.zeros(30, bool)
+    mask[clean] = True
+    with pytest.raises(ValueError, match="ks must be a non-empty sequence of positive integers"):
+        neighbour_votes_by_k(x, noisy, mask, num_classes=3, ks=ks)
+
+
 def test_unknown_geometry_is_refused():
     x, _, noisy, clean = _blobs(n=30)
     mask = np.zeros(30, bool)
@@ -259,9 +270,12 @@ def test_the_neighbourhood_whose_calibration_fits_the_clean_rows_best_is_chosen(
     sharp = 0.7 * np.eye(C)[y] + 0.3 * noise  # votes that mostly agree with the labels
     vague = 0.2 * np.eye(C)[y] + 0.8 * noise
     Q = rng.dirichlet(np.ones(C), n)
-    k, nll = choose_neighbourhood({10: vague, 30: sharp}, Q, y, mask)
+    k, nll, (pi_k, weights_k) = choose_neighbourhood({10: vague, 30: sharp}, Q, y, mask)
     for j, P in ((10, vague), (30, sharp)):
-        pi, _ = calibrated_class_probs(P, Q, y, mask)
+        pi, weights = calibrated_class_probs(P, Q, y, mask)
         assert nll[j] == pytest.approx(-np.mean(np.log(pi[mask, y[mask]])), rel=1e-12)
+        if j == k:  # the chosen size's calibration comes back with it
+            np.testing.assert_array_equal(pi_k, pi)
+            assert weights_k == weights
     assert k == 30 and nll[30] < nll[10]
     assert choose_neighbourhood({30: sharp, 10: sharp.copy()}, Q, y, mask)[0] == 10

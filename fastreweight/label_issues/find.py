@@ -52,7 +52,7 @@ import numpy as np
 
 from .flag import MODEL_FLAGS, flag_rows
 from .neighbours import agreement_from_votes, neighbour_votes_by_k
-from .posterior import choose_neighbourhood, fit_noise_model
+from .posterior import choose_neighbourhood, noise_model
 from .result import LabelIssues
 from .stream import score_dataset
 from .validate import check_find_inputs, nonfinite_message
@@ -96,18 +96,17 @@ def _knn(features, y, clean_idx, clean_features, clean_labels, C, device, chunk_
                          f"got {x.shape[0]}; use scorer='fbr-whiten' (streamed) for larger datasets")
     P_by_k, Q = neighbour_votes_by_k(x, y, mask, num_classes=C, ks=KNN_NEIGHBOURS, device=device,
                                      chunk_rows=min(chunk_rows, KNN_CHUNK_ROWS), clean_k=POSTERIOR_CLEAN_K)
-    k, nll = choose_neighbourhood(P_by_k, Q, y, mask)
-    P = P_by_k[k]
+    k, nll, calibration = choose_neighbourhood(P_by_k, Q, y, mask)
     chosen = {"neighbours": k, "neighbour_nll": {str(j): round(v, 4) for j, v in nll.items()}}
     model = None
     if posterior:  # the calibrated probabilities rank better than the raw vote (find_label_issues' doc)
-        model = fit_noise_model(P, Q, y, mask)
+        model = noise_model(calibration, y, mask)
         quality, suggested = model.pi_given, model.pi_argmax
         score = calibrated_log_odds(quality)
         model = model._replace(post_given=model.post_given[:n], pi_given=model.pi_given[:n],
                                pi_argmax=model.pi_argmax[:n])
     else:
-        score, quality, suggested = agreement_from_votes(P, y)
+        score, quality, suggested = agreement_from_votes(P_by_k[k], y)
     clean_scores = score[mask]
     if clean_idx is None:  # the appended clean rows are not rows of the dataset
         score, quality, suggested = score[:n], quality[:n], suggested[:n]
@@ -154,13 +153,13 @@ def knn_memory_bytes(n: int, d: int, c: int, chunk_rows: int = 8192, posterior: 
     to every row (``min(chunk_rows, KNN_CHUNK_ROWS)`` rows at a time), each row's ``max(KNN_NEIGHBOURS)``
     nearest rows (similarity and index), the class votes of every neighbourhood size and the clean
     vote (float32), and the choice of the size (in float64: both votes, their logs, the logits and the
-    class probabilities); with ``posterior`` (``flag="confident"`` or ``"posterior"``; the default) also,
+    class probabilities, and the best size's class probabilities so far); with ``posterior`` (``flag="confident"`` or ``"posterior"``; the default) also,
     in float64, both votes, their logs, the class probabilities, the EM's posterior and one temporary of
     its size, and the confident count's mask (bool) and masked copy of the probabilities."""
     chunk = min(chunk_rows, KNN_CHUNK_ROWS, n)
     search = 4 * (2 * n * d + 2 * chunk * n) + n * max(KNN_NEIGHBOURS) * (4 + 8)
     votes = 4 * n * c * (len(KNN_NEIGHBOURS) + 3)  # P of each size, Q, one round's votes and their trust
-    choose = 8 * n * c * 6
+    choose = 8 * n * c * 7
     return search + votes + choose + (n * c * (8 * 2 + 8 * 2 + 8 * 4 + 1 + 8) if posterior else 0)
 
 

@@ -174,6 +174,8 @@ def neighbour_votes_by_k(features, labels, clean_mask, *, num_classes: int, ks=(
                          geometry: str = "cosine"):
     """``({k: P}, Q)``: ``neighbour_votes``' ``P`` for every neighbourhood size of ``ks``, from one
     neighbour search (the ``max(ks)`` nearest rows, kept for every round and every ``k``)."""
+    if not ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks):
+        raise ValueError(f"ks must be a non-empty sequence of positive integers (neighbourhood sizes), got {ks!r}")
     centre, scale = _geometry(geometry)
     z = standardised(features, device, scale, centre)
     y = torch.as_tensor(np.asarray(labels), dtype=torch.int64, device=z.device)

@@ -42,7 +42,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["calibrated_class_probs", "noise_posterior", "confident_count", "fit_noise_model", "NoiseModel",
+__all__ = ["calibrated_class_probs", "noise_posterior", "confident_count", "fit_noise_model", "noise_model", "NoiseModel",
            "choose_neighbourhood", "clean_nll", "EPS", "LEVEL"]
 
 #: the floor added to every vote share before its log: a class no neighbour votes for is unlikely, not impossible
@@ -93,13 +93,17 @@ def clean_nll(pi: np.ndarray, labels: np.ndarray, clean_mask: np.ndarray) -> flo
 
 
 def choose_neighbourhood(P_by_k: dict, Q: np.ndarray, labels: np.ndarray, clean_mask: np.ndarray
-                         ) -> tuple[int, dict]:
-    """``(k, {k: nll})``: the neighbourhood size whose votes, calibrated with ``Q`` (step 1), give the
-    clean rows' trusted labels the lowest negative log-likelihood (out of sample: no row votes for
-    itself); ties go to the smaller ``k``."""
-    nll = {k: clean_nll(calibrated_class_probs(P.astype(np.float64), Q.astype(np.float64), labels, clean_mask)[0],
-                        labels, clean_mask) for k, P in sorted(P_by_k.items())}
-    return min(nll, key=lambda k: (nll[k], k)), nll
+                         ) -> tuple[int, dict, tuple[np.ndarray, tuple[float, float]]]:
+    """``(k, {k: nll}, (π, (a, b)))``: the neighbourhood size whose votes, calibrated with ``Q`` (step
+    1), give the clean rows' trusted labels the lowest negative log-likelihood (out of sample: no row
+    votes for itself; ties go to the smaller ``k``), each size's NLL, and the chosen size's calibration."""
+    nll, best = {}, None
+    for k, P in sorted(P_by_k.items()):  # one size's calibration held at a time besides the best so far
+        calibration = calibrated_class_probs(P.astype(np.float64), Q.astype(np.float64), labels, clean_mask)
+        nll[k] = clean_nll(calibration[0], labels, clean_mask)
+        if best is None or nll[k] < nll[best[0]]:  # strictly lower: a tie keeps the smaller k
+            best = (k, calibration)
+    return best[0], nll, best[1]
 
 
 def noise_posterior(pi: np.ndarray, labels: np.ndarray, clean_mask: np.ndarray
@@ -176,8 +180,15 @@ class NoiseModel(NamedTuple):
 
 def fit_noise_model(P: np.ndarray, Q: np.ndarray, labels: np.ndarray, clean_mask: np.ndarray) -> NoiseModel:
     """Steps 1 and 2 of the module doc and ``confident_count`` on the votes ``P`` and ``Q`` (N×C)."""
+    calibration = calibrated_class_probs(P.astype(np.float64), Q.astype(np.float64), labels, clean_mask)
+    return noise_model(calibration, labels, clean_mask)
+
+
+def noise_model(calibration: tuple[np.ndarray, tuple[float, float]], labels: np.ndarray,
+                clean_mask: np.ndarray) -> NoiseModel:
+    """Step 2 of the module doc and ``confident_count`` on a calibration ``(π, (a, b))`` of step 1."""
+    pi, weights = calibration
     y = np.asarray(labels, np.int64)
-    pi, weights = calibrated_class_probs(P.astype(np.float64), Q.astype(np.float64), y, clean_mask)
     post_given, T, rate, iterations = noise_posterior(pi, y, clean_mask)
     count, _ = confident_count(pi, y, clean_mask)
     return NoiseModel(post_given, pi[np.arange(y.size), y], pi.argmax(1), T, rate, iterations, weights, count)
