@@ -14,6 +14,11 @@ Setup, per seed:
 * **Trusted subset.** 100 rows, 10 per class by their true label (seeded).  Their labels are the true
   ones in the label array every tool sees; only fastreweight is told which rows they are (``clean_idx``).
   Every tool scores all N rows; the metrics are computed on the N − 100 rows outside the trusted subset.
+  ``--audit``: the trusted rows are an audit instead: every tool sees their noisy labels, like every
+  other row's, and fastreweight is also given their verified (true) labels (``clean_labels``), so it
+  knows which of the audited labels were wrong (records say ``audit: true``; the learned features are
+  trained with the verified labels on those rows, as a user who audited them would).  Tools add
+  ``AUDIT_FLAG_VARIANTS``.  Write these records to ``audit_label_issues_*.jsonl``.
 * **Noise** (``NOISE``, data-driven): ``sym`` 30% (``fastreweight.data.symmetric_noise``: 30% of the rows
   resampled uniformly over the 10 classes, so about 27% end up wrong), ``pair`` 25% (``asymmetric_noise``
   with the pair-flip map c → c+1: exactly 25% of every class), and the instance-dependent kinds of
@@ -102,21 +107,24 @@ FEATURES = ("pca", "learned")
 
 #: fastreweight tools that name a flagging rule beside the scorer (``fastreweight:SCORER/FLAG``)
 FLAG_VARIANTS = ("knn/margin", "knn/posterior", "knn/confident")
+#: with ``--audit`` also (a rule that needs the verified labels of the audited rows)
+AUDIT_FLAG_VARIANTS = ("knn/audit",)
 
 
-def fastreweight_tools() -> list[str]:
+def fastreweight_tools(audit: bool = False) -> list[str]:
     from fastreweight.label_issues import SCORERS  # a dict or a tuple of names: read at run time
 
-    return [f"fastreweight:{name}" for name in SCORERS] + [f"fastreweight:{v}" for v in FLAG_VARIANTS]
+    variants = FLAG_VARIANTS + (AUDIT_FLAG_VARIANTS if audit else ())
+    return [f"fastreweight:{name}" for name in SCORERS] + [f"fastreweight:{v}" for v in variants]
 
 
-def all_tools() -> list[str]:
-    return list(CLEANLAB_TOOLS) + fastreweight_tools()
+def all_tools(audit: bool = False) -> list[str]:
+    return list(CLEANLAB_TOOLS) + fastreweight_tools(audit)
 
 
-def resolve_tools(names) -> list[str]:
+def resolve_tools(names, audit: bool = False) -> list[str]:
     """Family names (``cleanlab``, ``fastreweight``, ``all``), full names, or a scorer name alone."""
-    known, out = all_tools(), []
+    known, out = all_tools(audit), []
     for n in names:
         if n == "all":
             picked = known
@@ -279,8 +287,11 @@ def _datalab(labels, **find_kw):
     return iss["label_score"].to_numpy(np.float64), iss["is_label_issue"].to_numpy(bool)
 
 
-def run_tool(tool: str, z: np.ndarray, labels: np.ndarray, trusted: np.ndarray, seed: int, cache: dict) -> dict:
-    """One call of ``tool`` on features ``z`` (all rows): per-row label_score, flags (and raw score), seconds."""
+def run_tool(tool: str, z: np.ndarray, labels: np.ndarray, trusted: np.ndarray, seed: int, cache: dict,
+             verified=None) -> dict:
+    """One call of ``tool`` on features ``z`` (all rows): per-row label_score, flags (and raw score), seconds.
+    ``verified``: the true labels of the ``trusted`` rows when they are an audit (``--audit``; fastreweight
+    gets them as ``clean_labels``), else ``None`` (``labels`` holds them)."""
     out = {}
     if tool == "cleanlab:datalab-knn":
         with warnings.catch_warnings():
@@ -310,7 +321,8 @@ def run_tool(tool: str, z: np.ndarray, labels: np.ndarray, trusted: np.ndarray, 
 
         t0 = time.perf_counter()
         scorer, _, flag = tool.split(":", 1)[1].partition("/")
-        res = find_label_issues(z, labels, clean_idx=trusted, scorer=scorer, flag=flag or "auto", num_classes=NUM_CLASSES)
+        res = find_label_issues(z, labels, clean_idx=trusted, clean_labels=verified, scorer=scorer,
+                                flag=flag or "auto", num_classes=NUM_CLASSES)
         out["seconds"] = time.perf_counter() - t0
         ls, flag = np.asarray(res.label_score, np.float64), np.asarray(res.is_label_issue, bool)
         out["score"] = np.asarray(res.score, np.float64)
@@ -337,7 +349,7 @@ def metrics(label_score, flag, wrong, score=None) -> dict:
     return m
 
 
-def warm_up(tools) -> None:
+def warm_up(tools, audit: bool = False) -> None:
     """One untimed call of every tool on a tiny random problem: imports and first-call set-up are not timed."""
     rng = np.random.default_rng(0)
     labels = np.arange(200) % NUM_CLASSES
@@ -345,7 +357,7 @@ def warm_up(tools) -> None:
     trusted = np.arange(2 * NUM_CLASSES)
     cache: dict = {}
     for tool in tools:
-        run_tool(tool, z, labels, trusted, 0, cache)
+        run_tool(tool, z, labels, trusted, 0, cache, labels[trusted] if audit else None)
 
 
 def _hash(*arrays) -> str:
@@ -370,6 +382,9 @@ def main(argv=None) -> None:
     ap.add_argument("--out", default=None,
                     help="default results/label_issues_mnist5k.jsonl (mnist5k) or results/digits_label_issues.jsonl")
     ap.add_argument("--append", action="store_true", help="append to an existing --out (default: refuse)")
+    ap.add_argument("--audit", action="store_true",
+                    help="the trusted rows keep their noisy labels; fastreweight also gets their verified ones "
+                         "(write to audit_label_issues_*.jsonl)")
     args = ap.parse_args(argv)
     if args.out is None:
         args.out = os.path.join(HERE, "results", "label_issues_mnist5k.jsonl" if args.dataset == "mnist5k"
@@ -394,13 +409,13 @@ def main(argv=None) -> None:
 
     from harness import environment
 
-    tools = resolve_tools(args.tools)
+    tools = resolve_tools(args.tools, args.audit)
     if cleanlab_version is None and any(t.startswith("cleanlab:") for t in tools):
         raise SystemExit("the cleanlab tools need cleanlab (pip install 'cleanlab[datalab]'); or give --tools fastreweight")
     gens, skipped = available_noise(noise_kinds)
     for k, why in skipped.items():
         print(f"skipping noise kind {k}: {why}", flush=True)
-    warm_up(tools)
+    warm_up(tools, args.audit)
     env = environment(torch.device("cpu"))
     env.update(cleanlab=cleanlab_version, sklearn=sklearn.__version__, numpy=np.__version__)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
@@ -416,21 +431,25 @@ def main(argv=None) -> None:
             t_pca = time.perf_counter() - t0
             for noise, gen in gens.items():
                 noisy = gen(x, y, seed)
-                noisy[trusted] = y[trusted]
+                corrected = noisy.copy()
+                corrected[trusted] = y[trusted]  # what the tools see, or (--audit) what a model is trained on
+                if not args.audit:
+                    noisy = corrected
+                verified = y[trusted] if args.audit else None
                 wrong = noisy != y
                 for fk in feature_kinds:
                     if fk == "pca":
                         views, t_feat = [(pca, np.arange(len(y)))], t_pca
                     else:  # trained once per (seed, noise kind), shared by every tool
                         t0 = time.perf_counter()
-                        views = learned_views(x, noisy, seed)
+                        views = learned_views(x, corrected, seed)
                         t_feat = time.perf_counter() - t0
                     caches = [dict() for _ in views]
                     for tool in tools:
                         ls, flag = np.zeros(len(y)), np.zeros(len(y), bool)
                         raw, est, secs, extra = np.zeros(len(y)), [], 0.0, {}
                         for (z, held), cache in zip(views, caches):
-                            r = run_tool(tool, z, noisy, trusted, seed, cache)
+                            r = run_tool(tool, z, noisy, trusted, seed, cache, verified)
                             ls[held], flag[held] = r["label_score"][held], r["is_label_issue"][held]
                             if "score" in r:
                                 raw[held] = r["score"][held]
@@ -442,10 +461,11 @@ def main(argv=None) -> None:
                                 extra["seconds_pred_probs"] = extra.get("seconds_pred_probs", 0.0) + r["seconds_pred_probs"]
                         m = metrics(ls[scored], flag[scored], wrong[scored],
                                     raw[scored] if tool.startswith("fastreweight:") else None)
-                        rec = dict(dataset=args.dataset, quick=args.quick, n=len(y), scored=int(scored.sum()),
+                        rec = dict(dataset=args.dataset, quick=args.quick, audit=args.audit, n=len(y), scored=int(scored.sum()),
                                    trusted=len(trusted), seed=seed, features=fk, feature_dim=int(views[0][0].shape[1]),
                                    calls=len(views), noise=noise, rate=ALL_NOISE[noise][0],
                                    true_noise_all=float(wrong.mean()), true_noise_scored=float(wrong[scored].mean()),
+                                   **({"audit_wrong": int(wrong[trusted].sum())} if args.audit else {}),
                                    tool=tool, family=tool.split(":")[0], **m, seconds=secs, **extra)
                         if tool.startswith("fastreweight:"):
                             rec["estimated_noise_rate"] = float(np.mean(est)) if all(e is not None for e in est) else None
