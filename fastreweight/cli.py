@@ -220,9 +220,12 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--features", required=True, help="N×d features, .npy (memory-mapped) or .pt")
     sc.add_argument("--labels", required=True, help="N given (possibly noisy) labels, .npy or .pt")
     sc.add_argument("--clean-features", default=None, help="M×d features of the clean subset")
-    sc.add_argument("--clean-labels", default=None, help="M trusted labels")
+    sc.add_argument("--clean-labels", default=None,
+                    help="M trusted labels (with --clean-idx: an audit, the verified labels of those rows, whose "
+                         "--labels stay as the dataset gave them)")
     sc.add_argument("--clean-idx", default=None,
-                    help="instead of --clean-features/--clean-labels: indices of rows of --features whose --labels are trusted")
+                    help="instead of --clean-features: indices of rows of --features whose --labels are trusted "
+                         "(or, with --clean-labels, whose labels were verified)")
     sc.add_argument("--out", required=True, help="CSV to create (never overwritten)")
     sc.add_argument("--num-classes", type=int, default=None)
     sc.add_argument("--chunk-rows", type=int, default=8192, help="rows scored at a time (bounds memory)")
@@ -241,7 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--scorer", default=None,
                     help="find_label_issues' scorer: auto, knn, fbr or fbr-whiten (default: auto, or fbr-whiten "
                          "with --whiten auto --refine 1; the other FBR options score through score_dataset)")
-    sc.add_argument("--flag", default=None, help="flag rule: auto (knn: confident), confident, posterior, margin, fdr, rate, score")
+    sc.add_argument("--flag", default=None, help="flag rule: auto (knn: confident), confident, posterior, margin, audit (needs an audit: --clean-idx "
+                         "with --clean-labels), fdr, rate, score")
     sc.add_argument("--margin", type=float, default=None,
                     help="with --flag margin (scorer knn): flag rows whose vote for another class leads by this much")
     sc.add_argument("--fdr", type=float, default=None, help="with --flag fdr: the target false-discovery rate")
@@ -378,20 +382,26 @@ def _score(args, group, write: bool = True) -> int:
         raise ValueError("--images is for the report: give --report too")
     if images is not None and images.shape[0] != x.shape[0]:
         raise ValueError(f"--images has {images.shape[0]} rows, --features {x.shape[0]}: one image per row")
-    ci = None
+    ci, verified = None, None
     if args.clean_idx is not None:
-        if args.clean_features or args.clean_labels:
-            raise ValueError("give either --clean-idx or --clean-features with --clean-labels, not both")
+        if args.clean_features:
+            raise ValueError("give either --clean-idx (with --clean-labels for an audit) or --clean-features with "
+                             "--clean-labels, not both")
         from .label_issues.validate import check_clean_idx
 
         ci = check_clean_idx(label_issues.load_array(args.clean_idx, "--clean-idx"), x.shape[0], "--clean-idx")
         cx, cy = np.asarray(x[ci]), np.asarray(y[ci])
+        if args.clean_labels:  # an audit: the verified labels of the --clean-idx rows
+            cy = verified = np.asarray(label_issues.load_array(args.clean_labels, "--clean-labels"))
     elif args.clean_features and args.clean_labels:
         cx = label_issues.load_array(args.clean_features, "--clean-features")
         cy = label_issues.load_array(args.clean_labels, "--clean-labels")
     else:
         raise ValueError("the clean subset is missing: give --clean-idx, or --clean-features and --clean-labels")
     scorer, flag, whiten = _score_plan(args)
+    if verified is not None and scorer is None:
+        raise ValueError("an audit (--clean-idx with --clean-labels) needs a scorer of find_label_issues (--scorer); "
+                         "the FBR options --shift/--alpha/--center/--normalize/--backend score without one")
     C = args.num_classes or int(max(np.asarray(y).max(), np.asarray(cy).max())) + 1
     if names is not None and len(names) < C:
         raise ValueError(f"--class-names has {len(names)} names for {C} classes")
@@ -411,13 +421,13 @@ def _score(args, group, write: bool = True) -> int:
     else:
         n = x.shape[0] + (cx.shape[0] if ci is None else 0)
         bound = label_issues.knn_memory_bytes(n, x.shape[1], C, args.chunk_rows,
-                                              posterior=flag.get("flag", "auto") in ("auto",) + label_issues.MODEL_FLAGS)
+                                              posterior=flag.get("flag", "auto") in ("auto", "audit") + label_issues.MODEL_FLAGS)
         print(f"scoring {x.shape[0]} rows × {x.shape[1]} features against {cx.shape[0]} clean rows, {C} classes; "
               f"memory bound ≈ {bound / 2**20:.0f} MiB "
               f"(scorer {shown}: all rows in memory)")
     t0 = time.perf_counter()
     if scorer is not None:
-        clean = dict(clean_idx=ci) if ci is not None else dict(clean_features=cx, clean_labels=cy)
+        clean = dict(clean_idx=ci, clean_labels=verified) if ci is not None else dict(clean_features=cx, clean_labels=cy)
         issues = label_issues.find_label_issues(x, y, **clean, num_classes=C, scorer=scorer, device=_device(args.device),
                                                 chunk_rows=args.chunk_rows, progress=not args.no_progress and write,
                                                 process_group=group, **flag)

@@ -183,7 +183,7 @@ def test_find_label_issues_rejects_bad_input():
         find_label_issues(x, noisy, clean_idx=np.array([1, 1, 2]))
     with pytest.raises(ValueError, match=r"clean_idx must hold row indices in \[0, 60\)"):
         find_label_issues(x, noisy, clean_idx=np.array([0, 60]))
-    with pytest.raises(ValueError, match="either as clean_idx or"):
+    with pytest.raises(ValueError, match="the clean subset is missing"):
         find_label_issues(x, noisy)
     with pytest.raises(ValueError, match="labels must have one entry per row of features"):
         find_label_issues(x, noisy[:-1], clean_idx=clean)

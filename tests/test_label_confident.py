@@ -90,8 +90,8 @@ def test_confident_flag_is_the_count_of_rows_the_posterior_set_first(count):
     others[clean_idx] = False
     args = (np.linspace(-1, 1, n), np.linspace(0, 1, n), np.zeros(n, np.int64), np.zeros(n, np.int64), clean_idx,
             np.zeros(3), 3)
-    post = flag_rows(*args, "posterior", 0.1, 0.0, model, {}).is_label_issue
-    r = flag_rows(*args, "confident", 0.1, 0.0, model, {})
+    post = flag_rows(*args, "posterior", 0.1, 0.0, model, None, {}).is_label_issue
+    r = flag_rows(*args, "confident", 0.1, 0.0, model, None, {})
     flagged = r.is_label_issue
     assert np.array_equal(post, (model.post_given < LEVEL) & others)
     assert not flagged[clean_idx].any() and flagged.sum() == min(count, others.sum())

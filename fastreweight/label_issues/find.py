@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .audit import audit_share, fit_audit
 from .flag import MODEL_FLAGS, flag_rows
 from .neighbours import agreement_from_votes, neighbour_votes_by_k
 from .posterior import choose_neighbourhood, noise_model
@@ -61,7 +62,7 @@ __all__ = ["find_label_issues", "SCORERS", "KNN_MAX_ROWS", "knn_memory_bytes"]
 
 SCORERS = ("auto", "knn", "fbr", "fbr-whiten")
 _FBR = {"fbr": dict(), "fbr-whiten": dict(whiten="auto", refine=1)}
-FLAGS = ("auto", "confident", "margin", "posterior", "fdr", "rate", "score")
+FLAGS = ("auto", "confident", "margin", "posterior", "audit", "fdr", "rate", "score")
 #: the clean vote (``posterior.py``): each row's this many nearest clean rows, at the knn temperature
 POSTERIOR_CLEAN_K = 10
 #: the neighbourhood sizes ``knn`` chooses from, by the clean rows' likelihood (``posterior.choose_neighbourhood``)
@@ -74,9 +75,10 @@ KNN_CHUNK_ROWS = 4096
 
 
 def _knn(features, y, clean_idx, clean_features, clean_labels, C, device, chunk_rows, posterior: bool):
-    """``(score, quality, suggested, clean_scores, model, chosen)``; ``model`` is ``None`` unless
+    """``(score, quality, suggested, clean_scores, model, chosen, pi)``; ``model`` is ``None`` unless
     ``posterior`` asks for it, else ``posterior.py``'s ``NoiseModel`` on the dataset's rows; ``chosen``
-    the settings of the neighbourhood chosen on the clean rows (``KNN_NEIGHBOURS``)."""
+    the settings of the neighbourhood chosen on the clean rows (``KNN_NEIGHBOURS``); ``pi`` the
+    calibrated class probabilities of the dataset's rows (N×C; a clean row's from its neighbours alone)."""
     n = features.shape[0]
     # a memory map (often read-only) gets its own copy: torch refuses to wrap read-only memory quietly
     x = np.array(features, dtype=np.float32, copy=True if isinstance(features, np.memmap) else None)
@@ -110,7 +112,20 @@ def _knn(features, y, clean_idx, clean_features, clean_labels, C, device, chunk_
     clean_scores = score[mask]
     if clean_idx is None:  # the appended clean rows are not rows of the dataset
         score, quality, suggested = score[:n], quality[:n], suggested[:n]
-    return score, quality, suggested, clean_scores, model, chosen
+    return score, quality, suggested, clean_scores, model, chosen, calibration[0][:n]
+
+
+def _audit(given, y, clean_idx, pi):
+    """``audit.py``'s estimate: score-assisted with ``knn``'s calibrated probabilities ``pi``, else the
+    audit's share.  ``given`` the dataset's labels, ``y`` with the verified ones on the ``clean_idx`` rows."""
+    wrong = given[clean_idx] != y[clean_idx]
+    if pi is None:
+        return audit_share(wrong)
+    others = np.ones(y.size, bool)
+    others[clean_idx] = False
+    rows = np.arange(y.size)
+    return fit_audit(calibrated_log_odds(pi[clean_idx, given[clean_idx]]), wrong,
+                     calibrated_log_odds(pi[rows[others], y[others]]))
 
 
 def calibrated_log_odds(pi_given: np.ndarray) -> np.ndarray:
@@ -163,12 +178,15 @@ def knn_memory_bytes(n: int, d: int, c: int, chunk_rows: int = 8192, posterior: 
     return search + votes + choose + (n * c * (8 * 2 + 8 * 2 + 8 * 4 + 1 + 8) if posterior else 0)
 
 
-def _choose_flag(flag: str, scorer: str, margin, threshold: float) -> tuple[str, float]:
+def _choose_flag(flag: str, scorer: str, margin, threshold: float, audited: bool) -> tuple[str, float]:
     """``(flag, threshold)``: the rule ``"auto"`` stands for with ``scorer``; ``"margin"`` checked before
     any scoring and turned into its fixed threshold ``-margin`` (``flag_rows`` then flags as for ``"score"``)."""
     flag = ("confident" if scorer == "knn" else "score") if flag == "auto" else flag
-    if flag in MODEL_FLAGS and scorer != "knn":
+    if flag in MODEL_FLAGS + ("audit",) and scorer != "knn":
         raise ValueError(f"flag={flag!r} needs the class votes of scorer='knn', got scorer={scorer!r}")
+    if flag == "audit" and not audited:
+        raise ValueError("flag='audit' needs an audit: clean_idx together with clean_labels, the verified labels of "
+                         "those rows (labels keeps the labels the dataset gave them)")
     if flag == "margin":
         if scorer != "knn":
             raise ValueError(f"flag='margin' needs the vote shares of scorer='knn', got scorer={scorer!r}")
@@ -204,15 +222,26 @@ def find_label_issues(features, labels, *, clean_idx=None, clean_features=None, 
         raise ValueError(f"unknown scorer {scorer!r}; expected one of {', '.join(SCORERS)}")
     if flag not in FLAGS:
         raise ValueError(f"unknown flag {flag!r}; expected one of {', '.join(FLAGS)}")
-    if (clean_idx is None) == (clean_features is None or clean_labels is None):
-        raise ValueError("give the clean subset either as clean_idx or as clean_features and clean_labels (not both)")
-    y, C, clean_idx = check_find_inputs(features, labels, clean_idx, clean_features, clean_labels, num_classes)
+    if clean_idx is not None and clean_features is not None:
+        raise ValueError("give the clean subset either as clean_idx (with clean_labels for an audit) or as "
+                         "clean_features and clean_labels, not both")
+    if clean_idx is None and (clean_features is None or clean_labels is None):
+        raise ValueError("the clean subset is missing: give clean_idx (rows of features, with clean_labels for an "
+                         "audit), or clean_features and clean_labels")
+    given, C, clean_idx, verified = check_find_inputs(features, labels, clean_idx, clean_features, clean_labels,
+                                                      num_classes)
+    y = given
+    if verified is not None:  # an audit: the clean rows are scored, and vote, with their verified labels
+        y = given.copy()
+        y[clean_idx] = verified
+        clean_labels = None
     scorer, reason = _choose_scorer(scorer, features, clean_features, process_group)
-    flag, threshold = _choose_flag(flag, scorer, margin, threshold)
+    flag, threshold = _choose_flag(flag, scorer, margin, threshold, verified is not None)
+    pi = None
     if scorer == "knn":
-        score, quality, suggested, clean_scores, model, chosen = _knn(features, y, clean_idx, clean_features,
-                                                                     clean_labels, C, device, chunk_rows,
-                                                                     posterior=flag in MODEL_FLAGS)
+        score, quality, suggested, clean_scores, model, chosen, pi = _knn(
+            features, y, clean_idx, clean_features, clean_labels, C, device, chunk_rows,
+            posterior=flag in MODEL_FLAGS + ("audit",))
     else:
         model, chosen = None, {}
         cz, cy = (np.asarray(features[clean_idx]), y[clean_idx]) if clean_idx is not None else (clean_features, clean_labels)
@@ -227,7 +256,8 @@ def find_label_issues(features, labels, *, clean_idx=None, clean_features=None, 
             # small: every rank scores them itself, the same arithmetic as one process (no collectives)
             clean_scores = score_dataset(cz, cy, cz, cy, num_classes=C, chunk_rows=chunk_rows, device=device,
                                          **_FBR[scorer]).scores
-    return flag_rows(score, quality, suggested, y, clean_idx, clean_scores, C, flag, alpha, threshold, model,
+    audit = None if verified is None else _audit(given, y, clean_idx, pi)
+    return flag_rows(score, quality, suggested, y, clean_idx, clean_scores, C, flag, alpha, threshold, model, audit,
                     {"scorer": scorer, "scorer_reason": reason, "flag": flag, **chosen,
                      **({"alpha": alpha} if flag == "fdr" else {}),
                      **({"threshold": threshold} if flag == "score" else {}),

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .audit import LEVEL as AUDIT_LEVEL
 from .result import LabelIssues
 
 __all__ = ["estimate_noise_rate", "fdr_threshold", "flag_rows", "MODEL_FLAGS"]
@@ -49,16 +50,32 @@ def fdr_threshold(scores: np.ndarray, clean_scores: np.ndarray, noise_rate: floa
     return float(t[ok[-1]]) if ok.size else float("-inf")
 
 
-def flag_rows(score, quality, suggested, y, clean_idx, clean_scores, C, flag, alpha, threshold, model,
+def flag_rows(score, quality, suggested, y, clean_idx, clean_scores, C, flag, alpha, threshold, model, audit,
               settings) -> LabelIssues:
     """The flagged set by rule ``flag`` (find.py's module doc), wrapped with the columns in a ``LabelIssues``.
-    ``model``: ``find._knn``'s ``posterior.NoiseModel``, for ``flag="posterior"`` or ``"confident"`` (else ``None``)."""
+    ``model``: ``find._knn``'s ``posterior.NoiseModel``, for ``flag="posterior"`` or ``"confident"`` (else
+    ``None``); ``audit``: ``audit.py``'s ``Audit`` when the clean rows are an audit (else ``None``).  With an
+    audit, its estimate is the noise rate reported and the one ``"fdr"`` and ``"rate"`` use; the rule's own
+    estimate goes to ``settings["rule_noise_rate"]``."""
     others = np.ones(score.shape[0], bool)
     if clean_idx is not None:
         others[clean_idx] = False
+    if audit is not None:
+        settings["audit"] = audit.settings()
     if flag in MODEL_FLAGS:
-        return _flag_by_model(score, quality, suggested, y, others, C, model, flag, settings)
+        issues = _flag_by_model(score, quality, suggested, y, others, C, model, flag, settings)
+        if audit is not None:
+            settings["rule_noise_rate"] = issues.estimated_noise_rate
+            issues.estimated_noise_rate = audit.rate
+        return issues
+    if flag == "audit":  # the rows whose fitted P(wrong | score) reaches audit.LEVEL
+        threshold = audit.threshold()
+        settings.update(threshold=threshold, level=AUDIT_LEVEL)
+        return _issues(score, quality, suggested, y, (score <= threshold) & others, threshold, audit.rate, C, settings)
     rate = estimate_noise_rate(score[others], clean_scores)
+    if audit is not None:
+        settings["rule_noise_rate"] = rate
+        rate = audit.rate
     if flag == "fdr":
         threshold = fdr_threshold(score[others], clean_scores, rate, alpha)
         if threshold == float("-inf") and np.isfinite(rate) and rate > 0:  # too few clean rows to certify alpha

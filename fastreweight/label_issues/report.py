@@ -190,6 +190,9 @@ def _by_posterior(issues: LabelIssues) -> bool:
 def _flag_note(issues: LabelIssues) -> str:
     """How the flagged set relates to the histogram: a threshold (dashed line), or the posterior rule."""
     if not _by_posterior(issues):
+        if issues.settings.get("flag") == "audit":
+            return ("Rows with score ≤ the threshold (dashed line) are flagged: there the probability of a wrong "
+                    "label, fitted on the audited rows, reaches one half (flag='audit').")
         return "Rows with score ≤ the threshold (dashed line) are flagged."
     flagged = np.asarray(issues.score)[np.asarray(issues.is_label_issue, bool)]
     span = f" Their scores span {flagged.min():.3g} to {flagged.max():.3g}." if flagged.size else ""

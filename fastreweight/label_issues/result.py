@@ -11,14 +11,15 @@ __all__ = ["LabelIssues"]
 
 @dataclass
 class LabelIssues:
-    """One entry per row of the dataset.
+    """One entry per row of the dataset (the clean rows with their trusted labels, never flagged).
 
     ``score``: the raw score (lower: more suspicious); ``label_score``: a monotone map of it into
     [0, 1] (lower: more suspicious, as cleanlab's label quality); ``is_label_issue``: the flagged set
     (``score <= threshold``, or with ``flag="posterior"`` / ``"confident"`` the rows the fitted noise
     model picks; ``threshold`` is then nan); ``given_label`` / ``predicted_label``: the label the dataset has and the
     one the clean subset suggests.  ``estimated_noise_rate``: the share of wrong labels the clean subset
-    implies, ``threshold`` the flagging threshold on ``score`` and ``settings`` how both were chosen."""
+    implies among the other rows (with an audit, ``settings["audit"]`` has its interval),
+    ``threshold`` the flagging threshold on ``score`` and ``settings`` how both were chosen."""
 
     given_label: np.ndarray
     predicted_label: np.ndarray
@@ -60,6 +61,11 @@ class LabelIssues:
         """One line: rows, flagged rows, the estimated noise rate, issues per class."""
         n, k = len(self), int(self.is_label_issue.sum())
         rate = "n/a" if self.estimated_noise_rate is None else f"{self.estimated_noise_rate:.1%}"
+        audit = self.settings.get("audit")
+        if audit:  # audit.py: the estimate's interval and what the audit itself found
+            lo, hi = audit["interval"]
+            rate += (f" ({audit['coverage']:.0%} interval {lo:.1%}-{hi:.1%}; the audit of {audit['rows']} rows "
+                     f"found {audit['wrong']} wrong)")
         per = ", ".join(f"{c}: {v}" for c, v in self.issues_per_class().items())
         return (f"{k} of {n} rows flagged ({k / max(n, 1):.1%}); estimated noise rate {rate}; "
                 f"issues per given class: {per}")

@@ -174,14 +174,20 @@ def check_find_inputs(features, labels, clean_idx, clean_features, clean_labels,
     """``find_label_issues``' checks, before any scoring: the module doc's, with the clean subset given
     either as ``clean_idx`` or as ``clean_features`` / ``clean_labels`` (small: their finiteness is
     checked here; the finiteness of ``features`` is left to the scorer, which reads every row anyway).
-    Returns ``(labels as int64 numpy, num_classes, clean_idx as int64 numpy or None)``; ``num_classes``
-    defaults to one more than the largest label of either side."""
+    ``clean_idx`` with ``clean_labels`` is an audit: ``clean_labels[j]`` is the verified label of row
+    ``clean_idx[j]``, whose given label stays ``labels[clean_idx[j]]``.
+    Returns ``(labels as int64 numpy, num_classes, clean_idx as int64 numpy or None, verified labels as
+    int64 numpy or None)``; ``num_classes`` defaults to one more than the largest label of either side."""
     n, d = check_features("features", features)
     y = labels_tensor("labels", labels, n, "features")
     V.check_num_classes(num_classes)
+    verified = None
     if clean_idx is not None:
         clean_idx = check_clean_idx(clean_idx, n)
         cy, clean_name = y[torch.from_numpy(clean_idx)], "clean_idx"
+        if clean_labels is not None:  # an audit: the verified labels of the clean_idx rows
+            cy = verified = labels_tensor("clean_labels", clean_labels, clean_idx.size, "clean_idx")
+            clean_name = "clean_labels"
     else:
         m, dc = check_features("clean_features", clean_features)
         if dc != d:
@@ -194,10 +200,10 @@ def check_find_inputs(features, labels, clean_idx, clean_features, clean_labels,
     if num_classes is None:
         num_classes = max(1, max(int(y.max()), int(cy.max())) + 1)
     check_label_values("labels", y, num_classes)
-    if clean_idx is None:  # clean_idx's labels are rows of labels, checked above
+    if clean_idx is None or verified is not None:  # clean_idx alone: its labels are rows of labels, checked above
         check_label_values("clean_labels", cy, num_classes)
     _check_classes(y, cy, num_classes, "raise", clean_name)
-    return y.numpy(), num_classes, clean_idx
+    return y.numpy(), num_classes, clean_idx, None if verified is None else verified.numpy()
 
 
 def clean_subset(features, labels, clean_idx, name: str = "clean_idx"):
