@@ -455,6 +455,8 @@ def main(argv=None) -> None:
                                 raw[held] = r["score"][held]
                                 est.append(r["estimated_noise_rate"])
                                 extra["settings"] = r["settings"]
+                                if "audit" in r["settings"]:  # every call's (the settings kept are the last call's)
+                                    extra.setdefault("audits", []).append(r["settings"]["audit"])
                             secs += r["seconds"]
                             if "lr_max_iter" in r:
                                 extra["lr_max_iter"] = max(extra.get("lr_max_iter", 0), r["lr_max_iter"])
