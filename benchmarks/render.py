@@ -361,6 +361,50 @@ _NOISE_COLUMNS = [
 ]
 
 
+def audit_noise_rate_table(names=("audit_label_issues_mnist5k.jsonl",), tool="fastreweight:knn/confident"):
+    """The noise rate estimated with an audit (``compare_label_issues.py --audit``: the trusted rows keep
+    their noisy labels and fastreweight is told their verified ones) against the true rate of the scored
+    rows: the score-assisted estimate (``estimated_noise_rate``), how often its interval held the truth
+    (each call's), the audit's own share, and the confident count's share (``rule_noise_rate``)."""
+    recs = [r for n in names for r in (_jsonl(n) or []) if r.get("tool") == tool and r.get("audits")]
+    if not recs:
+        return None
+    by = defaultdict(list)
+    for r in recs:
+        by[(r.get("dataset", "mnist5k"), r["features"], r["noise"])].append(r)
+    cells = sorted(by, key=lambda c: (c[0], c[1] != "pca", _li_noise_key(c[2])))
+    lines = [f"Source: {', '.join(f'`benchmarks/results/{n}`' for n in names)}, the records of `{tool}` (commits "
+             f"{', '.join(sorted({r['env']['commit'] for r in recs}))}, {min(r['env']['date'] for r in recs)[:10]}); "
+             "mean over seeds. True: the share of wrong labels among the scored rows. Estimate: the score-assisted "
+             "estimate of `label_issues/audit.py` (mean over a seed's calls: 5 for learned features). Held: how many "
+             "calls' intervals (nominal coverage in the header) held the true rate. Share: the audit's own share of "
+             "wrong labels. Count: the confident count's share, the estimate without an audit (the last call's).",
+             "",
+             "| dataset | features | noise | seeds | true | estimate | mean abs. error | held | share | count |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    held_all = calls_all = 0
+    errs = {"estimate": [], "share": [], "count": []}
+    coverage = sorted({a["coverage"] for r in recs for a in r["audits"]})
+    for c in cells:
+        rs = by[c]
+        held = sum(a["interval"][0] <= r["true_noise_scored"] <= a["interval"][1] for r in rs for a in r["audits"])
+        calls = sum(len(r["audits"]) for r in rs)
+        held_all, calls_all = held_all + held, calls_all + calls
+        share = [statistics.mean(a["share"] for a in r["audits"]) for r in rs]
+        count = [r["settings"]["rule_noise_rate"] for r in rs]
+        for name, vals in (("estimate", [r["estimated_noise_rate"] for r in rs]), ("share", share), ("count", count)):
+            errs[name] += [abs(v - r["true_noise_scored"]) for v, r in zip(vals, rs)]
+        lines.append(f"| {c[0]} | {c[1]} | {c[2]} | {len(rs)} | {statistics.mean(r['true_noise_scored'] for r in rs):.3f} | "
+                     f"{statistics.mean(r['estimated_noise_rate'] for r in rs):.3f} | "
+                     f"{statistics.mean(abs(r['estimated_noise_rate'] - r['true_noise_scored']) for r in rs):.3f} | "
+                     f"{held} of {calls} | {statistics.mean(share):.3f} | {statistics.mean(count):.3f} |")
+    lines += ["", f"Intervals of nominal coverage {', '.join(f'{v:.0%}' for v in coverage)} held the true rate in "
+              f"{held_all} of {calls_all} calls. Mean absolute error over every seed and cell: estimate "
+              f"{statistics.mean(errs['estimate']):.3f}, share {statistics.mean(errs['share']):.3f}, count "
+              f"{statistics.mean(errs['count']):.3f}."]
+    return "\n".join(lines)
+
+
 def noise_kinds_table(name="noise_kinds.jsonl"):
     """The label-noise kinds of ``fastreweight.noise`` described by ``benchmarks/describe_noise.py``."""
     recs = _jsonl(name)
@@ -1666,6 +1710,20 @@ DOC = [
                                             "(docs/label-issues.md)",
                                             exclude=("fastreweight:knn", "fastreweight:auto", "fastreweight:fbr",
                                                      "fastreweight:fbr-whiten"))),
+    ("label-issues-audit", 4, "With an audit: each flag rule against cleanlab", None,
+     lambda: label_issues_vs_cleanlab_table(("audit_label_issues_mnist5k.jsonl", "audit_label_issues_mnist5k_cleanlab.jsonl",
+                                             "audit_label_issues_lownoise.jsonl"),
+                                            "`--audit`: every tool sees the trusted rows' noisy labels, and "
+                                            "fastreweight is also told their verified labels (`clean_labels`); "
+                                            "seeds 0–2 of the 25–30% kinds and of the same kinds at 10%")),
+    ("label-issues-audit-digits", 4, "With an audit, digits", None,
+     lambda: label_issues_vs_cleanlab_table(("audit_label_issues_digits.jsonl",),
+                                            "`--audit --dataset digits`, seeds 0–2, 25–30% and 10%",
+                                            exclude=("fastreweight:knn", "fastreweight:auto", "fastreweight:fbr",
+                                                     "fastreweight:fbr-whiten"))),
+    ("label-issues-audit-rate", 4, "The noise rate estimated with an audit", None,
+     lambda: audit_noise_rate_table(("audit_label_issues_mnist5k.jsonl", "audit_label_issues_lownoise.jsonl",
+                                     "audit_label_issues_digits.jsonl"))),
     ("cleanlab", 3, "Against cleanlab on raw pixels, seeds 0–2 (superseded)", _SUPERSEDED + " Setup: raw pixels, "
      "symmetric noise; cleanlab given 5-fold cross-validated logistic-regression probabilities on the noisy labels "
      "(capped at `max_iter=200`, warnings silenced), fastreweight `M` clean labels; flagged = score ≤ 0.",

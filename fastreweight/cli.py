@@ -421,7 +421,8 @@ def _score(args, group, write: bool = True) -> int:
     else:
         n = x.shape[0] + (cx.shape[0] if ci is None else 0)
         bound = label_issues.knn_memory_bytes(n, x.shape[1], C, args.chunk_rows,
-                                              posterior=flag.get("flag", "auto") in ("auto", "audit") + label_issues.MODEL_FLAGS)
+                                              posterior=flag.get("flag", "auto") in ("auto", "audit") + label_issues.MODEL_FLAGS,
+                                              audited=0 if verified is None else int(ci.size))
         print(f"scoring {x.shape[0]} rows × {x.shape[1]} features against {cx.shape[0]} clean rows, {C} classes; "
               f"memory bound ≈ {bound / 2**20:.0f} MiB "
               f"(scorer {shown}: all rows in memory)")

@@ -165,11 +165,16 @@ def test_knn_memory_bytes_covers_the_numpy_arrays_of_every_flag():
     n, d, c = 3000, 8, 20
     x, y, noisy, clean = _blobs(n, c, 0.2, seed=7, clean_per_class=5)
     find_label_issues(x, noisy, clean_idx=clean, flag="posterior", num_classes=c)  # imports (scipy) untraced
-    for flag in ("margin", "posterior", "confident"):
+    audit = dict(clean_labels=y[clean])  # an audit: the clean rows keep their noisy labels in `labels`
+    given = noisy.copy()
+    given[clean] = (y[clean] + 1) % c
+    find_label_issues(x, given, clean_idx=clean, flag="audit", num_classes=c, **audit)  # scipy.stats, untraced
+    for flag, kw in (("margin", {}), ("posterior", {}), ("confident", {}), ("confident", audit), ("audit", audit)):
         tracemalloc.start()
-        find_label_issues(x, noisy, clean_idx=clean, flag=flag, num_classes=c)
+        find_label_issues(x, given if kw else noisy, clean_idx=clean, flag=flag, num_classes=c, **kw)
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         chunk = min(8192, n)  # knn_memory_bytes' default chunk_rows, capped at the rows
         sims = 4 * 2 * min(chunk, 4096) * n
-        assert 0 < peak <= knn_memory_bytes(n, d, c, posterior=flag != "margin") - sims, flag
+        bound = knn_memory_bytes(n, d, c, posterior=flag != "margin", audited=clean.size if kw else 0)
+        assert 0 < peak <= bound - sims, (flag, kw.keys())

@@ -32,7 +32,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Audit", "audit_share", "fit_audit", "LEVEL", "INTERVAL", "RIDGE"]
+__all__ = ["Audit", "audit_share", "fit_audit", "memory_bytes", "LEVEL", "INTERVAL", "RIDGE"]
 
 #: ``flag="audit"`` flags a row when its fitted probability of a wrong label is at least this
 LEVEL = 0.5
@@ -79,6 +79,14 @@ class Audit(NamedTuple):
         if self.fitted:
             out.update(intercept=round(self.intercept, 4), slope=round(self.slope, 4))
         return out
+
+
+def memory_bytes(n: int, audited: int) -> int:
+    """About the memory ``find_label_issues`` adds for an audit of ``audited`` rows among ``n``: the
+    scores of every row and the fitted probabilities over them (float64, with two temporaries), and the
+    bootstrap's ``_DRAWS × audited`` arrays (indices, scores, outcomes, the Newton step's eight
+    temporaries) and its probabilities over at most ``_MAX_ROWS_PER_DRAW`` rows."""
+    return 8 * 4 * n + 8 * 11 * _DRAWS * audited + 8 * 3 * min(n, _MAX_ROWS_PER_DRAW)
 
 
 def _clopper_pearson(k: int, n: int, coverage: float) -> tuple[float, float]:

@@ -30,6 +30,9 @@ Flagging (``flag``):
 * ``"posterior"`` (``knn`` only) flags the rows whose given label is more likely wrong than right under a
   noise model fitted to the dataset (``posterior.py``: the votes calibrated on the clean rows, a
   class-conditional transition matrix by EM) and reports that model's noise rate;
+* ``"audit"`` (``knn`` only; needs an audit, ``clean_idx`` with ``clean_labels``) flags the rows whose
+  probability of a wrong label, fitted on the audited rows against their scores, is at least one half
+  (``audit.py``);
 * ``"margin"`` (``knn`` only) flags the rows whose neighbours' vote for another class leads the vote for
   their own label by at least ``margin`` (``score <= -margin``);
 * ``"fdr"`` flags the rows whose estimated false-discovery rate is at most ``alpha`` (``flag.py``: the
@@ -51,6 +54,7 @@ from __future__ import annotations
 import numpy as np
 
 from .audit import audit_share, fit_audit
+from .audit import memory_bytes as audit_memory_bytes
 from .flag import MODEL_FLAGS, flag_rows
 from .neighbours import agreement_from_votes, neighbour_votes_by_k
 from .posterior import choose_neighbourhood, noise_model
@@ -162,7 +166,7 @@ def _choose_scorer(scorer: str, features, clean_features, process_group) -> tupl
     return "knn", f"auto: {rows} rows <= KNN_MAX_ROWS = {KNN_MAX_ROWS}, features in memory"
 
 
-def knn_memory_bytes(n: int, d: int, c: int, chunk_rows: int = 8192, posterior: bool = True) -> int:
+def knn_memory_bytes(n: int, d: int, c: int, chunk_rows: int = 8192, posterior: bool = True, audited: int = 0) -> int:
     """About the memory ``scorer="knn"`` holds for ``n`` rows (dataset plus separate clean rows) of ``d``
     features and ``c`` classes: the rows as float32 and their standardised copy, one chunk's similarities
     to every row (``min(chunk_rows, KNN_CHUNK_ROWS)`` rows at a time), each row's ``max(KNN_NEIGHBOURS)``
@@ -170,12 +174,14 @@ def knn_memory_bytes(n: int, d: int, c: int, chunk_rows: int = 8192, posterior: 
     vote (float32), and the choice of the size (in float64: both votes, their logs, the logits and the
     class probabilities, and the best size's class probabilities so far); with ``posterior`` (``flag="confident"`` or ``"posterior"``; the default) also,
     in float64, both votes, their logs, the class probabilities, the EM's posterior and one temporary of
-    its size, and the confident count's mask (bool) and masked copy of the probabilities."""
+    its size, and the confident count's mask (bool) and masked copy of the probabilities; with ``audited``
+    rows of an audit (``clean_idx`` with ``clean_labels``) also ``audit.memory_bytes``."""
     chunk = min(chunk_rows, KNN_CHUNK_ROWS, n)
     search = 4 * (2 * n * d + 2 * chunk * n) + n * max(KNN_NEIGHBOURS) * (4 + 8)
     votes = 4 * n * c * (len(KNN_NEIGHBOURS) + 3)  # P of each size, Q, one round's votes and their trust
     choose = 8 * n * c * 7
-    return search + votes + choose + (n * c * (8 * 2 + 8 * 2 + 8 * 4 + 1 + 8) if posterior else 0)
+    return (search + votes + choose + (n * c * (8 * 2 + 8 * 2 + 8 * 4 + 1 + 8) if posterior else 0)
+            + (audit_memory_bytes(n, audited) if audited else 0))
 
 
 def _choose_flag(flag: str, scorer: str, margin, threshold: float, audited: bool) -> tuple[str, float]:
@@ -203,7 +209,14 @@ def find_label_issues(features, labels, *, clean_idx=None, clean_features=None, 
     """Rows of ``features`` (N×d) whose ``labels`` (N) are likely wrong, given a trusted subset.
 
     The clean subset is ``clean_idx`` (rows of ``features`` whose ``labels`` are trusted; never
-    flagged) or ``clean_features`` / ``clean_labels``.  ``scorer`` and ``flag`` as in the module doc
+    flagged) or ``clean_features`` / ``clean_labels``.  ``clean_idx`` with ``clean_labels`` is an
+    audit: ``clean_labels[j]`` is the verified label of row ``clean_idx[j]``, and ``labels`` keeps the
+    label the dataset gave it.  The audited rows are scored, vote and are reported with their verified
+    labels (the ranking and the flagged set are those of the same call with the verified labels
+    written into ``labels``), and the audit gives the estimated noise rate with an interval
+    (``audit.py``: with ``knn`` a score-assisted estimate, else the audit's share; ``settings["audit"]``;
+    the flag rule's own estimate in ``settings["rule_noise_rate"]``), which ``flag="fdr"`` and ``"rate"``
+    then use.  ``scorer`` and ``flag`` as in the module doc
     (``alpha``: the target false-discovery rate of ``flag="fdr"``; ``threshold``: the score threshold of
     ``flag="score"``; ``margin``: the vote lead of ``flag="margin"``).  Returns a ``LabelIssues``:
     cleanlab's columns, the raw score, the flagged set, the estimated noise rate and the settings.
