@@ -193,3 +193,14 @@ def test_cli_score_with_an_audit(tmp_path, capsys):
     assert main(base + ["--out", str(tmp_path / "b.csv"), "--shift", "second"]) != 0
     assert "an audit (--clean-idx with --clean-labels) needs a scorer" in capsys.readouterr().err
     assert not (tmp_path / "b.csv").exists()
+
+
+def test_report_states_the_audit_in_words(tmp_path):
+    from fastreweight.label_issues import write_report
+
+    x, y, noisy, clean = _audited_blobs(400, 3, 0.25, seed=9)
+    r = find_label_issues(x, noisy, clean_idx=clean, clean_labels=y[clean])
+    write_report(r, str(tmp_path / "r.html"))
+    page = (tmp_path / "r.html").read_text()
+    a = r.settings["audit"]
+    assert f"{a['wrong']} of {a['rows']} audited labels wrong" in page and "P(wrong | score)" in page

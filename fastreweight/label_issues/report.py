@@ -204,6 +204,16 @@ def _flag_note(issues: LabelIssues) -> str:
             "likely wrong than right (flag='posterior')." + span)
 
 
+def _audit_text(a: dict) -> str:
+    """``settings["audit"]`` (audit.py) in words."""
+    lo, hi = a["interval"]
+    slo, shi = a["share_interval"]
+    return (f"{a['wrong']} of {a['rows']} audited labels wrong (share {a['share']:.1%}, {a['coverage']:.0%} interval "
+            f"{slo:.1%}-{shi:.1%}); noise rate estimated {a['rate']:.1%} ({a['estimate']}, {a['coverage']:.0%} interval "
+            f"{lo:.1%}-{hi:.1%})" + (f"; P(wrong | score) = 1 / (1 + exp(-({a['intercept']:.4g} + {a['slope']:.4g}·score)))"
+                                      if "slope" in a else ""))
+
+
 def _settings_table(issues: LabelIssues) -> str:
     level = issues.settings.get("level")
     rule = ((("how flagged", f"the confident count, {issues.settings.get('confident_count')} rows: those with "
@@ -214,7 +224,7 @@ def _settings_table(issues: LabelIssues) -> str:
             if _by_posterior(issues) else ("threshold (flagged: score ≤ it)", float(issues.threshold)))
     rows = [("rows", len(issues)), ("flagged", int(np.sum(issues.is_label_issue))), rule,
             ("classes", _num_classes(issues))]
-    rows += [(k, v) for k, v in issues.settings.items() if k != "threshold"]
+    rows += [(k, _audit_text(v) if k == "audit" else v) for k, v in issues.settings.items() if k != "threshold"]
     body = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(_fmt(v))}</td></tr>" for k, v in rows)
     return f'<table class="settings">{body}</table>'
 
