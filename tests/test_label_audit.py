@@ -204,3 +204,13 @@ def test_report_states_the_audit_in_words(tmp_path):
     page = (tmp_path / "r.html").read_text()
     a = r.settings["audit"]
     assert f"{a['wrong']} of {a['rows']} audited labels wrong" in page and "P(wrong | score)" in page
+
+
+def test_an_audit_that_finds_nothing_wrong_warns():
+    """clean_labels equal to labels on the audited rows is what passing the verified labels twice looks
+    like: the caller is told, and the share is reported as it is (0)."""
+    x, y, noisy, clean = _audited_blobs(400, 3, 0.25, seed=10)
+    noisy[clean] = y[clean]
+    with pytest.warns(UserWarning, match="the audit found no wrong label"):
+        r = find_label_issues(x, noisy, clean_idx=clean, clean_labels=y[clean])
+    assert r.estimated_noise_rate == 0.0 and r.settings["audit"]["estimate"] == "share"

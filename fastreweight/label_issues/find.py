@@ -51,6 +51,8 @@ model and was the closer estimate in both cases, so the set takes its size.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from .audit import audit_share, fit_audit
@@ -123,6 +125,11 @@ def _audit(given, y, clean_idx, pi):
     """``audit.py``'s estimate: score-assisted with ``knn``'s calibrated probabilities ``pi``, else the
     audit's share.  ``given`` the dataset's labels, ``y`` with the verified ones on the ``clean_idx`` rows."""
     wrong = given[clean_idx] != y[clean_idx]
+    if not wrong.any():
+        warnings.warn(f"clean_labels agree with labels on all {wrong.size} clean_idx rows: the audit found no wrong "
+                      "label, and the noise rate it reports is 0. If labels already hold the verified labels on "
+                      "those rows, pass clean_idx alone (an audit needs the labels the dataset gave them)",
+                      UserWarning, stacklevel=3)
     if pi is None:
         return audit_share(wrong)
     others = np.ones(y.size, bool)
