@@ -16,9 +16,13 @@ Setup, per seed:
   Every tool scores all N rows; the metrics are computed on the N − 100 rows outside the trusted subset.
   ``--audit``: the trusted rows are an audit instead: every tool sees their noisy labels, like every
   other row's, and fastreweight is also given their verified (true) labels (``clean_labels``), so it
-  knows which of the audited labels were wrong (records say ``audit: true``; the learned features are
-  trained with the verified labels on those rows, as a user who audited them would).  Tools add
-  ``AUDIT_FLAG_VARIANTS``.  Write these records to ``audit_label_issues_*.jsonl``.
+  knows which of the audited labels were wrong (records say ``audit: true``).  The learned features are
+  trained on the labels every tool sees, the audited rows' given labels included: to the features an
+  audited row must look like any other row, or the audit would see its wrong labels more clearly than
+  the dataset's (a network pulls a row's features towards the label it was trained with; trained with
+  the verified labels, the score-assisted estimate fell 2-6 points short on boundary and confusion
+  noise in a first run, not committed).  Tools add ``AUDIT_FLAG_VARIANTS``.  Write these records to
+  ``audit_label_issues_*.jsonl``.
 * **Noise** (``NOISE``, data-driven): ``sym`` 30% (``fastreweight.data.symmetric_noise``: 30% of the rows
   resampled uniformly over the 10 classes, so about 27% end up wrong), ``pair`` 25% (``asymmetric_noise``
   with the pair-flip map c → c+1: exactly 25% of every class), and the instance-dependent kinds of
@@ -431,10 +435,8 @@ def main(argv=None) -> None:
             t_pca = time.perf_counter() - t0
             for noise, gen in gens.items():
                 noisy = gen(x, y, seed)
-                corrected = noisy.copy()
-                corrected[trusted] = y[trusted]  # what the tools see, or (--audit) what a model is trained on
-                if not args.audit:
-                    noisy = corrected
+                if not args.audit:  # --audit: every tool, and the learned features, see the given labels
+                    noisy[trusted] = y[trusted]
                 verified = y[trusted] if args.audit else None
                 wrong = noisy != y
                 for fk in feature_kinds:
@@ -442,7 +444,7 @@ def main(argv=None) -> None:
                         views, t_feat = [(pca, np.arange(len(y)))], t_pca
                     else:  # trained once per (seed, noise kind), shared by every tool
                         t0 = time.perf_counter()
-                        views = learned_views(x, corrected, seed)
+                        views = learned_views(x, noisy, seed)
                         t_feat = time.perf_counter() - t0
                     caches = [dict() for _ in views]
                     for tool in tools:
