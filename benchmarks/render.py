@@ -1711,8 +1711,7 @@ DOC = [
                                             exclude=("fastreweight:knn", "fastreweight:auto", "fastreweight:fbr",
                                                      "fastreweight:fbr-whiten"))),
     ("label-issues-audit", 4, "With an audit: each flag rule against cleanlab", None,
-     lambda: label_issues_vs_cleanlab_table(("audit_label_issues_mnist5k.jsonl", "audit_label_issues_mnist5k_cleanlab.jsonl",
-                                             "audit_label_issues_lownoise.jsonl"),
+     lambda: label_issues_vs_cleanlab_table(("audit_label_issues_mnist5k.jsonl", "audit_label_issues_lownoise.jsonl"),
                                             "`--audit`: every tool sees the trusted rows' noisy labels, and "
                                             "fastreweight is also told their verified labels (`clean_labels`); "
                                             "seeds 0–2 of the 25–30% kinds and of the same kinds at 10%")),
