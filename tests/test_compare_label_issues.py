@@ -130,3 +130,24 @@ def test_flag_rule_table_compares_only_cells_with_the_same_inputs(tmp_path, monk
     assert "| pca | sym | 2 |" in table and "| pca | pair |" not in table
     assert "inputs (labels, trusted rows or features) differing: pca / pair" in table
     assert "`fastreweight:auto` in 1 of 1 cells" in table
+
+
+def test_audit_noise_rate_table_counts_the_intervals_that_held_the_truth(tmp_path, monkeypatch):
+    render = _load("fastreweight_render_for_audit_table", ROOT / "benchmarks" / "render.py")
+    env = {"commit": "abc1234", "date": "2026-12-07T00:00:00"}
+
+    def audit(lo, hi, share):
+        return {"interval": [lo, hi], "share": share, "coverage": 0.9, "rate": (lo + hi) / 2}
+
+    rows = [dict(tool="fastreweight:knn/confident", seed=s, features="pca", noise="sym", dataset="mnist5k", env=env,
+                 true_noise_scored=0.3, estimated_noise_rate=est, audits=[audit(*iv, share)],
+                 settings={"rule_noise_rate": count})
+            for s, est, iv, share, count in ((0, 0.28, (0.25, 0.31), 0.27, 0.2), (1, 0.36, (0.33, 0.39), 0.4, 0.1))]
+    rows.append(dict(rows[0], tool="fastreweight:auto"))  # another tool's record is not counted
+    with open(tmp_path / "a.jsonl", "w") as fh:
+        fh.writelines(json.dumps(r) + "\n" for r in rows)
+    monkeypatch.setattr(render, "RESULTS", str(tmp_path))
+    table = render.audit_noise_rate_table(("a.jsonl",))
+    assert "| mnist5k | pca | sym | 2 | 0.300 | 0.320 | 0.040 | 1 of 2 | 0.335 | 0.150 |" in table
+    assert "held the true rate in 1 of 2 calls" in table and "estimate 0.040, share 0.065, count 0.150" in table
+    assert render.audit_noise_rate_table(("missing.jsonl",)) is None
