@@ -20,7 +20,9 @@ both assuming the audited rows are a uniform random sample of the dataset:
   where the logistic form is wrong, and with a smaller error than the share where the score tells
   wrong labels apart.  A small ridge on ``β₁`` (of the standardised score) keeps the fit finite when the
   audit's wrong and right labels are perfectly separated by ``s``.  Its interval is a percentile
-  bootstrap over the audited rows.
+  bootstrap over the audited rows, each draw's rate spread by the rows' own outcomes around their
+  probabilities (the share of wrong labels among the rows is a sum of Bernoulli draws; a normal
+  approximation), which widened it where the audit is a large part of a small dataset.
 
 ``flag="audit"`` flags the other rows whose fitted ``P(wrong | s)`` is at least ``LEVEL``: the score
 threshold ``s ≤ −β₀ / β₁``.  Unlike the other rules it learns from wrong labels of this dataset how
@@ -50,8 +52,8 @@ _MAX_STEP = 5.0
 class Audit(NamedTuple):
     """``find_label_issues``' audit: ``rows`` audited, ``wrong`` of them wrong in the dataset;
     ``share`` = ``wrong / rows`` and its exact ``share_interval``; ``rate`` and ``interval``: the
-    score-assisted estimate (``None`` without a score model: then ``rate`` is the share); ``intercept``
-    and ``slope`` of ``P(wrong | s)`` on the raw score (nan when not fitted)."""
+    score-assisted estimate when ``fitted``, else the share and its interval; ``intercept`` and
+    ``slope`` of ``P(wrong | s)`` on the raw score (nan when not fitted)."""
     rows: int
     wrong: int
     share: float
