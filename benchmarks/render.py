@@ -372,7 +372,7 @@ def audit_noise_rate_table(names=("audit_label_issues_mnist5k.jsonl",), tool="fa
     by = defaultdict(list)
     for r in recs:
         by[(r.get("dataset", "mnist5k"), r["features"], r["noise"])].append(r)
-    cells = sorted(by, key=lambda c: (c[0], c[1] != "pca", _li_noise_key(c[2])))
+    cells = sorted(by, key=lambda c: (c[0] != "mnist5k", c[0], c[1] != "pca", _li_noise_key(c[2])))
     lines = [f"Source: {', '.join(f'`benchmarks/results/{n}`' for n in names)}, the records of `{tool}` (commits "
              f"{', '.join(sorted({r['env']['commit'] for r in recs}))}, {min(r['env']['date'] for r in recs)[:10]}); "
              "mean over seeds. True: the share of wrong labels among the scored rows. Estimate: the score-assisted "
@@ -1714,15 +1714,19 @@ DOC = [
      lambda: label_issues_vs_cleanlab_table(("audit_label_issues_mnist5k.jsonl", "audit_label_issues_lownoise.jsonl"),
                                             "`--audit`: every tool sees the trusted rows' noisy labels, and "
                                             "fastreweight is also told their verified labels (`clean_labels`); "
-                                            "seeds 0–2 of the 25–30% kinds and of the same kinds at 10%")),
+                                            "seeds 0–2 of the 25–30% kinds and of the same kinds at 10%; not "
+                                            "shown: `knn` and `knn/confident` (the default, as `auto`), `fbr` and "
+                                            "`fbr-whiten` (their records are in the files)",
+                                            exclude=("fastreweight:knn", "fastreweight:knn/confident",
+                                                     "fastreweight:fbr", "fastreweight:fbr-whiten"))),
     ("label-issues-audit-digits", 4, "With an audit, digits", None,
-     lambda: label_issues_vs_cleanlab_table(("audit_label_issues_digits.jsonl",),
+     lambda: label_issues_vs_cleanlab_table(("audit_label_issues_digits.jsonl", "audit_label_issues_digits_lownoise.jsonl"),
                                             "`--audit --dataset digits`, seeds 0–2, 25–30% and 10%",
                                             exclude=("fastreweight:knn", "fastreweight:auto", "fastreweight:fbr",
                                                      "fastreweight:fbr-whiten"))),
     ("label-issues-audit-rate", 4, "The noise rate estimated with an audit", None,
      lambda: audit_noise_rate_table(("audit_label_issues_mnist5k.jsonl", "audit_label_issues_lownoise.jsonl",
-                                     "audit_label_issues_digits.jsonl"))),
+                                     "audit_label_issues_digits.jsonl", "audit_label_issues_digits_lownoise.jsonl"))),
     ("cleanlab", 3, "Against cleanlab on raw pixels, seeds 0–2 (superseded)", _SUPERSEDED + " Setup: raw pixels, "
      "symmetric noise; cleanlab given 5-fold cross-validated logistic-regression probabilities on the noisy labels "
      "(capped at `max_iter=200`, warnings silenced), fastreweight `M` clean labels; flagged = score ≤ 0.",
