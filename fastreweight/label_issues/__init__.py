@@ -3,7 +3,9 @@
 * ``find_label_issues`` (``find.py``): the flagged rows and cleanlab's columns (``LabelIssues``), from a
   scorer (neighbour agreement with trust, or the streamed FBR score) and a flagging rule (a noise model
   fitted with the clean subset, a margin on the neighbours' vote, a false-discovery-rate target from the
-  clean subset, or the estimated noise rate).
+  clean subset, or the estimated noise rate); with an audit (``clean_idx`` with ``clean_labels``: the
+  verified labels of rows whose given labels stay in ``labels``) also the noise rate the audit implies
+  and its interval (``audit.py``).
 * ``score_dataset`` (``stream.py``): every row's FBR score against the clean subset, streamed in chunks
   from arrays or memory-mapped files, memory bounded independently of N but for 20 bytes a row.
 * ``write_report`` (``report.py``): one self-contained HTML page of what was found.

@@ -10,7 +10,9 @@ offending row or class.
 * the clean subset: at least two classes; a class that some row is labelled with but that has no
   clean row is an error by default (``on_missing_class="raise"``, as cleanlab users expect), or with
   ``on_missing_class="skip"`` those rows get the neutral score 0 (flagged at the default threshold);
-* ``clean_subset``: a ``clean_idx`` of row indices, 1-D, integer, non-empty, in range, no repeats.
+* ``clean_subset``: a ``clean_idx`` of row indices, 1-D, integer, non-empty, in range, no repeats;
+* an audit (``find_label_issues``' ``clean_idx`` with ``clean_labels``): one verified label per
+  ``clean_idx`` row, checked as labels are; the classes present are the verified labels'.
 """
 from __future__ import annotations
 
