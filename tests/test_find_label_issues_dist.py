@@ -33,8 +33,12 @@ def _calls(x, y, ci):
     others = np.setdiff1d(np.arange(len(y)), ci)
     by_idx = dict(features=x, labels=y, clean_idx=ci)
     separate = dict(features=x[others], labels=y[others], clean_features=x[ci], clean_labels=y[ci])
+    given = y.copy()  # an audit: three of the clean rows' given labels were wrong
+    given[ci[:3]] = (y[ci[:3]] + 1) % (y.max() + 1)
+    audit = dict(features=x, labels=given, clean_idx=ci, clean_labels=y[ci])
     return [("fbr idx", dict(by_idx, scorer="fbr")), ("fbr-whiten idx", dict(by_idx, scorer="fbr-whiten")),
-            ("fbr-whiten separate", dict(separate, scorer="fbr-whiten")), ("auto idx", dict(by_idx, scorer="auto"))]
+            ("fbr-whiten separate", dict(separate, scorer="fbr-whiten")), ("auto idx", dict(by_idx, scorer="auto")),
+            ("fbr audit idx", dict(audit, scorer="fbr"))]
 
 
 def _worker(rank, world, port, out_dir):
@@ -79,6 +83,9 @@ def test_two_ranks_equal_one_process(tmp_path):
                 for f in ("given_label", "predicted_label", "is_label_issue"):
                     np.testing.assert_array_equal(sh[f], one[f], err_msg=f"{name}: {f}")
             assert sh["settings"]["scorer"] == ("fbr" if name.startswith("fbr ") else "fbr-whiten")
+            if "audit" in name:  # every rank reports the audit's share, as one process does
+                assert sh["settings"]["audit"] == one["settings"]["audit"]
+                assert sh["settings"]["audit"]["wrong"] == 3 and sh["settings"]["audit"]["estimate"] == "share"
         # one process's auto picks knn (small, in memory); with a process group it is fbr-whiten
         auto = got["auto idx"]
         assert got["auto one process"]["scorer"] == "knn"
