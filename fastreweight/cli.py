@@ -220,12 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--features", required=True, help="N×d features, .npy (memory-mapped) or .pt")
     sc.add_argument("--labels", required=True, help="N given (possibly noisy) labels, .npy or .pt")
     sc.add_argument("--clean-features", default=None, help="M×d features of the clean subset")
-    sc.add_argument("--clean-labels", default=None,
-                    help="M trusted labels (with --clean-idx: an audit, the verified labels of those rows, whose "
-                         "--labels stay as the dataset gave them)")
-    sc.add_argument("--clean-idx", default=None,
-                    help="instead of --clean-features: indices of rows of --features whose --labels are trusted "
-                         "(or, with --clean-labels, whose labels were verified)")
+    sc.add_argument("--clean-labels", default=None, help="M trusted labels (with --clean-idx: an audit, their verified labels)")
+    sc.add_argument("--clean-idx", default=None, help="instead of --clean-features: rows of --features whose --labels "
+                    "are trusted (with --clean-labels: were verified)")
     sc.add_argument("--out", required=True, help="CSV to create (never overwritten)")
     sc.add_argument("--num-classes", type=int, default=None)
     sc.add_argument("--chunk-rows", type=int, default=8192, help="rows scored at a time (bounds memory)")
@@ -238,14 +235,13 @@ def build_parser() -> argparse.ArgumentParser:
                          "on the clean subset), or a strength t > 0; see fastreweight.whiten")
     sc.add_argument("--refine", type=int, default=0,
                     help="rounds of re-scoring against class means of the clean rows and the rows scored > 0")
-    sc.add_argument("--threshold", type=float, default=None,
-                    help="flag rows with score <= threshold (flag rule 'score'; default: the scorer's rule, "
-                         "for the FBR scores score <= 0)")
+    sc.add_argument("--threshold", type=float, default=None, help="flag rows with score <= threshold (flag rule "
+                    "'score'; default: the scorer's rule, for the FBR scores score <= 0)")
     sc.add_argument("--scorer", default=None,
                     help="find_label_issues' scorer: auto, knn, fbr or fbr-whiten (default: auto, or fbr-whiten "
                          "with --whiten auto --refine 1; the other FBR options score through score_dataset)")
-    sc.add_argument("--flag", default=None, help="flag rule: auto (knn: confident), confident, posterior, margin, audit (needs an audit: --clean-idx "
-                         "with --clean-labels), fdr, rate, score")
+    sc.add_argument("--flag", default=None, help="flag rule: auto (knn: confident), confident, posterior, margin, "
+                    "audit (--clean-idx with --clean-labels), fdr, rate, score")
     sc.add_argument("--margin", type=float, default=None,
                     help="with --flag margin (scorer knn): flag rows whose vote for another class leads by this much")
     sc.add_argument("--fdr", type=float, default=None, help="with --flag fdr: the target false-discovery rate")
@@ -402,7 +398,7 @@ def _score(args, group, write: bool = True) -> int:
     if verified is not None and scorer is None:
         raise ValueError("an audit (--clean-idx with --clean-labels) needs a scorer of find_label_issues (--scorer); "
                          "the FBR options --shift/--alpha/--center/--normalize/--backend score without one")
-    C = args.num_classes or int(max(np.asarray(y).max(), np.asarray(cy).max())) + 1
+    C = args.num_classes or int(max(np.asarray(y).max(initial=0), np.asarray(cy).max(initial=0))) + 1
     if names is not None and len(names) < C:
         raise ValueError(f"--class-names has {len(names)} names for {C} classes")
     shown = scorer

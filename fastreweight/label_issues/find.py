@@ -80,9 +80,11 @@ KNN_MAX_MAPPED_BYTES = 1 << 30
 KNN_CHUNK_ROWS = 4096
 
 
-def _knn(features, y, clean_idx, clean_features, clean_labels, C, device, chunk_rows, posterior: bool):
-    """``(score, quality, suggested, clean_scores, model, chosen, pi)``; ``model`` is ``None`` unless
-    ``posterior`` asks for it, else ``posterior.py``'s ``NoiseModel`` on the dataset's rows; ``chosen``
+def _knn(features, y, clean_idx, clean_features, clean_labels, C, device, chunk_rows, calibrated: bool,
+         posterior: bool):
+    """``(score, quality, suggested, clean_scores, model, chosen, pi)``: with ``calibrated`` the columns of
+    the calibrated probabilities (else of the raw vote); ``model`` is ``None`` unless ``posterior`` asks
+    for it, else ``posterior.py``'s ``NoiseModel`` on the dataset's rows; ``chosen``
     the settings of the neighbourhood chosen on the clean rows (``KNN_NEIGHBOURS``); ``pi`` the
     calibrated class probabilities of the dataset's rows (N×C; a clean row's from its neighbours alone)."""
     n = features.shape[0]
@@ -107,12 +109,14 @@ def _knn(features, y, clean_idx, clean_features, clean_labels, C, device, chunk_
     k, nll, calibration = choose_neighbourhood(P_by_k, Q, y, mask)
     chosen = {"neighbours": k, "neighbour_nll": {str(j): round(v, 4) for j, v in nll.items()}}
     model = None
-    if posterior:  # the calibrated probabilities rank better than the raw vote (find_label_issues' doc)
-        model = noise_model(calibration, y, mask)
-        quality, suggested = model.pi_given, model.pi_argmax
+    if calibrated:  # the calibrated probabilities rank better than the raw vote (find_label_issues' doc)
+        pi = calibration[0]
+        quality, suggested = pi[np.arange(y.size), y], pi.argmax(1)
         score = calibrated_log_odds(quality)
-        model = model._replace(post_given=model.post_given[:n], pi_given=model.pi_given[:n],
-                               pi_argmax=model.pi_argmax[:n])
+        if posterior:
+            model = noise_model(calibration, y, mask)
+            model = model._replace(post_given=model.post_given[:n], pi_given=model.pi_given[:n],
+                                   pi_argmax=model.pi_argmax[:n])
     else:
         score, quality, suggested = agreement_from_votes(P_by_k[k], y)
     clean_scores = score[mask]
@@ -134,9 +138,9 @@ def _audit(given, y, clean_idx, pi):
         return audit_share(wrong)
     others = np.ones(y.size, bool)
     others[clean_idx] = False
-    rows = np.arange(y.size)
+    rows = np.flatnonzero(others)
     return fit_audit(calibrated_log_odds(pi[clean_idx, given[clean_idx]]), wrong,
-                     calibrated_log_odds(pi[rows[others], y[others]]))
+                     calibrated_log_odds(pi[rows, y[rows]]))
 
 
 def calibrated_log_odds(pi_given: np.ndarray) -> np.ndarray:
@@ -261,7 +265,7 @@ def find_label_issues(features, labels, *, clean_idx=None, clean_features=None, 
     if scorer == "knn":
         score, quality, suggested, clean_scores, model, chosen, pi = _knn(
             features, y, clean_idx, clean_features, clean_labels, C, device, chunk_rows,
-            posterior=flag in MODEL_FLAGS + ("audit",))
+            calibrated=flag in MODEL_FLAGS + ("audit",), posterior=flag in MODEL_FLAGS)
     else:
         model, chosen = None, {}
         cz, cy = (np.asarray(features[clean_idx]), y[clean_idx]) if clean_idx is not None else (clean_features, clean_labels)
