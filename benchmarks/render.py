@@ -522,6 +522,50 @@ def score_scale_table(name="score_scale_cpu.jsonl"):
     return "\n".join(lines)
 
 
+def score_scale_gpu_table(name="score_scale_gpu.jsonl"):
+    """One row per record of ``bench_score.py --scale --device cuda``: the rows read from the memory-mapped
+    file (through the read-ahead of ``Execution.prefetch``) or first loaded into the GPU's memory."""
+    recs = _jsonl(name)
+    if not recs:
+        return None
+    env = recs[-1].get("env", {})
+    copy = next((r["copy"] for r in recs if r.get("copy")), {})
+    lines = [
+        f"Source: `benchmarks/results/{name}` (`bash benchmarks/gpu_scale.sh`: the features of the CPU run above, "
+        "drawn on the GPU and written to a memory-mapped float32 `.npy` left in the page cache; best of the runs "
+        "in `seconds_all`). *inputs*: `mapped`, the rows streamed from the file, read ahead by `prefetch` chunks "
+        "(0: each chunk read and copied when it is scored); `resident`, the rows first loaded into device memory "
+        "(the load is not timed in *seconds*). *read floor*: one pass that only moves every chunk of the file to "
+        "the device through the same reader and reduces it. *GEMM rate*: fp32 `torch.mm` of the pass's shapes "
+        "(chunk×d @ d×C, d×chunk @ chunk×d) on the GPU, timed by CUDA events just before and after the row; "
+        "*% of GEMM* as above. *memory*: host anonymous growth plus device peak-allocation growth, against "
+        "`memory_bound_bytes` (which bounds both together).",
+        "",
+        f"Host to device, measured in the same run: {copy.get('pinned_gib_per_s', float('nan')):.1f} GiB/s from pinned "
+        f"memory, {copy.get('pageable_gib_per_s', float('nan')):.1f} GiB/s from pageable memory.",
+        "",
+        "| date (UTC) | commit | setting | inputs | chunk | prefetch | seconds | rows/s | read floor (s) | GFLOP/s | "
+        "GEMM rate, score / gram (GFLOP/s) | % of GEMM | AUROC | plan | memory bound (MiB) | host + device growth (MiB) |",
+        "| --- " * 16 + "|",
+    ]
+    for r in recs:
+        e = r.get("env", {})
+        used = r.get("gemm", {}).get("used", {})
+        rate = " / ".join(f"{used[k]:,.0f}" for k in ("score", "gram") if k in used)
+        read = r.get("read_seconds") if r.get("inputs") == "mapped" else None
+        grown = (r.get("rss") or {}).get("anon_peak_growth_mib", 0.0) + (r.get("device_peak_growth_mib") or 0.0)
+        plan = r.get("plan") or {}
+        lines.append(
+            f"| {e.get('date', '')[:16].replace('T', ' ')} | {e.get('commit', '')} | {r['setting']} | {r['inputs']} | "
+            f"{r['chunk_rows']} | {r['prefetch']} | {r['seconds']:.2f} | {r['n'] / r['seconds']:,.0f} | "
+            f"{'' if read is None else f'{read:.2f}'} | {r['gflops']:,.0f} | {rate} | {r['pct_of_gemm']:.0f} | "
+            f"{r['auroc']:.4f} | {plan.get('strategy', '')} / {plan.get('backend', '')} | "
+            f"{_mib(r.get('memory_bound_mib'))} | {_mib(grown)} |")
+    lines += ["", f"GPU: {env.get('device_name')}; torch {env.get('torch')}, CUDA {env.get('cuda')}, "
+              f"triton {env.get('triton')}; {recs[-1].get('cpus')} CPU cores."]
+    return "\n".join(lines)
+
+
 def micro_table():
     path = os.path.join(RESULTS, "micro_cpu.json")
     if not os.path.exists(path):
@@ -1737,6 +1781,7 @@ DOC = [
     ("score-scale", 3, "Scoring at scale",
      "`python benchmarks/bench_score.py --scale` (single process) and its sharded run under `torchrun` "
      "(gloo ranks on the same machine).", score_scale_table),
+    ("score-scale-gpu", 3, "Scoring at scale on a GPU", None, score_scale_gpu_table),
     ("noise-kinds", 3, "Label-noise kinds on MNIST-5k",
      "What each generator of `fastreweight.noise` produces at 30% (definitions: [noise.md](noise.md)).",
      noise_kinds_table),

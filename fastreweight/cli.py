@@ -411,7 +411,9 @@ def _score(args, group, write: bool = True) -> int:
         streamed_whiten = whiten is not None or shown == "fbr-whiten"
         refine = args.refine > 0 or shown == "fbr-whiten"
         bound = label_issues.memory_bound_bytes(x.shape[0], x.shape[1], cx.shape[0], C, args.chunk_rows,
-                                                whiten=streamed_whiten, refine=refine)
+                                                itemsize=x.itemsize, whiten=streamed_whiten,
+                                                refine=refine,
+                                                prefetch=label_issues.Execution(device=_device(args.device)).prefetch)
         print(f"scoring {x.shape[0]} rows × {x.shape[1]} features against {cx.shape[0]} clean rows, {C} classes; "
               f"memory bound ≈ {bound / 2**20:.0f} MiB beyond the memory-mapped input")
     else:

@@ -47,7 +47,9 @@ class Execution:
 
     ``device``: where each chunk is scored; ``backend`` / ``strategy``: those of ``class_similarity``
     (see docs/backends.md); ``chunk_rows``: rows read and scored at a time (bounds memory);
-    ``progress``: a tqdm bar per pass (rank 0 only).
+    ``progress``: a tqdm bar per pass (rank 0 only); ``prefetch``: chunks a background thread reads
+    ahead of the one being scored (``None``: 2 on CUDA, where the host read and the transfer then
+    overlap the scoring, 0 on the CPU; see ``prefetch.py``).
 
     ``process_group``: ``None`` scores every row in this process.  A ``torch.distributed`` group (or
     ``"world"`` for the default group) shards the rows across its ranks: every rank must be called
@@ -60,6 +62,7 @@ class Execution:
     chunk_rows: int = 8192
     progress: bool = False
     process_group: object = None
+    prefetch: int | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "device", torch.device(self.device))
@@ -67,6 +70,12 @@ class Execution:
         V.check_option("strategy", self.strategy, V.STRATEGY_OPTIONS)
         if isinstance(self.chunk_rows, bool) or not isinstance(self.chunk_rows, int) or self.chunk_rows < 1:
             raise ValueError(f"chunk_rows must be a positive int, got {self.chunk_rows!r}")
+        if self.prefetch is None:
+            object.__setattr__(self, "prefetch", 2 if self.device.type == "cuda" else 0)
+        elif isinstance(self.prefetch, bool) or not isinstance(self.prefetch, int):
+            raise TypeError(f"prefetch must be an int >= 0 (chunks read ahead) or None, got {self.prefetch!r}")
+        elif self.prefetch < 0:
+            raise ValueError(f"prefetch must be an int >= 0 (chunks read ahead) or None, got {self.prefetch!r}")
         if not isinstance(self.progress, bool):
             raise TypeError(f"progress must be a bool, got {type(self.progress).__name__}")
         if isinstance(self.process_group, str) and self.process_group != "world":

@@ -12,8 +12,10 @@ Memory bound (bytes, beyond the memory-mapped input files, which the OS pages in
   + chunk_rows·C·4·3                  S and its epilogue temporaries
   + the backend's working set          reference pairwise: ≤ 2^24 floats (64 MiB); prototype: C·d·4
   + N·(8 + 4 + 8)                     labels, scores and suggested labels of the whole dataset
+  + (k + 3)·chunk_rows·d·max(itemsize, 4)   with ``prefetch=k > 0``: chunks read ahead (``prefetch.py``)
 
-so it is independent of N but for the last line (20 bytes a sample).  ``memory_bound_bytes`` returns it.
+so it is independent of N but for the N line (20 bytes a sample).  On a GPU the chunks, the clean
+side and the per-row results live in device memory; the bound covers host and device together.  ``memory_bound_bytes`` returns it.
 With ``whiten`` (see ``fastreweight.whiten``) the features are read twice — once for their mean and
 covariance, once to score — and the bound grows by ``4·d²·8`` bytes (covariance, eigenvectors,
 transform, workspace) plus ``8·8·max(2^20, M·max(d, C))`` bytes for the leave-one-out criterion;
@@ -22,6 +24,7 @@ with ``refine`` the rows are read once more per round and the bound grows by ``2
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import warnings
@@ -34,6 +37,7 @@ from .. import whiten as _whiten
 from ..scores import class_similarity, fbr_from_similarity
 from . import validate as LV
 from .options import Execution, Similarity, resolve_options
+from .prefetch import read_ahead, staged_bytes
 from .shard import Shard
 
 _NPY = (".npy",)
@@ -90,11 +94,15 @@ class ScoreResult:
 
 
 def memory_bound_bytes(n: int, d: int, m: int, c: int, chunk_rows: int, itemsize: int = 4, whiten: bool = False,
-                       refine: bool = False, ranks: int = 1) -> int:
-    """The bound of the module doc, in bytes (``ranks``: the ranks of a sharded run; the bound is per rank)."""
+                       refine: bool = False, ranks: int = 1, prefetch: int = 0) -> int:
+    """The bound of the module doc, in bytes (``ranks``: the ranks of a sharded run; the bound is per rank;
+    ``prefetch``: ``Execution.prefetch``, the chunks read ahead).  On a GPU it bounds host and device
+    memory together."""
     extra = (4 * d * d * 8 + 8 * 8 * max(1 << 20, m * max(d, c)) if whiten else 0) + (2 * c * (d + 1) * 8 if refine else 0)
     gather = n * 24 + -(-n // ranks) * 12 if ranks > 1 else 0
-    return chunk_rows * d * (itemsize + 4) + m * d * 4 + chunk_rows * c * 12 + (1 << 24) * 4 + n * 20 + extra + gather
+    ahead = staged_bytes(prefetch, chunk_rows, d, max(itemsize, 4))
+    return (chunk_rows * d * (itemsize + 4) + m * d * 4 + chunk_rows * c * 12 + (1 << 24) * 4 + n * 20 + extra + gather
+            + ahead)
 
 
 def score_dataset(
@@ -196,15 +204,22 @@ class _Stream:
     first pass over them checks every chunk is finite (the rows cannot change between passes)."""
 
     def __init__(self, features, inp: LV.Inputs, sim: Similarity, exe: Execution):
-        self.features, self.y_all, self.C, self.exe = features, inp.labels, inp.num_classes, exe
+        self.features, self.C, self.exe = features, inp.num_classes, exe
+        self.y_all = inp.labels.to(exe.device)  # once, not a small blocking copy per chunk
         self.shard = Shard(inp.n, exe.chunk_rows, exe.group(), exe.device)
+        # rows already on an accelerator are sliced in place: nothing to read ahead
+        on_device = isinstance(features, torch.Tensor) and features.device.type != "cpu"
+        self.prefetch = 0 if on_device else exe.prefetch
         self.sim_kw = dict(num_classes=inp.num_classes, center=sim.center, normalize=sim.normalize,
                            strategy=exe.strategy, backend=exe.backend, on_missing_class="skip", check_values=False)
         self.shift, self.alpha = sim.shift, sim.alpha
         self.checked = False
 
+    def host_rows(self, start: int, stop: int) -> torch.Tensor:
+        return _rows_tensor(self.features[start:stop])
+
     def read(self, start: int, stop: int) -> torch.Tensor:
-        return _rows_tensor(self.features[start:stop]).to(device=self.exe.device, dtype=torch.float32)
+        return self.host_rows(start, stop).to(device=self.exe.device, dtype=torch.float32)
 
     def _locate(self, start: int) -> int:
         return LV.first_nonfinite_row(self.read(start, min(self.shard.hi, start + self.exe.chunk_rows)))
@@ -217,12 +232,12 @@ class _Stream:
         starts = range(sh.lo, sh.hi, cr)
         if self.exe.progress and sh.rank == 0:
             starts = _progress(starts, desc)
-        for start in starts:
-            stop = min(sh.hi, start + cr)
-            x = self.read(start, stop)
-            if check is not None and not check.add(start, x):
-                break
-            yield start, stop, x
+        ranges = ((start, min(sh.hi, start + cr)) for start in starts)
+        with contextlib.closing(read_ahead(self.host_rows, ranges, self.exe.device, self.prefetch)) as rows:
+            for start, stop, x in rows:
+                if check is not None and not check.add(start, x):
+                    break
+                yield start, stop, x
         if check is not None:
             check.finish()
             bad = sh.min_int(sh.n if check.bad_row is None else check.bad_row)
@@ -245,7 +260,7 @@ class _Stream:
         for start, stop, x in self.chunks(desc):
             if whitening is not None:
                 x = whitening.apply(x)
-            y = self.y_all[start:stop].to(dev)
+            y = self.y_all[start:stop]
             S = class_similarity(x, y, cz, cy, **self.sim_kw)
             scores[start - lo:stop - lo], suggested[start - lo:stop - lo] = _epilogue(
                 S, y, present, neg_inf.to(S.dtype), self.shift, self.alpha)

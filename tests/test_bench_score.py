@@ -1,0 +1,49 @@
+"""benchmarks/bench_score.py: its --scale run writes sound records (the chunk-size and read-ahead sweep of
+a GPU session, run here on the CPU) and the GPU table renders them."""
+import importlib.util
+import json
+import pathlib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _load(name, path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture
+def bench(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    return _load("fastreweight_bench_score", ROOT / "benchmarks" / "bench_score.py")
+
+
+def test_scale_sweep_writes_one_record_per_run_and_renders(bench, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "score_scale_gpu.jsonl"
+    bench.main(["--rows", "3001", "--dim", "16", "--classes", "5", "--clean", "50", "--chunk", "512", "--scale",
+                "--chunks", "512,97", "--prefetch", "default,2", "--tmpdir", str(tmp_path), "--out", str(out)])
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["setting"], r["chunk_rows"], r["prefetch"]) for r in recs] == [
+        (s, c, p) for s in ("plain", "whiten") for c in (512, 97) for p in (0, 2)]
+    for r in recs:
+        assert r["inputs"] == "mapped" and r["device"] == "cpu" and r["n"] == 3001
+        assert r["within_bound"] and r["seconds"] > 0 and 0 < r["pct_of_gemm"]
+        assert r["read_seconds"] > 0 and 0.5 < r["auroc"] <= 1.0
+        assert r["gemm_flops"]["score"] == 2 * 3001 * 16 * 5
+    # the same features whatever the chunk and read-ahead: the same AUROC
+    assert len({round(r["auroc"], 6) for r in recs if r["setting"] == "plain"}) == 1
+    monkeypatch.setattr(bench, "RESULTS", str(tmp_path))
+    render = _load("fastreweight_render_for_scale", ROOT / "benchmarks" / "render.py")
+    monkeypatch.setattr(render, "RESULTS", str(tmp_path))
+    table = render.score_scale_gpu_table()
+    assert table.count("| plain | mapped |") == 4 and table.count("| whiten | mapped |") == 4
+    assert "| 97 | 2 |" in table
+
+
+def test_resident_inputs_need_an_accelerator(bench, tmp_path):
+    with pytest.raises(SystemExit, match="resident"):
+        bench.main(["--rows", "100", "--dim", "4", "--scale", "--inputs", "resident", "--out", str(tmp_path / "o")])
