@@ -219,20 +219,17 @@ def read_pass(feats, chunk: int, device=torch.device("cpu"), prefetch: int = 0) 
     page cache, the bus and the reader set for a streamed pass."""
     from fastreweight.label_issues.prefetch import read_ahead
 
-    def rows(a, b):
-        return torch.from_numpy(feats[a:b])
+    from fastreweight.label_issues.prefetch import as_tensor
 
     t0 = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        if device.type == "cpu":
-            for s in range(0, feats.shape[0], chunk):
-                torch.aminmax(rows(s, s + chunk))
-        else:
-            ranges = [(s, min(feats.shape[0], s + chunk)) for s in range(0, feats.shape[0], chunk)]
-            for _, _, x in read_ahead(rows, ranges, device, prefetch):
-                torch.aminmax(x)
-            torch.cuda.synchronize(device)
+    if device.type == "cpu":
+        for s in range(0, feats.shape[0], chunk):
+            torch.aminmax(as_tensor(feats[s:s + chunk]))
+    else:
+        ranges = [(s, min(feats.shape[0], s + chunk)) for s in range(0, feats.shape[0], chunk)]
+        for _, _, x in read_ahead(lambda a, b: feats[a:b], ranges, device, prefetch):
+            torch.aminmax(x)
+        torch.cuda.synchronize(device)
     return time.perf_counter() - t0
 
 

@@ -212,3 +212,19 @@ def test_an_error_while_scoring_stops_the_thread(monkeypatch):
         score_dataset(x, y, cx, cy, num_classes=4, chunk_rows=7, prefetch=3)
     gc.collect()
     assert _threads() == 0
+
+
+@pytest.mark.parametrize("prefetch", [0, 2])
+def test_big_endian_and_read_only_files_without_warnings(tmp_path, prefetch):
+    import warnings
+
+    x, y, cx, cy = _data(1025, seed=4)
+    ref = score_dataset(x, y, cx, cy, num_classes=4, chunk_rows=97)
+    for name, arr in (("native", x), ("big", x.astype(">f4"))):
+        np.save(tmp_path / f"{name}.npy", arr)
+        mm = np.load(tmp_path / f"{name}.npy", mmap_mode="r")
+        assert not mm.flags.writeable
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a warning here, or in the read-ahead thread, fails the call
+            got = score_dataset(mm, y, cx, cy, num_classes=4, chunk_rows=97, prefetch=prefetch)
+        _same(got, ref)

@@ -30,9 +30,10 @@ import threading
 import warnings
 from typing import Callable, Iterable, Iterator
 
+import numpy as np
 import torch
 
-__all__ = ["read_ahead", "staged_bytes"]
+__all__ = ["read_ahead", "staged_bytes", "as_tensor"]
 
 _DONE = object()
 _POLL_S = 0.05  # how often a blocked thread looks whether the reader was closed
@@ -49,16 +50,17 @@ def staged_bytes(prefetch: int, chunk_rows: int, d: int, itemsize: int) -> int:
     return 0 if prefetch == 0 else (prefetch + 3) * chunk_rows * d * itemsize
 
 
-def read_ahead(host_rows: Callable[[int, int], torch.Tensor], ranges: Iterable[tuple[int, int]],
+def read_ahead(host_rows: Callable[[int, int], "np.ndarray | torch.Tensor"], ranges: Iterable[tuple[int, int]],
                device: torch.device, prefetch: int) -> Iterator[tuple[int, int, torch.Tensor]]:
     """``(start, stop, x)`` for each ``(start, stop)`` of ``ranges``: ``x`` the rows ``host_rows(start, stop)``
-    returns (a CPU tensor, e.g. a memory map's rows read in place), as float32 on ``device``, read up
-    to ``prefetch`` chunks ahead by a background thread (``prefetch=0``: read when asked, no thread).
+    returns (a numpy array or a CPU tensor, e.g. a memory map's rows read in place), as float32 on
+    ``device``, read up to ``prefetch`` chunks ahead by a background thread (``prefetch=0``: read when
+    asked, no thread).  The rows are only read, never written.
 
     Use it closed (``contextlib.closing``) or run it to the end: closing it stops the thread."""
     if prefetch == 0:
         for start, stop in ranges:
-            yield start, stop, host_rows(start, stop).to(device=device, dtype=torch.float32)
+            yield start, stop, as_tensor(host_rows(start, stop)).to(device=device, dtype=torch.float32)
         return
     stage = _CudaStage(device) if device.type == "cuda" else _HostStage()
     waiting: queue.Queue = queue.Queue(maxsize=prefetch)
@@ -107,12 +109,35 @@ def _put(waiting: queue.Queue, item, closed: threading.Event) -> bool:
     return False
 
 
+def as_tensor(rows) -> torch.Tensor:
+    """Rows of an array or tensor as a tensor, without a copy where possible (a memory map's rows are
+    read in place; nothing downstream writes to them)."""
+    if isinstance(rows, torch.Tensor):
+        return rows
+    if rows.dtype.isnative and rows.flags.writeable:
+        return torch.from_numpy(rows)
+    if not rows.dtype.isnative:  # e.g. a big-endian file: torch has no such dtypes
+        return torch.from_numpy(rows.astype(rows.dtype.newbyteorder("=")))
+    # a read-only memory map: torch warns that writing through the tensor would be undefined, and
+    # nothing here writes.  The filter is set only in the thread that scores (catch_warnings is
+    # process-wide, so the read-ahead thread never calls this).
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(rows)
+
+
+def _torch_dtype(rows) -> torch.dtype:
+    return rows.dtype if isinstance(rows, torch.Tensor) else torch.from_numpy(np.empty(0, rows.dtype.newbyteorder("="))).dtype
+
+
 class _HostStage:
     """CPU: the thread makes the float32 copy, and so takes the memory map's page faults."""
 
     @staticmethod
-    def send(rows: torch.Tensor) -> torch.Tensor:
-        return rows.to(torch.float32, copy=True)
+    def send(rows) -> torch.Tensor:
+        if isinstance(rows, torch.Tensor):
+            return rows.to(torch.float32, copy=True)
+        return torch.from_numpy(np.array(rows, dtype=np.float32))  # a copy of its own, writable
 
     @staticmethod
     def receive(staged: torch.Tensor) -> torch.Tensor:
@@ -130,24 +155,27 @@ class _CudaStage:
         self.turn = 0
         self.pinned = True
 
-    def _buffer(self, k: int, rows: torch.Tensor) -> torch.Tensor:
-        buf = self.buffers[k]
-        if buf is None or buf.dtype != rows.dtype or buf.shape[1:] != rows.shape[1:] or buf.shape[0] < rows.shape[0]:
+    def _buffer(self, k: int, rows) -> torch.Tensor:
+        buf, dtype, shape = self.buffers[k], _torch_dtype(rows), tuple(rows.shape)
+        if buf is None or buf.dtype != dtype or tuple(buf.shape[1:]) != shape[1:] or buf.shape[0] < shape[0]:
             try:
-                buf = torch.empty(rows.shape, dtype=rows.dtype, pin_memory=self.pinned)
+                buf = torch.empty(shape, dtype=dtype, pin_memory=self.pinned)
             except RuntimeError as e:  # no page-locked memory to be had: pageable copies, still correct
                 warnings.warn(f"prefetch: pinned host memory unavailable ({e}); copying from pageable memory")
                 self.pinned = False
-                buf = torch.empty(rows.shape, dtype=rows.dtype)
+                buf = torch.empty(shape, dtype=dtype)
             self.buffers[k] = buf
-        return buf[:rows.shape[0]]
+        return buf[:shape[0]]
 
-    def send(self, rows: torch.Tensor):
+    def send(self, rows):
         k, self.turn = self.turn, 1 - self.turn
         if self.copied[k] is not None:
             self.copied[k].synchronize()  # the buffer's last copy to the device has finished
         host = self._buffer(k, rows)
-        host.copy_(rows)
+        if isinstance(rows, torch.Tensor):
+            host.copy_(rows)
+        else:  # numpy writes into the pinned buffer directly (no tensor over a read-only map)
+            np.copyto(host.numpy(), rows, casting="equiv")
         with torch.cuda.device(self.device), torch.cuda.stream(self.copy_stream):
             x = host.to(self.device, non_blocking=True)
             done = torch.cuda.Event()

@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import os
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,7 +36,7 @@ from .. import whiten as _whiten
 from ..scores import class_similarity, fbr_from_similarity
 from . import validate as LV
 from .options import Execution, Similarity, resolve_options
-from .prefetch import read_ahead, staged_bytes
+from .prefetch import as_tensor, read_ahead, staged_bytes
 from .shard import Shard
 
 _NPY = (".npy",)
@@ -65,19 +64,6 @@ def load_array(path: str, name: str):
             raise TypeError(f"{name}: {path!r} must hold a single tensor, got {type(obj).__name__}")
         return obj
     raise ValueError(f"{name} must be a .npy or .pt file, got {path!r}")
-
-
-def _rows_tensor(a) -> torch.Tensor:
-    """Rows of an array or tensor as a tensor, without a copy where possible (a memory map's rows are
-    read in place; nothing downstream writes to them)."""
-    if isinstance(a, torch.Tensor):
-        return a
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-            return torch.from_numpy(a)
-    except (TypeError, ValueError):  # e.g. a non-native byte order
-        return torch.from_numpy(np.array(a))
 
 
 @dataclass
@@ -215,11 +201,11 @@ class _Stream:
         self.shift, self.alpha = sim.shift, sim.alpha
         self.checked = False
 
-    def host_rows(self, start: int, stop: int) -> torch.Tensor:
-        return _rows_tensor(self.features[start:stop])
+    def host_rows(self, start: int, stop: int):
+        return self.features[start:stop]
 
     def read(self, start: int, stop: int) -> torch.Tensor:
-        return self.host_rows(start, stop).to(device=self.exe.device, dtype=torch.float32)
+        return as_tensor(self.host_rows(start, stop)).to(device=self.exe.device, dtype=torch.float32)
 
     def _locate(self, start: int) -> int:
         return LV.first_nonfinite_row(self.read(start, min(self.shard.hi, start + self.exe.chunk_rows)))
