@@ -198,15 +198,15 @@ def test_an_error_while_scoring_stops_the_thread(monkeypatch):
 
     from fastreweight.label_issues import stream
 
-    real, calls = stream.class_similarity, []
+    real, calls = stream.CleanScorer.class_similarity, []
 
-    def failing(*a, **k):
+    def failing(self, *a, **k):
         calls.append(1)
         if len(calls) == 3:
             raise RuntimeError("scoring failed")
-        return real(*a, **k)
+        return real(self, *a, **k)
 
-    monkeypatch.setattr(stream, "class_similarity", failing)
+    monkeypatch.setattr(stream.CleanScorer, "class_similarity", failing)
     x, y, cx, cy = _data(1025, seed=2)
     with pytest.raises(RuntimeError, match="scoring failed"):
         score_dataset(x, y, cx, cy, num_classes=4, chunk_rows=7, prefetch=3)

@@ -100,13 +100,13 @@ def test_memory_mapped_float32_chunks_are_not_copied(tmp_path, monkeypatch):
     np.save(tmp_path / "x.npy", x)
     xm = np.load(tmp_path / "x.npy", mmap_mode="r")
     seen = []
-    real = stream.class_similarity
+    real = stream.CleanScorer.class_similarity
 
-    def spy(xc, *a, **kw):
+    def spy(self, xc, **kw):
         seen.append(xc.data_ptr())
-        return real(xc, *a, **kw)
+        return real(self, xc, **kw)
 
-    monkeypatch.setattr(stream, "class_similarity", spy)
+    monkeypatch.setattr(stream.CleanScorer, "class_similarity", spy)
     score_dataset(xm, y, cx, cy, chunk_rows=100)
     base = xm.ctypes.data
     assert seen == [base + s * x.shape[1] * 4 for s in range(0, x.shape[0], 100)]

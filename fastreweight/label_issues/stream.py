@@ -2,8 +2,9 @@
 
 ``score_dataset`` reads the training features a chunk of rows at a time (``.npy`` files are
 memory-mapped, ``.pt`` tensors loaded with ``torch.load(weights_only=True, mmap=True)``), scores each
-chunk with ``fastreweight.weights.class_similarity`` (SPEC §3.1–3.3) and the FBR score of SPEC §3.4,
-and keeps only the per-sample results.  Samples with the lowest scores are the likeliest label issues.
+chunk's class similarities (SPEC §3.1–3.3, those of ``class_similarity``, through a ``CleanScorer`` that
+validates, centres and plans the clean side once per pass) and the FBR score of SPEC §3.4, and keeps
+only the per-sample results.  Samples with the lowest scores are the likeliest label issues.
 
 Memory bound (bytes, beyond the memory-mapped input files, which the OS pages in and out):
 
@@ -33,7 +34,8 @@ import numpy as np
 import torch
 
 from .. import whiten as _whiten
-from ..scores import class_similarity, fbr_from_similarity
+from ..clean_scorer import CleanScorer
+from ..scores import fbr_from_similarity
 from . import validate as LV
 from .options import Execution, Similarity, resolve_options
 from .prefetch import as_tensor, read_ahead, staged_bytes
@@ -197,7 +199,7 @@ class _Stream:
         on_device = isinstance(features, torch.Tensor) and features.device.type != "cpu"
         self.prefetch = 0 if on_device else exe.prefetch
         self.sim_kw = dict(num_classes=inp.num_classes, center=sim.center, normalize=sim.normalize,
-                           strategy=exe.strategy, backend=exe.backend, on_missing_class="skip", check_values=False)
+                           strategy=exe.strategy, backend=exe.backend, check_values=False)
         self.shift, self.alpha = sim.shift, sim.alpha
         self.checked = False
 
@@ -243,11 +245,13 @@ class _Stream:
         sums = (torch.zeros(C, cz.shape[1], dtype=torch.float64, device=dev),
                 torch.zeros(C, dtype=torch.float64, device=dev)) if accumulate else None
         neg_inf = torch.full((), float("-inf"), device=dev)
+        # the clean side validated, centred and planned once per pass, not once per chunk
+        clean = CleanScorer(cz, cy, **self.sim_kw)
         for start, stop, x in self.chunks(desc):
             if whitening is not None:
                 x = whitening.apply(x)
             y = self.y_all[start:stop]
-            S = class_similarity(x, y, cz, cy, **self.sim_kw)
+            S = clean.class_similarity(x)
             scores[start - lo:stop - lo], suggested[start - lo:stop - lo] = _epilogue(
                 S, y, present, neg_inf.to(S.dtype), self.shift, self.alpha)
             if accumulate:
