@@ -57,7 +57,6 @@ import sys
 import tempfile
 import threading
 import time
-import warnings
 
 import numpy as np
 import torch
@@ -65,6 +64,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from harness import environment  # noqa: E402
 from fastreweight.label_issues import load_array, memory_bound_bytes, score_dataset  # noqa: E402
+from fastreweight.label_issues.prefetch import as_tensor  # noqa: E402
 
 SETTINGS = {"plain": {}, "whiten": {"whiten": "auto"}, "whiten+refine": {"whiten": "auto", "refine": 1}}
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
@@ -218,8 +218,6 @@ def read_pass(feats, chunk: int, device=torch.device("cpu"), prefetch: int = 0) 
     moved to the device by the scoring's own reader (``prefetch.read_ahead``), so this is the floor the
     page cache, the bus and the reader set for a streamed pass."""
     from fastreweight.label_issues.prefetch import read_ahead
-
-    from fastreweight.label_issues.prefetch import as_tensor
 
     t0 = time.perf_counter()
     if device.type == "cpu":
@@ -444,13 +442,13 @@ def main(argv=None) -> None:
             if rank == 0:
                 print(f"read pass, chunks of {chunk}: {reads[chunk]:.2f} s", flush=True)
         resident, load_secs = None, None
-        if "resident" in inputs:
-            t0 = time.perf_counter()
-            resident = torch.from_numpy(np.asarray(feats)).to(device)
-            torch.cuda.synchronize(device)
-            load_secs = time.perf_counter() - t0
-            print(f"loaded into {device} memory in {load_secs:.1f} s", flush=True)
         for kind in inputs:
+            if kind == "resident":  # loaded only now: the mapped runs before it do not wait for it
+                t0 = time.perf_counter()
+                resident = as_tensor(feats).to(device)
+                torch.cuda.synchronize(device)
+                load_secs = time.perf_counter() - t0
+                print(f"loaded into {device} memory in {load_secs:.1f} s", flush=True)
             for name in settings:
                 for chunk in chunks:
                     for prefetch in (prefetches if kind == "mapped" else [0]):
