@@ -344,6 +344,17 @@ def _features(path: str, args) -> tuple[np.ndarray, np.ndarray, float | None]:
     return np.load(side["true"]), np.load(side["noisy"]), gen
 
 
+def _vs_cpu(res, feats, noisy, cx, cy, classes: int, rows: int = 65536) -> dict:
+    """A GPU run's plain scores of the first ``rows`` rows against the CPU's (a plain score depends on
+    its own row and the clean subset only): the largest difference, relative to the largest score, and
+    the suggestions that differ."""
+    ref = score_dataset(feats[:rows], noisy[:rows], cx, cy, num_classes=classes)
+    got = res.scores[:rows]
+    return {"rows": int(min(rows, len(got))), "max_abs_diff": float(np.max(np.abs(got - ref.scores))),
+            "max_abs_score": float(np.max(np.abs(ref.scores))),
+            "suggested_differ": int((res.suggested[:rows] != ref.suggested).sum())}
+
+
 def _compare(res, path: str) -> dict:
     """The gathered result against one process's, saved by ``--save-scores``."""
     ref = np.load(path)
@@ -460,6 +471,8 @@ def main(argv=None) -> None:
                             rec.update(read_seconds=reads[chunk], read_gib_per_s=os.path.getsize(path) / 2**30 / reads[chunk])
                         if kind == "resident":
                             rec["load_seconds"] = load_secs
+                        if name == "plain" and device.type != "cpu":
+                            rec["vs_cpu"] = _vs_cpu(res, feats, noisy, cx, cy, args.classes)
                         if name == "plain" and args.compare:
                             rec["vs_one_process"] = _compare(res, args.compare)
                         if name == "plain" and args.save_scores and rank == 0:

@@ -522,6 +522,13 @@ def score_scale_table(name="score_scale_cpu.jsonl"):
     return "\n".join(lines)
 
 
+def _vs_cpu(v):
+    if not v:
+        return ""
+    return (f"{v['rows']} rows: max abs diff {v['max_abs_diff']:.2g} (scores up to {v['max_abs_score']:.2g}), "
+            f"{v['suggested_differ']} suggestions differ")
+
+
 def score_scale_gpu_table(name="score_scale_gpu.jsonl"):
     """One row per record of ``bench_score.py --scale --device cuda``: the rows read from the memory-mapped
     file (through the read-ahead of ``Execution.prefetch``) or first loaded into the GPU's memory."""
@@ -539,14 +546,16 @@ def score_scale_gpu_table(name="score_scale_gpu.jsonl"):
         "the device through the same reader and reduces it. *GEMM rate*: fp32 `torch.mm` of the pass's shapes "
         "(chunk×d @ d×C, d×chunk @ chunk×d) on the GPU, timed by CUDA events just before and after the row; "
         "*% of GEMM* as above. *memory*: host anonymous growth plus device peak-allocation growth, against "
-        "`memory_bound_bytes` (which bounds both together).",
+        "`memory_bound_bytes` (which bounds both together). *vs CPU*: the plain scores of the first rows against "
+        "the CPU's.",
         "",
         f"Host to device, measured in the same run: {copy.get('pinned_gib_per_s', float('nan')):.1f} GiB/s from pinned "
         f"memory, {copy.get('pageable_gib_per_s', float('nan')):.1f} GiB/s from pageable memory.",
         "",
         "| date (UTC) | commit | setting | inputs | chunk | prefetch | seconds | rows/s | read floor (s) | GFLOP/s | "
-        "GEMM rate, score / gram (GFLOP/s) | % of GEMM | AUROC | plan | memory bound (MiB) | host + device growth (MiB) |",
-        "| --- " * 16 + "|",
+        "GEMM rate, score / gram (GFLOP/s) | % of GEMM | AUROC | plan | memory bound (MiB) | host + device growth (MiB) | "
+        "vs CPU |",
+        "| --- " * 17 + "|",
     ]
     for r in recs:
         e = r.get("env", {})
@@ -560,7 +569,7 @@ def score_scale_gpu_table(name="score_scale_gpu.jsonl"):
             f"{r['chunk_rows']} | {r['prefetch']} | {r['seconds']:.2f} | {r['n'] / r['seconds']:,.0f} | "
             f"{'' if read is None else f'{read:.2f}'} | {r['gflops']:,.0f} | {rate} | {r['pct_of_gemm']:.0f} | "
             f"{r['auroc']:.4f} | {plan.get('strategy', '')} / {plan.get('backend', '')} | "
-            f"{_mib(r.get('memory_bound_mib'))} | {_mib(grown)} |")
+            f"{_mib(r.get('memory_bound_mib'))} | {_mib(grown)} | {_vs_cpu(r.get('vs_cpu'))} |")
     lines += ["", f"GPU: {env.get('device_name')}; torch {env.get('torch')}, CUDA {env.get('cuda')}, "
               f"triton {env.get('triton')}; {recs[-1].get('cpus')} CPU cores."]
     return "\n".join(lines)
