@@ -436,7 +436,7 @@ def main(argv=None) -> None:
             print(f"host to device: {extra['copy']}", flush=True)
         reads = {}
         for chunk in chunks:
-            if not args.scale:
+            if not args.scale or "mapped" not in inputs:
                 continue
             if args.dist:  # each rank reads its own shard, at the same time; the slowest rank's time
                 from fastreweight.label_issues.shard import Shard
