@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import json
 import os
 import sys
@@ -251,7 +252,7 @@ def _ranks_sum(rates: dict, world: int) -> dict:
 
 
 def run_setting(name, kw, feats, noisy, cx, cy, wrong, args, env, *, chunk=None, prefetch=None,
-                inputs="mapped") -> tuple[dict, object]:
+                inputs="mapped", backend="auto") -> tuple[dict, object]:
     """One setting timed end to end (best of ``args.repeat``) with its GEMM rates, memory and AUROC.
     ``inputs``: ``"mapped"`` (``feats`` a memory map, read as the scoring streams it) or ``"resident"``
     (``feats`` already in device memory)."""
@@ -265,7 +266,7 @@ def run_setting(name, kw, feats, noisy, cx, cy, wrong, args, env, *, chunk=None,
     chunk = chunk or args.chunk
     device = torch.device(args.device)
     world = getattr(args, "world", 1)
-    exe = Execution(device=device, chunk_rows=chunk, prefetch=prefetch,
+    exe = Execution(device=device, chunk_rows=chunk, prefetch=prefetch, backend=backend,
                     process_group="world" if world > 1 else None)
     load_before = list(os.getloadavg())  # the cores are shared: the load next to every measurement
     before = _ranks_sum(gemm_rates(args.d, args.classes, chunk, device=device), world)
@@ -303,7 +304,7 @@ def run_setting(name, kw, feats, noisy, cx, cy, wrong, args, env, *, chunk=None,
                                refine=bool(kw.get("refine")), ranks=world, prefetch=staged)
     # host and device together against the bound (the pinned buffers of a GPU run are host memory)
     measured = rss["anon_peak_growth_mib"] + max(0.0, rss.get("shmem_growth_mib", 0.0)) + (dev_growth or 0.0)
-    rec = dict(setting=name, inputs=inputs, device=str(device), n=args.n, d=args.d, classes=args.classes,
+    rec = dict(setting=name, inputs=inputs, device=str(device), backend_requested=backend, n=args.n, d=args.d, classes=args.classes,
                clean=args.clean, chunk_rows=chunk, prefetch=staged, ranks=world, seconds=secs, seconds_all=times,
                rows_per_s=args.n / secs, auroc=float(roc_auc_score(wrong, -res.scores)),
                plan=None if last is None else {"strategy": last.strategy, "backend": last.backend},
@@ -380,6 +381,7 @@ def main(argv=None) -> None:
     ap.add_argument("--inputs", default="mapped", help="mapped, resident or both (comma-separated): the features read "
                     "from the memory-mapped file, or first loaded into the device's memory")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--backends", default="auto", help="comma-separated Execution.backend values to run each setting with")
     ap.add_argument("--repeat", type=int, default=None, help="runs per setting (default 2; 1 with --scale)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
@@ -403,7 +405,7 @@ def main(argv=None) -> None:
         args.world, rank = dist.get_world_size(), dist.get_rank()
     settings = (args.settings.split(",") if args.settings else ["plain", "whiten"] if args.scale else list(SETTINGS))
     chunks, prefetches = _ints(args.chunks, args.chunk), _ints(args.prefetch, None)
-    inputs = args.inputs.split(",")
+    inputs, backends = args.inputs.split(","), args.backends.split(",")
     if not set(inputs) <= {"mapped", "resident"} or (device.type == "cpu" and "resident" in inputs):
         raise SystemExit(f"--inputs takes mapped and resident (resident on an accelerator only), got {args.inputs!r}")
     args.repeat = args.repeat or (1 if args.scale else 2)
@@ -462,10 +464,10 @@ def main(argv=None) -> None:
                 print(f"loaded into {device} memory in {load_secs:.1f} s", flush=True)
             for name in settings:
                 for chunk in chunks:
-                    for prefetch in (prefetches if kind == "mapped" else [0]):
+                    for prefetch, backend in itertools.product(prefetches if kind == "mapped" else [0], backends):
                         x_in = feats if kind == "mapped" else resident
                         rec, res = run_setting(name, SETTINGS[name], x_in, noisy, cx, cy, wrong, args, env,
-                                               chunk=chunk, prefetch=prefetch, inputs=kind)
+                                               chunk=chunk, prefetch=prefetch, inputs=kind, backend=backend)
                         rec.update(extra)
                         if chunk in reads:
                             rec.update(read_seconds=reads[chunk], read_gib_per_s=os.path.getsize(path) / 2**30 / reads[chunk])
@@ -488,7 +490,8 @@ def main(argv=None) -> None:
 
 
 def _print(rec: dict) -> None:
-    print(f"{rec['setting']:>14} {rec['inputs']:>8} chunk {rec['chunk_rows']:>6} prefetch {rec['prefetch']}: "
+    print(f"{rec['setting']:>14} {rec['inputs']:>8} chunk {rec['chunk_rows']:>6} prefetch {rec['prefetch']} "
+          f"backend {rec['backend_requested']}: "
           f"{rec['seconds']:.2f} s  {rec['rows_per_s']:.0f} rows/s  AUROC {rec['auroc']:.4f}  "
           f"{rec['gflops']:.1f} GFLOP/s = {rec['pct_of_gemm']:.0f}% of GEMM ({rec['pct_of_gemm_best']:.0f}% of best; "
           f"{rec['plan']})  memory bound {rec['memory_bound_mib']:.0f} MiB, measured host "

@@ -37,8 +37,9 @@ SHAPE="--rows 10000000 --dim 512 --classes 100 --clean 2000 --file ${SCALE_FILE:
 timeout "$(left 100)" $PY benchmarks/bench_score.py --scale --device cuda $SHAPE --chunk 65536 \
   --prefetch default,0 --inputs mapped --repeat 2 --out "$OUT/score_scale_gpu.jsonl" > "$OUT/bench_scale.log" 2>&1
 log "bench_score, mapped rc=$? : $(grep -c . "$OUT/score_scale_gpu.jsonl" 2>/dev/null) records"
-# 2. from device memory: the GEMMs and the launches per chunk set the time, so the chunk size is swept
+# 2. from device memory: the GEMMs and the launches per chunk set the time, so the chunk size is swept,
+#    with the planner's backend (Triton) and the reference (cuBLAS and torch ops) side by side
 timeout "$(left 5)" $PY benchmarks/bench_score.py --scale --device cuda $SHAPE --chunk 65536 \
-  --chunks 65536,262144,8192 --inputs resident --repeat 2 --out "$OUT/score_scale_gpu.jsonl" >> "$OUT/bench_scale.log" 2>&1
+  --chunks 65536,262144,8192 --backends auto,reference --inputs resident --repeat 2 --out "$OUT/score_scale_gpu.jsonl" >> "$OUT/bench_scale.log" 2>&1
 log "bench_score, resident rc=$? : $(grep -c . "$OUT/score_scale_gpu.jsonl" 2>/dev/null) records"
 log "done"

@@ -47,3 +47,13 @@ def test_scale_sweep_writes_one_record_per_run_and_renders(bench, tmp_path, monk
 def test_resident_inputs_need_an_accelerator(bench, tmp_path):
     with pytest.raises(SystemExit, match="resident"):
         bench.main(["--rows", "100", "--dim", "4", "--scale", "--inputs", "resident", "--out", str(tmp_path / "o")])
+
+
+def test_backends_sweep_records_the_backend_asked_for_and_run(bench, tmp_path):
+    out = tmp_path / "s.jsonl"
+    bench.main(["--rows", "2000", "--dim", "8", "--classes", "4", "--clean", "40", "--chunk", "256", "--scale",
+                "--settings", "plain", "--backends", "auto,reference", "--tmpdir", str(tmp_path), "--out", str(out)])
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["backend_requested"] for r in recs] == ["auto", "reference"]
+    assert recs[1]["plan"]["backend"] == "reference"
+    assert recs[0]["auroc"] == pytest.approx(recs[1]["auroc"], abs=1e-4)
