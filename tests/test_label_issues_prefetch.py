@@ -228,3 +228,12 @@ def test_big_endian_and_read_only_files_without_warnings(tmp_path, prefetch):
             warnings.simplefilter("error")  # a warning here, or in the read-ahead thread, fails the call
             got = score_dataset(mm, y, cx, cy, num_classes=4, chunk_rows=97, prefetch=prefetch)
         _same(got, ref)
+
+
+def test_rows_that_require_grad_are_read_ahead_as_plain_values():
+    x, y, cx, cy = _data(300, seed=6)
+    xt = torch.from_numpy(x).requires_grad_()
+    seen = []
+    for _, _, chunk in read_ahead(lambda a, b: xt[a:b], [(0, 100), (100, 300)], torch.device("cpu"), 2):
+        seen.append(chunk.requires_grad)
+    assert seen == [False, False]

@@ -88,6 +88,7 @@ def read_ahead(host_rows: Callable[[int, int], "np.ndarray | torch.Tensor"], ran
 
 
 def _produce(host_rows, ranges, stage, waiting: queue.Queue, closed: threading.Event) -> None:
+    torch.set_grad_enabled(False)  # grad mode is per thread: rows that require grad are copied, not recorded
     try:
         for start, stop in ranges:
             if closed.is_set():
