@@ -237,3 +237,29 @@ def test_rows_that_require_grad_are_read_ahead_as_plain_values():
     for _, _, chunk in read_ahead(lambda a, b: xt[a:b], [(0, 100), (100, 300)], torch.device("cpu"), 2):
         seen.append(chunk.requires_grad)
     assert seen == [False, False]
+
+
+@pytest.mark.parametrize("kind", ["float32", "float16", "big-endian", "tensor", "tensor-float64"])
+def test_row_copier_splits_large_chunks_exactly(kind):
+    from fastreweight.label_issues.prefetch import RowCopier
+
+    g = np.random.default_rng(7)
+    src = g.standard_normal((3001, 1024))  # 24 MB as float64: split into parts of >= 4 MB
+    rows = {"float32": src.astype(np.float32), "float16": src.astype(np.float16), "big-endian": src.astype(">f4"),
+            "tensor": torch.from_numpy(src.astype(np.float32)), "tensor-float64": torch.from_numpy(src)}[kind]
+    copier = RowCopier(4)
+    dst = torch.full((3001, 1024), float("nan"), dtype=torch.float32)  # poisoned
+    copier.copy(dst, rows)
+    want = torch.as_tensor(np.asarray(rows, dtype=np.float32)) if not isinstance(rows, torch.Tensor) else rows.float()
+    assert torch.equal(dst, want)
+    copier.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("fastreweight-copy")]
+
+
+def test_prefetch_with_chunks_split_across_threads_equals_reading_in_turn(tmp_path):
+    x, y, cx, cy = _data(60_001, d=96, seed=8)  # chunks of 30000 × 96 float32: 11 MB, copied in parts
+    np.save(tmp_path / "x.npy", x)
+    mm = np.load(tmp_path / "x.npy", mmap_mode="r")
+    kw = dict(num_classes=4, chunk_rows=30_000)
+    _same(score_dataset(mm, y, cx, cy, prefetch=2, **kw), score_dataset(mm, y, cx, cy, prefetch=0, **kw))
+    assert _threads() == 0 and not [t for t in threading.enumerate() if t.name.startswith("fastreweight-copy")]

@@ -207,7 +207,7 @@ class _Stream:
         return self.features[start:stop]
 
     def read(self, start: int, stop: int) -> torch.Tensor:
-        return as_tensor(self.host_rows(start, stop)).to(device=self.exe.device, dtype=torch.float32)
+        return as_tensor(self.host_rows(start, stop)).to(device=self.exe.device, dtype=torch.float32).contiguous()
 
     def _locate(self, start: int) -> int:
         return LV.first_nonfinite_row(self.read(start, min(self.shard.hi, start + self.exe.chunk_rows)))
