@@ -144,8 +144,8 @@ def _torch_dtype(rows) -> torch.dtype:
 class RowCopier:
     """``copy(dst, rows)``: ``dst[:] = rows`` (a numpy array or a tensor, converted to ``dst``'s dtype),
     split by rows across up to ``workers`` threads when the chunk is large.  numpy and torch release the
-    GIL while they copy, and one thread reading a memory map out of the page cache is far from the
-    memory's bandwidth (8 against 14 GiB/s with two threads on the 2-core CI machine)."""
+    GIL while they copy, and one thread reading a memory map out of the page cache falls well short of
+    the memory's bandwidth."""
 
     def __init__(self, workers: int):
         self.workers = max(1, workers)
