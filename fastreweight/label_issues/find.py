@@ -58,7 +58,8 @@ import numpy as np
 from .audit import audit_share, fit_audit
 from .audit import memory_bytes as audit_memory_bytes
 from .flag import MODEL_FLAGS, flag_rows
-from .neighbours import agreement_from_votes, neighbour_votes_by_k
+from .neighbours import agreement_from_votes, neighbour_search, votes_by_k
+from .probe import GUARD_AUROC, GUARD_MARGIN, probe_auroc, probe_folds
 from .posterior import choose_neighbourhood, noise_model
 from .result import LabelIssues
 from .stream import score_dataset
@@ -80,9 +81,9 @@ KNN_MAX_MAPPED_BYTES = 1 << 30
 KNN_CHUNK_ROWS = 4096
 
 
-def _knn(features, y, clean_idx, clean_features, clean_labels, C, device, chunk_rows, calibrated: bool,
-         posterior: bool):
-    """``(score, quality, suggested, clean_scores, model, chosen, pi)``: with ``calibrated`` the columns of
+def _knn(features, y, clean_idx, clean_features, clean_labels, C, device, chunk_rows, calibrated_columns: bool,
+         posterior: bool, probe: bool = False):
+    """``(score, quality, suggested, clean_scores, model, chosen, pi)``: with ``calibrated_columns`` the columns of
     the calibrated probabilities (else of the raw vote); ``model`` is ``None`` unless ``posterior`` asks
     for it, else ``posterior.py``'s ``NoiseModel`` on the dataset's rows; ``chosen``
     the settings of the neighbourhood chosen on the clean rows (``KNN_NEIGHBOURS``); ``pi`` the
@@ -104,12 +105,26 @@ def _knn(features, y, clean_idx, clean_features, clean_labels, C, device, chunk_
     if x.shape[0] > KNN_MAX_ROWS:
         raise ValueError(f"scorer='knn' holds all rows in memory and compares every pair: at most {KNN_MAX_ROWS} rows, "
                          f"got {x.shape[0]}; use scorer='fbr-whiten' (streamed) for larger datasets")
-    P_by_k, Q = neighbour_votes_by_k(x, y, mask, num_classes=C, ks=KNN_NEIGHBOURS, device=device,
-                                     chunk_rows=min(chunk_rows, KNN_CHUNK_ROWS), clean_k=POSTERIOR_CLEAN_K)
-    k, nll, calibration = choose_neighbourhood(P_by_k, Q, y, mask)
+    chunk = min(chunk_rows, KNN_CHUNK_ROWS)
+    found = neighbour_search(x, max(KNN_NEIGHBOURS), chunk_rows=chunk, device=device)
+
+    def votes(labels_, mask_):  # ({k: P}, (k, nll, calibration)): the votes under these labels and trusted rows
+        P_by_k, Q = votes_by_k(found, labels_, mask_, num_classes=C, ks=KNN_NEIGHBOURS, chunk_rows=chunk,
+                               clean_k=POSTERIOR_CLEAN_K)
+        return P_by_k, choose_neighbourhood(P_by_k, Q, labels_, mask_)
+
+    P_by_k, (k, nll, calibration) = votes(y, mask)
     chosen = {"neighbours": k, "neighbour_nll": {str(j): round(v, 4) for j, v in nll.items()}}
+    if probe:  # probe.py: the trusted rows, half of them made ordinary rows with some labels changed
+        def fold_scores(fold):
+            labels_, mask_ = y.copy(), mask.copy()
+            labels_[fold.rows], mask_[fold.rows] = fold.given, False
+            pi_fold = votes(labels_, mask_)[1][2][0]
+            return pi_fold[fold.rows, fold.given]
+
+        chosen["probe_auroc"] = round(probe_auroc(probe_folds(np.flatnonzero(mask), y, C), fold_scores), 4)
     model = None
-    if calibrated:  # the calibrated probabilities rank better than the raw vote (find_label_issues' doc)
+    if calibrated_columns:  # the calibrated probabilities rank better than the raw vote (find_label_issues' doc)
         pi = calibration[0]
         quality, suggested = pi[np.arange(y.size), y], pi.argmax(1)
         score = calibrated_log_odds(quality)
@@ -123,6 +138,64 @@ def _knn(features, y, clean_idx, clean_features, clean_labels, C, device, chunk_
     if clean_idx is None:  # the appended clean rows are not rows of the dataset
         score, quality, suggested = score[:n], quality[:n], suggested[:n]
     return score, quality, suggested, clean_scores, model, chosen, calibration[0][:n]
+
+
+def _fbr(features, y, clean_idx, clean_features, clean_labels, C, scorer, device, chunk_rows, progress, process_group):
+    """``(score, quality, suggested, clean_scores)`` of the streamed FBR scorer ``scorer``."""
+    cz, cy = (np.asarray(features[clean_idx]), y[clean_idx]) if clean_idx is not None else (clean_features, clean_labels)
+    res = score_dataset(features, y, cz, cy, num_classes=C, chunk_rows=chunk_rows, device=device,
+                        progress=progress, process_group=process_group, **_FBR[scorer])
+    score, suggested = res.scores, res.suggested
+    scale = float(np.median(np.abs(score))) or 1.0
+    quality = 1.0 / (1.0 + np.exp(-score.astype(np.float64) / scale))
+    if clean_idx is not None:
+        clean_scores = score[clean_idx]
+    else:  # the clean rows scored as the dataset's rows are (in sample, as with clean_idx); M rows,
+        # small: every rank scores them itself, the same arithmetic as one process (no collectives)
+        clean_scores = score_dataset(cz, cy, cz, cy, num_classes=C, chunk_rows=chunk_rows, device=device,
+                                     **_FBR[scorer]).scores
+    return score, quality, suggested, clean_scores
+
+
+def _fbr_probe(features, y, clean_idx, clean_features, clean_labels, C, device, chunk_rows) -> float:
+    """``probe.py``'s AUROC for ``fbr-whiten`` (the fallback of ``scorer="auto"``) on the same trusted rows."""
+    if clean_idx is not None:
+        x_all, y_all, trusted = features, y, clean_idx
+    else:  # the separate trusted rows appended, as knn appends them
+        x_all = np.concatenate([np.asarray(features, np.float32), np.asarray(clean_features, np.float32)])
+        y_all = np.concatenate([y, np.asarray(clean_labels, np.int64)])
+        trusted = np.arange(len(y), len(y_all))
+
+    def fold_scores(fold):
+        labels_ = np.array(y_all, copy=True)
+        labels_[fold.rows] = fold.given
+        res = score_dataset(x_all, labels_, np.asarray(x_all[fold.trusted]), y_all[fold.trusted], num_classes=C,
+                            chunk_rows=chunk_rows, device=device, on_missing_class="skip", **_FBR["fbr-whiten"])
+        return res.scores[fold.rows]
+
+    return probe_auroc(probe_folds(trusted, y_all, C), fold_scores)
+
+
+def _guard(knn_auroc: float, fallback_auroc: float, requested_scorer: str, requested_flag: str, margin, threshold,
+           audited: bool):
+    """``probe.py``'s guard: the flag rule and threshold of ``fbr-whiten`` when ``scorer="auto"`` should give
+    up ``knn`` for it, else ``None`` (after a warning that the label scores may carry little)."""
+    if requested_scorer == "auto" and fallback_auroc >= knn_auroc + GUARD_MARGIN:
+        try:
+            rule = _choose_flag(requested_flag, "fbr-whiten", margin, threshold, audited)
+        except ValueError:  # the flag rule asked for needs knn's votes
+            rule = None
+        if rule is not None:
+            warnings.warn(f"scorer='auto': knn's neighbour votes told the trusted rows' right labels from random wrong "
+                          f"ones with AUROC {knn_auroc:.2f} only, fbr-whiten's scores with {fallback_auroc:.2f}: "
+                          "scoring with fbr-whiten (the features' nearest rows do not follow their classes; "
+                          "see settings['scorer_reason'])", stacklevel=3)
+            return rule
+    warnings.warn(f"the label scores may carry little: knn's neighbour votes told the trusted rows' right labels from "
+                  f"random wrong ones with AUROC {knn_auroc:.2f}, fbr-whiten's scores with {fallback_auroc:.2f} "
+                  "(probe.py; 0.5 is chance). The features' nearest rows do not follow their classes; features "
+                  "from a model trained on these classes, or scorer='fbr-whiten', may do better", stacklevel=3)
+    return None
 
 
 def _audit(given, y, clean_idx, pi):
@@ -259,27 +332,28 @@ def find_label_issues(features, labels, *, clean_idx=None, clean_features=None, 
         y = given.copy()
         y[clean_idx] = verified
         clean_labels = None
+    requested_scorer, requested_flag = scorer, flag
     scorer, reason = _choose_scorer(scorer, features, clean_features, process_group)
     flag, threshold = _choose_flag(flag, scorer, margin, threshold, verified is not None)
-    pi = None
+    pi, chosen = None, {}
     if scorer == "knn":
         score, quality, suggested, clean_scores, model, chosen, pi = _knn(
             features, y, clean_idx, clean_features, clean_labels, C, device, chunk_rows,
-            calibrated=flag in MODEL_FLAGS + ("audit",), posterior=flag in MODEL_FLAGS)
-    else:
-        model, chosen = None, {}
-        cz, cy = (np.asarray(features[clean_idx]), y[clean_idx]) if clean_idx is not None else (clean_features, clean_labels)
-        res = score_dataset(features, y, cz, cy, num_classes=C, chunk_rows=chunk_rows, device=device,
-                            progress=progress, process_group=process_group, **_FBR[scorer])
-        score, suggested = res.scores, res.suggested
-        scale = float(np.median(np.abs(score))) or 1.0
-        quality = 1.0 / (1.0 + np.exp(-score.astype(np.float64) / scale))
-        if clean_idx is not None:
-            clean_scores = score[clean_idx]
-        else:  # the clean rows scored as the dataset's rows are (in sample, as with clean_idx); M rows,
-            # small: every rank scores them itself, the same arithmetic as one process (no collectives)
-            clean_scores = score_dataset(cz, cy, cz, cy, num_classes=C, chunk_rows=chunk_rows, device=device,
-                                         **_FBR[scorer]).scores
+            calibrated_columns=flag in MODEL_FLAGS + ("audit",), posterior=flag in MODEL_FLAGS, probe=True)
+        if chosen.get("probe_auroc", float("nan")) < GUARD_AUROC:  # probe.py: the votes barely tell a wrong label from a right one
+            fallback = round(_fbr_probe(features, y, clean_idx, clean_features, clean_labels, C, device, chunk_rows), 4)
+            chosen["fbr_whiten_probe_auroc"] = fallback
+            switched = _guard(chosen["probe_auroc"], fallback, requested_scorer, requested_flag, margin, threshold,
+                              verified is not None)
+            if switched is not None:
+                (flag, threshold), scorer, pi = switched, "fbr-whiten", None
+                reason = (f"knn's neighbour votes told the trusted rows' right labels from random wrong ones with AUROC "
+                          f"{chosen['probe_auroc']:.2f}, fbr-whiten's scores with {fallback:.2f} (probe.py)")
+                chosen = {"knn_probe_auroc": chosen["probe_auroc"], "fbr_whiten_probe_auroc": fallback}
+    if scorer != "knn":
+        model = None
+        score, quality, suggested, clean_scores = _fbr(features, y, clean_idx, clean_features, clean_labels, C, scorer,
+                                                       device, chunk_rows, progress, process_group)
     audit = None if verified is None else _audit(given, y, clean_idx, pi)
     return flag_rows(score, quality, suggested, y, clean_idx, clean_scores, C, flag, alpha, threshold, model, audit,
                     {"scorer": scorer, "scorer_reason": reason, "flag": flag, **chosen,

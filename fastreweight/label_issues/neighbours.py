@@ -54,12 +54,14 @@ the wrong labels at or above cleanlab's best variant in every cell, on AUROC and
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 __all__ = ["neighbour_agreement", "neighbour_votes", "agreement_from_votes", "trusted_votes", "clean_votes",
-           "standardised", "GEOMETRIES", "nearest", "neighbour_votes_by_k"]
+           "standardised", "GEOMETRIES", "nearest", "neighbour_votes_by_k", "neighbour_search", "votes_by_k", "Search"]
 
 
 #: the geometries of ``neighbour_votes``: name -> (centre the columns, scale them to unit variance)
@@ -176,14 +178,37 @@ def neighbour_votes_by_k(features, labels, clean_mask, *, num_classes: int, ks=(
     neighbour search (the ``max(ks)`` nearest rows, kept for every round and every ``k``)."""
     if not ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks):
         raise ValueError(f"ks must be a non-empty sequence of positive integers (neighbourhood sizes), got {ks!r}")
+    found = neighbour_search(features, max(ks), chunk_rows=chunk_rows, device=device, geometry=geometry)
+    return votes_by_k(found, labels, clean_mask, num_classes=num_classes, ks=ks, temperature=temperature,
+                      clean_weight=clean_weight, rounds=rounds, clean_k=clean_k,
+                      clean_temperature=clean_temperature, chunk_rows=chunk_rows)
+
+
+class Search(NamedTuple):
+    """The rows in the search's geometry (``z``) and each row's ``k`` nearest rows (``vals``, ``idx``)."""
+    z: torch.Tensor
+    vals: torch.Tensor
+    idx: torch.Tensor
+
+
+def neighbour_search(features, k: int, *, chunk_rows: int = 4096, device="cpu", geometry: str = "cosine") -> Search:
+    """The ``k`` nearest rows of every row (itself excluded), searched once: the part of
+    ``neighbour_votes_by_k`` that does not depend on the labels, so votes under other labels reuse it."""
     centre, scale = _geometry(geometry)
     z = standardised(features, device, scale, centre)
+    return Search(z, *nearest(z, k, chunk_rows))
+
+
+def votes_by_k(found: Search, labels, clean_mask, *, num_classes: int, ks=(10, 30), temperature: float = 0.1,
+               clean_weight: float = 3.0, rounds: int = 3, clean_k: int | None = None, clean_temperature: float = 0.1,
+               chunk_rows: int = 4096):
+    """``neighbour_votes_by_k``' ``({k: P}, Q)`` from a ``neighbour_search`` of at least ``max(ks)`` rows."""
+    z = found.z
     y = torch.as_tensor(np.asarray(labels), dtype=torch.int64, device=z.device)
     clean = torch.as_tensor(np.asarray(clean_mask), dtype=torch.bool, device=z.device)
-    found = nearest(z, max(ks), chunk_rows)
     by_k = {k: trusted_votes(z, y, clean, num_classes=num_classes, k=k, temperature=temperature,
                              clean_weight=clean_weight, rounds=rounds, chunk_rows=chunk_rows,
-                             neighbours=found).cpu().numpy() for k in ks}
+                             neighbours=(found.vals, found.idx)).cpu().numpy() for k in ks}
     Q = (None if clean_k is None else
          clean_votes(z, y, clean, num_classes, clean_k, clean_temperature, chunk_rows).cpu().numpy())
     return by_k, Q
