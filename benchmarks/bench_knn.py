@@ -4,8 +4,8 @@
 
 ``scorer="auto"`` picks ``knn`` for up to ``KNN_MAX_ROWS`` = 200000 rows (and then holds every row in
 memory); above it, the streamed FBR scorer.  This times one ``find_label_issues`` call with the default
-flag rule on ``bench_score.make_features``' Gaussian mixture (class means, shared high-variance
-directions, 30% of the labels resampled), ``clean-per-class`` trusted rows per class with their true
+flag rule on ``bench_score.make_features``' Gaussian mixture (class means, with ``--nuisance`` scaling 8
+shared directions added to every row: 0 by default, 6 in ``bench_score``; 30% of the labels resampled), ``clean-per-class`` trusted rows per class with their true
 labels, and records:
 
 * ``seconds`` of the call, and the load average before and after (the cores may be shared);
@@ -43,7 +43,7 @@ def run(n: int, args, env: dict) -> dict:
 
     with tempfile.TemporaryDirectory(dir=args.tmpdir) as tmp:
         path = os.path.join(tmp, "features.npy")
-        y_true, noisy = make_features(path, n, args.d, args.classes, args.seed)
+        y_true, noisy = make_features(path, n, args.d, args.classes, args.seed, nuisance=args.nuisance)
         x = np.load(path)  # in memory, as the knn scorer holds it anyway
     g = np.random.default_rng(args.seed + 1)
     clean_idx = np.sort(np.concatenate([g.choice(np.flatnonzero(y_true == c), args.clean_per_class, replace=False)
@@ -62,8 +62,10 @@ def run(n: int, args, env: dict) -> dict:
     flagged = issues.is_label_issue[others]
     w = wrong[others]
     tp = int((flagged & w).sum())
-    return dict(n=n, d=args.d, classes=args.classes, clean=int(clean_idx.size), scorer=issues.settings.get("scorer"),
-                flag=issues.settings.get("flag"), seconds=secs, threads=torch.get_num_threads(),
+    kept = ("scorer", "scorer_reason", "flag", "neighbours", "probe_auroc", "knn_probe_auroc", "fbr_whiten_probe_auroc")
+    return dict(n=n, d=args.d, classes=args.classes, nuisance=args.nuisance, clean=int(clean_idx.size),
+                scorer=issues.settings.get("scorer"), flag=issues.settings.get("flag"),
+                settings={k: issues.settings[k] for k in kept if k in issues.settings}, seconds=secs, threads=torch.get_num_threads(),
                 rss=sampler.summary, memory_bound_mib=bound / 2**20,
                 within_bound=bool(sampler.summary["anon_peak_growth_mib"] <= bound / 2**20),
                 auroc=float(roc_auc_score(w, -issues.label_score[others])),
@@ -81,6 +83,8 @@ def main(argv=None) -> None:
     ap.add_argument("--classes", type=int, default=100)
     ap.add_argument("--clean-per-class", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--nuisance", type=float, default=0.0,
+                    help="scale of the 8 shared directions added to every row (bench_score uses 6; 0: clusters alone)")
     ap.add_argument("--tmpdir", default=None)
     ap.add_argument("--out", default=os.path.join(RESULTS, "knn_scale_cpu.jsonl"))
     args = ap.parse_args(argv)
@@ -91,7 +95,7 @@ def main(argv=None) -> None:
         rec = run(n, args, env)
         with open(args.out, "a") as fh:
             fh.write(json.dumps(rec) + "\n")
-        print(f"n {n}: {rec['seconds']:.1f} s, memory {rec['rss']['anon_peak_growth_mib']:.0f} MiB of "
+        print(f"n {n} nuisance {args.nuisance:g}: {rec['scorer']}, {rec['seconds']:.1f} s, memory {rec['rss']['anon_peak_growth_mib']:.0f} MiB of "
               f"{rec['memory_bound_mib']:.0f} MiB bound; AUROC {rec['auroc']:.4f}, precision {rec['precision']:.3f}, "
               f"recall {rec['recall']:.3f}, noise {rec['estimated_noise_rate']:.3f} (true {rec['true_noise']:.3f})",
               flush=True)

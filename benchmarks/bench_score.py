@@ -71,11 +71,12 @@ SETTINGS = {"plain": {}, "whiten": {"whiten": "auto"}, "whiten+refine": {"whiten
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 
 
-def make_features(path: str, n: int, d: int, classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Write n rows to ``path`` a block at a time; returns (true labels, noisy labels)."""
+def make_features(path: str, n: int, d: int, classes: int, seed: int, nuisance: float = 6.0) -> tuple[np.ndarray, np.ndarray]:
+    """Write n rows to ``path`` a block at a time; returns (true labels, noisy labels).  ``nuisance``
+    scales the 8 shared directions (0: class clusters alone)."""
     g = np.random.default_rng(seed)
     means = g.standard_normal((classes, d)).astype(np.float32)
-    shared = g.standard_normal((8, d)).astype(np.float32) * 6.0  # shared nuisance directions
+    shared = g.standard_normal((8, d)).astype(np.float32) * nuisance  # shared nuisance directions
     y = g.integers(0, classes, n)
     out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, d))
     for s in range(0, n, 65536):
