@@ -18,7 +18,11 @@ Scorers (``SCORERS``):
   and one refinement round.  Both shard rows across ``torch.distributed`` ranks (``process_group``).
 * ``"auto"`` — ``"knn"`` for data of at most ``KNN_MAX_ROWS`` rows in one process (a memory map of at
   most ``KNN_MAX_MAPPED_BYTES`` is loaded for it), else ``"fbr-whiten"`` (``settings["scorer_reason"]``
-  says which rule applied).
+  says which rule applied).  ``knn`` is first checked on the trusted rows (``probe.py``: half of them
+  made ordinary rows, half of those given random wrong labels; ``settings["probe_auroc"]``); where its
+  votes barely tell those wrong labels from the right ones (AUROC below ``probe.GUARD_AUROC``) and
+  ``fbr-whiten`` does clearly better, ``auto`` scores with ``fbr-whiten`` instead and warns.  An
+  explicit ``scorer="knn"``, or a flag rule that needs its votes, keeps ``knn`` and warns.
 
 Flagging (``flag``):
 
@@ -309,7 +313,8 @@ def find_label_issues(features, labels, *, clean_idx=None, clean_features=None, 
     ``clean_features``' when given) fits in ``KNN_MAX_ROWS``, ``features`` is held in memory or is a
     ``numpy.memmap`` of at most ``KNN_MAX_MAPPED_BYTES`` as float32 (then loaded whole), and no
     ``process_group`` is given; otherwise the streamed ``"fbr-whiten"``.  ``settings["scorer"]`` records
-    the choice and ``settings["scorer_reason"]`` why.
+    the choice and ``settings["scorer_reason"]`` why; where ``knn``'s probe on the trusted rows finds its
+    votes carry nothing and ``fbr-whiten``'s carry more, ``auto`` runs ``fbr-whiten`` (module doc).
 
     ``process_group`` (``None``, ``"world"`` or a ``torch.distributed`` group; that of
     ``score_dataset``'s ``Execution``) shards the FBR scorers' rows across the group's ranks: every
