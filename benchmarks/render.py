@@ -575,6 +575,43 @@ def score_scale_gpu_table(name="score_scale_gpu.jsonl"):
     return "\n".join(lines)
 
 
+def knn_scale_table(name="knn_scale_cpu.jsonl"):
+    """One row per record of ``bench_knn.py``: ``find_label_issues``' default at up to ``KNN_MAX_ROWS`` rows."""
+    recs = _jsonl(name)
+    if not recs:
+        return None
+    lines = [
+        f"Source: `benchmarks/results/{name}` (`python benchmarks/bench_knn.py`: `find_label_issues(x, labels, "
+        "clean_idx=...)` with its defaults, on `bench_score.make_features`' Gaussian mixture held in memory, 10 "
+        "trusted rows per class with their true labels, 30% of the other labels resampled; one run per row). "
+        "*nuisance*: the scale of 8 random directions, standard-normal multiples of which are added to every row "
+        "(0: the class clusters alone, standard-normal class means and within-class noise of standard deviation 2; "
+        "6: the mixture of the scale runs above). *scorer*: what "
+        "`scorer=\"auto\"` ran. *probe*: the AUROC of knn's (and, where it was low, fbr-whiten's) label scores on "
+        "the trusted rows given random wrong labels (`probe.py`). *memory*: the peak growth of anonymous resident "
+        "memory during the call against `knn_memory_bytes`. Quality on the rows other than the trusted: AUROC of "
+        "`label_score` for the wrong labels, precision and recall of the flagged set, estimated / true noise rate.",
+        "",
+        "| date (UTC) | commit | N | d | C | nuisance | scorer | seconds | memory bound (MiB) | RSS growth (MiB) | "
+        "probe AUROC knn / fbr-whiten | AUROC | precision | recall | noise est. / true | load |",
+        "| --- " * 16 + "|",
+    ]
+    for r in recs:
+        env, st = r.get("env", {}), r.get("settings", {})
+        knn_probe = st.get("probe_auroc", st.get("knn_probe_auroc"))
+        probe = " / ".join(f"{v:.3f}" for v in (knn_probe, st.get("fbr_whiten_probe_auroc")) if v is not None)
+        load = " / ".join(f"{x[0]:.1f}" for x in (r.get("loadavg_before"), r.get("loadavg")) if x)
+        lines.append(
+            f"| {env.get('date', '')[:16].replace('T', ' ')} | {env.get('commit', '')} | {r['n']} | {r['d']} | "
+            f"{r['classes']} | {r.get('nuisance', 0):g} | {r['scorer']} | {r['seconds']:.1f} | "
+            f"{_mib(r.get('memory_bound_mib'))} | {_mib((r.get('rss') or {}).get('anon_peak_growth_mib'))} | {probe} | "
+            f"{r['auroc']:.4f} | {r['precision']:.3f} | {r['recall']:.3f} | "
+            f"{r['estimated_noise_rate']:.3f} / {r['true_noise']:.3f} | {load} |")
+    env = recs[-1].get("env", {})
+    lines += ["", f"CPU: {env.get('device_name')}; torch {env.get('torch')}; {recs[-1].get('threads')} threads."]
+    return "\n".join(lines)
+
+
 def micro_table():
     path = os.path.join(RESULTS, "micro_cpu.json")
     if not os.path.exists(path):
@@ -1791,6 +1828,7 @@ DOC = [
      "`python benchmarks/bench_score.py --scale` (single process) and its sharded run under `torchrun` "
      "(gloo ranks on the same machine).", score_scale_table),
     ("score-scale-gpu", 3, "Scoring at scale on a GPU", None, score_scale_gpu_table),
+    ("knn-scale", 3, "The default scorer at its largest size", None, knn_scale_table),
     ("noise-kinds", 3, "Label-noise kinds on MNIST-5k",
      "What each generator of `fastreweight.noise` produces at 30% (definitions: [noise.md](noise.md)).",
      noise_kinds_table),

@@ -57,3 +57,19 @@ def test_backends_sweep_records_the_backend_asked_for_and_run(bench, tmp_path):
     assert [r["backend_requested"] for r in recs] == ["auto", "reference"]
     assert recs[1]["plan"]["backend"] == "reference"
     assert recs[0]["auroc"] == pytest.approx(recs[1]["auroc"], abs=1e-4)
+
+
+def test_bench_knn_records_the_scorer_auto_ran_and_renders(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    knn = _load("fastreweight_bench_knn", ROOT / "benchmarks" / "bench_knn.py")
+    out = tmp_path / "knn_scale_cpu.jsonl"
+    for nuisance in ("0", "6"):
+        knn.main(["--rows", "3000", "--dim", "64", "--classes", "10", "--nuisance", nuisance, "--tmpdir", str(tmp_path),
+                  "--out", str(out)])
+    clusters, nuisance = [json.loads(line) for line in out.read_text().splitlines()]
+    assert clusters["scorer"] == "knn" and clusters["within_bound"] and clusters["auroc"] > 0.95
+    assert nuisance["scorer"] == "fbr-whiten" and nuisance["settings"]["knn_probe_auroc"] < 0.8
+    render = _load("fastreweight_render_for_knn", ROOT / "benchmarks" / "render.py")
+    monkeypatch.setattr(render, "RESULTS", str(tmp_path))
+    table = render.knn_scale_table()
+    assert "| 3000 | 64 | 10 | 0 | knn |" in table and "| 3000 | 64 | 10 | 6 | fbr-whiten |" in table
