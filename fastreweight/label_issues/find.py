@@ -260,7 +260,8 @@ def knn_memory_bytes(n: int, d: int, c: int, chunk_rows: int = 8192, posterior: 
     to every row (``min(chunk_rows, KNN_CHUNK_ROWS)`` rows at a time), each row's ``max(KNN_NEIGHBOURS)``
     nearest rows (similarity and index), the class votes of every neighbourhood size and the clean
     vote (float32), and the choice of the size (in float64: both votes, their logs, the logits and the
-    class probabilities, and the best size's class probabilities so far); with ``posterior`` (``flag="confident"`` or ``"posterior"``; the default) also,
+    class probabilities, and the best size's class probabilities so far), the same again for the probe of
+    the trusted rows (``probe.py``); with ``posterior`` (``flag="confident"`` or ``"posterior"``; the default) also,
     in float64, both votes, their logs, the class probabilities, the EM's posterior and one temporary of
     its size, and the confident count's mask (bool) and masked copy of the probabilities; with ``audited``
     rows of an audit (``clean_idx`` with ``clean_labels``) also ``audit.memory_bytes``."""
@@ -268,7 +269,8 @@ def knn_memory_bytes(n: int, d: int, c: int, chunk_rows: int = 8192, posterior: 
     search = 4 * (2 * n * d + 2 * chunk * n) + n * max(KNN_NEIGHBOURS) * (4 + 8)
     votes = 4 * n * c * (len(KNN_NEIGHBOURS) + 3)  # P of each size, Q, one round's votes and their trust
     choose = 8 * n * c * 7
-    return (search + votes + choose + (n * c * (8 * 2 + 8 * 2 + 8 * 4 + 1 + 8) if posterior else 0)
+    probe = votes + choose  # probe.py: one half's votes and calibration at a time, beside the dataset's
+    return (search + votes + choose + probe + (n * c * (8 * 2 + 8 * 2 + 8 * 4 + 1 + 8) if posterior else 0)
             + (audit_memory_bytes(n, audited) if audited else 0))
 
 
