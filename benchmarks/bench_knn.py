@@ -6,7 +6,7 @@
 memory); above it, the streamed FBR scorer.  This times one ``find_label_issues`` call with the default
 flag rule on ``bench_score.make_features``' Gaussian mixture (class means, with ``--nuisance`` scaling 8
 shared directions added to every row: 0 by default, 6 in ``bench_score``; 30% of the labels resampled), ``clean-per-class`` trusted rows per class with their true
-labels, and records:
+labels (``--scorer knn`` keeps knn where ``auto`` would give it up), and records:
 
 * ``seconds`` of the call, and the load average before and after (the cores may be shared);
 * ``rss``: the peak growth of the process's anonymous resident memory during the call (sampled every
@@ -56,7 +56,7 @@ def run(n: int, args, env: dict) -> dict:
     load_before = list(os.getloadavg())
     with RssSampler() as sampler:
         t0 = time.perf_counter()
-        issues = find_label_issues(x, labels, clean_idx=clean_idx, num_classes=args.classes)
+        issues = find_label_issues(x, labels, clean_idx=clean_idx, num_classes=args.classes, scorer=args.scorer)
         secs = time.perf_counter() - t0
     bound = knn_memory_bytes(n, args.d, args.classes)
     flagged = issues.is_label_issue[others]
@@ -64,6 +64,7 @@ def run(n: int, args, env: dict) -> dict:
     tp = int((flagged & w).sum())
     kept = ("scorer", "scorer_reason", "flag", "neighbours", "probe_auroc", "knn_probe_auroc", "fbr_whiten_probe_auroc")
     return dict(n=n, d=args.d, classes=args.classes, nuisance=args.nuisance, clean=int(clean_idx.size),
+                scorer_requested=args.scorer,
                 scorer=issues.settings.get("scorer"), flag=issues.settings.get("flag"),
                 settings={k: issues.settings[k] for k in kept if k in issues.settings}, seconds=secs, threads=torch.get_num_threads(),
                 rss=sampler.summary, memory_bound_mib=bound / 2**20,
@@ -85,6 +86,8 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--nuisance", type=float, default=0.0,
                     help="scale of the 8 shared directions added to every row (bench_score uses 6; 0: clusters alone)")
+    ap.add_argument("--scorer", default="auto", choices=("auto", "knn"),
+                    help="auto (the default, with its probe and fallback) or knn (kept whatever the probe finds)")
     ap.add_argument("--tmpdir", default=None)
     ap.add_argument("--out", default=os.path.join(RESULTS, "knn_scale_cpu.jsonl"))
     args = ap.parse_args(argv)

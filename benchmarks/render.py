@@ -587,7 +587,7 @@ def knn_scale_table(name="knn_scale_cpu.jsonl"):
         "*nuisance*: the scale of 8 random directions, standard-normal multiples of which are added to every row "
         "(0: the class clusters alone, standard-normal class means and within-class noise of standard deviation 2; "
         "6: the mixture of the scale runs above). *scorer*: what "
-        "`scorer=\"auto\"` ran. *probe*: the AUROC of knn's (and, where it was low, fbr-whiten's) label scores on "
+        "`scorer=\"auto\"` ran (or the scorer asked for). *probe*: the AUROC of knn's (and, where it was low, fbr-whiten's) label scores on "
         "the trusted rows given random wrong labels (`probe.py`). *memory*: the peak growth of anonymous resident "
         "memory during the call against `knn_memory_bytes`. Quality on the rows other than the trusted: AUROC of "
         "`label_score` for the wrong labels, precision and recall of the flagged set, estimated / true noise rate.",
@@ -603,7 +603,8 @@ def knn_scale_table(name="knn_scale_cpu.jsonl"):
         load = " / ".join(f"{x[0]:.1f}" for x in (r.get("loadavg_before"), r.get("loadavg")) if x)
         lines.append(
             f"| {env.get('date', '')[:16].replace('T', ' ')} | {env.get('commit', '')} | {r['n']} | {r['d']} | "
-            f"{r['classes']} | {r.get('nuisance', 0):g} | {r['scorer']} | {r['seconds']:.1f} | "
+            f"{r['classes']} | {r.get('nuisance', 0):g} | {r['scorer']}"
+            f"{' (asked for)' if r.get('scorer_requested', 'auto') != 'auto' else ''} | {r['seconds']:.1f} | "
             f"{_mib(r.get('memory_bound_mib'))} | {_mib((r.get('rss') or {}).get('anon_peak_growth_mib'))} | {probe} | "
             f"{r['auroc']:.4f} | {r['precision']:.3f} | {r['recall']:.3f} | "
             f"{r['estimated_noise_rate']:.3f} / {r['true_noise']:.3f} | {load} |")
