@@ -613,6 +613,42 @@ def knn_scale_table(name="knn_scale_cpu.jsonl"):
     return "\n".join(lines)
 
 
+def probe_cells_table(name="probe_cells.jsonl"):
+    """``probe_cells.py``: the probe of ``find_label_issues`` on the benchmark's cells, per (dataset, noise)."""
+    recs = _jsonl(name)
+    if not recs:
+        return None
+    groups: dict = {}
+    for r in recs:
+        groups.setdefault((r["dataset"], r["noise"]), []).append(r)
+    seeds = sorted({r["seed"] for r in recs})
+    env = recs[-1].get("env", {})
+    lines = [
+        f"Source: `benchmarks/results/{name}` (`python benchmarks/probe_cells.py`, commit {env.get('commit')}, "
+        f"{env.get('date', '')[:10]}; PCA features, 10 trusted rows per class, seeds {', '.join(map(str, seeds))}; "
+        "min–max over the seeds). *probe*: the AUROC of each scorer's label scores on the trusted rows given "
+        "random wrong labels (`probe.py`); *AUROC*: how each ranks the wrong labels of the other rows; "
+        "*auto*: the scorer `scorer=\"auto\"` ran.",
+        "",
+        "| dataset | noise | probe, knn | probe, fbr-whiten | AUROC, knn | AUROC, fbr-whiten | auto |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+
+    def span(rs, key, fmt="{:.3f}"):
+        lo, hi = min(r[key] for r in rs), max(r[key] for r in rs)
+        return fmt.format(lo) if lo == hi else f"{fmt.format(lo)}–{fmt.format(hi)}"
+
+    for (ds, noise), rs in groups.items():
+        autos = sorted({r["auto_scorer"] for r in rs})
+        lines.append(f"| {ds} | {noise} | {span(rs, 'probe_knn')} | {span(rs, 'probe_fbr_whiten')} | "
+                     f"{span(rs, 'auroc_knn', '{:.4f}')} | {span(rs, 'auroc_fbr-whiten', '{:.4f}')} | {', '.join(autos)} |")
+    knn_min = min(r["probe_knn"] for r in recs)
+    switched = sum(r["auto_scorer"] != "knn" for r in recs)
+    lines += ["", f"knn's probe AUROC: {knn_min:.3f} at the lowest over {len(recs)} runs; `auto` gave up knn in "
+              f"{switched} of them."]
+    return "\n".join(lines)
+
+
 def micro_table():
     path = os.path.join(RESULTS, "micro_cpu.json")
     if not os.path.exists(path):
@@ -1830,6 +1866,7 @@ DOC = [
      "(gloo ranks on the same machine).", score_scale_table),
     ("score-scale-gpu", 3, "Scoring at scale on a GPU", None, score_scale_gpu_table),
     ("knn-scale", 3, "The default scorer at its largest size", None, knn_scale_table),
+    ("probe-cells", 3, "The probe on the benchmark's cells", None, probe_cells_table),
     ("noise-kinds", 3, "Label-noise kinds on MNIST-5k",
      "What each generator of `fastreweight.noise` produces at 30% (definitions: [noise.md](noise.md)).",
      noise_kinds_table),

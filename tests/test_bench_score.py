@@ -73,3 +73,15 @@ def test_bench_knn_records_the_scorer_auto_ran_and_renders(tmp_path, monkeypatch
     monkeypatch.setattr(render, "RESULTS", str(tmp_path))
     table = render.knn_scale_table()
     assert "| 3000 | 64 | 10 | 0 | knn |" in table and "| 3000 | 64 | 10 | 6 | fbr-whiten |" in table
+
+
+def test_probe_cells_table_spans_the_seeds_and_counts_the_switches(tmp_path, monkeypatch):
+    rows = [dict(dataset="digits", seed=s, features="pca", noise="sym", probe_knn=pk, probe_fbr_whiten=0.95,
+                 **{"auroc_knn": 0.99, "auroc_fbr-whiten": 0.97}, auto_scorer=a, env={"commit": "abc", "date": "2026-12-07"})
+            for s, pk, a in ((0, 0.99, "knn"), (1, 0.62, "fbr-whiten"))]
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    render = _load("fastreweight_render_for_probe", ROOT / "benchmarks" / "render.py")
+    monkeypatch.setattr(render, "RESULTS", str(tmp_path))
+    table = render.probe_cells_table("p.jsonl")
+    assert "| digits | sym | 0.620–0.990 | 0.950 | 0.9900 | 0.9700 | fbr-whiten, knn |" in table
+    assert "0.620 at the lowest over 2 runs; `auto` gave up knn in 1 of them." in table
