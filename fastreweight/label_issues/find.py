@@ -197,7 +197,7 @@ def _guard(knn_auroc: float, fallback_auroc: float, requested_scorer: str, reque
             return rule
     warnings.warn(f"the label scores may carry little: knn's neighbour votes told the trusted rows' right labels from "
                   f"random wrong ones with AUROC {knn_auroc:.2f}, fbr-whiten's scores with {fallback_auroc:.2f} "
-                  "(probe.py; 0.5 is chance). The features' nearest rows do not follow their classes; features "
+                  "(probe.py; 0.5 is chance). The features' nearest rows may not follow their classes; features "
                   "from a model trained on these classes, or scorer='fbr-whiten', may do better", stacklevel=3)
     return None
 
