@@ -37,6 +37,11 @@ def _worker(rank, world, port, out_dir):
             one = score_dataset(xm, y, cx, cy, chunk_rows=97, **kw)
             sharded = score_dataset(xm, y, cx, cy, execution=Execution(chunk_rows=97, process_group="world"), **kw)
             got[name] = dict(one=vars(one), sharded=vars(sharded))
+        # the clean rows' out-of-sample scores (clean_rows): their pseudo-clean flags gathered over the ranks
+        ci = np.arange(0, x.shape[0], x.shape[0] // 60)[:60]
+        got["loo"] = {mode: vars(score_dataset(xm, y, cx, cy, whiten="auto", refine=1, clean_rows=ci, chunk_rows=97,
+                                               **({"process_group": "world"} if mode == "sharded" else {})))
+                      for mode in ("one", "sharded")}
         # fewer chunks than ranks: rank 0 scores nothing, and still returns every row
         small = score_dataset(x[:50], y[:50], cx, cy, whiten="auto", chunk_rows=97, process_group="world")
         got["small"] = dict(one=vars(score_dataset(x[:50], y[:50], cx, cy, whiten="auto", chunk_rows=97)),
@@ -78,6 +83,9 @@ def test_two_ranks_equal_one_process(tmp_path):
             np.testing.assert_array_equal(sh["labels"], y)
             # the test process's own run (its thread count may differ from the workers')
             np.testing.assert_allclose(sh["scores"], ref[name].scores, rtol=1e-5, atol=1e-5)
+        loo = got["loo"]
+        assert loo["one"]["clean_scores"].shape == (60,) and np.isfinite(loo["one"]["clean_scores"]).all()
+        np.testing.assert_allclose(loo["sharded"]["clean_scores"], loo["one"]["clean_scores"], rtol=1e-6, atol=1e-6)
         small = got["small"]
         np.testing.assert_allclose(small["sharded"]["scores"], small["one"]["scores"], rtol=1e-5, atol=1e-5)
         assert small["sharded"]["whitening"]["strength"] == small["one"]["whitening"]["strength"]

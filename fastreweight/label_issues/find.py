@@ -148,17 +148,17 @@ def _fbr(features, y, clean_idx, clean_features, clean_labels, C, scorer, device
     """``(score, quality, suggested, clean_scores)`` of the streamed FBR scorer ``scorer``."""
     cz, cy = (np.asarray(features[clean_idx]), y[clean_idx]) if clean_idx is not None else (clean_features, clean_labels)
     res = score_dataset(features, y, cz, cy, num_classes=C, chunk_rows=chunk_rows, device=device,
-                        progress=progress, process_group=process_group, **_FBR[scorer])
+                        progress=progress, process_group=process_group, clean_rows=clean_idx, **_FBR[scorer])
     score, suggested = res.scores, res.suggested
     scale = float(np.median(np.abs(score))) or 1.0
     quality = 1.0 / (1.0 + np.exp(-score.astype(np.float64) / scale))
     if clean_idx is not None:
-        clean_scores = score[clean_idx]
-    else:  # the clean rows scored as the dataset's rows are (in sample, as with clean_idx); M rows,
-        # small: every rank scores them itself, the same arithmetic as one process (no collectives)
+        clean_scores = res.clean_scores  # out of sample: each clean row without its share of its class mean
+    else:  # the clean rows scored as a dataset of their own, out of sample; M rows, small: every rank
+        # scores them itself, the same arithmetic as one process (no collectives)
         clean_scores = score_dataset(cz, cy, cz, cy, num_classes=C, chunk_rows=chunk_rows, device=device,
-                                     **_FBR[scorer]).scores
-    return score, quality, suggested, clean_scores
+                                     clean_rows=np.arange(len(cy)), **_FBR[scorer]).clean_scores
+    return score, quality, suggested, clean_scores[np.isfinite(clean_scores)]
 
 
 def _fbr_probe(features, y, clean_idx, clean_features, clean_labels, C, device, chunk_rows) -> float:

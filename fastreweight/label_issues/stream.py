@@ -75,6 +75,7 @@ class ScoreResult:
     labels: np.ndarray  # N, int64: the given labels
     whitening: dict | None = None  # with ``whiten``: the strength used and the leave-one-out criterion
     refinement: dict | None = None  # with ``refine``: rounds and pseudo-clean rows of the last round
+    clean_scores: np.ndarray | None = None  # with ``clean_rows``: the clean rows' scores out of sample (M)
 
     def ranking(self) -> np.ndarray:
         """Sample indices from most to least suspicious (stable for ties)."""
@@ -105,6 +106,7 @@ def score_dataset(
     whiten: str | float | None = None,
     refine: int = 0,
     on_missing_class: str = "raise",
+    clean_rows=None,
     **options,
 ) -> ScoreResult:
     """Score all N rows of ``features`` (N×d, array, tensor or memory map) against the clean subset.
@@ -129,6 +131,14 @@ def score_dataset(
     the previous pass scored > 0 under their given labels (pseudo-clean rows; one more streamed pass
     each).  The clean side stays the clean subset's classes; ``normalize="cosine"`` is not supported
     with it.  ``ScoreResult.refinement`` records the rounds and the pseudo-clean rows used.
+
+    ``clean_rows``: when the clean subset is rows of ``features`` (``clean_features`` equal to
+    ``features[clean_rows]``, checked), their scores out of sample in ``ScoreResult.clean_scores``: each
+    clean row scored against the class means of the last pass with its own share taken out (as a clean
+    row, and as a pseudo-clean row of ``refine``).  In sample, a clean row helped make the mean it is
+    scored against and scores too high for the noise-rate estimates of ``flag.py``.  Computed in
+    float64 for the default similarity (``shift="max"``, ``alpha=0``, ``center="clean"``, no
+    ``normalize``; whitening folded or none), else ``None``.
 
     Sharded over ``torch.distributed`` ranks (``execution=Execution(process_group="world")``; see
     ``shard.py``), e.g. two processes on one machine over one memory-mapped file::
@@ -169,8 +179,9 @@ def score_dataset(
             cz = whitening.apply(cz)
     side = (lambda z, y: whitening.folded_means(z, y, C)) if folded else (lambda z, y: (z, y))
     mapped = None if folded else whitening
+    rows_in_clean = _check_clean_rows(clean_rows, features, inp)
     scores, suggested, sums = stream.score_pass(*side(cz, cy), mapped, accumulate=refine > 0, desc="scoring")
-    refinement = None
+    refinement, pseudo = None, None
     for round_ in range(refine):
         # SPEC §3's prototypes from more rows: the clean rows together with the rows the last pass
         # scored > 0 under their given labels; one row per present class stands for its mean
@@ -180,11 +191,94 @@ def score_dataset(
         total = (csum + sums[0])[present_cls] / (ccount + sums[1])[present_cls, None]
         refinement = {"rounds": round_ + 1, "pseudo_clean_rows": int(sums[1].sum())}
         last = round_ == refine - 1
+        if last and rows_in_clean is not None:  # which clean rows the last pass's means counted twice
+            same_class = (inp.labels[rows_in_clean] == cy.cpu()).to(torch.float64)  # summed under the clean label
+            pseudo = (csum, ccount, sums, _pseudo_clean(stream, scores, rows_in_clean) * same_class.to(cz.device))
         scores, suggested, sums = stream.score_pass(*side(total.to(torch.float32), present_cls), mapped,
                                                     accumulate=not last, desc=f"refining {round_ + 1}/{refine}")
     scores, suggested = stream.shard.gather(scores), stream.shard.gather(suggested)
+    loo = None
+    if rows_in_clean is not None and sim.shift == "max" and sim.alpha == 0 and sim.center == "clean" \
+            and sim.normalize is None and (mapped is None or mapped.matrix is None):
+        loo = _clean_loo_scores(cz, cy, C, None if not folded else whitening.matrix, pseudo).cpu().numpy()
     return ScoreResult(scores=scores.numpy(), suggested=suggested.numpy(), labels=inp.labels.numpy(),
-                       whitening=None if whitening is None else whitening.describe(), refinement=refinement)
+                       whitening=None if whitening is None else whitening.describe(), refinement=refinement,
+                       clean_scores=loo)
+
+
+def _check_clean_rows(clean_rows, features, inp):
+    """``clean_rows`` as int64 indices into ``features`` after checking that those rows are the clean
+    features (``None`` when not given)."""
+    if clean_rows is None:
+        return None
+    rows = LV.check_clean_idx(clean_rows, inp.n, "clean_rows")
+    if rows.size != inp.clean_features.shape[0]:
+        raise ValueError(f"clean_rows must name one row of features per clean row: {inp.clean_features.shape[0]} "
+                         f"clean rows, got {rows.size} indices")
+    picked = as_tensor(np.asarray(features[rows])).to(device=inp.clean_features.device, dtype=torch.float32)
+    if not torch.equal(picked, inp.clean_features):
+        raise ValueError("clean_rows must index the rows of features that clean_features holds (features[clean_rows] "
+                         "differs from clean_features)")
+    return torch.as_tensor(rows)
+
+
+def _pseudo_clean(stream, scores, rows: torch.Tensor) -> torch.Tensor:
+    """1.0 for the clean rows (``rows``: their indices into the dataset) that the pass with ``scores``
+    (this process's block) scored > 0, i.e. that ``refine`` added to their class sums again (summed
+    over the ranks)."""
+    sh = stream.shard
+    mine = (rows >= sh.lo) & (rows < sh.hi)
+    out = torch.zeros(rows.numel(), dtype=torch.float64, device=scores.device)
+    local = rows[mine].to(scores.device) - sh.lo
+    out[mine.to(scores.device)] = (scores[local] > 0).to(torch.float64)
+    sh.all_sum_(out)
+    return out
+
+
+def _clean_loo_scores(cz, cy, C: int, matrix, pseudo) -> torch.Tensor:
+    """Each clean row's FBR score (shift ``"max"``) against the last pass's class means with its own
+    share taken out (``score_dataset``'s ``clean_rows``).  With the class means ``m_c`` (over ``n_c``
+    rows), their mean ``cen`` over the ``P`` present classes and ``A = W Wᵀ`` (the folded whitening;
+    the identity without), ``S_ic = (z_i − cen)ᵀ A (m_c − cen)``.  Taking row ``i`` (counted ``k_i``
+    times in its class ``y``) out moves ``m_y`` by ``δ = k_i (m_y − z_i) / (n_y − k_i)`` and ``cen`` by
+    ``δ / P``; expanding the product gives the new ``S_i·`` from ``S``, ``a = (z_i − cen)ᵀAδ``,
+    ``b_c = δᵀA(m_c − cen)`` and ``q = δᵀAδ`` without forming the M sets of means.  A row whose class
+    would be left without rows gets nan."""
+    z = cz.to(torch.float64)
+    y = cy.to(torch.int64)
+    csum = torch.zeros(C, z.shape[1], dtype=torch.float64, device=z.device).index_add_(0, y, z)
+    count = torch.bincount(y, minlength=C).to(torch.float64)
+    k = torch.ones(z.shape[0], dtype=torch.float64, device=z.device)
+    if pseudo is not None:  # refine: the clean rows and the pass's pseudo-clean rows; a clean row keeps its
+        # pseudo-clean share, as every correctly labelled row of the dataset that scored > 0 has one
+        csum, count = pseudo[0] + pseudo[2][0], pseudo[1] + pseudo[2][1]
+    present = torch.nonzero(count > 0).flatten()
+    P = present.numel()
+    m = csum[present] / count[present, None]
+    cen = m.mean(dim=0)
+    A = None if matrix is None else (matrix.to(torch.float64) @ matrix.to(torch.float64).T)
+    G = (m - cen) if A is None else (m - cen) @ A  # A is symmetric
+    pos = torch.searchsorted(present, y)  # each row's class among the present ones
+    n_y = count[y]
+    left = n_y - k
+    delta = k[:, None] * (m[pos] - z) / left.clamp_min(1.0)[:, None]
+    u = z - cen
+    a_delta = delta if A is None else delta @ A
+    S = u @ G.T
+    a = (u * a_delta).sum(1)
+    b = delta @ G.T
+    q = (delta * a_delta).sum(1)
+    S = S - (a / P)[:, None] - b / P + (q / P ** 2)[:, None]
+    rows = torch.arange(z.shape[0], device=z.device)
+    S[rows, pos] += a - q / P
+    own = S[rows, pos]
+    if P > 1:
+        S[rows, pos] = float("-inf")
+        best = S.amax(dim=1)
+    else:
+        best = torch.zeros_like(own)
+    score = own - best
+    return torch.where(left > 0, score, torch.full_like(score, float("nan")))
 
 
 class _Stream:
