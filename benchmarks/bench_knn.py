@@ -86,8 +86,8 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--nuisance", type=float, default=0.0,
                     help="scale of the 8 shared directions added to every row (bench_score uses 6; 0: clusters alone)")
-    ap.add_argument("--scorer", default="auto", choices=("auto", "knn"),
-                    help="auto (the default, with its probe and fallback) or knn (kept whatever the probe finds)")
+    ap.add_argument("--scorer", default="auto", choices=("auto", "knn", "fbr", "fbr-whiten"),
+                    help="auto (the default, with its probe and fallback), or a scorer kept whatever the probe finds")
     ap.add_argument("--tmpdir", default=None)
     ap.add_argument("--out", default=os.path.join(RESULTS, "knn_scale_cpu.jsonl"))
     args = ap.parse_args(argv)
