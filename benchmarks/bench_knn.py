@@ -10,7 +10,8 @@ labels (``--scorer knn`` keeps knn where ``auto`` would give it up), and records
 
 * ``seconds`` of the call, and the load average before and after (the cores may be shared);
 * ``rss``: the peak growth of the process's anonymous resident memory during the call (sampled every
-  2 ms), against ``knn_memory_bytes`` for the same shape (``within_bound``);
+  2 ms), against ``knn_memory_bytes`` for the same shape where knn ran, else ``memory_bound_bytes``
+  (``within_bound``);
 * the quality on the synthetic noise: AUROC of ``label_score`` for the wrong labels, precision and
   recall of the flagged set, the estimated against the true noise rate (rows other than the trusted).
 
@@ -32,7 +33,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from bench_score import RssSampler, make_features  # noqa: E402
 from harness import environment  # noqa: E402
-from fastreweight.label_issues import find_label_issues, knn_memory_bytes  # noqa: E402
+from fastreweight.label_issues import find_label_issues, knn_memory_bytes, memory_bound_bytes  # noqa: E402
 from fastreweight.label_issues import find as F  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
@@ -58,7 +59,12 @@ def run(n: int, args, env: dict) -> dict:
         t0 = time.perf_counter()
         issues = find_label_issues(x, labels, clean_idx=clean_idx, num_classes=args.classes, scorer=args.scorer)
         secs = time.perf_counter() - t0
-    bound = knn_memory_bytes(n, args.d, args.classes)
+    ran = issues.settings.get("scorer")
+    if ran == "knn" or "knn_probe_auroc" in issues.settings:  # knn ran (and perhaps gave way to fbr-whiten)
+        bound = knn_memory_bytes(n, args.d, args.classes)
+    else:  # the streamed scorer alone: score_dataset's bound (8192-row chunks, find_label_issues' default)
+        bound = memory_bound_bytes(n, args.d, int(clean_idx.size), args.classes, 8192, whiten=ran == "fbr-whiten",
+                                   refine=ran == "fbr-whiten")
     flagged = issues.is_label_issue[others]
     w = wrong[others]
     tp = int((flagged & w).sum())
