@@ -1,7 +1,10 @@
 """Choosing the flagged set with the clean subset, which cleanlab never has.
 
 The clean rows' own scores (their labels are right) estimate the score distribution ``F_c`` of
-correctly labelled rows.  Two uses:
+correctly labelled rows.  They are taken out of sample, as the dataset's rows are scored: knn's votes
+leave each row out, and the FBR scorers take each clean row's share out of its class mean
+(``score_dataset``'s ``clean_rows``); in sample a clean row scores high, and so does the estimate.
+Two uses:
 
 * **the noise rate**: with ``F_d`` the distribution of the other rows' scores, a mixture
   ``F_d = (1 − π)·F_c + π·F_n`` whose mislabelled part ``F_n`` rarely reaches the clean rows' upper
