@@ -134,8 +134,10 @@ def score_dataset(
 
     ``clean_rows``: when the clean subset is rows of ``features`` (``clean_features`` equal to
     ``features[clean_rows]``, checked), their scores out of sample in ``ScoreResult.clean_scores``: each
-    clean row scored against the class means of the last pass with its own share taken out (as a clean
-    row, and as a pseudo-clean row of ``refine``).  In sample, a clean row helped make the mean it is
+    clean row scored against the class means of the last pass as if it had not been trusted: its share
+    as a clean row taken out, and its share as a pseudo-clean row of ``refine`` kept only where its own
+    out-of-sample score of the pass before was > 0 (exact for ``refine=1``; later rounds keep the
+    share it had).  In sample, a clean row helped make the mean it is
     scored against and scores too high for the noise-rate estimates of ``flag.py``.  Computed in
     float64 for the default similarity (``shift="max"``, ``alpha=0``, ``center="clean"``, no
     ``normalize``; whitening folded or none), else ``None``.
@@ -192,8 +194,13 @@ def score_dataset(
         refinement = {"rounds": round_ + 1, "pseudo_clean_rows": int(sums[1].sum())}
         last = round_ == refine - 1
         if last and rows_in_clean is not None:  # which clean rows the last pass's means counted twice
-            same_class = (inp.labels[rows_in_clean] == cy.cpu()).to(torch.float64)  # summed under the clean label
-            pseudo = (csum, ccount, sums, _pseudo_clean(stream, scores, rows_in_clean) * same_class.to(cz.device))
+            same_class = (inp.labels[rows_in_clean] == cy.cpu()).to(torch.float64).to(cz.device)  # summed under the clean label
+            in_sample = _pseudo_clean(stream, scores, rows_in_clean) * same_class
+            # out of sample, would the row have scored > 0 in the pass before?  Known exactly when that
+            # pass scored against the clean rows alone (refine=1); later rounds keep the row's share
+            out_of_sample = in_sample if refine > 1 else \
+                (_clean_loo_scores(cz, cy, C, None if not folded else whitening.matrix, None) > 0) * same_class
+            pseudo = (csum, ccount, sums, in_sample, out_of_sample)
         scores, suggested, sums = stream.score_pass(*side(total.to(torch.float32), present_cls), mapped,
                                                     accumulate=not last, desc=f"refining {round_ + 1}/{refine}")
     scores, suggested = stream.shard.gather(scores), stream.shard.gather(suggested)
@@ -241,7 +248,8 @@ def _clean_loo_scores(cz, cy, C: int, matrix, pseudo) -> torch.Tensor:
     rows), their mean ``cen`` over the ``P`` present classes and ``A = W Wᵀ`` (the folded whitening;
     the identity without), ``S_ic = (z_i − cen)ᵀ A (m_c − cen)``.  Taking row ``i`` (counted ``k_i``
     times in its class ``y``) out moves ``m_y`` by ``δ = k_i (m_y − z_i) / (n_y − k_i)`` and ``cen`` by
-    ``δ / P``; expanding the product gives the new ``S_i·`` from ``S``, ``a = (z_i − cen)ᵀAδ``,
+    ``δ / P`` (``k_i`` may be 0, or −1 where the row joins a sum it was not in); expanding the product
+    gives the new ``S_i·`` from ``S``, ``a = (z_i − cen)ᵀAδ``,
     ``b_c = δᵀA(m_c − cen)`` and ``q = δᵀAδ`` without forming the M sets of means.  A row whose class
     would be left without rows gets nan."""
     z = cz.to(torch.float64)
@@ -249,9 +257,11 @@ def _clean_loo_scores(cz, cy, C: int, matrix, pseudo) -> torch.Tensor:
     csum = torch.zeros(C, z.shape[1], dtype=torch.float64, device=z.device).index_add_(0, y, z)
     count = torch.bincount(y, minlength=C).to(torch.float64)
     k = torch.ones(z.shape[0], dtype=torch.float64, device=z.device)
-    if pseudo is not None:  # refine: the clean rows and the pass's pseudo-clean rows; a clean row keeps its
-        # pseudo-clean share, as every correctly labelled row of the dataset that scored > 0 has one
+    if pseudo is not None:  # refine: the clean rows and the pass's pseudo-clean rows.  Out of sample a clean
+        # row keeps a pseudo-clean share only where its own out-of-sample score of the pass before was > 0,
+        # as a correctly labelled row of the dataset has one only where it scored > 0
         csum, count = pseudo[0] + pseudo[2][0], pseudo[1] + pseudo[2][1]
+        k = k + pseudo[3].to(z.device) - pseudo[4].to(z.device)
     present = torch.nonzero(count > 0).flatten()
     P = present.numel()
     m = csum[present] / count[present, None]
