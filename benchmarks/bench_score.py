@@ -302,7 +302,7 @@ def run_setting(name, kw, feats, noisy, cx, cy, wrong, args, env, *, chunk=None,
     gemm_best = sum(work[k] / (best[k] * 1e9) for k in work)
     staged = exe.prefetch if inputs == "mapped" else 0
     bound = memory_bound_bytes(args.n, args.d, args.clean, args.classes, chunk, whiten="whiten" in kw,
-                               refine=bool(kw.get("refine")), ranks=world, prefetch=staged)
+                               refine=bool(kw.get("refine")), ranks=world, prefetch=staged, device=device)
     # host and device together against the bound (the pinned buffers of a GPU run are host memory)
     measured = rss["anon_peak_growth_mib"] + max(0.0, rss.get("shmem_growth_mib", 0.0)) + (dev_growth or 0.0)
     rec = dict(setting=name, inputs=inputs, device=str(device), backend_requested=backend, n=args.n, d=args.d, classes=args.classes,

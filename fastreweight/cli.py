@@ -413,7 +413,8 @@ def _score(args, group, write: bool = True) -> int:
         bound = label_issues.memory_bound_bytes(x.shape[0], x.shape[1], cx.shape[0], C, args.chunk_rows,
                                                 itemsize=x.itemsize, whiten=streamed_whiten,
                                                 refine=refine,
-                                                prefetch=label_issues.Execution(device=_device(args.device)).prefetch)
+                                                prefetch=label_issues.Execution(device=_device(args.device)).prefetch,
+                                                device=_device(args.device))
         print(f"scoring {x.shape[0]} rows × {x.shape[1]} features against {cx.shape[0]} clean rows, {C} classes; "
               f"memory bound ≈ {bound / 2**20:.0f} MiB beyond the memory-mapped input")
     else:

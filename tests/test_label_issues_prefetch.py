@@ -144,6 +144,8 @@ def test_memory_bound_counts_the_chunks_read_ahead():
     base = memory_bound_bytes(10_000, 64, 100, 10, 512)
     assert memory_bound_bytes(10_000, 64, 100, 10, 512, prefetch=0) == base
     assert memory_bound_bytes(10_000, 64, 100, 10, 512, prefetch=2) == base + staged_bytes(2, 512, 64, 4) == base + 5 * 512 * 64 * 4
+    # on an accelerator the labels have a device copy too
+    assert memory_bound_bytes(10_000, 64, 100, 10, 512, device="cuda") - base == 10_000 * 8
     # a float64 file is staged as it is stored on a GPU: 8 bytes an entry
     assert (memory_bound_bytes(10_000, 64, 100, 10, 512, itemsize=8, prefetch=2)
             - memory_bound_bytes(10_000, 64, 100, 10, 512, itemsize=8)) == 5 * 512 * 64 * 8

@@ -13,9 +13,10 @@ Memory bound (bytes, beyond the memory-mapped input files, which the OS pages in
   + chunk_rows·C·4·3                  S and its epilogue temporaries
   + the backend's working set          reference pairwise: ≤ 2^24 floats (64 MiB); prototype: C·d·4
   + N·(8 + 4 + 8)                     labels, scores and suggested labels of the whole dataset
+  + N·8                               on an accelerator: the labels' copy in device memory
   + (k + 3)·chunk_rows·d·max(itemsize, 4)   with ``prefetch=k > 0``: chunks read ahead (``prefetch.py``)
 
-so it is independent of N but for the N line (20 bytes a sample).  On a GPU the chunks, the clean
+so it is independent of N but for the N lines (20 bytes a sample; 28 on an accelerator).  On a GPU the chunks, the clean
 side and the per-row results live in device memory; the bound covers host and device together.  ``memory_bound_bytes`` returns it.
 With ``whiten`` (see ``fastreweight.whiten``) the features are read twice — once for their mean and
 covariance, once to score — and the bound grows by ``4·d²·8`` bytes (covariance, eigenvectors,
@@ -83,15 +84,16 @@ class ScoreResult:
 
 
 def memory_bound_bytes(n: int, d: int, m: int, c: int, chunk_rows: int, itemsize: int = 4, whiten: bool = False,
-                       refine: bool = False, ranks: int = 1, prefetch: int = 0) -> int:
+                       refine: bool = False, ranks: int = 1, prefetch: int = 0, device="cpu") -> int:
     """The bound of the module doc, in bytes (``ranks``: the ranks of a sharded run; the bound is per rank;
-    ``prefetch``: ``Execution.prefetch``, the chunks read ahead).  On a GPU it bounds host and device
-    memory together."""
+    ``prefetch``: ``Execution.prefetch``, the chunks read ahead; ``device``: where the rows are scored).
+    On a GPU it bounds host and device memory together."""
     extra = (4 * d * d * 8 + 8 * 8 * max(1 << 20, m * max(d, c)) if whiten else 0) + (2 * c * (d + 1) * 8 if refine else 0)
     gather = n * 24 + -(-n // ranks) * 12 if ranks > 1 else 0
     ahead = staged_bytes(prefetch, chunk_rows, d, max(itemsize, 4))
+    device_labels = n * 8 if torch.device(device).type != "cpu" else 0
     return (chunk_rows * d * (itemsize + 4) + m * d * 4 + chunk_rows * c * 12 + (1 << 24) * 4 + n * 20 + extra + gather
-            + ahead)
+            + ahead + device_labels)
 
 
 def score_dataset(
@@ -182,6 +184,9 @@ def score_dataset(
     side = (lambda z, y: whitening.folded_means(z, y, C)) if folded else (lambda z, y: (z, y))
     mapped = None if folded else whitening
     rows_in_clean = _check_clean_rows(clean_rows, features, inp)
+    if not (sim.shift == "max" and sim.alpha == 0 and sim.center == "clean" and sim.normalize is None
+            and (mapped is None or mapped.matrix is None)):
+        rows_in_clean = None  # checked; the closed form of _clean_loo_scores covers the default similarity only
     scores, suggested, sums = stream.score_pass(*side(cz, cy), mapped, accumulate=refine > 0, desc="scoring")
     refinement, pseudo = None, None
     for round_ in range(refine):
@@ -205,8 +210,7 @@ def score_dataset(
                                                     accumulate=not last, desc=f"refining {round_ + 1}/{refine}")
     scores, suggested = stream.shard.gather(scores), stream.shard.gather(suggested)
     loo = None
-    if rows_in_clean is not None and sim.shift == "max" and sim.alpha == 0 and sim.center == "clean" \
-            and sim.normalize is None and (mapped is None or mapped.matrix is None):
+    if rows_in_clean is not None:
         loo = _clean_loo_scores(cz, cy, C, None if not folded else whitening.matrix, pseudo).cpu().numpy()
     return ScoreResult(scores=scores.numpy(), suggested=suggested.numpy(), labels=inp.labels.numpy(),
                        whitening=None if whitening is None else whitening.describe(), refinement=refinement,
