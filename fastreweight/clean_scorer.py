@@ -255,7 +255,10 @@ class CleanScorer:
 
     def _prepared(self, xs, es, y64):
         """(plan, backend module, prepared runners or None) for this batch size and dtype, made once."""
-        key = (xs[0].shape[0], xs[0].dtype)
+        # only the reference differentiates (plan.needs_autograd): a batch that needs a backward plans apart
+        grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (
+            *xs, *(es or ()), *(L.z for L in self._template.layers), *(L.f for L in self._template.layers)))
+        key = (xs[0].shape[0], xs[0].dtype, grad)
         entry = self._plans.get(key)
         if entry is None:
             problem = self._problem(xs, es, y64)

@@ -60,7 +60,7 @@ class DistributedReweighter(Reweighter):
 
     def step(self, idx: torch.Tensor, scores: torch.Tensor, *, check_values: bool = True) -> torch.Tensor:
         V.check_float_vector("scores", scores)
-        V.check_label_vector("idx", idx, scores.shape[0])
+        V.check_label_vector("idx", idx, scores.shape[0], what="index")
         V.check_same_device({"weights": self.weights, "idx": idx, "scores": scores})
         all_idx = gather_rows(idx.to(torch.int64), self.group)
         all_scores = gather_rows(scores.to(self.weights.dtype), self.group)

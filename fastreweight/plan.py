@@ -15,13 +15,17 @@ clean-side FLOPs as amortised: only the per-call FLOPs are compared with the pai
 Backend: an explicit name must be available and support the problem, or ``BackendUnavailable`` is
 raised with the reason.  ``"auto"`` tries the fast backends for the device (CUDA: Triton, then the
 CUDA extension; CPU: the C++ extension) and falls back to the reference; the choice and the reason
-are logged on the ``fastreweight`` logger and kept in the returned ``Plan``.
+are logged on the ``fastreweight`` logger and kept in the returned ``Plan``.  Only the reference is
+differentiable: with grad mode on and an input that requires grad, ``"auto"`` runs it and a named
+fast backend raises (``needs_autograd``).
 """
 from __future__ import annotations
 
 import logging
 import threading
 from dataclasses import dataclass
+
+import torch
 
 from . import backends
 from .problem import Problem
@@ -100,11 +104,28 @@ def last() -> Plan | None:
     return getattr(_local, "plan", None)
 
 
+def needs_autograd(problem: Problem) -> str | None:
+    """Why only the reference can run ``problem``: with grad mode on, an input that requires grad needs
+    a backward, and the fast backends' ops have none (the reference is plain differentiable torch ops).
+    ``None`` when nothing requires grad."""
+    if not torch.is_grad_enabled():
+        return None
+    names = ("x", "clean_x", "x2", "clean_x2")
+    for layer in problem.layers:
+        for name, t in zip(names, (layer.x, layer.z, layer.e, layer.f)):
+            if t is not None and t.requires_grad:
+                return (f"{name} requires grad and only the reference backend is differentiable (the fast "
+                        "backends' ops have no backward); detach the inputs or score under torch.no_grad() "
+                        "to use a fast backend")
+    return None
+
+
 def make_plan(problem: Problem, strategy: str, backend: str) -> Plan:
     requested_strategy = strategy
     strategy, why_strategy, pair, proto = choose_strategy(problem, strategy)
     device = problem.device
-    if requested_strategy == "auto" and strategy == "prototype" and pair <= SMALL_PAIRWISE_FLOPS:
+    grad_reason = needs_autograd(problem)
+    if requested_strategy == "auto" and strategy == "prototype" and pair <= SMALL_PAIRWISE_FLOPS and grad_reason is None:
         # a small call costs launches, not FLOPs: a backend whose pairwise path is one fused op but
         # whose prototype path is several beats the prototypes on launch cost alone
         fused = [backend] if backend != "auto" else list(backends.AUTO_ORDER.get(device.type, ()))
@@ -122,13 +143,15 @@ def make_plan(problem: Problem, strategy: str, backend: str) -> Plan:
         reason = backends.unavailable_reason(backend, device)
         if reason is None:
             reason = backends.load(backend).unsupported_reason(problem, strategy)
+        if reason is None and backend != "reference":
+            reason = grad_reason
         if reason is not None:
             raise backends.BackendUnavailable(f"backend={backend!r} cannot run this call: {reason}")
         return Plan(strategy, backend, f"{why_strategy}; backend={backend!r} requested", pair, proto)
 
     skipped = []
     for name in backends.AUTO_ORDER.get(device.type, ()):
-        reason = backends.unavailable_reason(name, device)
+        reason = grad_reason or backends.unavailable_reason(name, device)
         if reason is None:
             reason = backends.load(name).unsupported_reason(problem, strategy)
         if reason is None:

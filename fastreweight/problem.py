@@ -71,11 +71,23 @@ class CleanCache:
     handful of small kernels per call, which dominates the cost for small models.  An entry is
     reused only if every clean tensor is the very same object (held by weak reference) with the same
     in-place version counter, shape, dtype and device, and the options match; otherwise it is rebuilt.
+    Writes that bypass the version counter (through ``.data``, or through a NumPy array sharing the
+    tensor's memory) are not seen: pass a new tensor after such a write, or call ``clear()``
+    (``fastreweight.clear_clean_cache()``).  Inference tensors and calls traced by ``torch.compile``
+    are not memoised (``usable``).
     """
 
     def __init__(self, capacity: int = 8) -> None:
         self.capacity = capacity
         self._entries: OrderedDict = OrderedDict()
+
+    @staticmethod
+    def usable(tensors) -> bool:
+        """Whether these clean tensors can be memoised: not while ``torch.compile`` traces (the version
+        counter is not traceable) nor for inference tensors (they have none)."""
+        if torch.compiler.is_compiling():
+            return False
+        return not any(t is not None and t.is_inference() for t in tensors)
 
     @staticmethod
     def _fingerprint(tensors):
@@ -169,7 +181,8 @@ def build_problem(
     acc = acc_dtype_for(dtype)
     cache_tensors = (*zs, *fs, clean_y, center_labels)  # every clean-side input
     cache_options = (C, center, acc)
-    memo = clean_cache.get(cache_tensors, cache_options)
+    memoised = clean_cache.usable(cache_tensors)
+    memo = clean_cache.get(cache_tensors, cache_options) if memoised else None
     if memo is not None:  # the planner counts clean-side work as amortised once the clean side recurs
         memo["reuses"] = memo.get("reuses", 0) + 1
     # The clean tensors' values were checked by an earlier call that made or reused this memo entry,
@@ -181,7 +194,8 @@ def build_problem(
     clean_y_t = clean_y_t.to(torch.int64)
     if memo is None:
         memo = _class_weights(clean_y_t, C, acc, device)
-        clean_cache.put(cache_tensors, cache_options, memo)
+        if memoised:
+            clean_cache.put(cache_tensors, cache_options, memo)
     if check_values:
         memo["values_checked"] = True
     counts, class_weight = memo["counts"], memo["class_weight"]

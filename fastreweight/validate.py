@@ -16,6 +16,8 @@ content) whose message starts with the argument's name and says what was expecte
 """
 from __future__ import annotations
 
+import numbers
+
 import math
 from typing import Sequence
 
@@ -78,14 +80,17 @@ def check_float_vector(name: str, t, length: int | None = None) -> torch.Tensor:
     return t
 
 
-def check_label_vector(name: str, t, length: int) -> torch.Tensor:
+def check_label_vector(name: str, t, length: int, what: str = "label") -> torch.Tensor:
+    """``t``: a 1-D integer tensor of ``length`` entries, one ``what`` (``"label"``: a class label;
+    ``"index"``: a dataset index) per row."""
     check_tensor(name, t)
+    kind = "class labels" if what == "label" else "dataset indices"
     if t.dtype not in INT_DTYPES:
-        raise TypeError(f"{name} must be an integer tensor of class labels (int64 preferred), got {t.dtype}")
+        raise TypeError(f"{name} must be an integer tensor of {kind} (int64 preferred), got {t.dtype}")
     if t.dim() != 1:
         raise ValueError(f"{name} must be a 1-D tensor of shape [{length}], got shape {tuple(t.shape)}")
     if t.shape[0] != length:
-        raise ValueError(f"{name} must have length {length} (one label per row), got {t.shape[0]}")
+        raise ValueError(f"{name} must have length {length} (one {what} per row), got {t.shape[0]}")
     return t
 
 
@@ -103,11 +108,12 @@ def as_factor_list(name: str, x) -> list[torch.Tensor]:
 def check_num_classes(num_classes) -> int | None:
     if num_classes is None:
         return None
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int):
+    # numbers.Integral: a numpy integer such as labels.max() + 1 is an int too
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral):
         raise TypeError(f"num_classes must be a positive int, got {type(num_classes).__name__}")
     if num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes}")
-    return num_classes
+    return int(num_classes)
 
 
 def check_same_device(named: dict[str, torch.Tensor]) -> torch.device:
@@ -165,7 +171,7 @@ class ValueChecks:
 
 
 def check_index_vector(name: str, idx, length: int, num_samples: int, check_values: bool) -> torch.Tensor:
-    check_label_vector(name, idx, length)
+    check_label_vector(name, idx, length, what="index")
     if check_values and idx.numel() > 0:
         vc = ValueChecks()
 

@@ -9,6 +9,7 @@ Typical FBR step (SPEC §3, §7)::
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
@@ -54,9 +55,16 @@ WEIGHTED_LOSS_EPS = 1e-12
 def weighted_loss(
     losses: torch.Tensor, w: torch.Tensor, *, reduction: str = "weight_sum", eps: float = WEIGHTED_LOSS_EPS
 ) -> torch.Tensor:
-    """``Σ w_i l_i / max(Σ w_i, eps)`` (``"weight_sum"``) or ``Σ w_i l_i / B`` (``"batch"``, published)."""
+    """``Σ w_i l_i / max(Σ w_i, eps)`` (``"weight_sum"``) or ``Σ w_i l_i / B`` (``"batch"``, published).
+
+    ``w`` should be >= 0 (the rules here give weights in [0, 1]); that is not checked, since a check of
+    the values would synchronise with the device on every training step.  ``eps`` (a finite float
+    > 0) keeps a batch whose weights are all 0 at loss 0 rather than nan."""
     if reduction not in V.REDUCTION_OPTIONS:
         V.check_option("reduction", reduction, V.REDUCTION_OPTIONS)
+    if eps is not WEIGHTED_LOSS_EPS and (isinstance(eps, bool) or not isinstance(eps, numbers.Real)
+                                         or not math.isfinite(eps) or eps <= 0):
+        raise ValueError(f"eps must be a finite float > 0, got {eps!r}")
     # the metadata checks, inline for the common case (this runs on every training step)
     if not (isinstance(losses, torch.Tensor) and isinstance(w, torch.Tensor) and losses.dim() == 1
             and w.dim() == 1 and w.shape[0] == losses.shape[0] and losses.dtype in V.FLOAT_DTYPES
@@ -65,6 +73,27 @@ def weighted_loss(
         V.check_float_vector("w", w, losses.shape[0])
         V.check_same_device({"losses": losses, "w": w})
     return reference.weighted_loss(losses, w, reduction, eps)
+
+
+def _check_step_options(lr, init, eps, prefix: str = "") -> tuple[float, float, float]:
+    """``(lr, init, eps)`` as floats after the checks ``Reweighter`` makes.  ``prefix="state"``: they
+    came from a state dict, and the messages name them ``state['lr']``, ..."""
+    def label(name):
+        return f"{prefix}[{name!r}]" if prefix else name
+
+    out = []
+    for name, v in (("lr", lr), ("init", init), ("eps", eps)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+            raise ValueError(f"{label(name)} must be a finite float, got {v!r}")
+        out.append(float(v))
+    lr, init, eps = out
+    if lr < 0:
+        raise ValueError(f"{label('lr')} must be >= 0, got {lr}")
+    if not 0.0 <= init <= 1.0:
+        raise ValueError(f"{label('init')} must lie in [0, 1], got {init}")
+    if eps <= 0:
+        raise ValueError(f"{label('eps')} must be > 0, got {eps}")
+    return lr, init, eps
 
 
 class Reweighter:
@@ -93,15 +122,7 @@ class Reweighter:
             raise TypeError(f"num_samples must be a positive int, got {type(num_samples).__name__}")
         if num_samples < 1:
             raise ValueError(f"num_samples must be a positive int, got {num_samples}")
-        for name, v in (("lr", lr), ("init", init), ("eps", eps)):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ValueError(f"{name} must be a finite float, got {v!r}")
-        if lr < 0:
-            raise ValueError(f"lr must be >= 0, got {lr}")
-        if not 0.0 <= init <= 1.0:
-            raise ValueError(f"init must lie in [0, 1], got {init}")
-        if eps <= 0:
-            raise ValueError(f"eps must be > 0, got {eps}")
+        lr, init, eps = _check_step_options(lr, init, eps)
         V.check_option("normalize_update", normalize_update, V.NORMALIZE_UPDATE_OPTIONS)
         if dtype not in (torch.float32, torch.float64):
             raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
@@ -135,7 +156,7 @@ class Reweighter:
                 and scores.dtype in V.FLOAT_DTYPES and idx.dtype in V.INT_DTYPES
                 and scores.device == dev and idx.device == dev):
             V.check_float_vector("scores", scores)
-            V.check_label_vector("idx", idx, scores.shape[0])
+            V.check_label_vector("idx", idx, scores.shape[0], what="index")
             V.check_same_device({"weights": self.weights, "idx": idx, "scores": scores})
         if check_values:
             _check_scores("scores", scores, True)
@@ -145,10 +166,25 @@ class Reweighter:
             return backends.load(self.backend).reweighter_step(
                 self.weights, idx, scores, self.lr, self.normalize_update, self.eps
             )
+        if not check_values:  # unchecked indices: one out of range must not read or write another sample
+            return self._unchecked_reference_step(idx, scores)
         new = reference.reweighter_update(
             self.weights[idx], scores.to(self.weights.dtype), self.lr, self.normalize_update, self.eps
         )
         self.weights[idx] = new
+        return new
+
+    def _unchecked_reference_step(self, idx: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """The reference step with ``check_values=False``: an index outside ``[0, num_samples)`` is
+        skipped and its returned weight is 0, as the fused kernels do (the numbers of such a call are
+        meaningless, but no other sample's weight changes)."""
+        valid = (idx >= 0) & (idx < self.num_samples)
+        safe = idx.clamp(0, self.num_samples - 1)
+        new = reference.reweighter_update(
+            self.weights[safe], scores.to(self.weights.dtype), self.lr, self.normalize_update, self.eps
+        )
+        new = torch.where(valid, new, torch.zeros_like(new))
+        self.weights[safe[valid]] = new[valid]
         return new
 
     def state_dict(self) -> dict:
@@ -171,8 +207,8 @@ class Reweighter:
         vc.finite("state['weights']", w)
         vc.add(((w >= 0) & (w <= 1)).all(), lambda: "state['weights'] must lie in [0, 1]")
         vc.run()
+        lr, init, eps = _check_step_options(state.get("lr", self.lr), state.get("init", self.init),
+                                            state.get("eps", self.eps), prefix="state")
         self.weights = w.detach().to(device=self.weights.device, dtype=self.weights.dtype).clone()
-        self.lr = float(state.get("lr", self.lr))
-        self.init = float(state.get("init", self.init))
+        self.lr, self.init, self.eps = lr, init, eps
         self.normalize_update = state.get("normalize_update", self.normalize_update)
-        self.eps = float(state.get("eps", self.eps))

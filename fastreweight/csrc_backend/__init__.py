@@ -94,6 +94,8 @@ def _load(name: str, module: str, sources, cuda: bool) -> str | None:
 
 def load_cpu() -> str | None:
     """Make the ops and their CPU kernels available; ``None`` on success, else the reason."""
+    if "cpu" in _state:  # loaded (or refused) once: no lock, so torch.compile can trace a scoring call
+        return _state["cpu"]
     with _lock:
         if "cpu" not in _state:
             reason = _load("C_cpu", "fastreweight._C_cpu", build_config.CPU_SOURCES, cuda=False)
@@ -105,6 +107,8 @@ def load_cpu() -> str | None:
 
 def load_cuda() -> str | None:
     """Make the ops and their CUDA kernels available; ``None`` on success, else the reason."""
+    if "cuda" in _state:  # loaded (or refused) once: no lock, so torch.compile can trace a scoring call
+        return _state["cuda"]
     with _lock:
         if "cuda" not in _state:
             if torch.version.cuda is None:
