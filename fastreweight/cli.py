@@ -5,6 +5,9 @@
 ``--out``.  Existing files are never overwritten: the command refuses, or with ``--rename`` picks
 ``results-2.json`` / ``plot-2.png`` and so on.  With ``--report`` it also audits the training labels
 with the final model's penultimate features (``find_label_issues``) and writes ``report.html``.
+``--checkpoint-every`` writes ``checkpoints/seed-S/`` (``checkpoints-2/`` ... with ``--rename``) and there
+``run.json``, the data identity that ``--resume`` checks (dataset, noise, rate, clean size, seed, labels).
+Every output path, the ``--device`` and the options the method would ignore are checked before any work.
 
 ``score`` ranks the rows of a features file by ``find_label_issues`` (a CSV; ``--report``: an HTML page).
 
@@ -15,6 +18,7 @@ prints a table; ``--quick`` shortens it to a smoke run.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -39,17 +43,35 @@ class OutputExists(RuntimeError):
     pass
 
 
-def _output_paths(out_dir: str, stems: tuple[str, ...], exts: tuple[str, ...], rename: bool) -> list[str]:
-    """Paths ``out_dir/stem.ext`` that do not exist yet; never an existing file."""
+def _dir_taken(path: str) -> bool:
+    """A directory that a run cannot write into: a file, or a directory that holds anything."""
+    return os.path.exists(path) and (not os.path.isdir(path) or bool(os.listdir(path)))
+
+
+def _output_paths(out_dir: str, stems: tuple[str, ...], exts: tuple[str, ...], rename: bool,
+                  dirs: tuple[str, ...] = ()) -> list[str]:
+    """Paths ``out_dir/stem.ext`` that do not exist yet; never an existing file.  ``dirs``: directories
+    ``out_dir/DIR`` (e.g. ``checkpoints/seed-0``, renamed with the files: ``checkpoints-2/seed-0``; the
+    first component takes the suffix) that must be absent or empty; their paths follow the files'."""
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise OutputExists(f"--out {out_dir} exists and is not a directory")
     os.makedirs(out_dir, exist_ok=True)
     for k in range(1, 10_000):
         suffix = "" if k == 1 else f"-{k}"
         paths = [os.path.join(out_dir, f"{s}{suffix}.{e}") for s, e in zip(stems, exts)]
+        dir_paths = []
+        for d in dirs:
+            head, _, tail = d.partition("/")
+            dir_paths.append(os.path.join(out_dir, head + suffix, *([tail] if tail else [])))
         taken = [p for p in paths if os.path.exists(p)]
+        for d in dir_paths:
+            parent = os.path.dirname(d)
+            if os.path.exists(parent) and not os.path.isdir(parent):
+                taken.append(parent)
+            elif _dir_taken(d):
+                taken.append(d)
         if not taken:
-            return paths
+            return paths + dir_paths
         if not rename:
             raise OutputExists(
                 f"refusing to overwrite {', '.join(taken)}; choose another --out or pass --rename")
@@ -346,10 +368,55 @@ def _join_ranks(args):
     return "world", dist.get_rank(), True
 
 
+def _check_score_outputs(out: str, report: str | None) -> None:
+    """Before any work: ``--out`` (and ``--report``) are new files, in existing directories, and two."""
+    named = [("--out", out)] + ([("--report", report)] if report is not None else [])
+    for flag, path in named:
+        if os.path.exists(path) or os.path.islink(path):
+            raise OutputExists(f"refusing to overwrite {path}; choose another file name")
+        parent = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(parent):
+            raise ValueError(f"{flag} {path}: the directory {os.path.dirname(path) or parent} does not exist")
+        if not os.path.basename(path):
+            raise ValueError(f"{flag} {path} names a directory; give a file name")
+    if report is not None and os.path.realpath(out) == os.path.realpath(report):
+        raise ValueError(f"--out and --report name the same file {out}: give two file names")
+
+
+def _check_score_args(args) -> None:
+    """The numeric options of ``score``, before any input is read."""
+    if args.num_classes is not None and args.num_classes < 1:
+        raise ValueError(f"--num-classes must be >= 1, got {args.num_classes}")
+    if args.chunk_rows < 1:
+        raise ValueError(f"--chunk-rows must be >= 1, got {args.chunk_rows}")
+    if args.report_samples < 0:
+        raise ValueError(f"--report-samples must be >= 0, got {args.report_samples}")
+    if args.refine < 0:
+        raise ValueError(f"--refine must be >= 0, got {args.refine}")
+
+
+def _load_input(path: str, flag: str):
+    """``load_array`` with a file of the wrong kind (e.g. a ``.pt`` holding a dict) reported as bad input."""
+    from . import label_issues
+
+    try:
+        return label_issues.load_array(path, flag)
+    except TypeError as e:
+        raise ValueError(str(e)) from None
+
+
+def _is_numeric(a) -> bool:
+    if isinstance(a, torch.Tensor):
+        return not a.is_complex()
+    return np.issubdtype(a.dtype, np.number) and not np.issubdtype(a.dtype, np.complexfloating) or a.dtype == np.bool_
+
+
 def run_score(args) -> int:
     import contextlib
     import io
 
+    _device(args.device)  # before anything: an unusable --device is an error, not a traceback
+    _check_score_args(args)
     group, rank, ours = _join_ranks(args)
     try:
         if rank == 0:
@@ -364,97 +431,187 @@ def run_score(args) -> int:
             dist.destroy_process_group()
 
 
+@dataclasses.dataclass
+class _ScoreInputs:
+    """``fastreweight score``'s inputs, loaded and checked: the rows and labels (``yt``: as a tensor), the
+    report's ``images``, the clean subset (``ci`` rows of the dataset, with ``verified`` labels for an
+    audit; or ``cx``/``cy`` of its own) and the number of classes ``C``."""
+    x: object
+    y: object
+    yt: torch.Tensor
+    images: object
+    ci: object
+    verified: object
+    cx: object
+    cy: object
+    cyt: torch.Tensor
+    C: int = 0
+
+
 def _score(args, group, write: bool = True) -> int:
-    import time
-
-    from . import label_issues
-
-    _refuse_existing(args.out, args.report)
+    if write:
+        _check_score_outputs(args.out, args.report)
+    else:
+        _refuse_existing(args.out, args.report)
     names = _class_names(args.class_names)
-    x = label_issues.load_array(args.features, "--features")
-    y = label_issues.load_array(args.labels, "--labels")
-    images = label_issues.load_array(args.images, "--images") if args.images else None
-    if images is not None and args.report is None:
-        raise ValueError("--images is for the report: give --report too")
-    if images is not None and images.shape[0] != x.shape[0]:
-        raise ValueError(f"--images has {images.shape[0]} rows, --features {x.shape[0]}: one image per row")
-    ci, verified = None, None
-    if args.clean_idx is not None:
-        if args.clean_features:
-            raise ValueError("give either --clean-idx (with --clean-labels for an audit) or --clean-features with "
-                             "--clean-labels, not both")
-        from .label_issues.validate import check_clean_idx
-
-        ci = check_clean_idx(label_issues.load_array(args.clean_idx, "--clean-idx"), x.shape[0], "--clean-idx")
-        cx, cy = np.asarray(x[ci]), np.asarray(y[ci])
-        if args.clean_labels:  # an audit: the verified labels of the --clean-idx rows
-            cy = verified = np.asarray(label_issues.load_array(args.clean_labels, "--clean-labels"))
-    elif args.clean_features and args.clean_labels:
-        cx = label_issues.load_array(args.clean_features, "--clean-features")
-        cy = label_issues.load_array(args.clean_labels, "--clean-labels")
-    else:
-        raise ValueError("the clean subset is missing: give --clean-idx, or --clean-features and --clean-labels")
-    scorer, flag, whiten = _score_plan(args)
-    if verified is not None and scorer is None:
-        raise ValueError("an audit (--clean-idx with --clean-labels) needs a scorer of find_label_issues (--scorer); "
-                         "the FBR options --shift/--alpha/--center/--normalize/--backend score without one")
-    C = args.num_classes or int(max(np.asarray(y).max(initial=0), np.asarray(cy).max(initial=0))) + 1
-    if names is not None and len(names) < C:
-        raise ValueError(f"--class-names has {len(names)} names for {C} classes")
-    shown = scorer
-    if scorer == "auto":  # resolved here as find_label_issues resolves it, to print the bound it implies
-        from .label_issues.find import _choose_scorer
-
-        shown, why = _choose_scorer("auto", x, None if ci is not None else cx, group)
-        print(f"scorer auto: {shown} ({why})")
-    if shown in (None, "fbr", "fbr-whiten"):
-        streamed_whiten = whiten is not None or shown == "fbr-whiten"
-        refine = args.refine > 0 or shown == "fbr-whiten"
-        bound = label_issues.memory_bound_bytes(x.shape[0], x.shape[1], cx.shape[0], C, args.chunk_rows,
-                                                itemsize=x.itemsize, whiten=streamed_whiten,
-                                                refine=refine,
-                                                prefetch=label_issues.Execution(device=_device(args.device)).prefetch,
-                                                device=_device(args.device))
-        print(f"scoring {x.shape[0]} rows × {x.shape[1]} features against {cx.shape[0]} clean rows, {C} classes; "
-              f"memory bound ≈ {bound / 2**20:.0f} MiB beyond the memory-mapped input")
-    else:
-        n = x.shape[0] + (cx.shape[0] if ci is None else 0)
-        bound = label_issues.knn_memory_bytes(n, x.shape[1], C, args.chunk_rows,
-                                              posterior=flag.get("flag", "auto") in ("auto", "audit") + label_issues.MODEL_FLAGS,
-                                              audited=0 if verified is None else int(ci.size))
-        print(f"scoring {x.shape[0]} rows × {x.shape[1]} features against {cx.shape[0]} clean rows, {C} classes; "
-              f"memory bound ≈ {bound / 2**20:.0f} MiB "
-              f"(scorer {shown}: all rows in memory)")
+    scorer, flag, whiten = _check_score_combination(args)
+    inp = _load_score_inputs(args)
+    inp.C = _score_classes(args, inp)
+    if names is not None and len(names) < inp.C:
+        raise ValueError(f"--class-names has {len(names)} names for {inp.C} classes")
+    _print_score_bound(args, inp, scorer, flag, whiten, group)
     t0 = time.perf_counter()
-    if scorer is not None:
-        clean = dict(clean_idx=ci, clean_labels=verified) if ci is not None else dict(clean_features=cx, clean_labels=cy)
-        issues = label_issues.find_label_issues(x, y, **clean, num_classes=C, scorer=scorer, device=_device(args.device),
-                                                chunk_rows=args.chunk_rows, progress=not args.no_progress and write,
-                                                process_group=group, **flag)
-    else:
-        res = label_issues.score_dataset(
-            x, y, cx, cy, num_classes=C, chunk_rows=args.chunk_rows, shift=args.shift, alpha=args.alpha,
-            center=args.center, normalize=None if args.normalize == "none" else args.normalize,
-            device=_device(args.device), backend=args.backend, whiten=whiten, refine=args.refine,
-            progress=not args.no_progress and write, process_group=group,
-        )
-        if res.whitening is not None:
-            t = res.whitening["strength"]
-            print("whitening: " + ("none chosen (plain features scored best on the clean subset)" if t is None else f"strength t = {t:g}"))
-        if res.refinement is not None:
-            print(f"refined {res.refinement['rounds']}×: {res.refinement['pseudo_clean_rows']} rows scored > 0 joined the clean class means")
-        threshold = flag.get("threshold", 0.0)
-        settings = {"scorer": "score_dataset", "flag": "score", "threshold": threshold,
-                    **{k: getattr(args, k) for k in _SCORE_DEFAULTS}, "whiten": args.whiten, "refine": args.refine}
-        issues = label_issues.LabelIssues.from_score_result(res, threshold=threshold, num_classes=C, clean_idx=ci,
-                                                            settings=settings)
+    issues = _run_score(args, inp, scorer, flag, whiten, group, progress=not args.no_progress and write)
     dt = time.perf_counter() - t0
     if not write:
         return 0
     print("settings: " + ", ".join(f"{k}={v}" for k, v in issues.settings.items()))
     print(issues.summary())
+    _write_score_outputs(args, issues, inp.images, names)
+    print(f"ranked CSV: {args.out} ({dt:.2f} s)")
+    if args.report:
+        print(f"report: {args.report}")
+    return 0
+
+
+def _check_score_combination(args):
+    """``_score_plan``'s ``(scorer, flag, whiten)`` after the checks of how the options combine."""
+    if args.images and args.report is None:
+        raise ValueError("--images is for the report: give --report too")
+    if args.clean_idx is not None and args.clean_features:
+        raise ValueError("give either --clean-idx (with --clean-labels for an audit) or --clean-features with "
+                         "--clean-labels, not both")
+    if args.clean_idx is None and not (args.clean_features and args.clean_labels):
+        raise ValueError("the clean subset is missing: give --clean-idx, or --clean-features and --clean-labels")
+    scorer, flag, whiten = _score_plan(args)
+    if args.clean_idx is not None and args.clean_labels and scorer is None:
+        raise ValueError("an audit (--clean-idx with --clean-labels) needs a scorer of find_label_issues (--scorer); "
+                         "the FBR options --shift/--alpha/--center/--normalize/--backend score without one")
+    return scorer, flag, whiten
+
+
+def _load_score_inputs(args) -> _ScoreInputs:
+    """The inputs' kinds, shapes and dtypes, checked before any row is scored (a ``TypeError`` here is
+    bad input, not a bug, and becomes a ``ValueError``)."""
+    from .label_issues.validate import check_clean_idx, check_features, labels_tensor
+
+    try:
+        x = _load_input(args.features, "--features")
+        check_features("features", x)
+        y = _load_input(args.labels, "--labels")
+        yt = labels_tensor("labels", y, x.shape[0], "features")
+        images = _load_score_images(args, x.shape[0])
+        ci, verified = None, None
+        if args.clean_idx is not None:
+            ci = check_clean_idx(_load_input(args.clean_idx, "--clean-idx"), x.shape[0], "--clean-idx")
+            cx, cy = np.asarray(x[ci]), np.asarray(y[ci])
+            cyt = yt[torch.from_numpy(ci)]
+            if args.clean_labels:  # an audit: the verified labels of the --clean-idx rows
+                cy = verified = np.asarray(_load_input(args.clean_labels, "--clean-labels"))
+                cyt = labels_tensor("clean_labels", cy, ci.size, "clean_idx")
+        else:
+            cx = _load_input(args.clean_features, "--clean-features")
+            m, dc = check_features("clean_features", cx)
+            if dc != x.shape[1]:
+                raise ValueError(f"clean_features must have {x.shape[1]} columns like features, got shape {tuple(cx.shape)}")
+            cy = _load_input(args.clean_labels, "--clean-labels")
+            cyt = labels_tensor("clean_labels", cy, m, "clean_features")
+    except TypeError as e:
+        raise ValueError(str(e)) from None
+    return _ScoreInputs(x, y, yt, images, ci, verified, cx, cy, cyt)
+
+
+def _load_score_images(args, rows: int):
+    """``--images`` (``None`` without it), checked to be one numeric image per row."""
+    from .label_issues.report import image_shape
+
+    if not args.images:
+        return None
+    images = _load_input(args.images, "--images")
+    if image_shape(images.shape) is None:
+        raise ValueError(f"--images of shape {tuple(images.shape)} are not images: N×H×W, N×C×H×W, "
+                         "N×H×W×C (C in 1, 3, 4) or N×(H·W) with H = W")
+    if images.shape[0] != rows:
+        raise ValueError(f"--images has {images.shape[0]} rows, --features {rows}: one image per row")
+    if not _is_numeric(images):
+        raise ValueError(f"--images must hold numbers, got {images.dtype}")
+    return images
+
+
+def _score_classes(args, inp: _ScoreInputs) -> int:
+    """``--num-classes``, else one more than the largest label; every label checked to lie below it."""
+    C = args.num_classes
+    if C is None:
+        C = max(int(inp.yt.max()) if inp.yt.numel() else 0, int(inp.cyt.max()) if inp.cyt.numel() else 0) + 1
+    clean_name = "clean_labels" if inp.ci is None or inp.verified is not None else "labels"
+    for flag_name, t in (("labels", inp.yt), (clean_name, inp.cyt)):
+        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= C):
+            raise ValueError(f"{flag_name} must hold class labels in [0, {C}), got values in "
+                             f"[{int(t.min())}, {int(t.max())}]" + (" (--num-classes)" if args.num_classes else ""))
+    return C
+
+
+def _print_score_bound(args, inp: _ScoreInputs, scorer, flag, whiten, group) -> None:
+    """Print the scorer that will run and the memory bound it implies."""
+    from . import label_issues
+
+    x, cx, C = inp.x, inp.cx, inp.C
+    shown = scorer
+    if scorer == "auto":  # resolved here as find_label_issues resolves it, to print the bound it implies
+        from .label_issues.find import _choose_scorer
+
+        shown, why = _choose_scorer("auto", x, None if inp.ci is not None else cx, group)
+        print(f"scorer auto: {shown} ({why})")
+    head = f"scoring {x.shape[0]} rows × {x.shape[1]} features against {cx.shape[0]} clean rows, {C} classes"
+    if shown in (None, "fbr", "fbr-whiten"):
+        device = _device(args.device)
+        bound = label_issues.memory_bound_bytes(
+            x.shape[0], x.shape[1], cx.shape[0], C, args.chunk_rows, itemsize=x.itemsize,
+            whiten=whiten is not None or shown == "fbr-whiten", refine=args.refine > 0 or shown == "fbr-whiten",
+            prefetch=label_issues.Execution(device=device).prefetch, device=device)
+        print(f"{head}; memory bound ≈ {bound / 2**20:.0f} MiB beyond the memory-mapped input")
+        return
+    n = x.shape[0] + (cx.shape[0] if inp.ci is None else 0)
+    bound = label_issues.knn_memory_bytes(n, x.shape[1], C, args.chunk_rows,
+                                          posterior=flag.get("flag", "auto") in ("auto", "audit") + label_issues.MODEL_FLAGS,
+                                          audited=0 if inp.verified is None else int(inp.ci.size))
+    print(f"{head}; memory bound ≈ {bound / 2**20:.0f} MiB (scorer {shown}: all rows in memory)")
+
+
+def _run_score(args, inp: _ScoreInputs, scorer, flag, whiten, group, progress: bool):
+    """The ``LabelIssues`` of ``find_label_issues`` (a ``--scorer``), or of ``score_dataset`` with the FBR
+    options."""
+    from . import label_issues
+
+    if scorer is not None:
+        clean = (dict(clean_idx=inp.ci, clean_labels=inp.verified) if inp.ci is not None
+                 else dict(clean_features=inp.cx, clean_labels=inp.cy))
+        return label_issues.find_label_issues(inp.x, inp.y, **clean, num_classes=inp.C, scorer=scorer,
+                                              device=_device(args.device), chunk_rows=args.chunk_rows,
+                                              progress=progress, process_group=group, **flag)
+    res = label_issues.score_dataset(
+        inp.x, inp.y, inp.cx, inp.cy, num_classes=inp.C, chunk_rows=args.chunk_rows, shift=args.shift,
+        alpha=args.alpha, center=args.center, normalize=None if args.normalize == "none" else args.normalize,
+        device=_device(args.device), backend=args.backend, whiten=whiten, refine=args.refine,
+        progress=progress, process_group=group,
+    )
+    if res.whitening is not None:
+        t = res.whitening["strength"]
+        print("whitening: " + ("none chosen (plain features scored best on the clean subset)" if t is None else f"strength t = {t:g}"))
+    if res.refinement is not None:
+        print(f"refined {res.refinement['rounds']}×: {res.refinement['pseudo_clean_rows']} rows scored > 0 joined the clean class means")
+    threshold = flag.get("threshold", 0.0)
+    settings = {"scorer": "score_dataset", "flag": "score", "threshold": threshold,
+                **{k: getattr(args, k) for k in _SCORE_DEFAULTS}, "whiten": args.whiten, "refine": args.refine}
+    return label_issues.LabelIssues.from_score_result(res, threshold=threshold, num_classes=inp.C, clean_idx=inp.ci,
+                                                      settings=settings)
+
+
+def _write_score_outputs(args, issues, images, names) -> None:
+    """The ranked CSV and, with ``--report``, the page: rendered before the CSV is written, and the CSV
+    removed again if the page cannot be written, so a failed report leaves no file behind."""
     page = None
-    if args.report:  # rendered before the CSV is written: a report that cannot be made leaves no file behind
+    if args.report:
         from .label_issues.report import render_report
 
         page = render_report(issues, images=images, class_names=names, max_samples=args.report_samples,
@@ -463,20 +620,58 @@ def _score(args, group, write: bool = True) -> int:
         issues.write_csv(args.out)
     except FileExistsError:
         raise OutputExists(f"refusing to overwrite {args.out}") from None
-    print(f"ranked CSV: {args.out} ({dt:.2f} s)")
-    if page is not None:
-        try:
-            with open(args.report, "x", encoding="utf-8") as fh:
-                fh.write(page)
-        except FileExistsError:
+    if page is None:
+        return
+    created = False
+    try:
+        with open(args.report, "x", encoding="utf-8") as fh:
+            created = True
+            fh.write(page)
+    except BaseException as e:  # the report cannot be written: remove what was written, so a rerun is not blocked
+        os.remove(args.out)
+        if created and os.path.exists(args.report):
+            os.remove(args.report)
+        if isinstance(e, FileExistsError):
             raise OutputExists(f"refusing to overwrite {args.report}") from None
-        print(f"report: {args.report}")
-    return 0
+        if isinstance(e, OSError):
+            raise ValueError(f"--report {args.report} cannot be written ({e}); nothing was written") from None
+        raise
+
+
+_CHECKED_DEVICES: set[str] = set()
 
 
 def _device(s: str) -> str:
+    """The device of ``--device`` (``auto``: cuda where available, else cpu), checked to be usable by
+    this PyTorch build (``ValueError`` naming the flag, not a CUDA assertion or a RuntimeError)."""
     if s == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        s = "cuda" if torch.cuda.is_available() else "cpu"
+    if s in _CHECKED_DEVICES:
+        return s
+    try:
+        dev = torch.device(s)
+    except (RuntimeError, ValueError, TypeError) as e:
+        raise ValueError(f"--device {s}: not a device ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                         "use cpu, cuda, cuda:N, mps or auto") from None
+    why = None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = ("this PyTorch build has no CUDA" if torch.version.cuda is None and torch.version.hip is None
+                   else "no CUDA device is available") + " (torch.cuda.is_available() is False); use --device cpu"
+        elif dev.index is not None and dev.index >= torch.cuda.device_count():
+            why = f"there are {torch.cuda.device_count()} CUDA device(s), numbered from 0"
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            why = "MPS is not available in this PyTorch build or on this machine; use --device cpu"
+    if why is None:
+        try:
+            torch.empty(0, device=dev)
+        except Exception as e:  # noqa: BLE001 - whatever the backend raises for an unusable device
+            why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    if why is not None:
+        raise ValueError(f"--device {s}: {why}")
+    _CHECKED_DEVICES.add(s)
     return s
 
 
@@ -495,6 +690,42 @@ _FBR_OPTIONS = ("recipe", "warmup", "skip_epochs", "alpha_epochs", "shift", "cle
 #: --relabel-* options and the NeighbourRelabel keywords they set
 _RELABEL_OPTIONS = dict(relabel_margin="margin", relabel_every="every", relabel_clean_vote="clean_vote",
                         relabel_vote_target="vote_target", relabel_features="features")
+
+
+#: options of ``train`` read by some methods (or FBR recipes) only: given explicitly with another
+#: method they would be ignored, so they are refused (as --relabel-* with a method other than relabel)
+_WARMUP_METHODS = ("fbr", "meta", "l2r")
+_STATEFUL_ONLY = ("warmup", "shift", "clean_features", "reweight_lr")
+_PAPER_ONLY = ("skip_epochs", "alpha_epochs")
+
+
+def _flags(names) -> str:
+    return ", ".join("--" + n.replace("_", "-") for n in names)
+
+
+def _check_method_options(args, method: str, recipe: str | None) -> None:
+    """Refuse options that ``method`` (and, for fbr, ``recipe``) would ignore."""
+    given = [a for a in _FBR_OPTIONS if getattr(args, a) is not None]
+    if method != "fbr":
+        fbr_only = [a for a in given if a != "warmup"]
+        if fbr_only:
+            raise ValueError(f"{_flags(fbr_only)} configure method fbr, but the method is {method}")
+        if args.warmup is not None and method not in _WARMUP_METHODS:
+            raise ValueError(f"--warmup configures methods {', '.join(_WARMUP_METHODS)}, but the method is {method}")
+    elif recipe == "paper":
+        bad = [a for a in given if a in _STATEFUL_ONLY]
+        if bad:
+            raise ValueError(f"{_flags(bad)} configure FBR's stateful recipe, but the recipe is paper "
+                             "(it reweights after --skip-epochs)")
+    else:
+        bad = [a for a in given if a in _PAPER_ONLY]
+        if bad:
+            raise ValueError(f"{_flags(bad)} configure FBR's paper recipe, but the recipe is {recipe} "
+                             "(give --recipe paper)")
+    if args.feature_whiten_every is not None and args.feature_whiten is None:
+        raise ValueError("--feature-whiten-every goes with --feature-whiten")
+    if args.clean_mix and method not in ("erm", "fbr"):
+        raise ValueError(f"--clean-mix is for methods erm and fbr, but the method is {method}")
 
 
 def _relabel_options(args, method: str) -> dict | None:
@@ -558,6 +789,7 @@ def _resolve(args) -> tuple[dict, dict]:
         v = getattr(args, a)
         if v is not None:
             kw[k] = v
+    _check_method_options(args, s["method"], kw.get("recipe", "stateful") if s["method"] == "fbr" else None)
     if s["method"] != "fbr":
         for k in ("recipe", "skip_epochs", "alpha_epochs", "shift", "clean_features", "lr", "feature_whiten",
                   "feature_whiten_every"):
@@ -572,18 +804,115 @@ def _resolve(args) -> tuple[dict, dict]:
     return s, kw
 
 
+# ---------------------------------------------------------------------------------------------
+# the identity of a run's data, kept beside its checkpoints (checked by --resume)
+# ---------------------------------------------------------------------------------------------
+#: ``OUT/checkpoints/seed-S/run.json``: the data identity of the run whose checkpoints the directory holds
+RUN_FILE = "run.json"
+_RUN_FORMAT = "fastreweight.cli-run"
+#: the settings that make a run's data (its noisy labels, clean subset, inputs), and their flags
+_IDENTITY_FLAGS = dict(dataset="--dataset", noise="--noise", rate="--rate", clean_size="--clean-size",
+                       seed="--seed", augment="--no-augment")
+
+
+def _identity(s: dict, seed: int) -> dict:
+    return dict(dataset=s["dataset"], noise=s["noise"], rate=float(s["rate"]), clean_size=int(s["clean_size"]),
+                seed=int(seed), augment=bool(s.get("augment")))
+
+
+def _fingerprint(data) -> str:
+    """A hash of the training labels (given and true), the training rows' source positions and the clean
+    subset: equal for the same data, different for another noisy label set."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for t in (data.y_train, data.y_train_true, data.idx_train, data.y_clean, data.x_clean):
+        a = np.ascontiguousarray(t.detach().cpu().numpy())
+        h.update(str((a.dtype.str, a.shape)).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _read_run_file(resume: str) -> dict | None:
+    """The run file beside the checkpoint ``resume``, or ``None`` where there is none."""
+    path = os.path.join(os.path.dirname(os.path.abspath(resume)), RUN_FILE)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            run = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--resume {resume}: its run file {path} cannot be read ({e})") from None
+    if not isinstance(run, dict) or run.get("format") != _RUN_FORMAT or not isinstance(run.get("identity"), dict):
+        raise ValueError(f"--resume {resume}: {path} is not a fastreweight run file")
+    return run
+
+
+def _check_resume(resume: str, s: dict, seed: int) -> dict | None:
+    """Refuse a checkpoint of a run on other data (another dataset, noise, rate, clean subset size, seed or
+    augmentation); returns its run file (``None`` for a checkpoint written without one, checked by its
+    ``seed-S`` directory only, with a warning)."""
+    if not os.path.isfile(resume):
+        raise FileNotFoundError(f"--resume: checkpoint {resume} does not exist")
+    run = _read_run_file(resume)
+    ours = _identity(s, seed)
+    if run is None:
+        d = os.path.basename(os.path.dirname(os.path.abspath(resume)))
+        if d.startswith("seed-") and d[5:].lstrip("-").isdigit() and int(d[5:]) != seed:
+            raise ValueError(f"--resume {resume} is a checkpoint of seed {int(d[5:])} (its directory {d}), this run's "
+                             f"seed is {seed}: resume with --seed {int(d[5:])}")
+        print(f"fastreweight: warning: --resume {resume} has no {RUN_FILE} beside it: cannot check that it is a "
+              "checkpoint of this run's data (dataset, noise, rate, clean size, seed)", file=sys.stderr)
+        return None
+    theirs = run["identity"]
+    diff = []
+    for k, flag in _IDENTITY_FLAGS.items():
+        a, b = theirs.get(k), ours[k]
+        if k == "rate" and theirs.get("noise") == ours["noise"] == "none":
+            continue  # no noise: the rate is not used
+        if a != b and not (isinstance(a, (int, float)) and isinstance(b, (int, float)) and float(a) == float(b)):
+            diff.append(f"{k} {a!r} (this run: {b!r})" if k != "augment" else
+                        f"augment {a!r} (this run: {b!r}; {flag})")
+    if diff:
+        raise ValueError(f"--resume {resume} is a checkpoint of a run on other data: its {'; '.join(diff)}. "
+                         "Resume with the checkpoint's --dataset, --noise, --rate, --clean-size, --seed "
+                         "(and augmentation), or start a new run")
+    return run
+
+
 def _run_one(s: dict, kw: dict, seed: int, device: str, progress: bool, desc: str, data_dir=None,
-             cifar_n_file=None, checkpoints: dict | None = None, after=None) -> TrainResult:
-    """One training run; ``after(model, data)`` runs on the trained model (the ``--report`` audit)."""
+             cifar_n_file=None, checkpoints: dict | None = None, after=None, resumed: dict | None = None) -> TrainResult:
+    """One training run; ``after(model, data)`` runs on the trained model (the ``--report`` audit).
+    With a ``checkpoint_dir``, the run's data identity is written there first (``run.json``);
+    ``resumed``: the run file of the checkpoint resumed, whose labels must be this run's."""
     data = D.make_data(s["dataset"], noise=s["noise"], rate=s["rate"], clean_size=s["clean_size"],
                        data_dir=data_dir, cifar_n_file=cifar_n_file, seed=seed)
+    checkpoints = dict(checkpoints or {})
+    fp = _fingerprint(data) if checkpoints else None
+    if resumed is not None and resumed.get("labels") not in (None, fp):
+        raise ValueError(f"--resume {checkpoints['resume']} is a checkpoint of a run on other data: its training "
+                         "labels or clean subset differ from this run's (another --data-dir or --cifar-n-file?)")
+    run_file = None
+    if checkpoints.get("checkpoint_dir"):
+        os.makedirs(checkpoints["checkpoint_dir"], exist_ok=True)
+        run_file = os.path.join(checkpoints["checkpoint_dir"], RUN_FILE)
+        _write_json(run_file, {"format": _RUN_FORMAT, "identity": _identity(s, seed), "labels": fp,
+                               "method": s["method"], "model": s["model"],
+                               **({"resumed_from": os.path.abspath(checkpoints["resume"])}
+                                  if checkpoints.get("resume") else {})})
     torch.manual_seed(seed)
     model = Mo.build_model(s["model"], data.input_shape, data.num_classes)
     opt = torch.optim.SGD(model.parameters(), lr=s["lr"], momentum=s["momentum"], weight_decay=s["weight_decay"])
     aug = D.cifar_augment if s.get("augment") else None
-    r = train(model, opt, data, method=s["method"], epochs=s["epochs"], batch_size=s["batch_size"],
-              device=device, seed=seed, lr_milestones=s["lr_milestones"], augment=aug, progress=progress,
-              desc=desc, **(checkpoints or {}), **kw)
+    try:
+        r = train(model, opt, data, method=s["method"], epochs=s["epochs"], batch_size=s["batch_size"],
+                  device=device, seed=seed, lr_milestones=s["lr_milestones"], augment=aug, progress=progress,
+                  desc=desc, **checkpoints, **kw)
+    except BaseException:
+        if run_file is not None and os.listdir(checkpoints["checkpoint_dir"]) == [RUN_FILE]:
+            os.remove(run_file)  # no checkpoint was written: leave no directory that blocks a rerun
+            os.rmdir(checkpoints["checkpoint_dir"])
+        raise
     if after is not None:
         after(model, data)
     return r
@@ -638,19 +967,46 @@ def audit_training_labels(model, data, path: str, *, dataset: str, noise: str, s
     return issues
 
 
+def _check_train_args(args, s: dict) -> None:
+    """The numeric options of ``train`` that would otherwise fail only after training (or silently)."""
+    if args.checkpoint_every is not None and args.checkpoint_every < 1:
+        raise ValueError(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}")
+    if args.report_samples < 0:
+        raise ValueError(f"--report-samples must be >= 0, got {args.report_samples}")
+    if args.report:
+        from .label_issues import SCORERS
+
+        if args.report_scorer not in SCORERS:
+            raise ValueError(f"--report-scorer must be one of {', '.join(SCORERS)}, got {args.report_scorer!r}")
+    if s["epochs"] < 0:
+        raise ValueError(f"--epochs must be >= 0, got {s['epochs']}")
+    if s["batch_size"] < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {s['batch_size']}")
+    if len(set(s["seeds"])) != len(s["seeds"]):
+        raise ValueError(f"--seeds repeats a seed: {' '.join(map(str, s['seeds']))}")
+
+
 def run_train(args) -> int:
     s, kw = _resolve(args)
     device = _device(args.device)
     names = _class_names(args.class_names)
+    _check_train_args(args, s)
+    resumed = None
+    if args.resume:
+        if len(s["seeds"]) > 1:
+            raise ValueError("--resume continues one run: give one --seed")
+        resumed = _check_resume(args.resume, s, s["seeds"][0])
     stems, exts = ("results", "plot"), ("json", "png")
     if args.report:
         stems += ("report",) if len(s["seeds"]) == 1 else tuple(f"report-seed{seed}" for seed in s["seeds"])
         exts += ("html",) * (len(stems) - 2)
-    json_path, png_path, *report_paths = _output_paths(args.out, stems, exts, args.rename)
+    ck_dirs = tuple(f"checkpoints/seed-{seed}" for seed in s["seeds"]) if args.checkpoint_every else ()
+    paths = _output_paths(args.out, stems, exts, args.rename, dirs=ck_dirs)
+    json_path, png_path, *report_paths = paths[:len(stems)]
+    ck_paths = dict(zip(s["seeds"], paths[len(stems):]))
     runs = []
     t0 = time.perf_counter()
-    if args.resume and len(s["seeds"]) > 1:
-        raise ValueError("--resume continues one run: give one --seed")
+
     def audit(path, seed):
         def after(model, data):
             issues = audit_training_labels(
@@ -664,12 +1020,12 @@ def run_train(args) -> int:
         after = audit(report_paths[k], seed) if args.report else None
         ck = {}
         if args.checkpoint_every:
-            ck = dict(checkpoint_dir=os.path.join(args.out, "checkpoints", f"seed-{seed}"),
-                      checkpoint_every=args.checkpoint_every)
+            ck = dict(checkpoint_dir=ck_paths[seed], checkpoint_every=args.checkpoint_every)
+            print(f"seed {seed}: checkpoints in {ck_paths[seed]}")
         if args.resume:
             ck["resume"] = args.resume
         r = _run_one(s, kw, seed, device, not args.no_progress, f"{s['method']} seed {seed}",
-                     args.data_dir, args.cifar_n_file, ck, after=after)
+                     args.data_dir, args.cifar_n_file, ck, after=after, resumed=resumed)
         mc, mn = r.mean_weights()
         print(f"seed {seed}: best {r.best_acc:.4f} last {r.last_acc:.4f} weight clean {mc:.3f} "
               f"mislabelled {mn:.3f} {r.seconds_per_epoch:.2f} s/epoch")
@@ -686,7 +1042,9 @@ def run_train(args) -> int:
            "device": device, "torch": torch.__version__, "wall_seconds": time.perf_counter() - t0,
            "summary": {"best_acc": ms(bests), "last_acc": ms(lasts)},
            "runs": [dict(seed=seed, **r.to_dict()) for seed, (_, r) in zip(s["seeds"], runs)],
-           **({"reports": report_paths} if report_paths else {})}
+           **({"reports": report_paths} if report_paths else {}),
+           **({"checkpoints": [ck_paths[seed] for seed in s["seeds"]]} if ck_paths else {}),
+           **({"resumed_from": os.path.abspath(args.resume)} if args.resume else {})}
     _write_json(json_path, out)
     plot_results(runs, png_path, f"{s['method']} on {s['dataset']} ({s['noise']} {s['rate']})")
     print(f"wrote {json_path} and {png_path}")

@@ -153,7 +153,7 @@ def test_train_checkpoints_and_resumes(tmp_path, capsys):
     base = ["train", "--dataset", "digits", "--method", "fbr", "--epochs", "3", "--warmup", "1", "--no-progress"]
     assert cli.main(base + ["--out", str(tmp_path / "full"), "--checkpoint-every", "1"]) == 0
     ckpts = sorted(os.listdir(tmp_path / "full" / "checkpoints" / "seed-0"))
-    assert ckpts == ["epoch-0001.pt", "epoch-0002.pt", "epoch-0003.pt"]
+    assert ckpts == ["epoch-0001.pt", "epoch-0002.pt", "epoch-0003.pt", "run.json"]  # run.json: the data identity
     resume = str(tmp_path / "full" / "checkpoints" / "seed-0" / "epoch-0001.pt")
     assert cli.main(base + ["--out", str(tmp_path / "resumed"), "--resume", resume]) == 0
     full = json.loads((tmp_path / "full" / "results.json").read_text())["runs"][0]
@@ -179,8 +179,8 @@ def test_train_default_method_is_relabel_and_fbr_options_keep_fbr():
     assert s["method"] == "fbr" and kw["recipe"] == "paper"
     s, kw = resolved("--preset", "demo-mnist")
     assert s["method"] == "fbr" and kw["recipe"] == "paper" and kw["skip_epochs"] == 2
-    s, _ = resolved("--dataset", "digits", "--method", "erm", "--warmup", "2")
-    assert s["method"] == "erm"
+    s, _ = resolved("--dataset", "digits", "--method", "meta", "--warmup", "2")
+    assert s["method"] == "meta"  # an explicit method wins (--warmup configures meta too)
 
 
 def test_train_relabel_options(tmp_path, capsys):

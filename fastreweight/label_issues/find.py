@@ -55,9 +55,11 @@ model and was the closer estimate in both cases, so the set takes its size.
 """
 from __future__ import annotations
 
+import numbers
 import warnings
 
 import numpy as np
+import torch
 
 from .audit import audit_share, fit_audit
 from .audit import memory_bytes as audit_memory_bytes
@@ -67,7 +69,8 @@ from .probe import GUARD_AUROC, GUARD_MARGIN, probe_auroc, probe_folds
 from .posterior import choose_neighbourhood, noise_model
 from .result import LabelIssues
 from .stream import score_dataset
-from .validate import check_find_inputs, nonfinite_message
+from . import validate as LV
+from .validate import check_find_inputs
 
 __all__ = ["find_label_issues", "SCORERS", "KNN_MAX_ROWS", "knn_memory_bytes"]
 
@@ -93,17 +96,16 @@ def _knn(features, y, clean_idx, clean_features, clean_labels, C, device, chunk_
     the settings of the neighbourhood chosen on the clean rows (``KNN_NEIGHBOURS``); ``pi`` the
     calibrated class probabilities of the dataset's rows (N×C; a clean row's from its neighbours alone)."""
     n = features.shape[0]
-    # a memory map (often read-only) gets its own copy: torch refuses to wrap read-only memory quietly
-    x = np.array(features, dtype=np.float32, copy=True if isinstance(features, np.memmap) else None)
+    x = LV.float32_array(features)
     if not np.isfinite(x).all():
         bad = int(np.flatnonzero(~np.isfinite(x).all(1))[0])
-        raise ValueError(nonfinite_message("features", bad))
+        raise ValueError(LV.nonfinite_message("features", bad, features[bad]))
     mask = np.zeros(n, bool)
     if clean_idx is not None:
         y = y.copy()  # the trusted labels on the clean rows
         mask[clean_idx] = True
     else:
-        x = np.concatenate([x, np.asarray(clean_features, dtype=np.float32)])
+        x = np.concatenate([x, LV.float32_array(clean_features)])
         y = np.concatenate([y, np.asarray(clean_labels, dtype=np.int64)])
         mask = np.concatenate([mask, np.ones(len(clean_labels), bool)])
     if x.shape[0] > KNN_MAX_ROWS:
@@ -146,10 +148,17 @@ def _knn(features, y, clean_idx, clean_features, clean_labels, C, device, chunk_
 
 def _fbr(features, y, clean_idx, clean_features, clean_labels, C, scorer, device, chunk_rows, progress, process_group):
     """``(score, quality, suggested, clean_scores)`` of the streamed FBR scorer ``scorer``."""
-    cz, cy = (np.asarray(features[clean_idx]), y[clean_idx]) if clean_idx is not None else (clean_features, clean_labels)
+    if clean_idx is not None:
+        cz, cy = LV.rows_of(features, clean_idx), y[clean_idx]
+        # the user gave these rows as rows of features: a bad one is named so, not as score_dataset's clean_features
+        LV.check_finite_rows("features", torch.as_tensor(LV.float32_array(cz)), cz, row_names=clean_idx,
+                             where="a clean_idx row")
+    else:
+        cz, cy = clean_features, clean_labels
     res = score_dataset(features, y, cz, cy, num_classes=C, chunk_rows=chunk_rows, device=device,
                         progress=progress, process_group=process_group, clean_rows=clean_idx, **_FBR[scorer])
     score, suggested = res.scores, res.suggested
+    _warn_if_flat(score, clean_idx, scorer)
     scale = float(np.median(np.abs(score))) or 1.0
     quality = 1.0 / (1.0 + np.exp(-score.astype(np.float64) / scale))
     if clean_idx is not None:
@@ -161,19 +170,30 @@ def _fbr(features, y, clean_idx, clean_features, clean_labels, C, scorer, device
     return score, quality, suggested, clean_scores[np.isfinite(clean_scores)]
 
 
+def _warn_if_flat(score: np.ndarray, clean_idx, scorer: str) -> None:
+    """Warn when every row that may be flagged (not trusted) scored the same (constant or all-zero
+    features): the threshold then flags all of them or none and the estimated noise rate reads 0, which
+    look like results but rank nothing (``knn`` warns in that case through its probe)."""
+    others = score if clean_idx is None else np.delete(score, clean_idx)
+    if others.size > 1 and float(others.min()) == float(others.max()):
+        warnings.warn(f"scorer={scorer!r}: every row scored {float(others[0]):.4g}, so the scores rank nothing and the "
+                      "flagged set and the estimated noise rate carry no information: the features do not tell the "
+                      "clean subset's classes apart (constant or all-zero features?)", UserWarning, stacklevel=3)
+
+
 def _fbr_probe(features, y, clean_idx, clean_features, clean_labels, C, device, chunk_rows) -> float:
     """``probe.py``'s AUROC for ``fbr-whiten`` (the fallback of ``scorer="auto"``) on the same trusted rows."""
     if clean_idx is not None:
         x_all, y_all, trusted = features, y, clean_idx
     else:  # the separate trusted rows appended, as knn appends them
-        x_all = np.concatenate([np.asarray(features, np.float32), np.asarray(clean_features, np.float32)])
+        x_all = np.concatenate([LV.float32_array(features), LV.float32_array(clean_features)])
         y_all = np.concatenate([y, np.asarray(clean_labels, np.int64)])
         trusted = np.arange(len(y), len(y_all))
 
     def fold_scores(fold):
         labels_ = np.array(y_all, copy=True)
         labels_[fold.rows] = fold.given
-        res = score_dataset(x_all, labels_, np.asarray(x_all[fold.trusted]), y_all[fold.trusted], num_classes=C,
+        res = score_dataset(x_all, labels_, LV.rows_of(x_all, fold.trusted), y_all[fold.trusted], num_classes=C,
                             chunk_rows=chunk_rows, device=device, on_missing_class="skip", **_FBR["fbr-whiten"])
         return res.scores[fold.rows]
 
@@ -286,7 +306,8 @@ def _choose_flag(flag: str, scorer: str, margin, threshold: float, audited: bool
     if flag == "margin":
         if scorer != "knn":
             raise ValueError(f"flag='margin' needs the vote shares of scorer='knn', got scorer={scorer!r}")
-        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin < 2:
+        # numbers.Real: numpy scalars (np.float32(0.3)) are numbers too; bools are not margins
+        if isinstance(margin, (bool, np.bool_)) or not isinstance(margin, numbers.Real) or not 0 <= margin < 2:
             raise ValueError(f"margin must be a number in [0, 2) (a lead of one vote share over another), got {margin!r}")
         threshold = -float(margin)
     return flag, threshold
@@ -332,6 +353,10 @@ def find_label_issues(features, labels, *, clean_idx=None, clean_features=None, 
     if clean_idx is None and (clean_features is None or clean_labels is None):
         raise ValueError("the clean subset is missing: give clean_idx (rows of features, with clean_labels for an "
                          "audit), or clean_features and clean_labels")
+    LV.check_device(device)
+    chunk_rows = LV.check_positive_int("chunk_rows", chunk_rows)
+    threshold = LV.check_real("threshold", threshold, "the score threshold of flag='score'")
+    features, clean_features = LV.detached(features), LV.detached(clean_features)
     given, C, clean_idx, verified = check_find_inputs(features, labels, clean_idx, clean_features, clean_labels,
                                                       num_classes)
     y = given

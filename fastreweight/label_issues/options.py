@@ -16,6 +16,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from .. import validate as V
+from . import validate as LV
 
 __all__ = ["Similarity", "Execution", "resolve_options"]
 
@@ -65,11 +66,11 @@ class Execution:
     prefetch: int | None = None
 
     def __post_init__(self):
-        object.__setattr__(self, "device", torch.device(self.device))
+        # parsed, not checked for existence: an Execution may be built on a machine without the device
+        object.__setattr__(self, "device", LV.parse_device(self.device))
         V.check_option("backend", self.backend, V.BACKEND_OPTIONS)
         V.check_option("strategy", self.strategy, V.STRATEGY_OPTIONS)
-        if isinstance(self.chunk_rows, bool) or not isinstance(self.chunk_rows, int) or self.chunk_rows < 1:
-            raise ValueError(f"chunk_rows must be a positive int, got {self.chunk_rows!r}")
+        object.__setattr__(self, "chunk_rows", LV.check_positive_int("chunk_rows", self.chunk_rows))
         if self.prefetch is None:
             object.__setattr__(self, "prefetch", 2 if self.device.type == "cuda" else 0)
         elif isinstance(self.prefetch, bool) or not isinstance(self.prefetch, int):

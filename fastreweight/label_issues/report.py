@@ -23,10 +23,11 @@ import base64
 import html
 import json
 import math
+import numbers
 import os
 import struct
 import zlib
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -79,7 +80,10 @@ def image_shape(shape: Sequence[int]) -> tuple[str, int, int, int] | None:
 
 def _to_numpy(a):
     if hasattr(a, "detach"):  # a torch tensor, without importing torch here
-        return a.detach().cpu().numpy()
+        a = a.detach().cpu()
+        if str(a.dtype) == "torch.bfloat16":  # numpy has no bfloat16; float32 holds every value exactly
+            a = a.float()
+        return a.numpy()
     return np.asarray(a)
 
 
@@ -159,18 +163,40 @@ def given_vs_suggested(issues: LabelIssues) -> np.ndarray:
 
 
 class _Names:
+    """Class ``c``'s display name: ``class_names[c]`` (a sequence of at least C names, or a mapping
+    ``{class index: name}``, where a class without a name shows its number), else the number."""
+
     def __init__(self, class_names, C: int):
-        if class_names is not None:
-            class_names = [str(c) for c in class_names]
-            if len(class_names) < C:
-                raise ValueError(f"class_names has {len(class_names)} names for {C} classes")
-        self.names = class_names
+        self.names: dict[int, str] = {}
+        if class_names is None:
+            return
+        if isinstance(class_names, Mapping):
+            self.names = _names_from_mapping(class_names)
+            return
+        if isinstance(class_names, (str, bytes)) or not isinstance(class_names, Sequence):
+            # a string is a sequence of characters, and a set has no order: neither names classes by index
+            raise TypeError("class_names must be a list of names (one per class, in class order) or a mapping "
+                            f"{{class index: name}}, got {type(class_names).__name__}")
+        if len(class_names) < C:
+            raise ValueError(f"class_names has {len(class_names)} names for {C} classes")
+        self.names = {c: str(v) for c, v in enumerate(class_names)}
 
     def __call__(self, c: int) -> str:
         c = int(c)
-        if self.names is None or not 0 <= c < len(self.names):
-            return _esc(c)
-        return _esc(self.names[c])
+        return _esc(self.names.get(c, c))
+
+
+def _names_from_mapping(class_names: Mapping) -> dict[int, str]:
+    """``{class index: name}`` with every key a class index (an int >= 0): a key that is no index would
+    otherwise never be shown, silently."""
+    names = {}
+    for k, v in class_names.items():
+        if isinstance(k, (bool, np.bool_)) or not isinstance(k, numbers.Integral):
+            raise TypeError(f"class_names as a mapping must be keyed by class index (int), got key {k!r}")
+        if k < 0:
+            raise ValueError(f"class_names as a mapping must be keyed by class index (>= 0), got key {k!r}")
+        names[int(k)] = str(v)
+    return names
 
 
 def _fmt(v) -> str:
@@ -411,12 +437,51 @@ svg.hist text { fill: #333; }
 """
 
 
+def _check_images(images):
+    """``images`` with a shape: an array, memory map or tensor as given (only the rows shown are read),
+    a nested list as a numpy array."""
+    if images is None or hasattr(images, "shape"):
+        return images
+    try:
+        a = np.asarray(images)
+    except ValueError:  # ragged
+        a = None
+    if a is None or not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
+        raise TypeError("images must be an array, memory map or tensor of N images (or a list of equally shaped "
+                        f"numeric images), got {type(images).__name__}")
+    return a
+
+
+def _check_true_labels(true_labels, n: int) -> np.ndarray:
+    """``true_labels`` as int64: integers, or floats holding whole numbers (a float that is not would be
+    truncated into another class, silently)."""
+    t = _to_numpy(true_labels).reshape(-1)
+    if t.shape[0] != n:
+        raise ValueError(f"true_labels has {t.shape[0]} entries, the result {n}")
+    if np.issubdtype(t.dtype, np.floating):
+        bad = np.flatnonzero(~np.isfinite(t) | (t != np.round(t)))
+        if bad.size:
+            raise ValueError(f"true_labels must be integer class labels, got {float(t[bad[0]])!r} at row {int(bad[0])}")
+    elif not np.issubdtype(t.dtype, np.integer):
+        raise TypeError(f"true_labels must be integer class labels, got dtype {t.dtype}")
+    return t.astype(np.int64)
+
+
+def _check_max_samples(max_samples) -> int:
+    if isinstance(max_samples, (bool, np.bool_)) or not isinstance(max_samples, numbers.Integral):
+        raise TypeError(f"max_samples must be an int >= 0 (rows shown in the grid), got {max_samples!r}")
+    if max_samples < 0:
+        raise ValueError(f"max_samples must be >= 0, got {max_samples}")
+    return int(max_samples)
+
+
 def render_report(issues: LabelIssues, *, images=None, class_names=None, title: str = "Label issues",
                   max_samples: int = 100, true_labels=None, true_label_note: str = _SYNTHETIC_NOTE) -> str:
     """The page ``write_report`` writes, as a string (see the module doc)."""
     n = len(issues)
     C = _num_classes(issues)
     name = _Names(class_names, C)
+    images = _check_images(images)
     layout = None
     if images is not None:
         layout = image_shape(images.shape)
@@ -426,11 +491,8 @@ def render_report(issues: LabelIssues, *, images=None, class_names=None, title: 
         if int(images.shape[0]) != n:
             raise ValueError(f"images has {images.shape[0]} rows, the result {n}")
     if true_labels is not None:
-        true_labels = _to_numpy(true_labels).reshape(-1)
-        if true_labels.shape[0] != n:
-            raise ValueError(f"true_labels has {true_labels.shape[0]} entries, the result {n}")
-    if max_samples < 0:
-        raise ValueError(f"max_samples must be >= 0, got {max_samples}")
+        true_labels = _check_true_labels(true_labels, n)
+    max_samples = _check_max_samples(max_samples)
     order = issues.ranking()[:max_samples]
     flagged = int(np.sum(issues.is_label_issue))
     shown_flagged = int(np.sum(np.asarray(issues.is_label_issue)[order]))
@@ -477,7 +539,9 @@ def write_report(issues: LabelIssues, path, *, images=None, class_names=None, ti
 
     ``images``: the dataset's rows as images for thumbnails (N×H×W, N×C×H×W, N×H×W×C, or N×(H·W)
     square; numpy, memory map or tensor; only the shown rows are read; each is scaled by its own range
-    for display).  ``class_names``: one name per class (default: the class numbers).  ``max_samples``:
+    for display; a nested list is read as an array).  ``class_names``: one name per class, in class order,
+    or a mapping ``{class index: name}`` (a class without a name shows its number; default: the class
+    numbers).  ``max_samples``:
     rows shown in the grid.  ``true_labels``: the true labels where the noise is synthetic (a demo);
     shown as an extra, marked line per sample and a precision/recall line, under ``true_label_note``
     (default: known only because the noise is synthetic)."""

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .validate import check_clean_idx, check_real
+
 __all__ = ["LabelIssues"]
 
 
@@ -87,15 +89,19 @@ class LabelIssues:
                           estimated_noise_rate: float | None = None, settings: dict | None = None) -> "LabelIssues":
         """A ``LabelIssues`` from ``score_dataset``'s ``ScoreResult``: flagged where ``score <= threshold``
         (never the trusted rows ``clean_idx``); ``label_score`` the logistic map
-        ``1 / (1 + exp(-score / median|score|))``."""
+        ``1 / (1 + exp(-score / median|score|))``.  ``clean_idx`` is checked as ``find_label_issues`` checks
+        it (row indices in range, no repeats): a boolean mask would otherwise be read as the rows 0 and 1."""
         scores = np.asarray(res.scores)
+        threshold = check_real("threshold", threshold, "flagged: score <= threshold")
+        if clean_idx is not None:
+            clean_idx = check_clean_idx(clean_idx, scores.shape[0])
         scale = float(np.median(np.abs(scores))) if scores.size else 1.0
         label_score = 1.0 / (1.0 + np.exp(-scores.astype(np.float64) / (scale or 1.0)))
         labels, suggested = np.asarray(res.labels), np.asarray(res.suggested)
         C = num_classes or int(max(labels.max(initial=0), suggested.max(initial=0))) + 1
         flagged = scores <= threshold
         if clean_idx is not None:
-            flagged[np.asarray(clean_idx, dtype=np.int64)] = False
+            flagged[clean_idx] = False
         return cls(given_label=labels, predicted_label=suggested, score=scores, label_score=label_score,
                    is_label_issue=flagged, threshold=float(threshold),
                    estimated_noise_rate=estimated_noise_rate, num_classes=C, settings=dict(settings or {}))

@@ -162,6 +162,8 @@ def score_dataset(
     with ``whiten`` / ``refine`` the streamed sums are added in another order (per rank, then across
     ranks), which moves scores by float rounding only (see tests/test_label_issues_scale.py)."""
     sim, exe = resolve_options(similarity, execution, options)
+    LV.check_device(exe.device)
+    features = LV.detached(features)  # data, not a graph: the scores would otherwise carry one over every row
     whiten = _whiten.check_whiten(whiten)
     if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
         raise ValueError(f"refine must be an int >= 0 (rounds of re-scoring), got {refine!r}")
@@ -226,7 +228,7 @@ def _check_clean_rows(clean_rows, features, inp):
     if rows.size != inp.clean_features.shape[0]:
         raise ValueError(f"clean_rows must name one row of features per clean row: {inp.clean_features.shape[0]} "
                          f"clean rows, got {rows.size} indices")
-    picked = as_tensor(np.asarray(features[rows])).to(device=inp.clean_features.device, dtype=torch.float32)
+    picked = as_tensor(LV.rows_of(features, rows)).to(device=inp.clean_features.device, dtype=torch.float32)
     if not torch.equal(picked, inp.clean_features):
         raise ValueError("clean_rows must index the rows of features that clean_features holds (features[clean_rows] "
                          "differs from clean_features)")
@@ -337,8 +339,8 @@ class _Stream:
         if check is not None:
             check.finish()
             bad = sh.min_int(sh.n if check.bad_row is None else check.bad_row)
-            if bad < sh.n:
-                raise ValueError(LV.nonfinite_message("features", bad))
+            if bad < sh.n:  # the row as given tells a NaN / Inf from a float32 overflow
+                raise ValueError(LV.nonfinite_message("features", bad, self.features[bad]))
             self.checked = True
 
     def score_pass(self, cz, cy, whitening, *, accumulate: bool, desc: str):
@@ -421,7 +423,9 @@ def _fit_whitening(stream: _Stream, cz, cy, **kw) -> _whiten.Whitening:
 
 
 def write_ranked_csv(result: ScoreResult, path: str, *, threshold: float = 0.0) -> int:
-    """Write ``rank,index,label,score,suggested_label,suspected`` sorted most-suspicious first.
+    """Write ``rank,index,label,score,suggested_label,suspected`` sorted most-suspicious first
+    (``score_dataset``'s columns; ``LabelIssues.write_csv`` and ``fastreweight score`` write cleanlab's
+    ``rank,index,given_label,predicted_label,score,label_score,is_label_issue`` instead).
 
     Never overwrites: the file is created exclusively and an existing one raises ``FileExistsError``.
     Returns the number of rows flagged (score <= threshold).

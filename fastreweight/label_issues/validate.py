@@ -16,6 +16,7 @@ offending row or class.
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +24,9 @@ import torch
 
 from .. import validate as V
 
-__all__ = ["LabelDtypeError", "Inputs", "check_inputs", "check_find_inputs", "check_clean_idx", "clean_subset", "FiniteRows", "first_nonfinite_row"]
+__all__ = ["LabelDtypeError", "Inputs", "check_inputs", "check_find_inputs", "check_clean_idx", "clean_subset", "FiniteRows",
+           "first_nonfinite_row", "detached", "float32_array", "rows_of", "check_finite_rows", "check_num_classes",
+           "check_positive_int", "check_real", "parse_device", "check_device"]
 
 
 class LabelDtypeError(TypeError, ValueError):
@@ -37,6 +40,40 @@ def _check_array(name: str, a, ndim: int) -> None:
     if a.ndim != ndim:
         shape = "[N, d]" if ndim == 2 else "[N]"
         raise ValueError(f"{name} must be {ndim}-D of shape {shape}, got shape {tuple(a.shape)}")
+
+
+def detached(a):
+    """Features are data, not a graph: a tensor's values without autograd (a view, no copy); anything
+    else as given.  Without it a tensor that requires grad fails deep inside (``.numpy()``), and the
+    streamed scores would carry a graph over every row."""
+    return a.detach() if isinstance(a, torch.Tensor) else a
+
+
+def float32_array(a) -> np.ndarray:
+    """``a`` (array, memory map or tensor) as a float32 numpy array of its own where a copy is needed.
+    A tensor is read detached and on the CPU; bfloat16, which numpy lacks, widens exactly to float32.
+    A memory map (often read-only) is always copied: torch refuses to wrap read-only memory quietly."""
+    if isinstance(a, torch.Tensor):
+        return a.detach().to(device="cpu", dtype=torch.float32).numpy()
+    with np.errstate(over="ignore"):  # a value beyond float32 becomes Inf, which the callers report by row
+        return np.array(a, dtype=np.float32, copy=True if isinstance(a, np.memmap) else None)
+
+
+def _host_tensor(a) -> torch.Tensor:
+    """A CPU tensor of ``a``'s values in its own dtype: a numpy copy in native byte order (torch has no
+    big-endian dtypes, and a memory map of a big-endian file is common), or the detached tensor."""
+    if isinstance(a, torch.Tensor):
+        return a.detach()
+    a = np.asarray(a)
+    return torch.from_numpy(np.array(a, dtype=a.dtype.newbyteorder("=")))
+
+
+def rows_of(features, idx: np.ndarray):
+    """``features[idx]`` (``idx`` int64 row indices, checked), a tensor's rows as a detached tensor (any
+    float dtype, bfloat16 included: the scorers widen it), an array's as a numpy array."""
+    if isinstance(features, torch.Tensor):
+        return features.detach()[torch.as_tensor(np.asarray(idx, dtype=np.int64), device=features.device)]
+    return np.asarray(features[idx])
 
 
 def _is_integer(a) -> bool:
@@ -94,8 +131,83 @@ def first_nonfinite_row(x: torch.Tensor) -> int | None:
     return int(idx[0]) if idx.numel() else None
 
 
-def nonfinite_message(name: str, row: int) -> str:
-    return f"{name} contains NaN or Inf at row {row} (the first such row); every feature must be finite"
+def _finite_before_cast(original_row) -> bool:
+    """True when the row as given (before the float32 cast) is finite: then the cast overflowed."""
+    if original_row is None:
+        return False
+    if isinstance(original_row, torch.Tensor):
+        return bool(torch.isfinite(original_row.detach().to(torch.float64)).all())
+    return bool(np.isfinite(np.asarray(original_row, dtype=np.float64)).all())
+
+
+def nonfinite_message(name: str, row: int, original_row=None, where: str = "the first such row") -> str:
+    """The error for a non-finite float32 row.  ``original_row``: that row as the caller gave it; when
+    it is finite the values only overflowed float32 (beyond ±3.4e38), and saying "NaN or Inf" would
+    send the user looking for values that are not there."""
+    if _finite_before_cast(original_row):
+        return (f"{name} at row {row} ({where}) holds values beyond float32's range (±3.4e38), which overflow "
+                "when the features are read as float32; scale the features down")
+    return f"{name} contains NaN or Inf at row {row} ({where}); every feature must be finite"
+
+
+def check_finite_rows(name: str, t: torch.Tensor, original, row_names=None, where: str = "the first such row") -> None:
+    """Raise ``ValueError`` at the first non-finite row of the float32 ``t`` (made from ``original``).
+    ``row_names``: the row numbers to report (e.g. ``clean_idx``: the rows of ``features`` that ``t``
+    holds), else ``t``'s own."""
+    row = first_nonfinite_row(t)
+    if row is not None:
+        shown = row if row_names is None else int(row_names[row])
+        raise ValueError(nonfinite_message(name, shown, original[row], where))
+
+
+def check_num_classes(num_classes):
+    """``num_classes`` after the shared check (``fastreweight.validate``), a numpy integer first taken
+    as an ``int`` (``y.max() + 1`` is one)."""
+    if isinstance(num_classes, numbers.Integral) and not isinstance(num_classes, (bool, np.bool_)):
+        num_classes = int(num_classes)
+    V.check_num_classes(num_classes)
+    return num_classes
+
+
+def check_positive_int(name: str, value) -> int:
+    """``value`` as an ``int`` >= 1 (numpy integers accepted; bools refused)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be a positive int, got {value!r} ({type(value).__name__})")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def check_real(name: str, value, what: str) -> float:
+    """``value`` as a ``float``: a real number (numpy scalars accepted; bools refused), not NaN (every
+    comparison with NaN is false, so it would silently flag nothing).  ``what`` says what it is."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number ({what}), got {value!r} ({type(value).__name__})")
+    if np.isnan(value):
+        raise ValueError(f"{name} must be a real number ({what}), got nan")
+    return float(value)
+
+
+def parse_device(device) -> torch.device:
+    """``device`` as a ``torch.device`` (it need not exist here: an option object may be built ahead of
+    the run), a ``ValueError`` naming the argument for anything torch cannot parse."""
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"device must be a torch device such as 'cpu', 'cuda' or 'cuda:0', got {device!r}") from None
+
+
+def check_device(device) -> torch.device:
+    """``device`` as a ``torch.device`` that exists here, checked before anything is scored: without
+    CUDA torch's own error is an ``AssertionError`` deep inside the first copy, naming no argument."""
+    dev = parse_device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={str(dev)!r} but CUDA is not available in this PyTorch build or on this "
+                             "machine; use device='cpu'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device={str(dev)!r} but only {torch.cuda.device_count()} CUDA device(s) are visible")
+    return dev
 
 
 @dataclass
@@ -115,7 +227,7 @@ def check_inputs(features, labels, clean_features, clean_labels, num_classes, on
     if dc != d:
         raise ValueError(f"clean_features must have {d} columns like features, got shape {tuple(clean_features.shape)}")
     V.check_option("on_missing_class", on_missing_class, V.MISSING_OPTIONS)
-    V.check_num_classes(num_classes)
+    num_classes = check_num_classes(num_classes)
     y = labels_tensor("labels", labels, n, "features")
     cy = labels_tensor("clean_labels", clean_labels, m, "clean_features")
     if num_classes is None:
@@ -124,17 +236,23 @@ def check_inputs(features, labels, clean_features, clean_labels, num_classes, on
             num_classes = 1  # every label negative: the range check below names the first
     check_label_values("labels", y, num_classes)
     check_label_values("clean_labels", cy, num_classes)
-    ct = clean_features if isinstance(clean_features, torch.Tensor) else torch.from_numpy(np.array(clean_features))
-    cz = ct.detach().to(device=device, dtype=torch.float32)
-    row = first_nonfinite_row(cz)
-    if row is not None:
-        raise ValueError(nonfinite_message("clean_features", row))
-    _check_classes(y, cy, num_classes, on_missing_class)
+    cz = _host_tensor(clean_features).to(device=device, dtype=torch.float32)
+    check_finite_rows("clean_features", cz, clean_features)
+    _check_classes(y, cy, num_classes, on_missing_class, remedy=_SKIP_REMEDY)
     return Inputs(n=n, d=d, labels=y, clean_features=cz, clean_labels=cy.to(device), num_classes=num_classes)
 
 
+#: what ``score_dataset`` offers for a class with no clean row (``find_label_issues`` has no such option);
+#: adding rows comes first, as the one way out that every caller of ``score_dataset`` has
+_SKIP_REMEDY = (": add clean rows of those classes to clean_features and clean_labels, or pass "
+                "on_missing_class='skip' (those rows then get the neutral score 0, flagged at the default threshold)")
+
+
 def _check_classes(y: torch.Tensor, cy: torch.Tensor, num_classes: int, on_missing_class: str,
-                   clean_name: str = "clean_labels") -> None:
+                   clean_name: str = "clean_labels", remedy: str = "") -> None:
+    """At least two classes in the clean subset, and (unless ``on_missing_class="skip"``) a clean row of
+    every class a row is labelled with.  ``remedy``: the way out the entry point offers, named in the
+    error (each entry takes different arguments)."""
     clean_counts = torch.bincount(cy, minlength=num_classes)
     present = torch.nonzero(clean_counts > 0).flatten().tolist()
     if len(present) < 2:
@@ -149,8 +267,8 @@ def _check_classes(y: torch.Tensor, cy: torch.Tensor, num_classes: int, on_missi
         rows = int(counts[missing].sum())
         raise ValueError(
             f"labels contain class(es) {cls[:10]}{' …' if len(cls) > 10 else ''} ({rows} rows) that are absent from "
-            f"the clean subset ({clean_name}): every class a row is labelled with needs at least one clean row, or pass "
-            "on_missing_class='skip' (those rows then get the neutral score 0, flagged at the default threshold)")
+            f"the clean subset ({clean_name}): every class a row is labelled with needs at least one clean row"
+            + remedy)
 
 
 def check_clean_idx(clean_idx, n: int, name: str = "clean_idx") -> np.ndarray:
@@ -158,7 +276,8 @@ def check_clean_idx(clean_idx, n: int, name: str = "clean_idx") -> np.ndarray:
     ``[0, n)``, none repeated (negative indices are refused, not wrapped)."""
     idx = clean_idx.detach().cpu().numpy() if isinstance(clean_idx, torch.Tensor) else np.asarray(clean_idx)
     if idx.ndim != 1 or not (np.issubdtype(idx.dtype, np.integer) or idx.size == 0):
-        raise ValueError(f"{name} must be a 1-D array of integer row indices, got {idx.dtype} of shape {idx.shape}")
+        mask = " (a boolean mask? pass np.flatnonzero(mask))" if idx.dtype == np.bool_ else ""
+        raise ValueError(f"{name} must be a 1-D array of integer row indices, got {idx.dtype} of shape {idx.shape}{mask}")
     if idx.size == 0:
         raise ValueError(f"{name} is empty: the clean subset needs at least one row")
     lo, hi = int(idx.min()), int(idx.max())
@@ -182,7 +301,7 @@ def check_find_inputs(features, labels, clean_idx, clean_features, clean_labels,
     int64 numpy or None)``; ``num_classes`` defaults to one more than the largest label of either side."""
     n, d = check_features("features", features)
     y = labels_tensor("labels", labels, n, "features")
-    V.check_num_classes(num_classes)
+    num_classes = check_num_classes(num_classes)
     verified = None
     if clean_idx is not None:
         clean_idx = check_clean_idx(clean_idx, n)
@@ -195,17 +314,24 @@ def check_find_inputs(features, labels, clean_idx, clean_features, clean_labels,
         if dc != d:
             raise ValueError(f"clean_features must have {d} columns like features, got shape {tuple(clean_features.shape)}")
         cy, clean_name = labels_tensor("clean_labels", clean_labels, m, "clean_features"), "clean_labels"
-        ct = clean_features if isinstance(clean_features, torch.Tensor) else torch.from_numpy(np.array(clean_features))
-        row = first_nonfinite_row(ct.detach().to(device="cpu", dtype=torch.float32))
-        if row is not None:
-            raise ValueError(nonfinite_message("clean_features", row))
+        check_finite_rows("clean_features", _host_tensor(clean_features).to(torch.float32), clean_features)
     if num_classes is None:
         num_classes = max(1, max(int(y.max()), int(cy.max())) + 1)
     check_label_values("labels", y, num_classes)
     if clean_idx is None or verified is not None:  # clean_idx alone: its labels are rows of labels, checked above
         check_label_values("clean_labels", cy, num_classes)
-    _check_classes(y, cy, num_classes, "raise", clean_name)
+    _check_classes(y, cy, num_classes, "raise", clean_name, remedy=_add_rows_remedy(clean_name, verified))
     return y.numpy(), num_classes, clean_idx, None if verified is None else verified.numpy()
+
+
+def _add_rows_remedy(clean_name: str, verified) -> str:
+    """``find_label_issues``' way out of a class with no clean row: it has no ``on_missing_class`` (a row
+    of such a class could only get the neutral score), so trusted rows of the class must be added."""
+    if clean_name == "clean_idx":
+        where = "clean_idx"
+    else:
+        where = "clean_idx and clean_labels" if verified is not None else "clean_features and clean_labels"
+    return f": add trusted rows of those classes to {where}"
 
 
 def clean_subset(features, labels, clean_idx, name: str = "clean_idx"):

@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["with_index", "IndexedDataset", "TensorLoader", "unpack_batch"]
+__all__ = ["with_index", "IndexedDataset", "TensorLoader", "unpack_batch", "labels_as_int64"]
 
 
 class IndexedDataset(Dataset):
@@ -47,13 +47,24 @@ def with_index(dataset) -> IndexedDataset:
     return IndexedDataset(dataset)
 
 
+def labels_as_int64(y: torch.Tensor) -> torch.Tensor:
+    """A batch's labels as int64 (what cross-entropy and the per-sample label stores take); float or
+    bool labels raise ``TypeError``: soft or one-hot targets are not class labels."""
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"y (a batch's labels) must be a tensor of integer class labels, got {type(y).__name__}")
+    if y.dtype.is_floating_point or y.dtype == torch.bool or y.is_complex():
+        raise TypeError(f"y (a batch's labels) must hold integer class labels, got {y.dtype}")
+    return y if y.dtype == torch.int64 else y.to(torch.int64)
+
+
 def unpack_batch(batch, *, need_index: bool = True):
     """``(x, y, idx)`` of a loader's batch (``idx`` ``None`` for ``(x, y)`` batches when not needed)."""
     if isinstance(batch, dict):
-        try:
-            return batch["x"], batch["y"], batch.get("idx")
-        except KeyError:
-            raise ValueError(f"a dict batch must have keys 'x', 'y' and 'idx', got {sorted(batch)}") from None
+        if "x" not in batch or "y" not in batch or (need_index and "idx" not in batch):
+            keys = "'x', 'y' and 'idx'" if need_index else "'x' and 'y' (and optionally 'idx')"
+            raise ValueError(f"a dict batch must have keys {keys}, with idx the samples' dataset indices; got "
+                             f"{sorted(batch, key=str)}")
+        return batch["x"], batch["y"], batch.get("idx")
     if isinstance(batch, (tuple, list)) and len(batch) == 3:
         return batch[0], batch[1], batch[2]
     if isinstance(batch, (tuple, list)) and len(batch) == 2 and not need_index:
@@ -81,6 +92,8 @@ class TensorLoader:
             raise TypeError(f"x and y must be tensors, got {type(x).__name__} and {type(y).__name__}")
         if x.dim() == 0 or y.dim() != 1 or x.shape[0] != y.shape[0]:
             raise ValueError(f"x must have one row per label of the 1-d y, got x {tuple(x.shape)} and y {tuple(y.shape)}")
+        if y.dtype.is_floating_point or y.dtype == torch.bool or y.is_complex():
+            raise TypeError(f"y must hold integer class labels, got {y.dtype}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
         if shard is not None:

@@ -15,14 +15,27 @@ from .. import capture
 __all__ = ["FeatureSource"]
 
 
+def find_head(model: nn.Module) -> nn.Linear:
+    """``capture.find_head``, with an error that says which models the feature-based methods can use
+    (no method takes a ``head=`` argument)."""
+    try:
+        return capture.find_head(model)
+    except ValueError:
+        raise ValueError(f"{type(model).__name__} has no nn.Linear layer: the feature-based methods (FBR, FBRPaper, "
+                         "NeighbourRelabel, MetaDirection, the auto warm-up) read the penultimate features as the "
+                         "input of the model's last nn.Linear (its classification head), or from a method "
+                         "features_and_logits(x) returning (features, logits); give the model one of the two") from None
+
+
 class FeatureSource:
     """Where a method reads features: ``train_forward`` (features and logits of the training forward)
     and ``eval_features`` (eval mode, no_grad, the model's mode restored)."""
 
     def __init__(self, model: nn.Module, *, from_training_forward: bool, distributed: bool) -> None:
         self.model = model
-        self.head = capture.find_head(model)
         self.split_eval = capture.split_forward(model)
+        # the head is only read where the model has no features_and_logits of its own
+        self.head = find_head(model) if self.split_eval is None or from_training_forward and distributed else None
         self.split = self.split_eval if (from_training_forward and not distributed) else None
         need_tap = from_training_forward and self.split is None
         self.tap = capture.FeatureTap(self.head) if need_tap else None

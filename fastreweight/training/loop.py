@@ -7,14 +7,15 @@ import time
 import torch
 import torch.nn as nn
 
-from .batches import unpack_batch
+from .batches import labels_as_int64, unpack_batch
 from .checkpoint import FORMAT, VERSION, load_checkpoint, save_checkpoint
 from .clean import CleanSet
 from .methods.base import Method, make_context
 from .parallel import SingleProcess
 from .precision import Precision
 from .records import TrainResult, WeightLog, accuracy, to_device
-from .rng import find_generators, rng_state, set_rng_state
+from .resume import plain_options
+from .rng import find_generators, rng_state
 
 __all__ = ["Trainer"]
 
@@ -23,19 +24,55 @@ def _param_dtype(model: nn.Module) -> torch.dtype:
     return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
 
 
+def _check_callbacks(callbacks) -> list:
+    if callable(callbacks) or not isinstance(callbacks, (list, tuple)):
+        raise TypeError(f"callbacks must be a list of callables, got {type(callbacks).__name__}"
+                        + ("; wrap it: callbacks=[fn]" if callable(callbacks) else ""))
+    for i, cb in enumerate(callbacks):
+        if not callable(cb):
+            raise TypeError(f"callbacks[{i}] must be callable (called with each step's event dict), got "
+                            f"{type(cb).__name__}")
+    return list(callbacks)
+
+
+def _check_scheduler(scheduler) -> None:
+    """The loop calls ``scheduler.step()`` once per epoch, with no argument."""
+    if scheduler is None:
+        return
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        raise ValueError("scheduler: ReduceLROnPlateau needs a metric at each step(metrics), which the loop does not "
+                         "have; Trainer steps its scheduler once per epoch with step() (StepLR, MultiStepLR, "
+                         "CosineAnnealingLR, LambdaLR, ExponentialLR, ...). Step ReduceLROnPlateau yourself, e.g. "
+                         "from a callback")
+    if not callable(getattr(scheduler, "step", None)):
+        raise TypeError(f"scheduler must be a learning-rate scheduler with a step() method, got "
+                        f"{type(scheduler).__name__}")
+
+
+def _check_checkpoint_paths(directory, every: int, start: int, epochs: int) -> None:
+    """None of the checkpoints this fit will write (after epochs ``start+1 .. epochs``) may exist."""
+    for epoch in range(start + 1, epochs + 1):
+        path = os.path.join(directory, f"epoch-{epoch:04d}.pt")
+        if epoch % every == 0 and os.path.exists(path):
+            raise FileExistsError(f"checkpoint_dir: {path} exists and this run would write it after epoch {epoch}; "
+                                  "checkpoints never replace a file: use another checkpoint_dir or move the files")
+
+
 class Trainer:
     """Trains ``model`` with ``method`` over any loader of ``(x, y, idx)`` batches.
 
     ``clean``: a ``CleanSet`` (or ``(x, y)`` tensors) — the trusted subset, with its ``passes`` per
     epoch (ordinary training before the epoch's reweighted steps, for every method).  ``scheduler``:
-    stepped once per epoch.  ``precision`` (``Precision``) and ``parallel`` (``SingleProcess`` or
-    ``Distributed``) say how the steps run.  ``callbacks``: called after every optimiser step with a
-    dict (``phase`` "clean" or "train", ``epoch``, ``step``, ``idx``, ``weights``, ``sample_weights``,
-    ``model``).  ``check_values=True`` adds the scoring calls' data-dependent checks (one host
-    synchronisation each).  ``progress``: a tqdm bar per run (a string names it).
+    stepped once per epoch with ``step()`` (``ReduceLROnPlateau``, which needs a metric, is refused;
+    step a per-batch schedule such as ``OneCycleLR`` from a callback).  ``precision`` (``Precision``)
+    and ``parallel`` (``SingleProcess`` or ``Distributed``) say how the steps run.  ``callbacks``: a
+    list of callables, called after every optimiser step with a dict (``phase`` "clean" or "train",
+    ``epoch``, ``step``, ``idx``, ``weights``, ``sample_weights``, ``model``).  ``check_values=True``
+    adds the scoring calls' data-dependent checks (one host synchronisation each).  ``progress``: a
+    tqdm bar per run (a string names it).
 
-    ``fit(loader, epochs)`` returns a ``TrainResult``; ``state_dict()`` / ``save(path)`` and
-    ``fit(..., resume=path)`` checkpoint and resume a run (bit-identical on the CPU).
+    ``fit(loader, epochs)`` (once per ``Trainer``) returns a ``TrainResult``; ``state_dict()`` /
+    ``save(path)`` and ``fit(..., resume=path)`` checkpoint and resume a run (bit-identical on the CPU).
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, method: Method, clean, *,
@@ -51,7 +88,8 @@ class Trainer:
         self.method, self.optimizer, self.scheduler = method, optimizer, scheduler
         self.precision = precision if precision is not None else Precision()
         self.parallel = parallel if parallel is not None else SingleProcess()
-        self.callbacks = list(callbacks)
+        self.callbacks = _check_callbacks(callbacks)
+        _check_scheduler(scheduler)
         self.check_values, self.progress = check_values, progress
         self.parallel.setup()
         plain = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
@@ -62,6 +100,7 @@ class Trainer:
         self.dtype = _param_dtype(self.model)
         self.precision.setup(self.device)
         self.epoch, self.step, self.num_classes = 0, 0, None
+        self._fitted = False  # fit() runs once per Trainer (see _check_fresh)
         self.history = {"test_acc": [], "clean_weight": [], "noisy_weight": [], "epoch_seconds": []}
 
     # -- setup ----------------------------------------------------------------------------------
@@ -77,26 +116,44 @@ class Trainer:
         self.method.attach(self.ctx)
         self._generators = find_generators(loader, self.clean)
 
+    def _check_fresh(self) -> None:
+        # a second fit would re-attach the method (fresh per-sample weights) but keep the epoch count
+        # and history, so it would train nothing and report the reset weights
+        if self._fitted:
+            raise ValueError("this Trainer has already run fit(); a Trainer runs one fit. Build a new Trainer (with a "
+                             "fresh model and optimizer) for a new run, or continue a run with a new Trainer and "
+                             "fit(..., resume=<checkpoint file>) (fit(checkpoint_dir=...) writes them)")
+
     # -- the loop -------------------------------------------------------------------------------
     def fit(self, loader, epochs: int, *, num_classes: int | None = None, eval_loader=None, true_labels=None,
             num_samples: int | None = None, checkpoint_dir: str | None = None, checkpoint_every: int = 1,
             resume: str | None = None) -> TrainResult:
         """Train for ``epochs`` epochs (in all, counting those of a resumed checkpoint).
 
-        ``num_classes`` defaults to the clean labels' ``max + 1``.  ``eval_loader``: ``(x, y[, idx])``
-        batches whose accuracy is recorded after every epoch.  ``true_labels`` (N, optional): the
-        training set's true labels, for the clean / mislabelled mean-weight records only.
+        ``num_classes`` defaults to the model's output width (one forward of a clean row, eval mode),
+        which it must equal when given.  ``eval_loader``: ``(x, y[, idx])`` batches whose accuracy is
+        recorded after every epoch.  ``true_labels`` (N, optional): the training set's true labels, for
+        the clean / mislabelled mean-weight records only.
         ``checkpoint_dir``: a checkpoint ``epoch-XXXX.pt`` after every ``checkpoint_every`` epochs
-        (never over an existing file).  ``resume``: a checkpoint file to continue from."""
+        (never over an existing file: one that exists raises ``FileExistsError`` before training).
+        ``resume``: a checkpoint file to continue from.  A ``Trainer`` runs ``fit`` once: a second call
+        raises ``ValueError`` (build a new ``Trainer``, or resume from a checkpoint)."""
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
             raise ValueError(f"epochs must be an int >= 0, got {epochs!r}")
         if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be an int >= 1, got {checkpoint_every!r}")
+        self._check_fresh()
+        state = load_checkpoint(resume) if resume is not None else None
+        if checkpoint_dir is not None:  # before any work: a clash would otherwise surface an epoch later
+            start = state.get("epoch") if state is not None else self.epoch
+            if isinstance(start, int):  # else restore() names what the checkpoint lacks
+                _check_checkpoint_paths(checkpoint_dir, checkpoint_every, start, epochs)
         self.num_classes = num_classes
         self._attach(loader, epochs, num_samples)
         self.log = WeightLog(self._true_labels(true_labels))
-        if resume is not None:
-            self.load_state_dict(load_checkpoint(resume), epochs=epochs)
+        if state is not None:
+            self.load_state_dict(state, epochs=epochs)
+        self._fitted = True
         bar = self._progress_bar(epochs)
         try:
             for epoch in range(self.epoch, epochs):
@@ -127,7 +184,8 @@ class Trainer:
                 sampler.set_epoch(epoch)
         for batch in loader:
             x, y, idx = unpack_batch(batch)
-            x, y, idx = to_device(x, self.device, self.dtype), y.to(self.device), idx.to(self.device)
+            # a Dataset's labels may be int32 etc.: cross-entropy and the label stores take int64
+            x, y, idx = to_device(x, self.device, self.dtype), labels_as_int64(y).to(self.device), idx.to(self.device)
             loss, w = method.loss(x, y, idx)
             self.precision.backward_step(loss, method.optimizers())
             self.step += 1
@@ -210,6 +268,8 @@ class Trainer:
         return {
             "format": FORMAT, "version": VERSION, "epoch": self.epoch, "step": self.step,
             "method": self.method.name, "num_samples": self.num_samples, "world": self.parallel.world,
+            "method_options": plain_options(self.method.options()),
+            "optimizer_types": [type(opt).__name__ for opt in self.method.optimizers()],
             "model": self.model.state_dict(),
             "optimizers": [opt.state_dict() for opt in self.method.optimizers()],
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),

@@ -3,10 +3,44 @@ from __future__ import annotations
 
 from .rng import set_rng_state
 
-__all__ = ["restore"]
+__all__ = ["restore", "plain_options"]
 
 _KEYS = ("epoch", "step", "method", "num_samples", "world", "model", "optimizers", "scheduler", "method_state",
          "precision", "rng", "history")
+
+
+def plain_options(options: dict) -> dict:
+    """``method.options()`` as plain values a ``weights_only`` checkpoint holds (others as their repr)."""
+    def plain(v):
+        if v is None or isinstance(v, (bool, int, float, str)):
+            return v
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return repr(v)
+
+    return {str(k): plain(v) for k, v in options.items()}
+
+
+def _check_options(trainer, state: dict) -> None:
+    """The method's options must be the checkpoint's: its state (a whitening fit, a clean cache) is only
+    meaningful for them.  Checkpoints written before the options were stored are not checked."""
+    saved = state.get("method_options")
+    if saved is None:
+        return
+    mine = plain_options(trainer.method.options())
+    diff = [f"{k}={saved.get(k, '(absent)')!r} in the checkpoint, {mine.get(k, '(absent)')!r} in this run"
+            for k in sorted(set(saved) | set(mine)) if saved.get(k, "(absent)") != mine.get(k, "(absent)")]
+    if diff:
+        raise ValueError(f"checkpoint's {type(trainer.method).__name__} options differ from this run's: "
+                         f"{'; '.join(diff)}; build the method with the checkpoint's options to resume it")
+
+
+def _check_optimizers(trainer, state: dict) -> None:
+    saved = state.get("optimizer_types")  # absent from checkpoints written before it was stored
+    mine = [type(opt).__name__ for opt in trainer.method.optimizers()]
+    if saved is not None and list(saved) != mine:
+        raise ValueError(f"checkpoint's optimizer is {', '.join(saved)}, this run's is {', '.join(mine)}; an "
+                         "optimizer state only loads into an optimizer of the same class")
 
 
 def _check_run(trainer, state: dict, epochs: int | None) -> None:
@@ -15,6 +49,7 @@ def _check_run(trainer, state: dict, epochs: int | None) -> None:
         raise ValueError(f"checkpoint lacks {', '.join(missing)}: it is incomplete or corrupt")
     if state["method"] != trainer.method.name:
         raise ValueError(f"checkpoint is of method {state['method']!r}, this run's is {trainer.method.name!r}")
+    _check_options(trainer, state)
     if state["num_samples"] != trainer.num_samples:
         raise ValueError(f"checkpoint is of a training set of {state['num_samples']} samples, this run's has "
                          f"{trainer.num_samples}")
@@ -25,6 +60,7 @@ def _check_run(trainer, state: dict, epochs: int | None) -> None:
     opts = trainer.method.optimizers()
     if len(state["optimizers"]) != len(opts):
         raise ValueError(f"checkpoint holds {len(state['optimizers'])} optimizer states, this run has {len(opts)}")
+    _check_optimizers(trainer, state)
     if (state["scheduler"] is None) != (trainer.scheduler is None):
         raise ValueError("checkpoint and run disagree on having a learning-rate scheduler")
 

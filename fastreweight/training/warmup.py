@@ -17,6 +17,25 @@ from ..scores import fbr_scores
 __all__ = ["Warmup", "prototype_probe"]
 
 
+def _check_int(name: str, v, lo: int, form: str | None = None) -> int:
+    # bool is an int subclass: patience=True would silently mean 1
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+        raise ValueError(f"warmup {name} must be {form or f'an int >= {lo}'}, got {v!r}")
+    return v
+
+
+def _check_epochs(epochs):
+    if epochs == "auto":
+        return epochs
+    return _check_int("epochs", epochs, 0, "an int number of epochs >= 0 or 'auto'")
+
+
+def _check_tol(tol) -> float:
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not (0 <= tol < float("inf")):
+        raise ValueError(f"warmup tol must be a finite number >= 0 (an accuracy gain), got {tol!r}")
+    return float(tol)
+
+
 @torch.no_grad()
 def prototype_probe(features: torch.Tensor, y: torch.Tensor, num_classes: int) -> float:
     """Cross-half nearest-class-mean accuracy of the clean ``features`` (labels ``y``)."""
@@ -40,19 +59,22 @@ class Warmup:
 
     def __init__(self, epochs: int | str = "auto", *, tol: float = 0.005, patience: int = 2,
                  max_epochs: int | None = None) -> None:
-        if epochs != "auto" and (isinstance(epochs, bool) or not isinstance(epochs, int)):
-            raise ValueError(f"warmup must be an int number of epochs or 'auto', got {epochs!r}")
-        if not (isinstance(patience, int) and patience >= 1):
-            raise ValueError(f"warmup patience must be an int >= 1, got {patience!r}")
-        if max_epochs is not None and (isinstance(max_epochs, bool) or not isinstance(max_epochs, int)):
-            raise ValueError(f"warmup max_epochs must be an int or None, got {max_epochs!r}")
-        self.epochs, self.tol, self.patience, self.max_epochs = epochs, float(tol), patience, max_epochs
+        self.epochs, self.tol = _check_epochs(epochs), _check_tol(tol)
+        self.patience = _check_int("patience", patience, 1)
+        self.max_epochs = None if max_epochs is None else _check_int("max_epochs", max_epochs, 1, "an int >= 1 or None")
         self.auto = epochs == "auto"
-        self.start: int | None = None if self.auto else int(epochs)
-        self.best, self.since, self.cap = -1.0, 0, None
+        self.cap = None
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget a previous run's probes and start epoch (a method object may be attached again)."""
+        self.start: int | None = None if self.auto else int(self.epochs)
+        self.best, self.since = -1.0, 0
         self.probes: list[float] = []
 
     def setup(self, total_epochs: int) -> None:
+        """Start a run of ``total_epochs`` epochs from scratch (``load_state_dict`` then resumes one)."""
+        self.reset()
         self.cap = max(1, total_epochs // 3) if self.max_epochs is None else int(self.max_epochs)
 
     def active(self, epoch: int) -> bool:

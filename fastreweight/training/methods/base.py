@@ -64,8 +64,8 @@ class RunContext:
 def make_context(model: nn.Module, optimizer, clean, *, num_samples: int, epochs: int, num_classes: int | None = None,
                  precision: Precision | None = None, parallel: SingleProcess | None = None, net: nn.Module | None = None,
                  device=None, check_values: bool = False) -> RunContext:
-    """A ``RunContext``: the clean set moved to the model's device and dtype, ``num_classes`` from the
-    clean labels (``max + 1``) unless given."""
+    """A ``RunContext``: the clean set moved to the model's device and dtype, ``num_classes`` the
+    model's output width (checked against ``num_classes`` when given, and against the clean labels)."""
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"num_samples must be a positive int (the training set's size), got {num_samples!r}")
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
@@ -74,10 +74,10 @@ def make_context(model: nn.Module, optimizer, clean, *, num_samples: int, epochs
     device = torch.device(device) if device is not None else (params[0].device if params else torch.device("cpu"))
     dtype = next((p.dtype for p in params if p.is_floating_point()), torch.float32)
     clean = (clean if isinstance(clean, CleanSet) else CleanSet(*clean)).to(device, dtype)
-    if num_classes is None:
-        num_classes = int(clean.y.max()) + 1
-    elif isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
+                                    or num_classes < 2):
         raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+    num_classes = _check_classes(num_classes, output_width(model, clean.x), clean.y)
     if precision is None:
         precision = Precision()
         precision.setup(device)
@@ -86,6 +86,36 @@ def make_context(model: nn.Module, optimizer, clean, *, num_samples: int, epochs
                       precision=precision, parallel=parallel if parallel is not None else SingleProcess(),
                       clean_batch_size=clean.batch_size, eval_batch_size=clean.feature_batch_size,
                       check_values=check_values)
+
+
+@torch.no_grad()
+def output_width(model: nn.Module, x: torch.Tensor) -> int:
+    """The number of logits ``model`` returns per row, from an eval-mode forward of one row of ``x``.
+
+    Eval mode and no_grad: the probe moves no BatchNorm statistic and draws no dropout mask, so a run
+    is the same with or without it; it is made before any training step so that a model the methods
+    cannot use fails here, not inside a loss."""
+    was = model.training
+    model.eval()
+    try:
+        out = model(x[:1])
+    finally:
+        model.train(was)
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 1:
+        got = type(out).__name__ if not isinstance(out, torch.Tensor) else f"a tensor of shape {tuple(out.shape)}"
+        raise TypeError(f"model must return a logits tensor of shape (batch, num_classes), got {got} for a batch of "
+                        "1 row; a model with several outputs needs a wrapper whose forward returns the logits only")
+    return int(out.shape[1])
+
+
+def _check_classes(num_classes: int | None, width: int, clean_y: torch.Tensor) -> int:
+    """``num_classes`` (default: the model's output ``width``), which every clean label must be below."""
+    if num_classes is not None and num_classes != width:
+        raise ValueError(f"num_classes={num_classes} but the model returns {width} logits per row; they must agree")
+    top = int(clean_y.max())
+    if top >= width:
+        raise ValueError(f"the clean labels reach class {top} but the model returns {width} logits per row")
+    return width
 
 
 class Method:
@@ -189,7 +219,9 @@ class WarmupMethod(Method):
 
     def attach(self, ctx: RunContext) -> None:
         super().attach(ctx)
+        # a method object may be attached to several runs: nothing of the last one may carry over
         self.warmup.setup(ctx.epochs)
+        self._features, self.active = None, False
 
     def begin_epoch(self, epoch: int) -> None:
         self.active = self.warmup.active(epoch)

@@ -87,6 +87,15 @@ class WhitenedCleanSide:
         self.refreshes, self.strengths = int(state["refreshes"]), list(state["strengths"])
 
 
+def check_whitened_state(saved, whiten) -> None:
+    """A checkpoint's whitening state (``None`` without whitening) must match the run's ``whiten``
+    option; checkpoints that store the method's options are compared option by option first."""
+    if (saved is None) != (whiten is None):
+        had = "without whitening (whiten=None)" if saved is None else "with whitening"
+        raise ValueError(f"checkpoint was written by a run {had}, this run has whiten={whiten!r}; resume with the "
+                         "checkpoint's whiten option")
+
+
 class CachedScorer:
     """The ``CleanScorer`` of the current clean cache: built on first use (or for a new dtype), then
     refreshed in place when the cache holds new features (the labels are the same at every refresh,
@@ -244,5 +253,6 @@ class FBR(WarmupMethod):
         self.steps = int(state["steps"])
         self.cache = None if state["cache"] is None else tuple(state["cache"])
         self.scorer.scorer, self.scorer.stale = None, True
+        check_whitened_state(state["whitened"], self.whiten)
         if self.whitened is not None:
             self.whitened.load_state_dict(state["whitened"])

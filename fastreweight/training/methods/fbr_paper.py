@@ -13,6 +13,8 @@ epoch's ``alpha``.
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from ... import capture
@@ -20,9 +22,21 @@ from ...weights import threshold_weights, weighted_loss
 from ... import validate as V
 from ..features import FeatureSource
 from .base import WarmupMethod
-from .fbr import CachedScorer, WhitenedCleanSide, check_whiten_option, with_trusted_rows
+from .fbr import CachedScorer, WhitenedCleanSide, check_whiten_option, check_whitened_state, with_trusted_rows
 
 __all__ = ["FBRPaper"]
+
+
+def _warn_missing_classes(clean_y: torch.Tensor, num_classes: int) -> None:
+    """Warn once per run when some class has no clean row: its training samples score as "skip"
+    (``on_missing_class="skip"``), which ``threshold_weights`` turns into weight 0 for all of them."""
+    present = torch.zeros(num_classes, dtype=torch.bool, device=clean_y.device)
+    present[clean_y] = True
+    missing = (~present).nonzero().flatten().tolist()
+    if missing:
+        warnings.warn(f"FBRPaper: the clean subset has no row of class(es) {missing}; once reweighting starts every "
+                      "training sample labelled with one of them gets weight 0 (give the clean subset at least one "
+                      "row per class)", UserWarning, stacklevel=4)
 
 
 class FBRPaper(WarmupMethod):
@@ -51,6 +65,7 @@ class FBRPaper(WarmupMethod):
         self.scorer = CachedScorer(ctx.num_classes, ctx.check_values)
         self.whitened = WhitenedCleanSide(self.whiten, self.whiten_every) if self.whiten is not None else None
         self.cache = None
+        _warn_missing_classes(ctx.clean.y, ctx.num_classes)
 
     def feature_source(self):
         return self._features
@@ -120,5 +135,6 @@ class FBRPaper(WarmupMethod):
         w = state["weights"]
         V.check_float_vector("state['weights']", w, self.ctx.num_samples)
         self.weights = w.to(device=self.ctx.device, dtype=self.ctx.weight_dtype).clone()
+        check_whitened_state(state["whitened"], self.whiten)
         if self.whitened is not None:
             self.whitened.load_state_dict(state["whitened"])

@@ -32,12 +32,14 @@ class MetaDirection(WarmupMethod):
 
     def attach(self, ctx) -> None:
         super().attach(ctx)
-        if self.layers == "head":
-            self._layers = [capture.find_head(ctx.model)]
-        elif self.layers == "all":
-            self._layers = [m for m in ctx.model.modules() if isinstance(m, nn.Linear)]
-        else:
+        if not isinstance(self.layers, str):  # the user's own list of nn.Linear modules
             self._layers = list(self.layers)
+            return
+        linear = [m for m in ctx.model.modules() if isinstance(m, nn.Linear)]
+        if not linear:  # per-sample gradients are taken of nn.Linear layers only
+            raise ValueError(f"MetaDirection(layers={self.layers!r}) needs a model with an nn.Linear layer (its last "
+                             f"one is the head); {type(ctx.model).__name__} has none")
+        self._layers = linear[-1:] if self.layers == "head" else linear
 
     def loss(self, x, y, idx):
         ctx = self.ctx

@@ -78,6 +78,16 @@ def _check_pos(name, v, hi=None):
     return float(v)
 
 
+def _check_finite(what: str, t: torch.Tensor) -> None:
+    """Non-finite rows would fail deep inside ``eigh`` or the neighbour search; a scoring reads the
+    device back anyway (the relabelled count), so the check is always on, not only with check_values."""
+    bad = ~torch.isfinite(t.reshape(t.shape[0], -1)).all(1)
+    if bool(bad.any()):
+        rows = bad.nonzero().flatten()
+        raise ValueError(f"NeighbourRelabel: {what} contain NaN or Inf values ({rows.numel()} rows, e.g. "
+                         f"{rows[:5].tolist()}); they must be finite to be scored")
+
+
 class NeighbourRelabel(Method):
     """See the module doc.  ``margin`` (default 0.15): the vote lead a suggestion needs to replace the
     given label, and the scale of the down-weighting below it.  ``clean_vote`` in [0, 1] (0: trust from
@@ -218,7 +228,10 @@ class NeighbourRelabel(Method):
     # -- scoring --------------------------------------------------------------------------------
     def _input_embedding(self) -> torch.Tensor:
         ctx = self.ctx
-        X = torch.cat([self.inputs, self._flat(ctx.clean.x)])
+        clean = self._flat(ctx.clean.x)
+        _check_finite("the training inputs", self.inputs)
+        _check_finite("the clean inputs", clean)
+        X = torch.cat([self.inputs, clean])
         X = X - X.mean(0)
         cov = (X.T @ X).double() / max(X.shape[0] - 1, 1)
         _, vecs = torch.linalg.eigh(cov)
@@ -248,6 +261,8 @@ class NeighbourRelabel(Method):
             votes.append(trusted_votes(standardised(self.embedding, ctx.device), labels, mask, **opts))
         if self.features != "input":
             Fc = self._src.eval_features(ctx.clean.x, ctx.eval_batch_size).float()
+            _check_finite("the model's penultimate features of the training rows", self.model_feats)
+            _check_finite("the model's penultimate features of the clean rows", Fc)
             votes.append(trusted_votes(standardised(torch.cat([self.model_feats, Fc]), ctx.device), labels, mask,
                                        **opts))
         P = (votes[0] if len(votes) == 1 else (votes[0] + votes[1]) / 2)[:ctx.num_samples]
@@ -296,11 +311,21 @@ class NeighbourRelabel(Method):
     def end_epoch(self, epoch: int) -> None:
         done = epoch + 1
         if done >= self.start and (done - self.start) % self.every == 0:
-            complete = self._share_rows() if self.ctx.parallel.distributed else not bool((self.given < 0).any())
+            complete = self._share_rows() if self.ctx.parallel.distributed else not bool((self._seen == 0).any())
             if not complete:
-                raise ValueError("NeighbourRelabel: some training rows were never seen in an epoch (every idx in "
-                                 "0..num_samples-1 must appear in each epoch)")
+                self._raise_unseen(epoch)
             self._score()
+
+    def _raise_unseen(self, epoch: int) -> None:
+        seen = self.ctx.parallel.all_reduce(self._seen.clone()) if self.ctx.parallel.distributed else self._seen
+        unseen = (seen == 0).nonzero().flatten()
+        raise ValueError(f"NeighbourRelabel: {unseen.numel()} of {self.ctx.num_samples} training rows (e.g. "
+                         f"{unseen[:5].tolist()}) were not in any batch of epoch {epoch}, a scoring epoch; it scores "
+                         "every row from that epoch's batches, so every idx in 0..num_samples-1 must appear in each "
+                         "epoch. A DataLoader with drop_last=True, a sampler with replacement "
+                         "(RandomSampler(replacement=True), WeightedRandomSampler) or over a subset "
+                         "(SubsetRandomSampler, num_samples < N) skips rows: use shuffle=True without drop_last, a "
+                         "DistributedSampler, or TensorLoader")
 
     # -- state ----------------------------------------------------------------------------------
     @property
