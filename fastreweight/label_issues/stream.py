@@ -189,7 +189,24 @@ def score_dataset(
     if not (sim.shift == "max" and sim.alpha == 0 and sim.center == "clean" and sim.normalize is None
             and (mapped is None or mapped.matrix is None)):
         rows_in_clean = None  # checked; the closed form of _clean_loo_scores covers the default similarity only
+    matrix = whitening.matrix if folded else None  # what _clean_loo_scores folds into the class means
     scores, suggested, sums = stream.score_pass(*side(cz, cy), mapped, accumulate=refine > 0, desc="scoring")
+    scores, suggested, refinement, pseudo = _refine(stream, scores, suggested, sums, cz, cy, inp, refine, side, mapped,
+                                                    rows_in_clean, matrix)
+    scores, suggested = stream.shard.gather(scores), stream.shard.gather(suggested)
+    loo = None
+    if rows_in_clean is not None:
+        loo = _clean_loo_scores(cz, cy, C, matrix, pseudo).cpu().numpy()
+    return ScoreResult(scores=scores.numpy(), suggested=suggested.numpy(), labels=inp.labels.numpy(),
+                       whitening=None if whitening is None else whitening.describe(), refinement=refinement,
+                       clean_scores=loo)
+
+
+def _refine(stream, scores, suggested, sums, cz, cy, inp, refine: int, side, mapped, rows_in_clean, matrix):
+    """``score_dataset``'s ``refine`` rounds after the first pass (``scores``, ``suggested`` and its class
+    ``sums``): ``(scores, suggested, refinement, pseudo)``, ``pseudo`` what ``_clean_loo_scores`` needs to
+    take the clean rows' shares out of the last round's class means (``None`` without ``rows_in_clean``)."""
+    C = inp.num_classes
     refinement, pseudo = None, None
     for round_ in range(refine):
         # SPEC §3's prototypes from more rows: the clean rows together with the rows the last pass
@@ -205,18 +222,11 @@ def score_dataset(
             in_sample = _pseudo_clean(stream, scores, rows_in_clean) * same_class
             # out of sample, would the row have scored > 0 in the pass before?  Known exactly when that
             # pass scored against the clean rows alone (refine=1); later rounds keep the row's share
-            out_of_sample = in_sample if refine > 1 else \
-                (_clean_loo_scores(cz, cy, C, None if not folded else whitening.matrix, None) > 0) * same_class
+            out_of_sample = in_sample if refine > 1 else (_clean_loo_scores(cz, cy, C, matrix, None) > 0) * same_class
             pseudo = (csum, ccount, sums, in_sample, out_of_sample)
         scores, suggested, sums = stream.score_pass(*side(total.to(torch.float32), present_cls), mapped,
                                                     accumulate=not last, desc=f"refining {round_ + 1}/{refine}")
-    scores, suggested = stream.shard.gather(scores), stream.shard.gather(suggested)
-    loo = None
-    if rows_in_clean is not None:
-        loo = _clean_loo_scores(cz, cy, C, None if not folded else whitening.matrix, pseudo).cpu().numpy()
-    return ScoreResult(scores=scores.numpy(), suggested=suggested.numpy(), labels=inp.labels.numpy(),
-                       whitening=None if whitening is None else whitening.describe(), refinement=refinement,
-                       clean_scores=loo)
+    return scores, suggested, refinement, pseudo
 
 
 def _check_clean_rows(clean_rows, features, inp):
