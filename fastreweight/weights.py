@@ -132,7 +132,10 @@ class Reweighter:
         self.init = float(init)
         self.normalize_update = normalize_update
         self.eps = float(eps)
-        self.weights = torch.full((num_samples,), float(init), dtype=dtype, device=device)
+        # one spare entry past the end: where an unchecked out-of-range index writes on the reference
+        # (_unchecked_reference_step), so that no step needs a data-dependent shape (a host sync)
+        self._store = torch.full((num_samples + 1,), float(init), dtype=dtype, device=device)
+        self.weights = self._store[:num_samples]
         # The fused update (gather, normalise, clip, scatter in one launch / one op): the Triton kernel
         # on CUDA, the C++ op on the CPU, under "auto"; an explicitly requested one must be available.
         dev = self.weights.device
@@ -183,9 +186,8 @@ class Reweighter:
         new = reference.reweighter_update(
             self.weights[safe], scores.to(self.weights.dtype), self.lr, self.normalize_update, self.eps
         )
-        new = torch.where(valid, new, torch.zeros_like(new))
-        self.weights[safe[valid]] = new[valid]
-        return new
+        self._store[torch.where(valid, idx, self.num_samples)] = new  # out of range: the spare entry
+        return torch.where(valid, new, torch.zeros_like(new))
 
     def state_dict(self) -> dict:
         return {
@@ -209,6 +211,7 @@ class Reweighter:
         vc.run()
         lr, init, eps = _check_step_options(state.get("lr", self.lr), state.get("init", self.init),
                                             state.get("eps", self.eps), prefix="state")
-        self.weights = w.detach().to(device=self.weights.device, dtype=self.weights.dtype).clone()
+        self._store[:self.num_samples].copy_(w.detach())
+        self.weights = self._store[:self.num_samples]
         self.lr, self.init, self.eps = lr, init, eps
         self.normalize_update = state.get("normalize_update", self.normalize_update)

@@ -243,3 +243,12 @@ def test_penultimate_features_eval_mode():
     model.eval()
     with torch.no_grad():
         np.testing.assert_allclose(f, model.features_and_logits(x)[0].numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_class_names_as_a_numpy_array_or_other_ordered_collection():
+    from fastreweight.label_issues.report import _Names
+
+    assert _Names(np.array(["cat", "dog", "bird"]), 3)(1) == "dog"
+    assert _Names(("cat", "dog", "bird"), 3)(2) == "bird"
+    with pytest.raises(TypeError, match="class_names must be a list"):
+        _Names({"cat", "dog", "bird"}, 3)

@@ -290,3 +290,13 @@ def test_callbacks_are_checked_at_construction():
     events = []
     _trainer(ERM(), callbacks=(events.append,)).fit(_loader(), 1)
     assert len(events) == 7 and events[0]["phase"] == "train"
+
+
+def test_a_model_normalising_over_the_batch_in_eval_mode_still_trains():
+    """The output-width probe runs two rows: a layer with batch statistics in eval mode cannot run one."""
+    torch.manual_seed(0)
+    x, y = torch.randn(60, 4), torch.randint(0, 3, (60,))
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8, track_running_stats=False),
+                                torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), FBR(warmup=0), CleanSet(x[:12], y[:12])).fit(
+        TensorLoader(x, y, 16), epochs=1)

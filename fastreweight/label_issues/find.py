@@ -181,12 +181,26 @@ def _warn_if_flat(score: np.ndarray, clean_idx, scorer: str) -> None:
                       "clean subset's classes apart (constant or all-zero features?)", UserWarning, stacklevel=3)
 
 
+def _stacked_float32(features, clean_features) -> np.ndarray:
+    """The rows of ``features`` then those of ``clean_features`` in one float32 array, each copied once
+    (a memory map is read straight into it, never held twice)."""
+    n, m = features.shape[0], clean_features.shape[0]
+    out = np.empty((n + m, features.shape[1]), np.float32)
+    for rows, a in ((slice(0, n), features), (slice(n, n + m), clean_features)):
+        if isinstance(a, torch.Tensor):
+            out[rows] = LV.float32_array(a)
+        else:
+            with np.errstate(over="ignore"):  # beyond float32: Inf, which the scorer reports by row
+                out[rows] = a
+    return out
+
+
 def _fbr_probe(features, y, clean_idx, clean_features, clean_labels, C, device, chunk_rows) -> float:
     """``probe.py``'s AUROC for ``fbr-whiten`` (the fallback of ``scorer="auto"``) on the same trusted rows."""
     if clean_idx is not None:
         x_all, y_all, trusted = features, y, clean_idx
     else:  # the separate trusted rows appended, as knn appends them
-        x_all = np.concatenate([LV.float32_array(features), LV.float32_array(clean_features)])
+        x_all = _stacked_float32(features, clean_features)
         y_all = np.concatenate([y, np.asarray(clean_labels, np.int64)])
         trusted = np.arange(len(y), len(y_all))
 

@@ -173,6 +173,10 @@ class _Names:
         if isinstance(class_names, Mapping):
             self.names = _names_from_mapping(class_names)
             return
+        if isinstance(class_names, np.ndarray) and class_names.ndim == 1:  # e.g. np.load("classes.npy")
+            class_names = class_names.tolist()
+        elif not isinstance(class_names, (str, bytes, Sequence, set, frozenset)) and hasattr(class_names, "__iter__"):
+            class_names = list(class_names)  # an ordered collection of another kind (e.g. a pandas Index)
         if isinstance(class_names, (str, bytes)) or not isinstance(class_names, Sequence):
             # a string is a sequence of characters, and a set has no order: neither names classes by index
             raise TypeError("class_names must be a list of names (one per class, in class order) or a mapping "

@@ -161,12 +161,9 @@ def check_finite_rows(name: str, t: torch.Tensor, original, row_names=None, wher
 
 
 def check_num_classes(num_classes):
-    """``num_classes`` after the shared check (``fastreweight.validate``), a numpy integer first taken
-    as an ``int`` (``y.max() + 1`` is one)."""
-    if isinstance(num_classes, numbers.Integral) and not isinstance(num_classes, (bool, np.bool_)):
-        num_classes = int(num_classes)
-    V.check_num_classes(num_classes)
-    return num_classes
+    """``num_classes`` after the shared check (``fastreweight.validate``: any integer, e.g. a numpy
+    ``y.max() + 1``, comes back an ``int``)."""
+    return V.check_num_classes(num_classes)
 
 
 def check_positive_int(name: str, value) -> int:

@@ -89,27 +89,35 @@ def make_context(model: nn.Module, optimizer, clean, *, num_samples: int, epochs
 
 
 @torch.no_grad()
-def output_width(model: nn.Module, x: torch.Tensor) -> int:
-    """The number of logits ``model`` returns per row, from an eval-mode forward of one row of ``x``.
+def output_width(model: nn.Module, x: torch.Tensor) -> int | None:
+    """The number of logits ``model`` returns per row, from an eval-mode forward of up to two rows of
+    ``x`` (``None`` where the model cannot run them; training then shows the model's own error).
 
     Eval mode and no_grad: the probe moves no BatchNorm statistic and draws no dropout mask, so a run
     is the same with or without it; it is made before any training step so that a model the methods
     cannot use fails here, not inside a loss."""
+    rows = x[:2]  # two rows: a layer that normalises over the batch even in eval mode needs more than one
     was = model.training
     model.eval()
     try:
-        out = model(x[:1])
+        out = model(rows)
+    except Exception:  # the model cannot run this probe (e.g. a batch statistic over one clean row): no width
+        return None
     finally:
         model.train(was)
-    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 1:
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != rows.shape[0]:
         got = type(out).__name__ if not isinstance(out, torch.Tensor) else f"a tensor of shape {tuple(out.shape)}"
         raise TypeError(f"model must return a logits tensor of shape (batch, num_classes), got {got} for a batch of "
-                        "1 row; a model with several outputs needs a wrapper whose forward returns the logits only")
+                        f"{rows.shape[0]} rows; a model with several outputs needs a wrapper whose forward returns "
+                        "the logits only")
     return int(out.shape[1])
 
 
-def _check_classes(num_classes: int | None, width: int, clean_y: torch.Tensor) -> int:
-    """``num_classes`` (default: the model's output ``width``), which every clean label must be below."""
+def _check_classes(num_classes: int | None, width: int | None, clean_y: torch.Tensor) -> int:
+    """``num_classes`` (default: the model's output ``width``), which every clean label must be below.
+    ``width=None`` (the probe could not run the model): ``num_classes``, else the clean labels' ``max + 1``."""
+    if width is None:
+        return num_classes if num_classes is not None else int(clean_y.max()) + 1
     if num_classes is not None and num_classes != width:
         raise ValueError(f"num_classes={num_classes} but the model returns {width} logits per row; they must agree")
     top = int(clean_y.max())

@@ -26,7 +26,6 @@ eval-mode forward per batch).
 """
 from __future__ import annotations
 
-import math
 
 import torch
 
