@@ -203,7 +203,7 @@ def test_docs_give_each_csv_writer_its_own_columns(tmp_path):
     ranked = open(tmp_path / "a.csv").readline().strip()
     issues = open(tmp_path / "b.csv").readline().strip()
     text = open(DOCS, encoding="utf-8").read()
-    assert f"`write_ranked_csv` writes `score_dataset`'s own columns" in text
+    assert "`write_ranked_csv` writes `score_dataset`'s own columns" in text
     assert re.search(rf"write_ranked_csv[^\n]*\n# columns: {ranked}\n", text)
     assert f"columns\n  `{issues}`" in text  # the command line's CSV (LabelIssues.write_csv)
 
