@@ -190,7 +190,7 @@ def headline_relabel(results=None):
     lines = ["| noise cell (MLP, 100 / 50 clean labels) | ERM | published recipe | FBR + whitening, refit every "
              "10th | `relabel` (recommended) | relabel − ERM (points) |", "| --- " * 6 + "|", *rows, "",
              f"Test accuracy after the last epoch, mean over seeds {seeds[0]}–{seeds[-1]} (bold: the best of the "
-             "row): the class-conditional "
+             "row; the last column from unrounded means): the class-conditional "
              "cells from `benchmarks/results/instance_cc.jsonl` (published recipe: `variants.jsonl`), the "
              "instance-dependent ones (30%, `fastreweight.noise`) from `instance_grid.jsonl`. relabel's epoch "
              f"costs {' and '.join(ratios)} ERM's (median ratio within an invocation, 2 shared CPU cores)."]

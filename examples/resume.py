@@ -24,7 +24,8 @@ def run(split, epochs: int, checkpoint_dir: str, resume: str | None = None):
     loader = TensorLoader(split.x_train, split.y_train, 64, generator=torch.Generator().manual_seed(0))
     trainer = Trainer(model, optimizer, FBR(warmup=1), CleanSet(split.x_clean, split.y_clean, passes=1),
                       scheduler=scheduler)
-    result = trainer.fit(loader, epochs, checkpoint_dir=checkpoint_dir, resume=resume)
+    test = TensorLoader(split.x_test, split.y_test, 512)
+    result = trainer.fit(loader, epochs, checkpoint_dir=checkpoint_dir, resume=resume, eval_loader=test)
     return model, result
 
 

@@ -330,6 +330,15 @@ def _per_class(issues: LabelIssues, name: _Names) -> str:
             f'<th class="barcell"></th></tr></thead><tbody>{"".join(rows)}</tbody></table>')
 
 
+def _nice_ticks(lo: float, hi: float, most: int = 9) -> np.ndarray:
+    """At most ``most`` round tick values (steps of 1, 2 or 5 × a power of ten) within ``[lo, hi]``."""
+    raw = (hi - lo) / max(most - 1, 1)
+    power = 10.0 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    ticks = np.arange(math.ceil(lo / step) * step, hi + 1e-9 * step, step)
+    return np.where(np.abs(ticks) < 1e-9 * step, 0.0, ticks)  # no "-0"
+
+
 def _histogram(issues: LabelIssues, true_labels) -> str:
     s = np.asarray(issues.score, np.float64)
     finite = np.isfinite(s)
@@ -370,7 +379,7 @@ def _histogram(issues: LabelIssues, true_labels) -> str:
         if b[j]:
             parts.append(f'<rect x="{x0:.1f}" y="{y(a[j] + b[j]):.1f}" width="{wbar:.1f}" '
                          f'height="{y(a[j]) - y(a[j] + b[j]):.1f}" fill="{legend[1][0]}"/>')
-    for v in np.linspace(edges[0], edges[-1], 6):
+    for v in _nice_ticks(edges[0], edges[-1]):
         parts.append(f'<line x1="{x(v):.1f}" y1="{T + ph}" x2="{x(v):.1f}" y2="{T + ph + 5}" stroke="#555"/>'
                      f'<text x="{x(v):.1f}" y="{T + ph + 18}" text-anchor="middle">{v:.3g}</text>')
     for c in (0, ymax // 2, ymax):
@@ -407,7 +416,7 @@ section { background: #fff; border-radius: 8px; padding: 4px 18px 16px; margin-t
 table { border-collapse: collapse; font-size: 0.9em; }
 th, td { padding: 3px 8px; text-align: left; }
 table.settings th { color: #555; font-weight: 600; padding-right: 18px; vertical-align: top; }
-table.settings td { font-family: ui-monospace, Menlo, Consolas, monospace; word-break: break-all; }
+table.settings td { font-family: ui-monospace, Menlo, Consolas, monospace; overflow-wrap: anywhere; }
 .grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(124px, 1fr)); gap: 10px; }
 .card { border: 1px solid #d5d7dc; border-radius: 6px; padding: 8px; background: #fff; font-size: 0.82em;
         text-align: center; }
