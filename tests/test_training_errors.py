@@ -300,3 +300,11 @@ def test_a_model_normalising_over_the_batch_in_eval_mode_still_trains():
                                 torch.nn.ReLU(), torch.nn.Linear(8, 3))
     Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), FBR(warmup=0), CleanSet(x[:12], y[:12])).fit(
         TensorLoader(x, y, 16), epochs=1)
+
+
+def test_state_dict_before_fit_says_to_fit_first():
+    model = torch.nn.Linear(4, 3)
+    trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), ERM(),
+                      CleanSet(torch.randn(6, 4), torch.arange(6) % 3))
+    with pytest.raises(RuntimeError, match=r"call fit\(...\) first"):
+        trainer.state_dict()

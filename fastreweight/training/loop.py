@@ -15,7 +15,7 @@ from .parallel import SingleProcess
 from .precision import Precision
 from .records import TrainResult, WeightLog, accuracy, to_device
 from .resume import plain_options
-from .rng import find_generators, rng_state
+from .rng import find_generators, run_rng_state
 
 __all__ = ["Trainer"]
 
@@ -49,13 +49,38 @@ def _check_scheduler(scheduler) -> None:
                         f"{type(scheduler).__name__}")
 
 
-def _check_checkpoint_paths(directory, every: int, start: int, epochs: int) -> None:
-    """None of the checkpoints this fit will write (after epochs ``start+1 .. epochs``) may exist."""
+def _first_existing_checkpoint(directory, every: int, start: int, epochs: int) -> int:
+    """The first epoch in ``start+1 .. epochs`` whose checkpoint this fit would write and that exists (0: none)."""
     for epoch in range(start + 1, epochs + 1):
-        path = os.path.join(directory, f"epoch-{epoch:04d}.pt")
-        if epoch % every == 0 and os.path.exists(path):
-            raise FileExistsError(f"checkpoint_dir: {path} exists and this run would write it after epoch {epoch}; "
-                                  "checkpoints never replace a file: use another checkpoint_dir or move the files")
+        if epoch % every == 0 and os.path.exists(os.path.join(directory, f"epoch-{epoch:04d}.pt")):
+            return epoch
+    return 0
+
+
+def _check_checkpoint_paths(directory, every: int, start: int, epochs: int, parallel=None, device=None) -> None:
+    """None of the checkpoints this fit will write (after epochs ``start+1 .. epochs``) may exist.
+
+    Under ``Distributed()`` the ranks agree (a collective): a rank that sees no clash would otherwise train
+    on and hang in its first collective while the rank that saw one raises."""
+    clash = _first_existing_checkpoint(directory, every, start, epochs)
+    if parallel is not None and parallel.distributed:
+        clash = int(parallel.all_max(torch.tensor([clash], device=device)).item())
+    if clash:
+        path = os.path.join(directory, f"epoch-{clash:04d}.pt")
+        raise FileExistsError(f"checkpoint_dir: {path} exists and this run would write it after epoch {clash}; "
+                              "checkpoints never replace a file: use another checkpoint_dir or move the files")
+
+
+def _check_same_num_samples(num_samples: int, parallel, device) -> None:
+    """Every rank must index the same training set: the ranks share the per-sample state (weights, labels)
+    and exchange sample indices, so a rank with fewer samples would fail later on another rank's index."""
+    if not parallel.distributed:
+        return
+    hi, neg_lo = parallel.all_max(torch.tensor([num_samples, -num_samples], device=device)).tolist()
+    if hi != -neg_lo:
+        raise ValueError(f"num_samples differs across ranks: from {-neg_lo} to {hi} (this rank, {parallel.rank}, has "
+                         f"{num_samples}); every rank's loader must cover the same training set (len(loader.dataset), "
+                         "or fit(num_samples=...)), sharded with a DistributedSampler or TensorLoader(shard=(rank, world))")
 
 
 class Trainer:
@@ -109,6 +134,7 @@ class Trainer:
             if not hasattr(getattr(loader, "dataset", None), "__len__"):
                 raise ValueError("num_samples is required when the loader has no sized .dataset")
             num_samples = len(loader.dataset)
+        _check_same_num_samples(num_samples, self.parallel, self.device)
         self.num_samples = num_samples
         self.ctx = make_context(self.model, self.optimizer, self.clean, num_samples=num_samples, epochs=epochs,
                                 num_classes=self.num_classes, precision=self.precision, parallel=self.parallel,
@@ -135,7 +161,9 @@ class Trainer:
         recorded after every epoch.  ``true_labels`` (N, optional): the training set's true labels, for
         the clean / mislabelled mean-weight records only.
         ``checkpoint_dir``: a checkpoint ``epoch-XXXX.pt`` after every ``checkpoint_every`` epochs
-        (never over an existing file: one that exists raises ``FileExistsError`` before training).
+        (never over an existing file: one that exists raises ``FileExistsError`` before training).  Under
+        ``Distributed()`` the ranks share ``checkpoint_dir``: rank 0 writes each file once, holding every
+        rank's random state, and each rank resumes its own.
         ``resume``: a checkpoint file to continue from.  A ``Trainer`` runs ``fit`` once: a second call
         raises ``ValueError`` (build a new ``Trainer``, or resume from a checkpoint)."""
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
@@ -147,7 +175,7 @@ class Trainer:
         if checkpoint_dir is not None:  # before any work: a clash would otherwise surface an epoch later
             start = state.get("epoch") if state is not None else self.epoch
             if isinstance(start, int):  # else restore() names what the checkpoint lacks
-                _check_checkpoint_paths(checkpoint_dir, checkpoint_every, start, epochs)
+                _check_checkpoint_paths(checkpoint_dir, checkpoint_every, start, epochs, self.parallel, self.device)
         self.num_classes = num_classes
         self._attach(loader, epochs, num_samples)
         self.log = WeightLog(self._true_labels(true_labels))
@@ -264,7 +292,13 @@ class Trainer:
             final_weights=None if w is None else w.detach().cpu())
 
     def state_dict(self) -> dict:
-        """Everything a resumed run needs, as tensors and plain values."""
+        """Everything a resumed run needs, as tensors and plain values.
+
+        Under ``Distributed()`` this is a collective (it gathers every rank's random state into ``"rng"``,
+        a list in rank order): call it on every rank."""
+        if not hasattr(self, "num_samples"):  # set when fit attaches the method to a training set
+            raise RuntimeError("Trainer.state_dict() describes a run: call fit(...) first (checkpoints are written "
+                               "by fit(checkpoint_dir=...))")
         return {
             "format": FORMAT, "version": VERSION, "epoch": self.epoch, "step": self.step,
             "method": self.method.name, "num_samples": self.num_samples, "world": self.parallel.world,
@@ -274,12 +308,17 @@ class Trainer:
             "optimizers": [opt.state_dict() for opt in self.method.optimizers()],
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
             "method_state": self.method.state_dict(), "precision": self.precision.state_dict(),
-            "rng": rng_state(self._generators), "history": {k: list(v) for k, v in self.history.items()},
+            "rng": run_rng_state(self._generators, self.parallel), "history": {k: list(v) for k, v in self.history.items()},
         }
 
     def save(self, path: str) -> str:
-        """Write ``state_dict()`` to ``path`` (which must not exist)."""
-        return save_checkpoint(self.state_dict(), path)
+        """Write ``state_dict()`` to ``path`` (which must not exist).
+
+        Under ``Distributed()`` call it on every rank with the same ``path``: every rank's random state goes
+        into the one file, which rank 0 alone writes; every rank returns once it exists (and raises if
+        rank 0 could not write it), so each may ``fit(resume=path)`` at once."""
+        state = self.state_dict()  # on every rank: it gathers their random states
+        return self.parallel.on_first_rank(lambda: save_checkpoint(state, path))
 
     def load_state_dict(self, state: dict, *, epochs: int | None = None) -> None:
         """Restore a run from ``state_dict()``; a checkpoint of another run raises ``ValueError``."""

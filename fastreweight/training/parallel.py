@@ -6,8 +6,15 @@ global batch's weighted mean (each rank's share, scaled for DDP's gradient avera
 ``DistributedReweighter`` whose state every rank keeps identical (it all-gathers each step's
 ``(idx, scores)``).  Each rank reads its own batches: a ``DataLoader`` with a ``DistributedSampler``
 (the loop calls its ``set_epoch``), or a ``TensorLoader`` with ``shard=(rank, world)``.
+
+Checkpoints: ``gather_objects`` collects every rank's random state, ``on_first_rank`` writes the one
+shared file on rank 0 and tells every rank how it went, and ``all_max`` lets the ranks agree on the
+start-of-fit checks, so that every rank raises the same error instead of one raising and the others
+hanging in their next collective.
 """
 from __future__ import annotations
+
+import builtins
 
 import torch
 import torch.distributed as dist
@@ -48,6 +55,18 @@ class SingleProcess:
 
     def all_reduce(self, t: torch.Tensor) -> torch.Tensor:
         return t
+
+    def all_max(self, t: torch.Tensor) -> torch.Tensor:
+        """The elementwise maximum of ``t`` over the ranks (in place)."""
+        return t
+
+    def gather_objects(self, obj) -> list:
+        """Every rank's ``obj``, in rank order."""
+        return [obj]
+
+    def on_first_rank(self, fn):
+        """``fn()`` run by rank 0 alone; every rank returns its result (or raises its error)."""
+        return fn()
 
     def state_dict(self) -> dict:
         return {"world": 1}
@@ -100,5 +119,43 @@ class Distributed(SingleProcess):
         dist.all_reduce(t, group=self.group)
         return t
 
+    def all_max(self, t):
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.group)
+        return t
+
+    def gather_objects(self, obj):
+        out = [None] * self.world
+        dist.all_gather_object(out, obj, group=self.group)
+        return out
+
+    def on_first_rank(self, fn):
+        """A collective: rank 0 runs ``fn()``, then broadcasts its result or its error, so the other
+        ranks wait until it is done (e.g. a checkpoint file exists for all of them to read) and raise
+        when it failed rather than running on into a collective rank 0 never joins."""
+        box, error = [None], None
+        if self.rank == 0:
+            try:
+                box[0] = ("ok", fn())
+            except Exception as e:  # noqa: BLE001 - re-raised below, after the others have heard of it
+                box[0] = ("error", (type(e).__name__, str(e)))
+                error = e
+        src = 0 if self.group is None else dist.get_global_rank(self.group, 0)
+        dist.broadcast_object_list(box, src=src, group=self.group)
+        kind, value = box[0]
+        if kind == "ok":
+            return value
+        if self.rank == 0:
+            raise error
+        raise _remote_error(*value)
+
     def state_dict(self) -> dict:
         return {"world": self.world}
+
+
+def _remote_error(name: str, message: str) -> Exception:
+    """Rank 0's error as seen on another rank: the same built-in class where it is one (only its name and
+    message travel: an arbitrary exception object may not pickle), else a RuntimeError naming it."""
+    cls = getattr(builtins, name, None)
+    if isinstance(cls, type) and issubclass(cls, Exception):
+        return cls(f"on rank 0: {message}")
+    return RuntimeError(f"on rank 0: {name}: {message}")

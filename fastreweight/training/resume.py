@@ -1,7 +1,7 @@
 """Restoring a ``Trainer`` from a checkpoint, with a clear error for one of another run."""
 from __future__ import annotations
 
-from .rng import set_rng_state
+from .rng import own_rng_state, set_rng_state
 
 __all__ = ["restore", "plain_options"]
 
@@ -82,6 +82,7 @@ def restore(trainer, state: dict, epochs: int | None) -> None:
         raise ValueError(f"checkpoint's optimizer, scheduler or method state does not fit this run "
                          f"({type(e).__name__}: {e})") from None
     trainer.precision.load_state_dict(state["precision"])
-    set_rng_state(state["rng"], trainer._generators)
+    par = trainer.parallel
+    set_rng_state(own_rng_state(state["rng"], par.rank, par.world), trainer._generators)
     trainer.epoch, trainer.step = int(state["epoch"]), int(state["step"])
     trainer.history = {k: list(v) for k, v in state["history"].items()}

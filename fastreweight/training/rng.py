@@ -1,5 +1,9 @@
 """Random-number state of a run, for bit-identical resumption: the global generators (torch, CUDA,
-NumPy, Python) and the ``torch.Generator`` objects the run's loaders and clean set draw from."""
+NumPy, Python) and the ``torch.Generator`` objects the run's loaders and clean set draw from.
+
+A checkpoint's ``"rng"`` is one such dict for a single process, and under ``Distributed()`` a list of
+them, one per rank in rank order: the ranks share one checkpoint file, but each draws from its own
+generators (a ``DistributedSampler`` seeds per rank, augmentations may differ), so each resumes its own."""
 from __future__ import annotations
 
 import random
@@ -7,7 +11,7 @@ import random
 import numpy as np
 import torch
 
-__all__ = ["find_generators", "rng_state", "set_rng_state"]
+__all__ = ["find_generators", "rng_state", "run_rng_state", "own_rng_state", "set_rng_state"]
 
 
 def find_generators(*sources) -> list[torch.Generator]:
@@ -33,6 +37,26 @@ def rng_state(generators: list[torch.Generator]) -> dict:
         "python_gauss": random.getstate()[2],
         "generators": [g.get_state() for g in generators],
     }
+
+
+def run_rng_state(generators: list[torch.Generator], parallel) -> dict | list[dict]:
+    """The run's random state for a checkpoint: this process's dict, or every rank's (a collective)."""
+    mine = rng_state(generators)
+    if not parallel.distributed:
+        return mine  # a dict, as checkpoints of one process have always held
+    return parallel.gather_objects(mine)
+
+
+def own_rng_state(saved, rank: int, world: int) -> dict:
+    """This rank's entry of a checkpoint's ``"rng"``.  A single dict (one process, or a distributed
+    checkpoint written before the per-rank states, one file per rank) is every rank's."""
+    if isinstance(saved, dict):
+        return saved
+    if not isinstance(saved, (list, tuple)) or len(saved) != world or not all(isinstance(s, dict) for s in saved):
+        raise ValueError(f"checkpoint's rng must be one random state or one per rank ({world}), got "
+                         f"{type(saved).__name__}{f' of {len(saved)}' if isinstance(saved, (list, tuple)) else ''}: "
+                         "it is corrupt")
+    return saved[rank]
 
 
 def set_rng_state(state: dict, generators: list[torch.Generator]) -> None:
