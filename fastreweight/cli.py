@@ -307,12 +307,6 @@ def _class_names(value):
     return names
 
 
-def _refuse_existing(*paths) -> None:
-    for path in paths:
-        if path is not None and os.path.exists(path):
-            raise OutputExists(f"refusing to overwrite {path}; choose another file name")
-
-
 def _score_plan(args):
     """(scorer name or None, find_label_issues' flagging keywords): None scores through score_dataset
     (the FBR options find_label_issues does not take: --shift, --alpha, --center, --normalize,
@@ -412,22 +406,38 @@ def _is_numeric(a) -> bool:
 
 
 def run_score(args) -> int:
+    """``fastreweight score``.  Under ``--distributed`` every rank runs the same checks of the options,
+    the outputs and the inputs, and the ranks agree on their outcome before any collective
+    (``label_issues.shard.agree``): a rank that rejects its inputs reports its own error, every other
+    rank that another rank rejected its inputs, and all exit with status 2, none left waiting."""
     import contextlib
     import io
 
     _device(args.device)  # before anything: an unusable --device is an error, not a traceback
     _check_score_args(args)
     group, rank, ours = _join_ranks(args)
+    # "checks": the checks before any collective; "collectives": scoring (every rank in the same
+    # collectives); "done": every collective run (only rank 0 writes)
+    phase = ["checks"]
+    ok = False
     try:
         if rank == 0:
-            return _score(args, group)
-        with contextlib.redirect_stdout(io.StringIO()):  # one rank reports; the others only score
-            return _score(args, group, write=False)
+            code = _score(args, group, phase=phase)
+        else:
+            with contextlib.redirect_stdout(io.StringIO()):  # one rank reports; the others only score
+                code = _score(args, group, write=False, phase=phase)
+        ok = True
+        return code
     finally:
         if ours:
             import torch.distributed as dist
 
-            dist.barrier()
+            # the closing barrier only where this rank is where every other rank is: it finished, or
+            # failed in a phase the ranks agreed on (the checks), or after the last collective (writing).
+            # A rank that failed amid the scoring's collectives may have left the others inside one: a
+            # barrier here could be paired with that collective and wait for ever, so it leaves at once
+            if ok or phase[0] != "collectives":
+                dist.barrier()
             dist.destroy_process_group()
 
 
@@ -448,21 +458,30 @@ class _ScoreInputs:
     C: int = 0
 
 
-def _score(args, group, write: bool = True) -> int:
-    if write:
+def _score(args, group, write: bool = True, phase: list | None = None) -> int:
+    from .label_issues.shard import agree
+
+    phase = ["checks"] if phase is None else phase
+    error = None
+    try:  # every rank: the same checks, nothing written and no collective; then the ranks agree on them
         _check_score_outputs(args.out, args.report)
-    else:
-        _refuse_existing(args.out, args.report)
-    names = _class_names(args.class_names)
-    scorer, flag, whiten = _check_score_combination(args)
-    inp = _load_score_inputs(args)
-    inp.C = _score_classes(args, inp)
-    if names is not None and len(names) < inp.C:
-        raise ValueError(f"--class-names has {len(names)} names for {inp.C} classes")
+        names = _class_names(args.class_names)
+        scorer, flag, whiten = _check_score_combination(args)
+        inp = _load_score_inputs(args)
+        inp.C = _score_classes(args, inp)
+        if names is not None and len(names) < inp.C:
+            raise ValueError(f"--class-names has {len(names)} names for {inp.C} classes")
+        if scorer is not None:
+            _check_find_inputs(inp)
+    except Exception as exc:  # noqa: BLE001 - re-raised by agree, on this rank
+        error = exc
+    agree(group, error, "its inputs")
+    phase[0] = "collectives"
     _print_score_bound(args, inp, scorer, flag, whiten, group)
     t0 = time.perf_counter()
     issues = _run_score(args, inp, scorer, flag, whiten, group, progress=not args.no_progress and write)
     dt = time.perf_counter() - t0
+    phase[0] = "done"
     if not write:
         return 0
     print("settings: " + ", ".join(f"{k}={v}" for k, v in issues.settings.items()))
@@ -472,6 +491,20 @@ def _score(args, group, write: bool = True) -> int:
     if args.report:
         print(f"report: {args.report}")
     return 0
+
+
+def _check_find_inputs(inp: _ScoreInputs) -> None:
+    """The checks ``find_label_issues`` runs on the inputs before it scores anything (its clean subset's
+    classes, and the finiteness of the clean rows): run in ``_score``'s checks, so that the ranks of a
+    ``--distributed`` run agree on them before any collective."""
+    from .label_issues import validate as LV
+
+    if inp.ci is not None:
+        LV.check_find_inputs(inp.x, inp.y, inp.ci, None, inp.verified, inp.C)
+        LV.check_finite_rows("features", torch.as_tensor(LV.float32_array(inp.cx)), inp.cx, row_names=inp.ci,
+                             where="a clean_idx row")
+    else:
+        LV.check_find_inputs(inp.x, inp.y, None, inp.cx, inp.cy, inp.C)
 
 
 def _check_score_combination(args):
@@ -557,6 +590,8 @@ def _print_score_bound(args, inp: _ScoreInputs, scorer, flag, whiten, group) -> 
 
     x, cx, C = inp.x, inp.cx, inp.C
     shown = scorer
+    if scorer not in (None, "auto") and args.scorer is None:
+        print(f"scorer {scorer} ({_implied_by(args)})")
     if scorer == "auto":  # resolved here as find_label_issues resolves it, to print the bound it implies
         from .label_issues.find import _choose_scorer
 
@@ -578,6 +613,11 @@ def _print_score_bound(args, inp: _ScoreInputs, scorer, flag, whiten, group) -> 
     print(f"{head}; memory bound ≈ {bound / 2**20:.0f} MiB (scorer {shown}: all rows in memory)")
 
 
+def _implied_by(args) -> str:
+    """Why a scorer runs that ``--scorer`` did not name: the ``--whiten`` / ``--refine`` values it stands for."""
+    return f"the scorer that --whiten {args.whiten} --refine {args.refine} stand for"
+
+
 def _run_score(args, inp: _ScoreInputs, scorer, flag, whiten, group, progress: bool):
     """The ``LabelIssues`` of ``find_label_issues`` (a ``--scorer``), or of ``score_dataset`` with the FBR
     options."""
@@ -586,9 +626,12 @@ def _run_score(args, inp: _ScoreInputs, scorer, flag, whiten, group, progress: b
     if scorer is not None:
         clean = (dict(clean_idx=inp.ci, clean_labels=inp.verified) if inp.ci is not None
                  else dict(clean_features=inp.cx, clean_labels=inp.cy))
-        return label_issues.find_label_issues(inp.x, inp.y, **clean, num_classes=inp.C, scorer=scorer,
-                                              device=_device(args.device), chunk_rows=args.chunk_rows,
-                                              progress=progress, process_group=group, **flag)
+        issues = label_issues.find_label_issues(inp.x, inp.y, **clean, num_classes=inp.C, scorer=scorer,
+                                                device=_device(args.device), chunk_rows=args.chunk_rows,
+                                                progress=progress, process_group=group, **flag)
+        if scorer != "auto" and args.scorer is None:  # not named by the user: say what chose it
+            issues.settings["scorer_reason"] = _implied_by(args)
+        return issues
     res = label_issues.score_dataset(
         inp.x, inp.y, inp.cx, inp.cy, num_classes=inp.C, chunk_rows=args.chunk_rows, shift=args.shift,
         alpha=args.alpha, center=args.center, normalize=None if args.normalize == "none" else args.normalize,

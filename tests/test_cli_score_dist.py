@@ -10,7 +10,7 @@ import torch.distributed as dist
 from fastreweight import cli
 
 from dist_spawn import spawn
-from test_find_label_issues_dist import _data
+from test_find_label_issues_dist import _data, spawn_within
 
 
 def _paths(d):
@@ -96,3 +96,63 @@ def test_knn_is_refused_with_distributed(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(cli, "_join_ranks", one_rank)
     assert cli.main(_argv(paths, out, "--scorer", "knn", "--distributed")) == 2
     assert "knn" in capsys.readouterr().err and not os.path.exists(out)
+
+
+def _refusing_worker(rank, world, port, d):
+    """``fastreweight score --distributed`` runs that are refused: on every rank (an --out in a directory
+    that does not exist), on rank 1 only (an --clean-idx that repeats a row), and by score_dataset's
+    comparison of the ranks' inputs (rank 1's labels permuted: the same counts, so the same sum).  Each
+    rank records its exit codes and what it printed to stderr."""
+    import contextlib
+    import io
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    paths = _paths(d)
+    theirs = dict(paths)
+    if rank == 1:
+        y = np.load(paths["labels"])
+        ci = np.load(paths["clean_idx"])
+        free = np.flatnonzero(~np.isin(np.arange(len(y)), ci))
+        i, j = int(free[0]), int(free[y[free] != y[free[0]]][0])
+        y[i], y[j] = y[j], y[i]
+        theirs["labels"] = os.path.join(d, "labels-rank1.npy")
+        np.save(theirs["labels"], y)
+        theirs["clean_idx"] = os.path.join(d, "clean_idx-rank1.npy")
+        np.save(theirs["clean_idx"], np.concatenate([ci, ci[:1]]))
+    runs = {
+        "no directory": _argv(paths, os.path.join(d, "nodir", "out.csv"), "--scorer", "fbr"),
+        "clean_idx on rank 1": _argv(dict(paths, clean_idx=theirs["clean_idx"]), os.path.join(d, "a.csv"), "--scorer", "fbr"),
+        "labels on rank 1": _argv(dict(paths, labels=theirs["labels"]), os.path.join(d, "b.csv"), "--shift", "second"),
+    }
+    got = {}
+    for name, argv in runs.items():
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            code = cli.main(argv + ["--distributed"])
+        got[name] = (code, err.getvalue())
+    with open(os.path.join(d, f"refused{rank}.txt"), "w") as fh:
+        fh.write(repr(got))
+
+
+@pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="torch.distributed with gloo is not available")
+def test_refused_runs_exit_2_on_every_rank(tmp_path):
+    """Every rank runs the same checks of the outputs and inputs and the ranks agree on them before any
+    collective: an --out in a missing directory is an error on both ranks (it hung: rank 0 checked the
+    directory, rank 1 did not and waited in a collective); a rank 1 that rejects its --clean-idx reports
+    its error and rank 0 that another rank rejected its inputs; labels that differ between the ranks
+    are named by every rank.  Each rank exits with status 2, none hangs, nothing is written."""
+    _inputs(str(tmp_path))
+    spawn_within(_refusing_worker, 2, str(tmp_path))
+    got = [eval((tmp_path / f"refused{rank}.txt").read_text()) for rank in range(2)]
+    missing = f"fastreweight: error: --out {tmp_path / 'nodir' / 'out.csv'}: the directory {tmp_path / 'nodir'} does not exist"
+    for rank in range(2):
+        assert got[rank]["no directory"] == (2, missing + "\n")
+        code, err = got[rank]["labels on rank 1"]
+        assert code == 2 and err == ("fastreweight: error: every rank must call score_dataset with the same inputs and "
+                                     "options; these differ between ranks: the labels\n")
+    code, err = got[1]["clean_idx on rank 1"]
+    assert code == 2 and err.startswith("fastreweight: error: --clean-idx must not repeat a row")
+    code, err = got[0]["clean_idx on rank 1"]
+    assert code == 2 and err.startswith("fastreweight: error: another rank rejected its inputs (rank 1 of 2")
+    assert not list(tmp_path.glob("*.csv")) and not (tmp_path / "nodir").exists()

@@ -10,7 +10,7 @@ import torch.distributed as dist
 from fastreweight.label_issues import find
 from fastreweight.label_issues import find_label_issues
 
-from dist_spawn import quiesce, spawn
+from dist_spawn import free_port, quiesce, spawn
 
 FIELDS = ("given_label", "predicted_label", "score", "label_score", "is_label_issue")
 
@@ -26,6 +26,30 @@ def _data(N=611, d=13, C=4, seed=3):
     ci = np.sort(np.concatenate([np.flatnonzero(true == c)[:7] for c in range(C)]))
     noisy[ci] = true[ci]
     return x, noisy, ci
+
+
+def spawn_within(worker, world: int, out_dir: str, seconds: float = 120, tries: int = 3) -> None:
+    """``dist_spawn.spawn`` that fails the test, killing the ranks, where they have not all finished within
+    ``seconds``: a rank left waiting in a collective is reported as a hang, not waited on."""
+    import time
+
+    import torch.multiprocessing as mp
+
+    for attempt in range(tries):
+        ctx = mp.start_processes(worker, args=(world, free_port(), out_dir), nprocs=world, join=False,
+                                 start_method="spawn")
+        deadline = time.monotonic() + seconds
+        try:
+            while not ctx.join(timeout=max(0.1, deadline - time.monotonic())):
+                if time.monotonic() >= deadline:
+                    for p in ctx.processes:
+                        if p.is_alive():
+                            p.kill()
+                    pytest.fail(f"the {world} ranks did not finish within {seconds:g} s: a rank hangs")
+            return
+        except mp.ProcessRaisedException as exc:
+            if "address already in use" not in str(exc).lower() or attempt == tries - 1:
+                raise
 
 
 def _calls(x, y, ci):
@@ -125,3 +149,49 @@ def test_knn_refuses_a_process_group_before_anything_runs():
     # auto with a process group goes to score_dataset, which needs an initialised group
     with pytest.raises(ValueError, match=r"torch.distributed is not initialised"):
         find_label_issues(x, y, clean_idx=ci, process_group="world")
+
+
+def _mismatch_worker(rank, world, port, out_dir):
+    """Each case gives rank 1 other arguments than rank 0; every rank records what it raised."""
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        x, y, ci = _data()
+        swapped = y.copy()  # two rows (not clean) of different classes trade labels: the same label counts and sum
+        free = ~np.isin(np.arange(len(y)), ci)
+        i = int(np.flatnonzero(free)[0])
+        j = int(np.flatnonzero(free & (y != y[i]))[0])
+        swapped[i], swapped[j] = y[j], y[i]
+        other_ci = ci.copy()  # one clean row traded for another row of its class
+        alt = int(np.flatnonzero((y == y[ci[0]]) & ~np.isin(np.arange(len(y)), ci))[0])
+        other_ci[0] = alt
+        other_ci = np.sort(other_ci)
+        lacking = ci[y[ci] != y[ci[0]]]  # rank 1's clean subset lacks a class: refused there before any collective
+        cases = {"labels": dict(labels=swapped), "clean_idx": dict(clean_idx=other_ci),
+                 "refused": dict(clean_idx=lacking)}
+        got = {}
+        for name, theirs in cases.items():
+            kw = dict(features=x, labels=y, clean_idx=ci, scorer="fbr", chunk_rows=89, process_group="world")
+            try:
+                find_label_issues(**(kw | theirs if rank == 1 else kw))
+                got[name] = None
+            except ValueError as exc:
+                got[name] = str(exc)
+        torch.save(got, os.path.join(out_dir, f"rank{rank}.pt"))
+        quiesce()
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="torch.distributed with gloo is not available")
+def test_ranks_given_other_arguments_raise_on_every_rank(tmp_path):
+    """Labels permuted, a clean row traded for another of its class: every rank raises the ValueError
+    naming what differs, none returns a result scored from inputs that differ by rank, none hangs."""
+    spawn_within(_mismatch_worker, 2, str(tmp_path))
+    got = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=False) for rank in range(2)]
+    same = "every rank must call score_dataset with the same inputs and options; these differ between ranks: "
+    for rank in range(2):
+        assert got[rank]["labels"] == same + "the labels"
+        assert got[rank]["clean_idx"] is not None and got[rank]["clean_idx"].startswith(same)
+        assert "the clean features" in got[rank]["clean_idx"] and "clean_rows" in got[rank]["clean_idx"]
+    assert got[0]["refused"].startswith("another rank rejected its arguments (rank 1 of 2")
+    assert "class" in got[1]["refused"]

@@ -10,6 +10,7 @@ import torch.distributed as dist
 from fastreweight.label_issues import Execution, memory_bound_bytes, score_dataset
 
 from dist_spawn import quiesce, spawn
+from test_find_label_issues_dist import spawn_within
 
 SETTINGS = {"plain": {}, "whiten+refine": dict(whiten="auto", refine=1), "second+alpha": dict(shift="second", alpha=0.2)}
 
@@ -90,6 +91,66 @@ def test_two_ranks_equal_one_process(tmp_path):
         np.testing.assert_allclose(small["sharded"]["scores"], small["one"]["scores"], rtol=1e-5, atol=1e-5)
         assert small["sharded"]["whitening"]["strength"] == small["one"]["whitening"]["strength"]
         assert got["error"] == "features contains NaN or Inf at row 700 (the first such row); every feature must be finite"
+
+
+def _mismatch_worker(rank, world, port, out_dir):
+    """Each case calls score_dataset on rank 1 with other arguments than on rank 0; every rank records
+    the message of the ValueError it raised (None: it returned)."""
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        x, y, cx, cy = _data()
+        ci = np.arange(0, x.shape[0], x.shape[0] // 60)[:60]
+        permuted = y.copy()  # two rows of different classes trade labels: the same label counts and sum
+        j = int(np.flatnonzero(y != y[0])[0])
+        permuted[0], permuted[j] = y[j], y[0]
+        other = int(np.flatnonzero((y == cy[0]) & ~np.isin(np.arange(len(y)), ci))[0])
+        other_cx = cx.copy()  # one clean row traded for another row of its class (the same clean labels)
+        other_cx[0] = x[other]
+        other_ci = ci.copy()
+        other_ci[0] = other
+        cases = {  # name: (rank 0's keywords, rank 1's)
+            "labels": (dict(labels=y), dict(labels=permuted)),
+            "clean row": (dict(), dict(clean_features=other_cx)),
+            "clean_rows": (dict(clean_rows=ci, clean_features=x[ci]), dict(clean_rows=other_ci, clean_features=x[other_ci])),
+            "shift": (dict(shift="max"), dict(shift="second")),
+            "whiten": (dict(whiten=0.01), dict(whiten=1.0)),
+            "refused on rank 1": (dict(), dict(clean_labels=np.where(cy == 0, 1, cy))),  # no clean row of class 0
+            "refused on rank 0": (dict(labels=np.full_like(y, 7)), dict()),  # labels beyond num_classes=5
+            "same": (dict(), dict()),
+        }
+        got = {}
+        for name, kws in cases.items():
+            kw = dict(features=x, labels=y, clean_features=cx, clean_labels=cy, num_classes=5) | kws[rank]
+            try:
+                score_dataset(**kw, execution=Execution(chunk_rows=97, process_group="world"))
+                got[name] = None
+            except ValueError as exc:
+                got[name] = str(exc)
+        torch.save(got, os.path.join(out_dir, f"rank{rank}.pt"))
+        quiesce()
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="torch.distributed with gloo is not available")
+def test_ranks_called_with_other_arguments_raise_on_every_rank(tmp_path):
+    """Different labels of the same sum, a different clean row, different clean_rows, shift or whiten
+    strength on rank 1: every rank raises the ValueError naming what differs.  Inputs refused on one rank
+    only: that rank raises its own error, the other that another rank rejected its inputs.  None hangs,
+    and the group is still usable afterwards."""
+    spawn_within(_mismatch_worker, 2, str(tmp_path))
+    got = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=False) for rank in range(2)]
+    same = "every rank must call score_dataset with the same inputs and options; these differ between ranks: "
+    differ = {"labels": "the labels", "clean row": "the clean features", "shift": "the similarity options",
+              "whiten": "whiten", "clean_rows": "the clean features, clean_rows"}
+    for rank in range(2):
+        for name, what in differ.items():
+            assert got[rank][name] == same + what, (rank, name)
+        assert got[rank]["same"] is None
+    assert "clean_labels" in got[1]["refused on rank 1"] and "another rank" not in got[1]["refused on rank 1"]
+    assert got[0]["refused on rank 1"].startswith("another rank rejected its inputs to score_dataset (rank 1 of 2")
+    assert "labels" in got[0]["refused on rank 0"] and "another rank" not in got[0]["refused on rank 0"]
+    assert got[1]["refused on rank 0"].startswith("another rank rejected its inputs to score_dataset (rank 0 of 2")
 
 
 def test_process_group_needs_an_initialised_group():

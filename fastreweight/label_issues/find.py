@@ -68,6 +68,7 @@ from .neighbours import agreement_from_votes, neighbour_search, votes_by_k
 from .probe import GUARD_AUROC, GUARD_MARGIN, probe_auroc, probe_folds
 from .posterior import choose_neighbourhood, noise_model
 from .result import LabelIssues
+from .shard import agree
 from .stream import score_dataset
 from . import validate as LV
 from .validate import check_find_inputs
@@ -148,11 +149,8 @@ def _knn(features, y, clean_idx, clean_features, clean_labels, C, device, chunk_
 
 def _fbr(features, y, clean_idx, clean_features, clean_labels, C, scorer, device, chunk_rows, progress, process_group):
     """``(score, quality, suggested, clean_scores)`` of the streamed FBR scorer ``scorer``."""
-    if clean_idx is not None:
+    if clean_idx is not None:  # checked finite by _checked_call
         cz, cy = LV.rows_of(features, clean_idx), y[clean_idx]
-        # the user gave these rows as rows of features: a bad one is named so, not as score_dataset's clean_features
-        LV.check_finite_rows("features", torch.as_tensor(LV.float32_array(cz)), cz, row_names=clean_idx,
-                             where="a clean_idx row")
     else:
         cz, cy = clean_features, clean_labels
     res = score_dataset(features, y, cz, cy, num_classes=C, chunk_rows=chunk_rows, device=device,
@@ -327,6 +325,42 @@ def _choose_flag(flag: str, scorer: str, margin, threshold: float, audited: bool
     return flag, threshold
 
 
+def _checked_call(features, labels, clean_idx, clean_features, clean_labels, num_classes, scorer, flag, threshold,
+                  margin, device, chunk_rows, process_group):
+    """``find_label_issues``' arguments checked and resolved, before any scoring or collective."""
+    if scorer not in SCORERS:
+        raise ValueError(f"unknown scorer {scorer!r}; expected one of {', '.join(SCORERS)}")
+    if flag not in FLAGS:
+        raise ValueError(f"unknown flag {flag!r}; expected one of {', '.join(FLAGS)}")
+    if clean_idx is not None and clean_features is not None:
+        raise ValueError("give the clean subset either as clean_idx (with clean_labels for an audit) or as "
+                         "clean_features and clean_labels, not both")
+    if clean_idx is None and (clean_features is None or clean_labels is None):
+        raise ValueError("the clean subset is missing: give clean_idx (rows of features, with clean_labels for an "
+                         "audit), or clean_features and clean_labels")
+    LV.check_device(device)
+    chunk_rows = LV.check_positive_int("chunk_rows", chunk_rows)
+    threshold = LV.check_real("threshold", threshold, "the score threshold of flag='score'")
+    features, clean_features = LV.detached(features), LV.detached(clean_features)
+    given, C, clean_idx, verified = check_find_inputs(features, labels, clean_idx, clean_features, clean_labels,
+                                                      num_classes)
+    y = given
+    if verified is not None:  # an audit: the clean rows are scored, and vote, with their verified labels
+        y = given.copy()
+        y[clean_idx] = verified
+        clean_labels = None
+    requested_scorer, requested_flag = scorer, flag
+    scorer, reason = _choose_scorer(scorer, features, clean_features, process_group)
+    flag, threshold = _choose_flag(flag, scorer, margin, threshold, verified is not None)
+    if scorer in ("fbr", "fbr-whiten") and clean_idx is not None:
+        # the user gave these rows as rows of features: a bad one is named so, not as score_dataset's clean_features
+        cz = LV.rows_of(features, clean_idx)
+        LV.check_finite_rows("features", torch.as_tensor(LV.float32_array(cz)), cz, row_names=clean_idx,
+                             where="a clean_idx row")
+    return (features, clean_features, given, y, C, clean_idx, verified, clean_labels, chunk_rows, threshold, scorer,
+            reason, flag, requested_scorer, requested_flag)
+
+
 def find_label_issues(features, labels, *, clean_idx=None, clean_features=None, clean_labels=None,
                       num_classes: int | None = None, scorer: str = "auto", flag: str = "auto", alpha: float = 0.1,
                       threshold: float = 0.0, margin: float = 0.35, device="cpu", chunk_rows: int = 8192,
@@ -357,30 +391,15 @@ def find_label_issues(features, labels, *, clean_idx=None, clean_features=None, 
     ``score_dataset``'s ``Execution``) shards the FBR scorers' rows across the group's ranks: every
     rank passes the same arguments and returns the full result, equal to one process's (see
     ``stream.py``).  ``"knn"`` runs in one process only and refuses a ``process_group``."""
-    if scorer not in SCORERS:
-        raise ValueError(f"unknown scorer {scorer!r}; expected one of {', '.join(SCORERS)}")
-    if flag not in FLAGS:
-        raise ValueError(f"unknown flag {flag!r}; expected one of {', '.join(FLAGS)}")
-    if clean_idx is not None and clean_features is not None:
-        raise ValueError("give the clean subset either as clean_idx (with clean_labels for an audit) or as "
-                         "clean_features and clean_labels, not both")
-    if clean_idx is None and (clean_features is None or clean_labels is None):
-        raise ValueError("the clean subset is missing: give clean_idx (rows of features, with clean_labels for an "
-                         "audit), or clean_features and clean_labels")
-    LV.check_device(device)
-    chunk_rows = LV.check_positive_int("chunk_rows", chunk_rows)
-    threshold = LV.check_real("threshold", threshold, "the score threshold of flag='score'")
-    features, clean_features = LV.detached(features), LV.detached(clean_features)
-    given, C, clean_idx, verified = check_find_inputs(features, labels, clean_idx, clean_features, clean_labels,
-                                                      num_classes)
-    y = given
-    if verified is not None:  # an audit: the clean rows are scored, and vote, with their verified labels
-        y = given.copy()
-        y[clean_idx] = verified
-        clean_labels = None
-    requested_scorer, requested_flag = scorer, flag
-    scorer, reason = _choose_scorer(scorer, features, clean_features, process_group)
-    flag, threshold = _choose_flag(flag, scorer, margin, threshold, verified is not None)
+    error = None
+    try:  # every check before any collective: the ranks of a process_group agree on the outcome (shard.agree)
+        (features, clean_features, given, y, C, clean_idx, verified, clean_labels, chunk_rows, threshold, scorer,
+         reason, flag, requested_scorer, requested_flag) = _checked_call(
+            features, labels, clean_idx, clean_features, clean_labels, num_classes, scorer, flag, threshold, margin,
+            device, chunk_rows, process_group)
+    except Exception as exc:  # noqa: BLE001 - raised again by agree, on this rank
+        error = exc
+    agree(process_group, error, "its arguments")
     pi, chosen = None, {}
     if scorer == "knn":
         score, quality, suggested, clean_scores, model, chosen, pi = _knn(

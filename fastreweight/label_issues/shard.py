@@ -8,16 +8,72 @@
   and all-reduced; the moments' shift is global chunk 0's mean on every rank, as in one process.
 * **Results**: the per-row scores and suggestions are all-gathered, so every rank returns the
   full ``ScoreResult``.
-* **Errors**: a bad streamed row found on any rank is agreed on (the smallest row index, one
-  all-reduce per checked pass), so every rank raises the same ``ValueError`` and none is left waiting.
+* **Errors**: the checks before any row is read are agreed on (``agree``: one all-reduce of which
+  ranks failed; the failing rank raises its own error, the others a ``ValueError`` naming that rank), and
+  so is whether every rank was called with the same inputs and options (``Shard.same_everywhere``: the
+  shapes, options and content digests of the labels, clean side and options); a bad streamed row found
+  on any rank is agreed on (the smallest row index, one all-reduce per checked pass), so every rank
+  raises the same ``ValueError`` and none is left waiting in a collective.
 
 Collectives run on the CPU for gloo and on the scoring device for NCCL.
 """
 from __future__ import annotations
 
+import hashlib
+
+import numpy as np
 import torch
 
-__all__ = ["Shard"]
+__all__ = ["Shard", "agree", "digest"]
+
+
+def _comm_device(group, device) -> torch.device:
+    import torch.distributed as dist
+
+    return torch.device(device) if dist.get_backend(group) == "nccl" else torch.device("cpu")
+
+
+def agree(group, error: BaseException | None, what: str = "its inputs", device=torch.device("cpu")) -> None:
+    """Agree over ``group`` on the outcome of a phase that ran on every rank without collectives (e.g. the
+    checks of the inputs): one all-reduce of which ranks failed.  A rank whose phase raised ``error``
+    raises it again; where another rank failed, the others raise a ``ValueError`` naming it, so no rank
+    goes on to a collective that a failed rank never joins.  ``group`` ``None`` (one process) re-raises
+    ``error``, if any.  Call on every rank of ``group``, once per phase."""
+    if group is not None:
+        import torch.distributed as dist
+
+        if isinstance(group, str):  # "world": the default group, if any (none: one process, nothing to agree on)
+            group = dist.group.WORLD if dist.is_available() and dist.is_initialized() else None
+    if group is not None:
+        world, rank = dist.get_world_size(group), dist.get_rank(group)
+        failed = torch.zeros(world, dtype=torch.int64, device=_comm_device(group, device))
+        failed[rank] = int(error is not None)
+        dist.all_reduce(failed, group=group)
+        if error is None and bool(failed.any()):
+            ranks = ", ".join(str(r) for r in torch.nonzero(failed).flatten().tolist())
+            raise ValueError(f"another rank rejected {what} (rank {ranks} of {world}; its own error is reported there), "
+                             "so this rank stops too")
+    if error is not None:
+        raise error
+
+
+def digest(*parts) -> int:
+    """63 bits of a BLAKE2b digest of ``parts`` (arrays or tensors by their dtype, shape and bytes; anything
+    else by its ``repr``), as a non-negative int64: a content fingerprint for ``Shard.same_everywhere``."""
+    h = hashlib.blake2b(digest_size=8)
+    for part in parts:
+        if part is None:
+            h.update(b"\x00none")
+            continue
+        if isinstance(part, torch.Tensor):
+            part = part.detach().cpu().contiguous().numpy()
+        if isinstance(part, np.ndarray):
+            a = np.ascontiguousarray(part)
+            h.update(f"\x01{a.dtype.str}{a.shape}".encode())
+            h.update(memoryview(a).cast("B"))
+        else:
+            h.update(b"\x02" + repr(part).encode())
+    return int.from_bytes(h.digest(), "little") >> 1
 
 
 class Shard:
@@ -31,8 +87,7 @@ class Shard:
             import torch.distributed as dist
 
             self.rank, self.world = dist.get_rank(group), dist.get_world_size(group)
-            nccl = dist.get_backend(group) == "nccl"
-            self.comm_device = device if nccl else torch.device("cpu")
+            self.comm_device = _comm_device(group, device)
         k = -(-n // chunk_rows)
         self.lo = min(n, (self.rank * k // self.world) * chunk_rows)
         self.hi = min(n, ((self.rank + 1) * k // self.world) * chunk_rows)
@@ -63,19 +118,21 @@ class Shard:
         dist.all_reduce(t, op=dist.ReduceOp.MIN, group=self.group)
         return int(t)
 
-    def same_everywhere(self, what: str, values: list[int]) -> None:
-        """Raise on every rank unless every rank passed the same ``values``."""
+    def same_everywhere(self, values: dict[str, int]) -> None:
+        """Raise on every rank unless every rank passed the same ``values`` (name → int64: a size, an
+        option, or a ``digest`` of contents), naming those that differ."""
         if not self.sharded:
             return
         import torch.distributed as dist
 
-        t = torch.tensor(values, dtype=torch.int64, device=self.comm_device)
+        t = torch.tensor(list(values.values()), dtype=torch.int64, device=self.comm_device)
         lo, hi = t.clone(), t.clone()
         dist.all_reduce(lo, op=dist.ReduceOp.MIN, group=self.group)
         dist.all_reduce(hi, op=dist.ReduceOp.MAX, group=self.group)
-        if not torch.equal(lo, hi):
-            raise ValueError(f"every rank must call score_dataset with the same inputs and options; {what} differ "
-                             f"between ranks (min {lo.tolist()}, max {hi.tolist()})")
+        differ = [name for name, a, b in zip(values, lo.tolist(), hi.tolist()) if a != b]
+        if differ:
+            raise ValueError("every rank must call score_dataset with the same inputs and options; "
+                             f"these differ between ranks: {', '.join(differ)}")
 
     def gather(self, local: torch.Tensor) -> torch.Tensor:
         """The rows of every rank, in rank order (= row order), on the CPU."""

@@ -40,7 +40,7 @@ from ..scores import fbr_from_similarity
 from . import validate as LV
 from .options import Execution, Similarity, resolve_options
 from .prefetch import as_tensor, read_ahead, staged_bytes
-from .shard import Shard
+from .shard import Shard, agree, digest
 
 _NPY = (".npy",)
 _PT = (".pt", ".pth")
@@ -158,22 +158,35 @@ def score_dataset(
 
         torchrun --standalone --nproc_per_node 2 score.py
 
-    Every rank gets the full result.  Plain scores and suggestions equal one process's bit for bit;
+    Every rank must pass the same arguments, and gets the full result.  Before any collective the ranks
+    agree on the checks of the inputs (a rank whose inputs are refused raises its own error, every other
+    rank a ``ValueError`` saying another rank rejected its inputs), then compare the shapes, the options
+    (similarity, ``whiten``, ``refine``, ``on_missing_class``, ``chunk_rows``, backend and strategy) and
+    63-bit BLAKE2b digests of the labels, the clean features, the clean labels and ``clean_rows``: where
+    any differ, every rank raises "every rank must call score_dataset with the same inputs and options",
+    naming them.  The features themselves are not compared beyond their shape (each rank reads only its
+    own shard of what may be a memory-mapped file of many GB): passing different feature files of the
+    same shape on different ranks is not detected.  Plain scores and suggestions equal one process's bit for bit;
     with ``whiten`` / ``refine`` the streamed sums are added in another order (per rank, then across
     ranks), which moves scores by float rounding only (see tests/test_label_issues_scale.py)."""
     sim, exe = resolve_options(similarity, execution, options)
-    LV.check_device(exe.device)
-    features = LV.detached(features)  # data, not a graph: the scores would otherwise carry one over every row
-    whiten = _whiten.check_whiten(whiten)
-    if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
-        raise ValueError(f"refine must be an int >= 0 (rounds of re-scoring), got {refine!r}")
-    if refine and sim.normalize is not None:
-        raise ValueError(f"refine needs normalize=None: its prototypes are plain class means, got normalize={sim.normalize!r}")
-    inp = LV.check_inputs(features, labels, clean_features, clean_labels, num_classes, on_missing_class, exe.device)
+    group = exe.group()
+    error = None
+    try:  # the checks that read no streamed row, agreed on by the ranks before any collective
+        LV.check_device(exe.device)
+        features = LV.detached(features)  # data, not a graph: the scores would otherwise carry one over every row
+        whiten = _whiten.check_whiten(whiten)
+        if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
+            raise ValueError(f"refine must be an int >= 0 (rounds of re-scoring), got {refine!r}")
+        if refine and sim.normalize is not None:
+            raise ValueError(f"refine needs normalize=None: its prototypes are plain class means, got normalize={sim.normalize!r}")
+        inp = LV.check_inputs(features, labels, clean_features, clean_labels, num_classes, on_missing_class, exe.device)
+        rows_in_clean = _check_clean_rows(clean_rows, features, inp)
+    except Exception as exc:  # noqa: BLE001 - re-raised by agree, on this rank
+        error = exc
+    agree(group, error, "its inputs to score_dataset", exe.device)
     stream = _Stream(features, inp, sim, exe)
-    stream.shard.same_everywhere("the shapes, options or labels", [
-        inp.n, inp.d, inp.clean_features.shape[0], inp.num_classes, exe.chunk_rows, refine, int(whiten is not None),
-        int(inp.labels.sum()), int(inp.clean_labels.sum())])
+    stream.shard.same_everywhere(_fingerprint(inp, sim, exe, whiten, refine, on_missing_class, rows_in_clean))
     cz, cy = inp.clean_features, inp.clean_labels
     C = inp.num_classes
     whitening, folded = None, False  # folded: the whitening is in the class means, rows are scored as they are
@@ -185,7 +198,6 @@ def score_dataset(
             cz = whitening.apply(cz)
     side = (lambda z, y: whitening.folded_means(z, y, C)) if folded else (lambda z, y: (z, y))
     mapped = None if folded else whitening
-    rows_in_clean = _check_clean_rows(clean_rows, features, inp)
     if not (sim.shift == "max" and sim.alpha == 0 and sim.center == "clean" and sim.normalize is None
             and (mapped is None or mapped.matrix is None)):
         rows_in_clean = None  # checked; the closed form of _clean_loo_scores covers the default similarity only
@@ -200,6 +212,22 @@ def score_dataset(
     return ScoreResult(scores=scores.numpy(), suggested=suggested.numpy(), labels=inp.labels.numpy(),
                        whitening=None if whitening is None else whitening.describe(), refinement=refinement,
                        clean_scores=loo)
+
+
+def _fingerprint(inp: LV.Inputs, sim: Similarity, exe: Execution, whiten, refine: int, on_missing_class: str,
+                 rows_in_clean) -> dict[str, int]:
+    """What ``Shard.same_everywhere`` compares across the ranks of a sharded ``score_dataset``: the shapes,
+    and 63-bit digests of the labels, the clean side and the options that change the scores.  The
+    features themselves are compared by their shape only (hashing them would read every row of what may
+    be a file of many GB on every rank, where each rank reads only its own shard)."""
+    return {
+        "the number of rows": inp.n, "the number of features": inp.d, "the number of clean rows": inp.clean_features.shape[0],
+        "num_classes": inp.num_classes, "chunk_rows": exe.chunk_rows,
+        "the labels": digest(inp.labels), "the clean labels": digest(inp.clean_labels),
+        "the clean features": digest(inp.clean_features), "clean_rows": digest(rows_in_clean),
+        "the similarity options": digest(sim), "whiten": digest(whiten), "refine": refine,
+        "on_missing_class": digest(on_missing_class), "backend and strategy": digest(exe.backend, exe.strategy),
+    }
 
 
 def _refine(stream, scores, suggested, sums, cz, cy, inp, refine: int, side, mapped, rows_in_clean, matrix):
