@@ -210,3 +210,39 @@ def test_calibrated_log_odds_is_finite_and_monotone():
     s = calibrated_log_odds(p)
     assert np.isfinite(s).all() and np.all(np.diff(s) >= 0) and s[3] == 0.0
     np.testing.assert_allclose(s[2], np.log(0.25))
+
+
+def test_label_log_odds_are_exact_where_the_clipped_ones_saturate():
+    from fastreweight.label_issues.find import calibrated_log_odds
+    from fastreweight.label_issues.posterior import calibrated_class_probs, label_log_odds
+
+    rng = np.random.default_rng(3)
+    P = rng.dirichlet(np.full(4, 0.3), size=97)
+    Q = rng.dirichlet(np.full(4, 0.3), size=97)
+    labels = rng.integers(0, 4, 97)
+    mask = np.zeros(97, bool)
+    mask[:20] = True
+    pi, w = calibrated_class_probs(P, Q, labels, mask)
+    exact = label_log_odds(P, Q, w, labels)
+    clipped = calibrated_log_odds(pi[np.arange(97), labels])
+    inside = np.abs(clipped) < 25
+    np.testing.assert_allclose(exact[inside], clipped[inside], rtol=1e-9, atol=1e-9)
+    # far past the clip: a sharper calibration (larger weights) keeps the order the clipped values lose
+    sharp = label_log_odds(P, Q, (60.0, 60.0), labels)
+    assert np.isfinite(sharp).all() and (np.abs(sharp) > 27.7).any()
+    z = 60.0 * np.log(P + 1e-3) + 60.0 * np.log(Q + 1e-3)
+    own = z[np.arange(97), labels]
+    others = np.array([np.logaddexp.reduce(np.delete(z[i], labels[i])) for i in range(97)])
+    np.testing.assert_allclose(sharp, own - others, rtol=1e-12, atol=1e-9)
+
+
+def test_ranking_breaks_score_ties_by_tie_break():
+    from fastreweight.label_issues import LabelIssues
+
+    s = np.array([-27.6, 0.5, -27.6, -27.6, 1.0])
+    r = LabelIssues(given_label=np.zeros(5, np.int64), predicted_label=np.zeros(5, np.int64), score=s,
+                    label_score=s, is_label_issue=np.zeros(5, bool), threshold=0.0,
+                    tie_break=np.array([-30.0, 0.5, -90.0, -30.0, 1.0]))
+    np.testing.assert_array_equal(r.ranking(), [2, 0, 3, 1, 4])
+    r.tie_break = None
+    np.testing.assert_array_equal(r.ranking(), [0, 2, 3, 1, 4])

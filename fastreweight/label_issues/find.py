@@ -66,7 +66,7 @@ from .audit import memory_bytes as audit_memory_bytes
 from .flag import MODEL_FLAGS, flag_rows
 from .neighbours import agreement_from_votes, neighbour_search, votes_by_k
 from .probe import GUARD_AUROC, GUARD_MARGIN, probe_auroc, probe_folds
-from .posterior import choose_neighbourhood, noise_model
+from .posterior import choose_neighbourhood, label_log_odds, noise_model
 from .result import LabelIssues
 from .shard import agree
 from .stream import score_dataset
@@ -115,18 +115,18 @@ def _knn(features, y, clean_idx, clean_features, clean_labels, C, device, chunk_
     chunk = min(chunk_rows, KNN_CHUNK_ROWS)
     found = neighbour_search(x, max(KNN_NEIGHBOURS), chunk_rows=chunk, device=device)
 
-    def votes(labels_, mask_):  # ({k: P}, (k, nll, calibration)): the votes under these labels and trusted rows
+    def votes(labels_, mask_):  # ({k: P}, Q, (k, nll, calibration)): the votes under these labels and trusted rows
         P_by_k, Q = votes_by_k(found, labels_, mask_, num_classes=C, ks=KNN_NEIGHBOURS, chunk_rows=chunk,
                                clean_k=POSTERIOR_CLEAN_K)
-        return P_by_k, choose_neighbourhood(P_by_k, Q, labels_, mask_)
+        return P_by_k, Q, choose_neighbourhood(P_by_k, Q, labels_, mask_)
 
-    P_by_k, (k, nll, calibration) = votes(y, mask)
+    P_by_k, Q, (k, nll, calibration) = votes(y, mask)
     chosen = {"neighbours": k, "neighbour_nll": {str(j): round(v, 4) for j, v in nll.items()}}
     if probe:  # probe.py: the trusted rows, half of them made ordinary rows with some labels changed
         def fold_scores(fold):
             labels_, mask_ = y.copy(), mask.copy()
             labels_[fold.rows], mask_[fold.rows] = fold.given, False
-            pi_fold = votes(labels_, mask_)[1][2][0]
+            pi_fold = votes(labels_, mask_)[2][2][0]
             return pi_fold[fold.rows, fold.given]
 
         chosen["probe_auroc"] = round(probe_auroc(probe_folds(np.flatnonzero(mask), y, C), fold_scores), 4)
@@ -135,16 +135,20 @@ def _knn(features, y, clean_idx, clean_features, clean_labels, C, device, chunk_
         pi = calibration[0]
         quality, suggested = pi[np.arange(y.size), y], pi.argmax(1)
         score = calibrated_log_odds(quality)
+        # rows whose clipped log-odds tie (π beyond 1e-12 of 0 or 1) are ranked by the exact ones
+        tie_break = label_log_odds(P_by_k[k], Q, calibration[1], y)
         if posterior:
             model = noise_model(calibration, y, mask)
             model = model._replace(post_given=model.post_given[:n], pi_given=model.pi_given[:n],
                                    pi_argmax=model.pi_argmax[:n])
     else:
         score, quality, suggested = agreement_from_votes(P_by_k[k], y)
+        tie_break = None
     clean_scores = score[mask]
     if clean_idx is None:  # the appended clean rows are not rows of the dataset
         score, quality, suggested = score[:n], quality[:n], suggested[:n]
-    return score, quality, suggested, clean_scores, model, chosen, calibration[0][:n]
+        tie_break = None if tie_break is None else tie_break[:n]
+    return score, quality, suggested, clean_scores, model, chosen, calibration[0][:n], tie_break
 
 
 def _fbr(features, y, clean_idx, clean_features, clean_labels, C, scorer, device, chunk_rows, progress, process_group):
@@ -400,9 +404,9 @@ def find_label_issues(features, labels, *, clean_idx=None, clean_features=None, 
     except Exception as exc:  # noqa: BLE001 - raised again by agree, on this rank
         error = exc
     agree(process_group, error, "its arguments")
-    pi, chosen = None, {}
+    pi, chosen, tie_break = None, {}, None
     if scorer == "knn":
-        score, quality, suggested, clean_scores, model, chosen, pi = _knn(
+        score, quality, suggested, clean_scores, model, chosen, pi, tie_break = _knn(
             features, y, clean_idx, clean_features, clean_labels, C, device, chunk_rows,
             calibrated_columns=flag in MODEL_FLAGS + ("audit",), posterior=flag in MODEL_FLAGS, probe=True)
         if chosen.get("probe_auroc", float("nan")) < GUARD_AUROC:  # probe.py: the votes barely tell a wrong label from a right one
@@ -411,7 +415,7 @@ def find_label_issues(features, labels, *, clean_idx=None, clean_features=None, 
             switched = _guard(chosen["probe_auroc"], fallback, requested_scorer, requested_flag, margin, threshold,
                               verified is not None)
             if switched is not None:
-                (flag, threshold), scorer, pi = switched, "fbr-whiten", None
+                (flag, threshold), scorer, pi, tie_break = switched, "fbr-whiten", None, None
                 reason = (f"knn's neighbour votes told the trusted rows' right labels from random wrong ones with AUROC "
                           f"{chosen['probe_auroc']:.2f}, fbr-whiten's scores with {fallback:.2f} (probe.py)")
                 chosen = {"knn_probe_auroc": chosen["probe_auroc"], "fbr_whiten_probe_auroc": fallback}
@@ -420,8 +424,10 @@ def find_label_issues(features, labels, *, clean_idx=None, clean_features=None, 
         score, quality, suggested, clean_scores = _fbr(features, y, clean_idx, clean_features, clean_labels, C, scorer,
                                                        device, chunk_rows, progress, process_group)
     audit = None if verified is None else _audit(given, y, clean_idx, pi)
-    return flag_rows(score, quality, suggested, y, clean_idx, clean_scores, C, flag, alpha, threshold, model, audit,
-                    {"scorer": scorer, "scorer_reason": reason, "flag": flag, **chosen,
-                     **({"alpha": alpha} if flag == "fdr" else {}),
-                     **({"threshold": threshold} if flag == "score" else {}),
-                     **({"margin": float(margin)} if flag == "margin" else {})})
+    issues = flag_rows(score, quality, suggested, y, clean_idx, clean_scores, C, flag, alpha, threshold, model, audit,
+                       {"scorer": scorer, "scorer_reason": reason, "flag": flag, **chosen,
+                        **({"alpha": alpha} if flag == "fdr" else {}),
+                        **({"threshold": threshold} if flag == "score" else {}),
+                        **({"margin": float(margin)} if flag == "margin" else {})})
+    issues.tie_break = tie_break
+    return issues

@@ -43,7 +43,7 @@ from typing import NamedTuple
 import numpy as np
 
 __all__ = ["calibrated_class_probs", "noise_posterior", "confident_count", "fit_noise_model", "noise_model", "NoiseModel",
-           "choose_neighbourhood", "clean_nll", "EPS", "LEVEL"]
+           "choose_neighbourhood", "clean_nll", "label_log_odds", "EPS", "LEVEL"]
 
 #: the floor added to every vote share before its log: a class no neighbour votes for is unlikely, not impossible
 EPS = 1e-3
@@ -84,6 +84,24 @@ def calibrated_class_probs(P: np.ndarray, Q: np.ndarray, labels: np.ndarray, cle
     pi = np.exp(z)
     pi /= pi.sum(1, keepdims=True)
     return pi, (a, b)
+
+
+def label_log_odds(P: np.ndarray, Q: np.ndarray, weights: tuple[float, float], labels: np.ndarray,
+                   eps: float = EPS) -> np.ndarray:
+    """``log(π_i(y_i) / (1 − π_i(y_i)))`` for every row, computed from the calibrated logits ``z``
+    (``calibrated_class_probs``' ``a·log(P + eps) + b·log(Q + eps)``) as ``z_y − logsumexp_{c≠y} z_c``: exact
+    where ``π`` itself rounds to 0 or 1 in float64, so rows the vote is sure of still come in order.
+    ``+inf`` with a single class."""
+    a, b = weights
+    z = a * np.log(P.astype(np.float64) + eps) + b * np.log(Q.astype(np.float64) + eps)
+    rows = np.arange(z.shape[0])
+    labels = np.asarray(labels, np.int64)
+    own = z[rows, labels].copy()
+    z[rows, labels] = -np.inf
+    top = z.max(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        others = top + np.log(np.exp(z - np.where(np.isfinite(top), top, 0.0)[:, None]).sum(1))
+    return own - others
 
 
 def clean_nll(pi: np.ndarray, labels: np.ndarray, clean_mask: np.ndarray) -> float:

@@ -32,13 +32,19 @@ class LabelIssues:
     estimated_noise_rate: float | None = None
     num_classes: int | None = None
     settings: dict = field(default_factory=dict)
+    #: orders rows whose ``score`` ties (lower first; ``knn`` with a noise model: the exact log-odds of the
+    #: calibrated vote, whose ``score`` is clipped at ±27.6); ``None``: ties stay in index order
+    tie_break: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.score.shape[0])
 
     def ranking(self) -> np.ndarray:
-        """Row indices from most to least suspicious (stable for ties)."""
-        return np.argsort(self.score, kind="stable")
+        """Row indices from most to least suspicious: by ``score``, ties by ``tie_break`` where given, then by
+        index."""
+        if self.tie_break is None:
+            return np.argsort(self.score, kind="stable")
+        return np.lexsort((self.tie_break, self.score))
 
     def to_dict(self) -> dict:
         """The columns as numpy arrays, keyed as cleanlab's ``find_label_issues`` DataFrame."""
