@@ -475,7 +475,10 @@ def _score(args, group, write: bool = True, phase: list | None = None) -> int:
             _check_find_inputs(inp)
     except Exception as exc:  # noqa: BLE001 - re-raised by agree, on this rank
         error = exc
-    agree(group, error, "its inputs")
+    try:
+        agree(group, error, "its inputs", args.device)
+    finally:
+        error = None  # see agree: no cycle through the traceback
     phase[0] = "collectives"
     _print_score_bound(args, inp, scorer, flag, whiten, group)
     t0 = time.perf_counter()

@@ -132,10 +132,7 @@ class Reweighter:
         self.init = float(init)
         self.normalize_update = normalize_update
         self.eps = float(eps)
-        # one spare entry past the end: where an unchecked out-of-range index writes on the reference
-        # (_unchecked_reference_step), so that no step needs a data-dependent shape (a host sync)
-        self._store = torch.full((num_samples + 1,), float(init), dtype=dtype, device=device)
-        self.weights = self._store[:num_samples]
+        self.weights = torch.full((num_samples,), float(init), dtype=dtype, device=device)
         # The fused update (gather, normalise, clip, scatter in one launch / one op): the Triton kernel
         # on CUDA, the C++ op on the CPU, under "auto"; an explicitly requested one must be available.
         dev = self.weights.device
@@ -150,6 +147,20 @@ class Reweighter:
             self.backend = fast if ok else "reference"
         else:
             self.backend = "reference"
+
+    @property
+    def weights(self) -> torch.Tensor:
+        """The N per-sample weights: a view of a buffer with one spare entry past the end, where an
+        unchecked out-of-range index writes on the reference (``_unchecked_reference_step``), so that no
+        step needs a data-dependent shape (a host sync)."""
+        return self._store[:self.num_samples]
+
+    @weights.setter
+    def weights(self, value: torch.Tensor) -> None:
+        store = value.new_empty(value.shape[0] + 1)  # a copy: the buffer is the Reweighter's own
+        store[:-1] = value
+        store[-1] = 0
+        self._store = store
 
     def step(self, idx: torch.Tensor, scores: torch.Tensor, *, check_values: bool = True) -> torch.Tensor:
         dev = self.weights.device
@@ -211,7 +222,6 @@ class Reweighter:
         vc.run()
         lr, init, eps = _check_step_options(state.get("lr", self.lr), state.get("init", self.init),
                                             state.get("eps", self.eps), prefix="state")
-        self._store[:self.num_samples].copy_(w.detach())
-        self.weights = self._store[:self.num_samples]
+        self.weights = w.detach().to(device=self.weights.device, dtype=self.weights.dtype)
         self.lr, self.init, self.eps = lr, init, eps
         self.normalize_update = state.get("normalize_update", self.normalize_update)

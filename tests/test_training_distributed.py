@@ -211,3 +211,28 @@ def test_distributed_training_sets_of_different_sizes_raise_on_every_rank(tmp_pa
     for rank in range(WORLD):
         msg = (tmp_path / f"error-rank{rank}.txt").read_text()
         assert f"num_samples differs across ranks: from {n - 5} to {n}" in msg, msg
+
+
+def _resume_missing_worker(rank, world, port, out_dir):
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        d = _data()
+        loader = TensorLoader(d.x_train, d.y_train, BATCH, shard=(rank, world))
+        model = Mo.MLP(d.input_shape[0], d.num_classes, (10,)).to(f64)
+        trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), FBR(warmup=0),
+                          CleanSet(d.x_clean, d.y_clean, passes=1, batch_size=5), parallel=Distributed())
+        resume = os.path.join(out_dir, "missing.pt") if rank == 1 else None  # only rank 1 cannot read its file
+        exc = (FileNotFoundError, ValueError) if rank == 1 else ValueError
+        msg = _expect_error(exc, lambda: trainer.fit(loader, 1, resume=resume))
+        with open(os.path.join(out_dir, f"resume-rank{rank}.txt"), "w") as f:
+            f.write(msg)
+        quiesce()
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="gloo is not available")
+def test_a_resume_one_rank_cannot_read_raises_on_every_rank(tmp_path):
+    spawn(_resume_missing_worker, WORLD, str(tmp_path))
+    assert "another rank could not read resume=None" in (tmp_path / "resume-rank0.txt").read_text()
+    assert "missing.pt" in (tmp_path / "resume-rank1.txt").read_text()

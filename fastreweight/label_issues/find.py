@@ -403,7 +403,10 @@ def find_label_issues(features, labels, *, clean_idx=None, clean_features=None, 
             device, chunk_rows, process_group)
     except Exception as exc:  # noqa: BLE001 - raised again by agree, on this rank
         error = exc
-    agree(process_group, error, "its arguments")
+    try:
+        agree(process_group, error, "its arguments", device)
+    finally:
+        error = None  # see shard.agree: no cycle through the traceback
     pi, chosen, tie_break = None, {}, None
     if scorer == "knn":
         score, quality, suggested, clean_scores, model, chosen, pi, tie_break = _knn(

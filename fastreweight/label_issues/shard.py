@@ -33,12 +33,17 @@ def _comm_device(group, device) -> torch.device:
     return torch.device(device) if dist.get_backend(group) == "nccl" else torch.device("cpu")
 
 
-def agree(group, error: BaseException | None, what: str = "its inputs", device=torch.device("cpu")) -> None:
+def agree(group, error: BaseException | None, what: str = "its inputs", device="cpu") -> None:
     """Agree over ``group`` on the outcome of a phase that ran on every rank without collectives (e.g. the
     checks of the inputs): one all-reduce of which ranks failed.  A rank whose phase raised ``error``
     raises it again; where another rank failed, the others raise a ``ValueError`` naming it, so no rank
     goes on to a collective that a failed rank never joins.  ``group`` ``None`` (one process) re-raises
-    ``error``, if any.  Call on every rank of ``group``, once per phase."""
+    ``error``, if any.  Call on every rank of ``group``, once per phase.  ``device``: the scoring device
+    (where an NCCL group communicates; one that is not a CUDA device, e.g. one the phase refused, falls
+    back to the current CUDA device there).  Callers drop their own reference to ``error`` afterwards
+    (``finally: error = None``): the traceback holds their frame, and a cycle through it would keep the
+    process group alive past ``destroy_process_group``."""
+    failed_ranks = None
     if group is not None:
         import torch.distributed as dist
 
@@ -46,15 +51,33 @@ def agree(group, error: BaseException | None, what: str = "its inputs", device=t
             group = dist.group.WORLD if dist.is_available() and dist.is_initialized() else None
     if group is not None:
         world, rank = dist.get_world_size(group), dist.get_rank(group)
-        failed = torch.zeros(world, dtype=torch.int64, device=_comm_device(group, device))
+        failed = torch.zeros(world, dtype=torch.int64, device=_agree_device(group, device))
         failed[rank] = int(error is not None)
         dist.all_reduce(failed, group=group)
-        if error is None and bool(failed.any()):
-            ranks = ", ".join(str(r) for r in torch.nonzero(failed).flatten().tolist())
-            raise ValueError(f"another rank rejected {what} (rank {ranks} of {world}; its own error is reported there), "
-                             "so this rank stops too")
-    if error is not None:
-        raise error
+        failed_ranks = torch.nonzero(failed).flatten().tolist()
+    group = None  # not held by this frame once an exception carries it away
+    try:
+        if error is not None:
+            raise error
+        if failed_ranks:
+            raise ValueError(f"another rank rejected {what} (rank {', '.join(map(str, failed_ranks))} of {world}; its "
+                             "own error is reported there), so this rank stops too")
+    finally:
+        error = None
+
+
+def _agree_device(group, device) -> torch.device:
+    """Where ``agree`` communicates: the CPU for gloo; for NCCL ``device`` if it is a CUDA device, else the
+    current CUDA device."""
+    import torch.distributed as dist
+
+    if dist.get_backend(group) != "nccl":
+        return torch.device("cpu")
+    try:
+        d = torch.device(device)
+    except (TypeError, RuntimeError, ValueError):
+        d = None
+    return d if d is not None and d.type == "cuda" else torch.device("cuda", torch.cuda.current_device())
 
 
 def digest(*parts) -> int:

@@ -184,7 +184,10 @@ def score_dataset(
         rows_in_clean = _check_clean_rows(clean_rows, features, inp)
     except Exception as exc:  # noqa: BLE001 - re-raised by agree, on this rank
         error = exc
-    agree(group, error, "its inputs to score_dataset", exe.device)
+    try:
+        agree(group, error, "its inputs to score_dataset", exe.device)
+    finally:
+        error = None  # see shard.agree: no cycle through the traceback
     stream = _Stream(features, inp, sim, exe)
     stream.shard.same_everywhere(_fingerprint(inp, sim, exe, whiten, refine, on_missing_class, rows_in_clean))
     cz, cy = inp.clean_features, inp.clean_labels

@@ -150,6 +150,25 @@ class Trainer:
                              "fresh model and optimizer) for a new run, or continue a run with a new Trainer and "
                              "fit(..., resume=<checkpoint file>) (fit(checkpoint_dir=...) writes them)")
 
+    def _load_agreed(self, resume: str | None) -> dict | None:
+        """``load_checkpoint(resume)`` (``None`` without one), the ranks agreeing on the outcome first: a rank
+        that cannot read the file (missing on its node, corrupt) raises its error, and the others raise
+        too instead of waiting in the next collective."""
+        error, state = None, None
+        try:
+            state = load_checkpoint(resume) if resume is not None else None
+        except Exception as exc:  # noqa: BLE001 - raised again below, on this rank
+            error = exc
+        failed = self.parallel.all_max(torch.tensor([int(error is not None)], device=self.device))
+        try:
+            if error is not None:
+                raise error
+            if int(failed[0]):
+                raise ValueError(f"another rank could not read resume={resume!r}, so this rank stops too")
+        finally:
+            error = None  # the traceback holds this frame: no cycle keeping the process group alive
+        return state
+
     # -- the loop -------------------------------------------------------------------------------
     def fit(self, loader, epochs: int, *, num_classes: int | None = None, eval_loader=None, true_labels=None,
             num_samples: int | None = None, checkpoint_dir: str | None = None, checkpoint_every: int = 1,
@@ -171,7 +190,7 @@ class Trainer:
         if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be an int >= 1, got {checkpoint_every!r}")
         self._check_fresh()
-        state = load_checkpoint(resume) if resume is not None else None
+        state = self._load_agreed(resume)
         if checkpoint_dir is not None:  # before any work: a clash would otherwise surface an epoch later
             start = state.get("epoch") if state is not None else self.epoch
             if isinstance(start, int):  # else restore() names what the checkpoint lacks

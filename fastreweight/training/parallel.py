@@ -93,6 +93,8 @@ class Distributed(SingleProcess):
         self.rank, self.world = dist.get_rank(self.group), dist.get_world_size(self.group)
 
     def wrap(self, model, device):
+        if device.type == "cuda":  # NCCL's object collectives (checkpoints) use the current CUDA device
+            torch.cuda.set_device(device)
         ddp = nn.parallel.DistributedDataParallel
         if isinstance(model, ddp):
             return model, model.module
@@ -145,7 +147,10 @@ class Distributed(SingleProcess):
         if kind == "ok":
             return value
         if self.rank == 0:
-            raise error
+            try:
+                raise error
+            finally:
+                error = None  # the traceback holds this frame: no cycle keeping the process group alive
         raise _remote_error(*value)
 
     def state_dict(self) -> dict:
