@@ -469,6 +469,8 @@ def _score(args, group, write: bool = True, phase: list | None = None) -> int:
         scorer, flag, whiten = _check_score_combination(args)
         inp = _load_score_inputs(args)
         inp.C = _score_classes(args, inp)
+        if scorer is None:
+            _check_clean_classes(inp)
         if names is not None and len(names) < inp.C:
             raise ValueError(f"--class-names has {len(names)} names for {inp.C} classes")
         if scorer is not None:
@@ -585,6 +587,18 @@ def _score_classes(args, inp: _ScoreInputs) -> int:
             raise ValueError(f"{flag_name} must hold class labels in [0, {C}), got values in "
                              f"[{int(t.min())}, {int(t.max())}]" + (" (--num-classes)" if args.num_classes else ""))
     return C
+
+
+def _check_clean_classes(inp: _ScoreInputs) -> None:
+    """The FBR options path (``score_dataset``) scores a row against its class's clean rows: a class with
+    rows but no clean row is refused here, in the command line's own terms (``score_dataset``'s message
+    offers an option the command line does not have)."""
+    missing = sorted(set(torch.unique(inp.yt).tolist()) - set(torch.unique(inp.cyt).tolist()))
+    if missing:
+        shown = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
+        where = "the --clean-idx rows" if inp.ci is not None else "clean_labels (--clean-labels)"
+        raise ValueError(f"class(es) {shown} have rows but no clean row (absent from {where}): add clean rows of "
+                         "those classes (--clean-idx, or --clean-features/--clean-labels)")
 
 
 def _print_score_bound(args, inp: _ScoreInputs, scorer, flag, whiten, group) -> None:

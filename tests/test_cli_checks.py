@@ -236,3 +236,17 @@ def test_score_numeric_options_checked_before_scoring(files, capsys, no_scoring)
         cap = capsys.readouterr()
         assert msg in cap.err and "classes" not in cap.out and "memory bound" not in cap.out, (argv, cap)
     assert sorted(os.listdir(files)) == ["ci.npy", "img_bad.npy", "x.npy", "y.npy"]
+
+
+def test_score_fbr_options_refuse_a_class_without_clean_rows_in_the_cli_terms(files, capsys, no_scoring):
+    """The FBR options path (score_dataset) needs a clean row of every labelled class; its own message
+    offers on_missing_class, which the command line does not have."""
+    y = np.load(files / "y.npy")
+    np.save(files / "ci_no2.npy", np.flatnonzero(y != 2)[:20])
+    argv = _score(files, "--shift", "second")
+    argv[argv.index(str(files / "ci.npy"))] = str(files / "ci_no2.npy")
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "class(es) 2 have rows but no clean row (absent from the --clean-idx rows)" in err
+    assert "on_missing_class" not in err
+    assert not os.path.exists(files / "a.csv")
