@@ -713,24 +713,11 @@ def _device(s: str) -> str:
     except (RuntimeError, ValueError, TypeError) as e:
         raise ValueError(f"--device {s}: not a device ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
                          "use cpu, cuda, cuda:N, mps or auto") from None
-    why = None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            why = ("this PyTorch build has no CUDA" if torch.version.cuda is None and torch.version.hip is None
-                   else "no CUDA device is available") + " (torch.cuda.is_available() is False); use --device cpu"
-        elif dev.index is not None and dev.index >= torch.cuda.device_count():
-            why = f"there are {torch.cuda.device_count()} CUDA device(s), numbered from 0"
-    elif dev.type == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            why = "MPS is not available in this PyTorch build or on this machine; use --device cpu"
-    if why is None:
-        try:
-            torch.empty(0, device=dev)
-        except Exception as e:  # noqa: BLE001 - whatever the backend raises for an unusable device
-            why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    from .validate import device_problem
+
+    why = device_problem(dev)
     if why is not None:
-        raise ValueError(f"--device {s}: {why}")
+        raise ValueError(f"--device {s}: {why}; use --device cpu")
     _CHECKED_DEVICES.add(s)
     return s
 

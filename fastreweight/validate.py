@@ -116,6 +116,30 @@ def check_num_classes(num_classes) -> int | None:
     return int(num_classes)
 
 
+def device_problem(dev: torch.device) -> str | None:
+    """Why ``dev`` cannot be used by this PyTorch build on this machine (``None``: it can), checked before
+    any work: without CUDA, torch's own error is an ``AssertionError`` deep inside the first copy."""
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            return ("CUDA is not available in this PyTorch build or on this machine"
+                    + (" (a CPU-only build)" if torch.version.cuda is None and torch.version.hip is None else ""))
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            return f"only {torch.cuda.device_count()} CUDA device(s) are visible, numbered from 0"
+        return None
+    if dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            return "MPS is not available in this PyTorch build or on this machine"
+        return None
+    if dev.type == "cpu":
+        return None
+    try:
+        torch.empty(0, device=dev)
+    except Exception as e:  # noqa: BLE001 - whatever the backend raises for an unusable device
+        return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    return None
+
+
 def check_same_device(named: dict[str, torch.Tensor]) -> torch.device:
     devices = {name: t.device for name, t in named.items() if t is not None}
     first_name, first = next(iter(devices.items()))

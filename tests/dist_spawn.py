@@ -23,6 +23,30 @@ def spawn(worker, world: int, out_dir: str, tries: int = 3) -> None:
                 raise
 
 
+def spawn_within(worker, world: int, out_dir: str, seconds: float = 120, tries: int = 3) -> None:
+    """``dist_spawn.spawn`` that fails the test, killing the ranks, where they have not all finished within
+    ``seconds``: a rank left waiting in a collective is reported as a hang, not waited on."""
+    import time
+
+    import pytest
+
+    for attempt in range(tries):
+        ctx = mp.start_processes(worker, args=(world, free_port(), out_dir), nprocs=world, join=False,
+                                 start_method="spawn")
+        deadline = time.monotonic() + seconds
+        try:
+            while not ctx.join(timeout=max(0.1, deadline - time.monotonic())):
+                if time.monotonic() >= deadline:
+                    for p in ctx.processes:
+                        if p.is_alive():
+                            p.kill()
+                    pytest.fail(f"the {world} ranks did not finish within {seconds:g} s: a rank hangs")
+            return
+        except mp.ProcessRaisedException as exc:
+            if "address already in use" not in str(exc).lower() or attempt == tries - 1:
+                raise
+
+
 def quiesce() -> None:
     """Call on every rank before ``destroy_process_group`` once the work is done: free the DDP objects
     (their reducers hold the group; reference cycles keep them until a collection) and wait until every

@@ -9,8 +9,8 @@ import torch.distributed as dist
 
 from fastreweight import cli
 
-from dist_spawn import spawn
-from test_find_label_issues_dist import _data, spawn_within
+from dist_spawn import spawn, spawn_within
+from test_find_label_issues_dist import _data
 
 
 def _paths(d):

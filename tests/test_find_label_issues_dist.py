@@ -10,7 +10,7 @@ import torch.distributed as dist
 from fastreweight.label_issues import find
 from fastreweight.label_issues import find_label_issues
 
-from dist_spawn import free_port, quiesce, spawn
+from dist_spawn import quiesce, spawn, spawn_within
 
 FIELDS = ("given_label", "predicted_label", "score", "label_score", "is_label_issue")
 
@@ -26,30 +26,6 @@ def _data(N=611, d=13, C=4, seed=3):
     ci = np.sort(np.concatenate([np.flatnonzero(true == c)[:7] for c in range(C)]))
     noisy[ci] = true[ci]
     return x, noisy, ci
-
-
-def spawn_within(worker, world: int, out_dir: str, seconds: float = 120, tries: int = 3) -> None:
-    """``dist_spawn.spawn`` that fails the test, killing the ranks, where they have not all finished within
-    ``seconds``: a rank left waiting in a collective is reported as a hang, not waited on."""
-    import time
-
-    import torch.multiprocessing as mp
-
-    for attempt in range(tries):
-        ctx = mp.start_processes(worker, args=(world, free_port(), out_dir), nprocs=world, join=False,
-                                 start_method="spawn")
-        deadline = time.monotonic() + seconds
-        try:
-            while not ctx.join(timeout=max(0.1, deadline - time.monotonic())):
-                if time.monotonic() >= deadline:
-                    for p in ctx.processes:
-                        if p.is_alive():
-                            p.kill()
-                    pytest.fail(f"the {world} ranks did not finish within {seconds:g} s: a rank hangs")
-            return
-        except mp.ProcessRaisedException as exc:
-            if "address already in use" not in str(exc).lower() or attempt == tries - 1:
-                raise
 
 
 def _calls(x, y, ci):

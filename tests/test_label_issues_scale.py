@@ -9,8 +9,7 @@ import torch.distributed as dist
 
 from fastreweight.label_issues import Execution, memory_bound_bytes, score_dataset
 
-from dist_spawn import quiesce, spawn
-from test_find_label_issues_dist import spawn_within
+from dist_spawn import quiesce, spawn, spawn_within
 
 SETTINGS = {"plain": {}, "whiten+refine": dict(whiten="auto", refine=1), "second+alpha": dict(shift="second", alpha=0.2)}
 

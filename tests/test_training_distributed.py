@@ -11,7 +11,7 @@ from fastreweight import data as D
 from fastreweight import models as Mo
 from fastreweight.training import ERM, FBR, CleanSet, Distributed, NeighbourRelabel, TensorLoader, Trainer, with_index
 
-from dist_spawn import quiesce, spawn
+from dist_spawn import quiesce, spawn, spawn_within
 
 WORLD, EPOCHS, BATCH = 2, 3, 8
 f64 = torch.float64
@@ -233,6 +233,6 @@ def _resume_missing_worker(rank, world, port, out_dir):
 
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="gloo is not available")
 def test_a_resume_one_rank_cannot_read_raises_on_every_rank(tmp_path):
-    spawn(_resume_missing_worker, WORLD, str(tmp_path))
+    spawn_within(_resume_missing_worker, WORLD, str(tmp_path))
     assert "another rank could not read resume=None" in (tmp_path / "resume-rank0.txt").read_text()
     assert "missing.pt" in (tmp_path / "resume-rank1.txt").read_text()

@@ -25,7 +25,7 @@ import torch
 from .. import validate as V
 
 __all__ = ["LabelDtypeError", "Inputs", "check_inputs", "check_find_inputs", "check_clean_idx", "clean_subset", "FiniteRows",
-           "first_nonfinite_row", "detached", "float32_array", "rows_of", "check_finite_rows", "check_num_classes",
+           "first_nonfinite_row", "detached", "float32_array", "rows_of", "check_finite_rows",
            "check_positive_int", "check_real", "parse_device", "check_device"]
 
 
@@ -160,12 +160,6 @@ def check_finite_rows(name: str, t: torch.Tensor, original, row_names=None, wher
         raise ValueError(nonfinite_message(name, shown, original[row], where))
 
 
-def check_num_classes(num_classes):
-    """``num_classes`` after the shared check (``fastreweight.validate``: any integer, e.g. a numpy
-    ``y.max() + 1``, comes back an ``int``)."""
-    return V.check_num_classes(num_classes)
-
-
 def check_positive_int(name: str, value) -> int:
     """``value`` as an ``int`` >= 1 (numpy integers accepted; bools refused)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
@@ -195,15 +189,12 @@ def parse_device(device) -> torch.device:
 
 
 def check_device(device) -> torch.device:
-    """``device`` as a ``torch.device`` that exists here, checked before anything is scored: without
-    CUDA torch's own error is an ``AssertionError`` deep inside the first copy, naming no argument."""
+    """``device`` as a ``torch.device`` that exists here, checked before anything is scored
+    (``fastreweight.validate.device_problem``)."""
     dev = parse_device(device)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device={str(dev)!r} but CUDA is not available in this PyTorch build or on this "
-                             "machine; use device='cpu'")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device={str(dev)!r} but only {torch.cuda.device_count()} CUDA device(s) are visible")
+    why = V.device_problem(dev)
+    if why is not None:
+        raise ValueError(f"device={str(dev)!r} but {why}; use device='cpu'")
     return dev
 
 
@@ -224,7 +215,7 @@ def check_inputs(features, labels, clean_features, clean_labels, num_classes, on
     if dc != d:
         raise ValueError(f"clean_features must have {d} columns like features, got shape {tuple(clean_features.shape)}")
     V.check_option("on_missing_class", on_missing_class, V.MISSING_OPTIONS)
-    num_classes = check_num_classes(num_classes)
+    num_classes = V.check_num_classes(num_classes)
     y = labels_tensor("labels", labels, n, "features")
     cy = labels_tensor("clean_labels", clean_labels, m, "clean_features")
     if num_classes is None:
@@ -298,7 +289,7 @@ def check_find_inputs(features, labels, clean_idx, clean_features, clean_labels,
     int64 numpy or None)``; ``num_classes`` defaults to one more than the largest label of either side."""
     n, d = check_features("features", features)
     y = labels_tensor("labels", labels, n, "features")
-    num_classes = check_num_classes(num_classes)
+    num_classes = V.check_num_classes(num_classes)
     verified = None
     if clean_idx is not None:
         clean_idx = check_clean_idx(clean_idx, n)
