@@ -279,3 +279,19 @@ def test_the_neighbourhood_whose_calibration_fits_the_clean_rows_best_is_chosen(
             assert weights_k == weights
     assert k == 30 and nll[30] < nll[10]
     assert choose_neighbourhood({30: sharp, 10: sharp.copy()}, Q, y, mask)[0] == 10
+
+
+@pytest.mark.parametrize("flag", ["auto", "posterior", "margin"])
+def test_knn_ignores_classes_no_row_holds(flag):
+    # labels {0, 2, 5} of num_classes=7 against the same labels as {0, 1, 2} of 3: an empty class has no
+    # evidence, so its column must not move the calibration, the neighbourhood or any score
+    x, _, y, clean_idx = _blobs(n=240, C=3, rate=0.25, seed=4, clean_per_class=8)
+    names = np.array([0, 2, 5])
+    ref = find_label_issues(x, y, clean_idx=clean_idx, num_classes=3, scorer="knn", flag=flag)
+    wide = find_label_issues(x, names[y], clean_idx=clean_idx, num_classes=7, scorer="knn", flag=flag)
+    assert wide.settings["neighbours"] == ref.settings["neighbours"]
+    np.testing.assert_array_equal(wide.is_label_issue, ref.is_label_issue)
+    np.testing.assert_array_equal(wide.predicted_label, names[ref.predicted_label])
+    np.testing.assert_allclose(wide.label_score, ref.label_score, rtol=1e-12, atol=0)
+    assert wide.estimated_noise_rate == pytest.approx(ref.estimated_noise_rate, rel=1e-12)
+    assert wide.issues_per_class()[1] == 0 and wide.issues_per_class()[5] == ref.issues_per_class()[2]

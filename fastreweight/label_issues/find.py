@@ -91,7 +91,32 @@ KNN_CHUNK_ROWS = 4096
 
 def _knn(features, y, clean_idx, clean_features, clean_labels, C, device, chunk_rows, calibrated_columns: bool,
          posterior: bool, probe: bool = False):
-    """``(score, quality, suggested, clean_scores, model, chosen, pi)``: with ``calibrated_columns`` the columns of
+    """``_knn_votes``' results over the classes some row holds: a class of ``range(C)`` that no label
+    names has no evidence, and a column for it would still take a share of every softmax of the
+    calibration (``posterior.py``), so its presence alone would move the calibration, the chosen
+    neighbourhood and every score.  The absent classes get probability 0 and are never suggested."""
+    every = y if clean_labels is None else np.concatenate([y, np.asarray(clean_labels, np.int64)])
+    present = np.unique(every)
+    if present.size == C or present.size < 2:  # nothing to drop, or nothing to compare (one class)
+        return _knn_votes(features, y, clean_idx, clean_features, clean_labels, C, device, chunk_rows,
+                          calibrated_columns, posterior, probe)
+    compact = np.full(C, -1, np.int64)
+    compact[present] = np.arange(present.size)
+    score, quality, suggested, clean_scores, model, chosen, pi, tie_break = _knn_votes(
+        features, compact[y], clean_idx, clean_features, None if clean_labels is None else compact[clean_labels],
+        present.size, device, chunk_rows, calibrated_columns, posterior, probe)
+    wide = np.zeros((pi.shape[0], C), pi.dtype)
+    wide[:, present] = pi
+    if model is not None:
+        transition = np.zeros((C, C), model.transition.dtype)
+        transition[np.ix_(present, present)] = model.transition
+        model = model._replace(pi_argmax=present[model.pi_argmax], transition=transition)
+    return score, quality, present[suggested], clean_scores, model, chosen, wide, tie_break
+
+
+def _knn_votes(features, y, clean_idx, clean_features, clean_labels, C, device, chunk_rows, calibrated_columns: bool,
+               posterior: bool, probe: bool = False):
+    """``(score, quality, suggested, clean_scores, model, chosen, pi, tie_break)``: with ``calibrated_columns`` the columns of
     the calibrated probabilities (else of the raw vote); ``model`` is ``None`` unless ``posterior`` asks
     for it, else ``posterior.py``'s ``NoiseModel`` on the dataset's rows; ``chosen``
     the settings of the neighbourhood chosen on the clean rows (``KNN_NEIGHBOURS``); ``pi`` the
