@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 20 item 5 on a GPU in one command (about 6 minutes): the read-ahead's GPU tests, then
+# Issue 20 item 5 on a GPU in one command (at most 480 s by default): the read-ahead's GPU tests, then
 # score_dataset over 10^7 x 512 float32 rows streamed from a memory-mapped .npy (read-ahead on and
 # off) and held in device memory (chunks of 65536, 262144 and 8192 rows), plain and whitened, each
 # against the GPU's own GEMM rate measured in the same run.  Records are appended as each run finishes, so a
