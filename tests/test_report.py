@@ -102,7 +102,7 @@ def test_every_user_string_is_escaped():
     tags = set(re.findall(r"<\s*([a-zA-Z][a-zA-Z0-9]*)", page))
     assert tags <= {"html", "head", "meta", "title", "style", "body", "main", "header", "h1", "h2", "p", "section",
                     "table", "thead", "tbody", "tfoot", "tr", "th", "td", "div", "span", "img", "b", "sup", "svg",
-                    "rect", "line", "text"}, tags
+                    "rect", "line", "text", "g", "details", "summary"}, tags
 
 
 def test_never_overwrites(tmp_path):
@@ -252,3 +252,139 @@ def test_class_names_as_a_numpy_array_or_other_ordered_collection():
     assert _Names(("cat", "dog", "bird"), 3)(2) == "bird"
     with pytest.raises(TypeError, match="class_names must be a list"):
         _Names({"cat", "dog", "bird"}, 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# legibility: the histogram, long class names, many classes
+# ---------------------------------------------------------------------------------------------
+def _saturated(n=2000, threshold=-2.0, seed=0) -> LabelIssues:
+    """knn-like scores: most rows tied at the clip of the log-odds (±27.63), a few between."""
+    g = np.random.default_rng(seed)
+    clip = 27.631021
+    kind = g.choice(3, n, p=[0.3, 0.6, 0.1])
+    score = np.where(kind == 0, -clip, np.where(kind == 1, clip, g.normal(0, 8, n).clip(-25, 25)))
+    given = g.integers(0, 10, n)
+    pred = np.where(score < 0, (given + 1) % 10, given)
+    return LabelIssues(given_label=given, predicted_label=pred, score=score, label_score=1 / (1 + np.exp(-score)),
+                       is_label_issue=score <= threshold, threshold=threshold, estimated_noise_rate=0.3,
+                       num_classes=10, settings={"scorer": "knn", "flag": "score"})
+
+
+def _svg_rects(page, cls):
+    return [dict(re.findall(r'(\w[\w-]*)="([^"]*)"', r)) for r in re.findall(rf'<rect class="{cls}"[^>]*>', page)]
+
+
+def test_histogram_clip_piles_are_end_bars_and_the_rows_between_readable():
+    iss = _saturated()
+    page = render_report(iss)
+    s = iss.score
+    ends = dict(re.findall(r'<g class="end-bar" data-side="(\w+)" data-count="(\d+)">', page))
+    assert ends == {"left": str(int((s == s.min()).sum())), "right": str(int((s == s.max()).sum()))}
+    assert "tied at the lowest score" in page
+    bars = _svg_rects(page, "hbar")
+    # the axis is scaled to the rows between the piles: its tallest bar (stacked) fills most of the plot (210 px)
+    tops = {}
+    for b in bars:
+        tops[b["x"]] = tops.get(b["x"], 0) + float(b["height"])
+    assert max(tops.values()) > 150, max(tops.values())
+    # the threshold lies on a bin edge: every flagged (red) bar left of the dashed line, every other right of it
+    xt = float(re.search(r'<line class="threshold" data-where="axis" x1="([\d.]+)"', page).group(1))
+    for b in bars:
+        x0, x1 = float(b["x"]), float(b["x"]) + float(b["width"])
+        assert (x1 <= xt + 0.02) if b["fill"] == "#c83c28" else (x0 >= xt - 0.02), (b, xt)
+
+
+def test_histogram_threshold_at_a_pile_is_drawn_beside_its_end_bar():
+    iss = _saturated(threshold=-27.631021)  # flags exactly the rows tied at the lower clip
+    page = render_report(iss)
+    assert '<line class="threshold" data-where="left-gap"' in page
+    iss = _saturated(threshold=-30.0)  # flags nothing
+    assert '<line class="threshold" data-where="left-edge"' in render_report(iss)
+
+
+def test_histogram_unbounded_scores_and_distinct_tick_labels():
+    g = np.random.default_rng(1)
+    for score, thr in ((g.normal(0, 40, 3000), 0.0), (14.0 + 0.05 * g.standard_normal(500), 14.0)):  # fbr; narrow
+        iss = LabelIssues(given_label=np.zeros(score.size, int), predicted_label=np.zeros(score.size, int),
+                          score=score, label_score=1 / (1 + np.exp(-score)), is_label_issue=score <= thr,
+                          threshold=thr, num_classes=2, settings={"scorer": "fbr"})
+        page = render_report(iss)
+        ticks = re.findall(r'stroke="#555"/><text[^>]*>([^<]*)</text>', page)  # the text after each tick mark
+        assert len(ticks) >= 3 and len(set(ticks)) == len(ticks), ticks  # not "14", "14", "14.1"
+        assert 'class="end-bar"' not in page  # no pile, no far outlier: one axis for all rows
+
+
+def _long_names(C):
+    return [(f"class {c}: a very long descriptive category name that goes on and on and on (#{c})" if c % 2 else
+             f'<b>c{c}</b> & "q" ünï 猫 {c}') for c in range(C)]
+
+
+def test_long_class_names_keep_the_suggestion_and_compact_matrix():
+    iss = _issues(n=300, C=30, seed=2)
+    names = _long_names(30)
+    page = render_report(iss, class_names=names, max_samples=20)
+    # each card: the given and the suggested label on lines of their own, the full names in a tooltip
+    cards = re.findall(r'<div class="labels" title="([^"]*)"><div class="given">([^<]*)</div>'
+                       r'<div class="sugg">→ ([^<]*)</div></div>', page)
+    assert len(cards) == 20
+    for title, g, p in cards:
+        assert title == f"given: {g} → suggested: {p}"
+    assert "white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }" not in page.split(".labels {")[1][:120]
+    # the matrix heads hold the names in a box of bounded width (full name in the title), upright columns
+    assert '<table class="matrix vert">' in page
+    assert re.search(r'<th class="row" title="1: class 1: a very long[^"]*"><div class="cn">', page)
+
+
+def test_many_classes_fold_the_summary_and_long_settings():
+    C = 1000
+    iss = _issues(n=3000, C=C, seed=4, settings={"scorer": "knn", "transition_diagonal": [0.5] * C})
+    page = render_report(iss)
+    summary = re.search(r'<p class="summary">(.*?)</p>', page).group(1)
+    assert len(summary) < 400, len(summary)  # not one entry per class
+    assert "the 10 most of 1000" in summary
+    assert re.search(r"<th>transition_diagonal</th><td><details><summary>1000 values: min 0.5, median 0.5, "
+                     r"max 0.5</summary>\[0.5, ", page)
+    assert '<div class="scroll"><table class="perclass">' in page
+    assert page.count('<tr data-class="') == C  # every class is still listed
+    # few classes: the summary as it is
+    small = _issues()
+    assert f'<p class="summary">{small.summary()}</p>' in render_report(small)
+
+
+_PROBE = """<script>
+addEventListener("load", () => {
+  const out = {hidden: 0, cards: 0, rowMax: 0, pageOver: 0};
+  for (const c of document.querySelectorAll(".card")) {
+    out.cards++;
+    const card = c.getBoundingClientRect(), s = c.querySelector(".sugg").getBoundingClientRect();
+    if (s.width < 10 || s.height < 5 || s.left < card.left - 1 || s.right > card.right + 1) out.hidden++;
+  }
+  for (const r of document.querySelectorAll("table.matrix tbody tr"))
+    out.rowMax = Math.max(out.rowMax, r.getBoundingClientRect().height);
+  out.pageOver = document.documentElement.scrollWidth - innerWidth;
+  const p = document.createElement("pre"); p.id = "probe"; p.textContent = JSON.stringify(out);
+  document.body.appendChild(p);
+});
+</script>"""
+
+
+def test_long_names_layout_in_headless_chromium(tmp_path):
+    """The layout as chromium lays it out (a probing script added to a copy of the page; the report has none)."""
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("no chromium on PATH (Debian: apt-get install -y chromium); the headless layout check needs it")
+    iss = _issues(n=400, C=30, seed=6)
+    page = render_report(iss, class_names=_long_names(30), max_samples=24, true_labels=iss.predicted_label,
+                         images=np.random.default_rng(0).integers(0, 256, (400, 32, 32, 3), dtype=np.uint8))
+    path = tmp_path / "probe.html"
+    path.write_text(page.replace("</body>", _PROBE + "</body>"), encoding="utf-8")
+    env = dict(os.environ, HOME=str(tmp_path))
+    proc = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                           f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,2000", "--dump-dom",
+                           f"file://{path}"], capture_output=True, text=True, timeout=180, env=env)
+    m = re.search(r'<pre id="probe">(.*?)</pre>', proc.stdout)
+    assert m, proc.stderr[-2000:]
+    out = json.loads(m.group(1).replace("&quot;", '"'))
+    assert out["cards"] == 24 and out["hidden"] == 0, out  # the suggested label is on every card
+    assert 0 < out["rowMax"] < 40, out  # a long name does not make a matrix row tall
+    assert out["pageOver"] <= 0, out  # nothing wider than the window (the matrix scrolls in its own box)

@@ -31,6 +31,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from .histogram import histogram_svg
 from .result import LabelIssues
 
 __all__ = ["write_report", "render_report", "image_shape", "encode_png", "given_vs_suggested"]
@@ -185,9 +186,12 @@ class _Names:
             raise ValueError(f"class_names has {len(class_names)} names for {C} classes")
         self.names = {c: str(v) for c, v in enumerate(class_names)}
 
-    def __call__(self, c: int) -> str:
+    def raw(self, c: int) -> str:
         c = int(c)
-        return _esc(self.names.get(c, c))
+        return str(self.names.get(c, c))
+
+    def __call__(self, c: int) -> str:
+        return _esc(self.raw(c))
 
 
 def _names_from_mapping(class_names: Mapping) -> dict[int, str]:
@@ -201,6 +205,39 @@ def _names_from_mapping(class_names: Mapping) -> dict[int, str]:
             raise ValueError(f"class_names as a mapping must be keyed by class index (>= 0), got key {k!r}")
         names[int(k)] = str(v)
     return names
+
+
+#: classes above which the header names only the classes with the most issues (all are in "Issues per class")
+MAX_SUMMARY_CLASSES = 20
+#: a list setting longer than this (e.g. transition_diagonal of 1000 classes) is folded, with its range shown
+MAX_LIST_SHOWN = 20
+
+
+def _summary(issues: LabelIssues, name) -> str:
+    """``issues.summary()``, escaped; with many classes its per-class list (one entry per class) is cut to the
+    classes with the most issues."""
+    text = issues.summary()
+    C = _num_classes(issues)
+    key = "; issues per given class: "
+    if C <= MAX_SUMMARY_CLASSES or key not in text:
+        return _esc(text)
+    per = issues.issues_per_class()
+    return _esc(f"{text.split(key)[0]}; issues per given class (the 10 most of {C}; all in Issues per class "
+                f"below): {_most_flagged(per, _Names(None, C))}")
+
+
+def _settings_value(v) -> str:
+    """A setting's value as HTML: a long list folded (``<details>``), its length and range in the summary."""
+    if isinstance(v, (list, tuple, np.ndarray)) and len(v) > MAX_LIST_SHOWN:
+        head = f"{len(v)} values"
+        try:
+            a = np.asarray(v, np.float64)
+            if a.ndim == 1 and np.isfinite(a).all():
+                head += f": min {a.min():.4g}, median {np.median(a):.4g}, max {a.max():.4g}"
+        except (TypeError, ValueError):
+            pass
+        return f"<details><summary>{_esc(head)}</summary>{_esc(_fmt(list(v)))}</details>"
+    return _esc(_fmt(v))
 
 
 def _fmt(v) -> str:
@@ -255,7 +292,7 @@ def _settings_table(issues: LabelIssues) -> str:
     rows = [("rows", len(issues)), ("flagged", int(np.sum(issues.is_label_issue))), rule,
             ("classes", _num_classes(issues))]
     rows += [(k, _audit_text(v) if k == "audit" else v) for k, v in issues.settings.items() if k != "threshold"]
-    body = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(_fmt(v))}</td></tr>" for k, v in rows)
+    body = "".join(f"<tr><th>{_esc(k)}</th><td>{_settings_value(v)}</td></tr>" for k, v in rows)
     return f'<table class="settings">{body}</table>'
 
 
@@ -272,13 +309,14 @@ def _grid(issues: LabelIssues, order: np.ndarray, images, layout, name: _Names, 
         if true_labels is not None:
             t = int(true_labels[i])
             cls = "noisy" if t != g else "same"  # noisy: the given label is wrong
-            true = (f'<div class="true {cls}" title="known only because the noise is synthetic">'
+            true = (f'<div class="true {cls}" title="true label {name(t)}: known only because the noise is synthetic">'
                     f'true<sup>*</sup>: {name(t)}</div>')
         cards.append(
             f'<div class="card{" flagged" if flagged else ""}" data-index="{i}">{thumb}'
             f'<div class="meta"><div class="head"><span class="rank">#{rank + 1}</span>'
             f'<span class="idx">row {i}</span></div>'
-            f'<div class="labels"><span class="given">{name(g)}</span> → <span class="sugg">{name(p)}</span></div>'
+            f'<div class="labels" title="given: {name(g)} → suggested: {name(p)}"><div class="given">{name(g)}</div>'
+            f'<div class="sugg">→ {name(p)}</div></div>'
             f'<div class="ls" title="label score {float(issues.label_score[i]):.6g}, score {float(issues.score[i]):.6g}">'
             f'label score <b>{float(issues.label_score[i]):.3f}</b></div>{true}</div></div>')
     return f'<div class="grid">{"".join(cards)}</div>'
@@ -299,7 +337,8 @@ def _matrix(issues: LabelIssues, name: _Names) -> str:
         note = (f'<p class="note">{C} classes: showing the {len(keep)} involved in the most flagged rows '
                 f'({int(m[np.ix_(keep, keep)].sum())} of {total} flagged rows).</p>')
     mx = max(int(m[np.ix_(keep, keep)].max()), 1)
-    head = "".join(f"<th>{name(c)}</th>" for c in keep)
+    head = "".join(f'<th class="col" title="{int(c)}: {name(c)}"><div class="cn">{name(c)}</div></th>' for c in keep)
+    vert = " vert" if any(len(name.raw(c)) > 4 for c in keep) else ""  # long names: the column heads stand upright
     rows = []
     for g in keep:
         cells = []
@@ -308,9 +347,10 @@ def _matrix(issues: LabelIssues, name: _Names) -> str:
             alpha = 0.08 + 0.82 * v / mx if v else 0.0
             style = f' style="background: rgba(200, 60, 40, {alpha:.3f});{" color: #fff;" if alpha > 0.5 else ""}"' if v else ""
             cells.append(f'<td data-given="{int(g)}" data-suggested="{int(p)}"{style}>{v if v else ""}</td>')
-        rows.append(f'<tr><th>{name(g)}</th>{"".join(cells)}<td class="rowsum">{int(m[g].sum())}</td></tr>')
+        rows.append(f'<tr><th class="row" title="{int(g)}: {name(g)}"><div class="cn">{name(g)}</div></th>'
+                    f'{"".join(cells)}<td class="rowsum">{int(m[g].sum())}</td></tr>')
     foot = "".join(f'<td class="colsum">{int(m[:, p].sum())}</td>' for p in keep)
-    return (f'{note}<table class="matrix"><thead><tr><th class="corner">given ↓ / suggested →</th>{head}'
+    return (f'{note}<table class="matrix{vert}"><thead><tr><th class="corner">given ↓ / suggested →</th>{head}'
             f'<th>flagged</th></tr></thead><tbody>{"".join(rows)}</tbody>'
             f'<tfoot><tr><th>flagged</th>{foot}<td class="colsum">{total}</td></tr></tfoot></table>')
 
@@ -324,82 +364,20 @@ def _per_class(issues: LabelIssues, name: _Names) -> str:
     for c in range(C):
         k, n = int(per.get(c, 0)), int(n_rows[c]) if c < len(n_rows) else 0
         share = f"{k / n:.1%}" if n else "–"
-        rows.append(f'<tr data-class="{c}"><th>{name(c)}</th><td>{n}</td><td class="count">{k}</td><td>{share}</td>'
+        rows.append(f'<tr data-class="{c}"><th title="{c}: {name(c)}"><div class="cn">{name(c)}</div></th><td>{n}</td><td class="count">{k}</td><td>{share}</td>'
                     f'<td class="barcell"><div class="bar" style="width: {100 * k / mx:.1f}%"></div></td></tr>')
-    return ('<table class="perclass"><thead><tr><th>given class</th><th>rows</th><th>flagged</th><th>share</th>'
-            f'<th class="barcell"></th></tr></thead><tbody>{"".join(rows)}</tbody></table>')
+    table = ('<table class="perclass"><thead><tr><th>given class</th><th>rows</th><th>flagged</th><th>share</th>'
+             f'<th class="barcell"></th></tr></thead><tbody>{"".join(rows)}</tbody></table>')
+    if C > MAX_MATRIX_CLASSES:  # a long table scrolls in its own box
+        return (f'<p class="note">{C} classes (the table scrolls); most flagged: '
+                f'{_esc(_most_flagged(per, name))}.</p><div class="scroll">{table}</div>')
+    return table
 
 
-def _nice_ticks(lo: float, hi: float, most: int = 9) -> np.ndarray:
-    """At most ``most`` round tick values (steps of 1, 2 or 5 × a power of ten) within ``[lo, hi]``."""
-    raw = (hi - lo) / max(most - 1, 1)
-    power = 10.0 ** math.floor(math.log10(raw))
-    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
-    ticks = np.arange(math.ceil(lo / step) * step, hi + 1e-9 * step, step)
-    return np.where(np.abs(ticks) < 1e-9 * step, 0.0, ticks)  # no "-0"
-
-
-def _histogram(issues: LabelIssues, true_labels) -> str:
-    s = np.asarray(issues.score, np.float64)
-    finite = np.isfinite(s)
-    sf = s[finite]
-    thr = float(issues.threshold)
-    if sf.size == 0:
-        return '<p class="note">No finite score to plot.</p>'
-    lo, hi = float(sf.min()), float(sf.max())
-    if math.isfinite(thr):
-        lo, hi = min(lo, thr), max(hi, thr)
-    if hi <= lo:
-        lo, hi = lo - 0.5, hi + 0.5
-    pad = 0.02 * (hi - lo)
-    edges = np.linspace(lo - pad, hi + pad, 61)
-    if true_labels is not None:
-        wrong = (np.asarray(true_labels) != np.asarray(issues.given_label))[finite]
-        a = np.histogram(sf[wrong], edges)[0]
-        b = np.histogram(sf[~wrong], edges)[0]
-        legend = [("#c83c28", "given label wrong (known: synthetic noise)"), ("#6f8fb8", "given label right")]
-    else:
-        flagged = np.asarray(issues.is_label_issue, bool)[finite]
-        a = np.histogram(sf[flagged], edges)[0]
-        b = np.histogram(sf[~flagged], edges)[0]
-        legend = [("#c83c28", "flagged"), ("#6f8fb8", "not flagged")]
-    W, H, L, R, T, B = 1060, 300, 56, 16, 46, 40
-    pw, ph = W - L - R, H - T - B
-    ymax = max(int((a + b).max()), 1)
-    x = lambda v: L + (v - edges[0]) / (edges[-1] - edges[0]) * pw  # noqa: E731
-    y = lambda c: T + ph - c / ymax * ph  # noqa: E731
-    parts = [f'<svg class="hist" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" '
-             f'aria-label="histogram of scores">',
-             f'<rect x="{L}" y="{T}" width="{pw}" height="{ph}" fill="#fafafa" stroke="#ccc"/>']
-    for j in range(len(edges) - 1):
-        x0, x1 = x(edges[j]), x(edges[j + 1])
-        wbar = max(x1 - x0 - 1, 0.5)
-        if a[j]:
-            parts.append(f'<rect x="{x0:.1f}" y="{y(a[j]):.1f}" width="{wbar:.1f}" height="{y(0) - y(a[j]):.1f}" fill="{legend[0][0]}"/>')
-        if b[j]:
-            parts.append(f'<rect x="{x0:.1f}" y="{y(a[j] + b[j]):.1f}" width="{wbar:.1f}" '
-                         f'height="{y(a[j]) - y(a[j] + b[j]):.1f}" fill="{legend[1][0]}"/>')
-    for v in _nice_ticks(edges[0], edges[-1]):
-        parts.append(f'<line x1="{x(v):.1f}" y1="{T + ph}" x2="{x(v):.1f}" y2="{T + ph + 5}" stroke="#555"/>'
-                     f'<text x="{x(v):.1f}" y="{T + ph + 18}" text-anchor="middle">{v:.3g}</text>')
-    for c in (0, ymax // 2, ymax):
-        parts.append(f'<text x="{L - 6}" y="{y(c) + 4:.1f}" text-anchor="end">{c}</text>')
-    parts.append(f'<text x="{L + pw / 2:.0f}" y="{H - 4}" text-anchor="middle">score (lower: more suspicious)</text>')
-    if math.isfinite(thr):
-        xt = x(thr)
-        parts.append(f'<line class="threshold" x1="{xt:.1f}" y1="{T}" x2="{xt:.1f}" y2="{T + ph}" stroke="#111" '
-                     f'stroke-width="2" stroke-dasharray="5,3"/>'
-                     f'<text x="{xt:.1f}" y="{T - 8}" text-anchor="middle" font-weight="bold">threshold {thr:.4g}</text>')
-    lx = L
-    for color, label in legend:
-        parts.append(f'<rect x="{lx}" y="6" width="12" height="12" fill="{color}"/>'
-                     f'<text x="{lx + 18}" y="16">{_esc(label)}</text>')
-        lx += 18 + 7 * len(label) + 24
-    parts.append("</svg>")
-    extra = ""
-    if not finite.all():
-        extra = f'<p class="note">{int((~finite).sum())} rows with a non-finite score are not plotted.</p>'
-    return "".join(parts) + extra
+def _most_flagged(per: Mapping[int, int], name, k: int = 10) -> str:
+    top = sorted((c for c, v in per.items() if v), key=lambda c: (-per[c], c))[:k]
+    short = lambda t: t if len(t) <= 40 else t[:39] + "…"  # noqa: E731
+    return ", ".join(f"{short(name.raw(c))}: {per[c]}" for c in top) or "none"
 
 
 _CSS = """
@@ -427,7 +405,9 @@ table.settings td { font-family: ui-monospace, Menlo, Consolas, monospace; overf
 .head { display: flex; justify-content: space-between; }
 .rank { font-weight: 700; }
 .idx { color: #666; }
-.labels { font-size: 1.2em; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+.labels { font-size: 1.1em; line-height: 1.25; margin: 2px 0; }
+.labels > div, .true { display: -webkit-box; -webkit-box-orient: vertical; -webkit-line-clamp: 2; overflow: hidden;
+                       overflow-wrap: anywhere; }
 .overview { display: flex; flex-wrap: wrap; gap: 16px; align-items: stretch; margin-top: 16px; }
 .overview > section { flex: 1 1 360px; margin-top: 0; overflow-x: auto; }
 .overview > section#matrix { flex: 0 1 auto; }
@@ -439,6 +419,14 @@ details summary { cursor: pointer; color: #555; }
 .true.noisy { color: #2a7a2a; }
 .true.same { color: #8a6d00; }
 table.matrix td, table.matrix th { border: 1px solid #e1e3e8; text-align: center; min-width: 2.2em; }
+table.matrix .cn, table.perclass .cn { max-width: 14em; overflow: hidden; text-overflow: ellipsis;
+                                       white-space: nowrap; }
+table.perclass .cn { max-width: 24em; }
+table.matrix th.row .cn { text-align: right; }
+table.matrix.vert thead th.col { vertical-align: bottom; }
+table.matrix.vert thead th.col .cn { writing-mode: vertical-rl; transform: rotate(180deg); max-height: 10em;
+                                     max-width: none; margin: 0 auto; }
+.scroll { max-height: 34em; overflow-y: auto; }
 table.matrix th.corner { font-weight: 400; color: #666; font-size: 0.85em; white-space: nowrap; }
 table.matrix .rowsum, table.matrix .colsum { color: #555; background: #f4f5f7; }
 table.perclass td, table.perclass th { border-bottom: 1px solid #eceef1; }
@@ -447,6 +435,7 @@ table.perclass td.count { font-weight: 700; }
 .bar { height: 12px; background: #c83c28; border-radius: 2px; }
 svg.hist { max-width: 100%; height: auto; font-size: 12px; }
 svg.hist text { fill: #333; }
+svg.hist text.on-bar { fill: #fff; }
 """
 
 
@@ -524,12 +513,14 @@ def render_report(issues: LabelIssues, *, images=None, class_names=None, title: 
                  "Label score in [0, 1]: lower is more suspicious (hover it for the exact value and the raw score).")
     if true_labels is not None:
         grid_note += " true*: the true label (synthetic noise only)."
+    hist, hist_note = histogram_svg(issues, true_labels)
+    hist_note = f'<p class="note">{_esc(hist_note)}</p>' if hist_note else ""
     body = [
         f"<header><h1>{_esc(title)}</h1>",
-        f'<p class="summary">{_esc(issues.summary())}</p>{synthetic}</header>',
+        f'<p class="summary">{_summary(issues, name)}</p>{synthetic}</header>',
         f'<section id="settings"><h2>Settings</h2>{_settings_table(issues)}</section>',
         f'<section id="histogram"><h2>Score histogram</h2><p class="note">{_esc(_flag_note(issues))}</p>'
-        f"{_histogram(issues, true_labels)}</section>",
+        f"{hist}{hist_note}</section>",
         '<div class="overview">',
         f'<section id="matrix"><h2>Given vs suggested label, flagged rows</h2>'
         f'<p class="note">{flagged} flagged rows by given label (rows) and suggested label (columns).</p>'
