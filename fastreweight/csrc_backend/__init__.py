@@ -10,7 +10,8 @@ How a library is found, in order:
 1. a prebuilt library (``fastreweight/_C_cpu*.so`` / ``fastreweight/_C_cuda*.so``, built by ``setup.py``
    at install time), loaded by path with ``torch.ops.load_library``;
 2. otherwise a just-in-time build with ``torch.utils.cpp_extension.load`` from the ``csrc/`` sources
-   (cached under ``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``); set
+   (``CSRC_DIR``: the copy an installed wheel carries as ``fastreweight/_csrc/``, else the source
+   checkout's ``csrc/``; cached under ``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``); set
    ``FASTREWEIGHT_NO_JIT=1`` to forbid it.
 
 Both builds take their sources and flags from ``build_config.py``.  Nothing here raises at import
@@ -32,7 +33,18 @@ from . import build_config
 
 log = logging.getLogger("fastreweight")
 
-CSRC_DIR = pathlib.Path(__file__).resolve().parents[2] / "csrc"
+
+def _csrc_dir() -> pathlib.Path:
+    """The ``csrc/`` sources: the copy shipped in the package (``fastreweight/_csrc/``, written by
+    setup.py's ``BuildPy`` into every wheel), else the source checkout's ``csrc/`` (editable install)."""
+    package = pathlib.Path(__file__).resolve().parents[1]
+    packaged = package / "_csrc"
+    if packaged.is_dir():
+        return packaged
+    return package.parent / "csrc"
+
+
+CSRC_DIR = _csrc_dir()
 
 _lock = threading.RLock()
 _state: dict[str, str | None] = {}
@@ -48,8 +60,11 @@ def _jit_build(name: str, sources, cuda: bool) -> None:
     paths = [str(CSRC_DIR / s) for s in sources]
     missing = [p for p in paths if not os.path.exists(p)]
     if missing:
-        raise FileNotFoundError(f"sources not found (is this a source checkout?): {missing}")
-    log.info("fastreweight: building the %s extension just in time (first use; cached afterwards)", name)
+        raise FileNotFoundError(f"the C++ sources are not installed (neither fastreweight/_csrc/ nor a source "
+                                f"checkout's csrc/): {missing}")
+    # a warning, not info: the first call then pauses for a minute or more, and the user should know why
+    log.warning("fastreweight: building the %s extension just in time (first use, a minute or more; cached "
+                "afterwards; FASTREWEIGHT_NO_JIT=1 skips it)", name)
     kwargs = dict(
         name=f"fastreweight_{name}",
         sources=paths,
