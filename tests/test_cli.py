@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from fastreweight import cli
+from fastreweight.cli import train_settings
 from fastreweight import presets as P
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -169,7 +170,7 @@ def test_train_checkpoints_and_resumes(tmp_path, capsys):
 def test_train_default_method_is_relabel_and_fbr_options_keep_fbr():
     """relabel is the recommended method; an FBR option without --method still selects FBR, presets keep theirs."""
     def resolved(*argv):
-        return cli._resolve(cli.build_parser().parse_args(["train", *argv]))
+        return train_settings._resolve(cli.build_parser().parse_args(["train", *argv]))
 
     s, kw = resolved("--dataset", "digits")
     assert s["method"] == "relabel" and "feature_whiten" not in kw
@@ -186,7 +187,7 @@ def test_train_default_method_is_relabel_and_fbr_options_keep_fbr():
 def test_train_relabel_options(tmp_path, capsys):
     """--relabel-* reach NeighbourRelabel; a bad value or another method is refused naming the flag."""
     def resolved(*argv):
-        return cli._resolve(cli.build_parser().parse_args(["train", *argv]))
+        return train_settings._resolve(cli.build_parser().parse_args(["train", *argv]))
 
     s, kw = resolved("--dataset", "digits", "--relabel-margin", "0.3", "--relabel-clean-vote", "0",
                      "--relabel-every", "2", "--relabel-features", "input", "--relabel-vote-target", "0")

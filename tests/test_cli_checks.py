@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from fastreweight import cli
+from fastreweight.cli import train_command, train_settings
 from fastreweight import label_issues
 
 TRAIN = ["train", "--dataset", "digits", "--method", "erm", "--epochs", "2", "--no-progress"]
@@ -19,7 +20,7 @@ def no_training(monkeypatch):
     """Training must not start."""
     def boom(*a, **k):
         raise AssertionError("training started")
-    monkeypatch.setattr(cli, "train", boom)
+    monkeypatch.setattr(train_command, "train", boom)
 
 
 @pytest.fixture
@@ -83,7 +84,7 @@ def test_rename_covers_checkpoints(tmp_path, capsys, monkeypatch):
 
     def boom(*a, **k):
         raise AssertionError("training started")
-    monkeypatch.setattr(cli, "train", boom)
+    monkeypatch.setattr(train_command, "train", boom)
     assert cli.main(args) == 2
     err = capsys.readouterr().err
     assert "refusing to overwrite" in err and os.path.join("checkpoints", "seed-0") in err
@@ -112,10 +113,10 @@ def test_options_the_method_ignores_are_refused(tmp_path, capsys, no_training, a
 
 
 def test_fbr_options_still_accepted(tmp_path):
-    s, kw = cli._resolve(cli.build_parser().parse_args(
+    s, kw = train_settings._resolve(cli.build_parser().parse_args(
         ["train", "--method", "fbr", "--recipe", "paper", "--skip-epochs", "1", "--feature-whiten", "auto"]))
     assert s["method"] == "fbr" and kw["recipe"] == "paper" and kw["feature_whiten"] == "auto"
-    s, kw = cli._resolve(cli.build_parser().parse_args(["train", "--method", "l2r", "--warmup", "1"]))
+    s, kw = train_settings._resolve(cli.build_parser().parse_args(["train", "--method", "l2r", "--warmup", "1"]))
     assert s["method"] == "l2r" and kw["warmup"] == 1
 
 

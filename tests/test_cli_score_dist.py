@@ -8,6 +8,7 @@ import pytest
 import torch.distributed as dist
 
 from fastreweight import cli
+from fastreweight.cli import score_command
 
 from dist_spawn import spawn, spawn_within
 from test_find_label_issues_dist import _data
@@ -90,11 +91,15 @@ def test_knn_is_refused_with_distributed(tmp_path, capsys, monkeypatch):
     paths = _inputs(str(tmp_path))
     out = str(tmp_path / "x.csv")
 
+    joined = []
+
     def one_rank(args):
+        joined.append(args.distributed)
         return "world", 0, False
 
-    monkeypatch.setattr(cli, "_join_ranks", one_rank)
+    monkeypatch.setattr(score_command, "_join_ranks", one_rank)
     assert cli.main(_argv(paths, out, "--scorer", "knn", "--distributed")) == 2
+    assert joined == [True]  # the refusal came from the scoring, past the (patched) launch check
     assert "knn" in capsys.readouterr().err and not os.path.exists(out)
 
 
