@@ -5,8 +5,8 @@
 The comparison in ``compare_label_issues.py`` has 10 classes and hundreds of rows per class.  Here a
 dataset has 50 to 1000 classes and 6 to 100 rows per class, where the votes of a row's neighbours
 are spread over many classes.  Each cell: ``n`` rows of a Gaussian mixture (class means of scale
-``spread`` in ``d`` dimensions, unit noise), ``rate`` of the labels resampled uniformly (a resampled
-label can stay right), trusted rows: each row with probability 0.1 plus the first row of every class,
+``spread`` in ``d`` dimensions, unit noise; every class has a row), ``rate`` of the labels resampled
+uniformly (a resampled label can stay right), trusted rows: each row with probability 0.1 plus the first row of every class,
 with their true labels.  Every tool gets the same features and labels:
 
 * ``fastreweight:auto``: ``find_label_issues(x, labels, clean_idx=trusted)``, the defaults;
@@ -47,12 +47,12 @@ def make_cell(n: int, C: int, d: int, spread: float, rate: float, seed: int):
     """``(x, labels, truth, trusted)``: the features, the given labels (trusted rows' right), the true
     labels and the trusted rows' indices."""
     g = np.random.default_rng(seed)
-    truth = g.integers(0, C, n)
+    truth = g.permutation(np.concatenate([np.arange(C), g.integers(0, C, n - C)]))  # every class has a row
     x = (g.standard_normal((C, d)) * spread)[truth] + g.standard_normal((n, d))
     labels = truth.copy()
     resampled = g.random(n) < rate
     labels[resampled] = g.integers(0, C, int(resampled.sum()))
-    first = [np.flatnonzero(truth == c)[0] for c in range(C) if (truth == c).any()]
+    first = [np.flatnonzero(truth == c)[0] for c in range(C)]
     trusted = np.unique(np.concatenate([np.flatnonzero(g.random(n) < 0.1), first]))
     labels[trusted] = truth[trusted]
     return x.astype(np.float32), labels, truth, trusted
