@@ -388,3 +388,27 @@ def test_long_names_layout_in_headless_chromium(tmp_path):
     assert out["cards"] == 24 and out["hidden"] == 0, out  # the suggested label is on every card
     assert 0 < out["rowMax"] < 40, out  # a long name does not make a matrix row tall
     assert out["pageOver"] <= 0, out  # nothing wider than the window (the matrix scrolls in its own box)
+
+
+def test_many_classes_list_the_most_frequent_pairs():
+    C, n = 300, 4000
+    rng = np.random.default_rng(7)
+    given = rng.integers(0, C, n)
+    suggested = given.copy()
+    flagged = rng.random(n) < 0.3
+    suggested[flagged] = rng.integers(0, C, int(flagged.sum()))
+    heavy = np.flatnonzero(flagged)[:60]  # one pair far ahead of the rest
+    given[heavy], suggested[heavy] = 17, 203
+    flagged &= given != suggested
+    iss = LabelIssues(given_label=given, predicted_label=suggested, score=rng.normal(size=n), label_score=rng.random(n),
+                      is_label_issue=flagged, threshold=0.0, num_classes=C)
+    m = given_vs_suggested(iss)
+    page = render_report(iss, class_names=[f"c{c}<&>" for c in range(C)])
+    pairs = re.findall(r'<tr data-given="(\d+)" data-suggested="(\d+)">.*?<td class="count">(\d+)</td></tr>',
+                       page.split('<table class="pairs">')[1].split("</table>")[0])
+    counts = [int(k) for _, _, k in pairs]
+    assert len(pairs) == 20 and pairs[0] == ("17", "203", str(m[17, 203]))
+    assert counts == sorted(counts, reverse=True) and counts[-1] >= np.sort(m.ravel())[-20]
+    assert all(m[int(g), int(p)] == int(k) for g, p, k in pairs)
+    assert "c17&lt;&amp;&gt;" in page and "c17<&>" not in page
+    assert '<table class="pairs">' not in render_report(_issues())  # few classes: the matrix shows them all

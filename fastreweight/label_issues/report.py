@@ -38,6 +38,8 @@ __all__ = ["write_report", "render_report", "image_shape", "encode_png", "given_
 
 #: classes above which the matrix keeps only the classes involved in the most flagged rows
 MAX_MATRIX_CLASSES = 40
+#: above ``MAX_MATRIX_CLASSES`` classes, the matrix section first lists this many most frequent pairs
+TOP_PAIRS = 20
 #: thumbnails larger than this (pixels, either side) are subsampled
 MAX_THUMB_SIDE = 128
 
@@ -334,7 +336,8 @@ def _matrix(issues: LabelIssues, name: _Names) -> str:
         involved = m.sum(1) + m.sum(0)
         keep = np.sort(np.argsort(-involved, kind="stable")[:MAX_MATRIX_CLASSES])
         keep = keep[involved[keep] > 0]
-        note = (f'<p class="note">{C} classes: showing the {len(keep)} involved in the most flagged rows '
+        note = (_top_pairs(m, name) +
+                f'<p class="note">{C} classes: showing the {len(keep)} involved in the most flagged rows '
                 f'({int(m[np.ix_(keep, keep)].sum())} of {total} flagged rows).</p>')
     mx = max(int(m[np.ix_(keep, keep)].max()), 1)
     head = "".join(f'<th class="col" title="{int(c)}: {name(c)}"><div class="cn">{name(c)}</div></th>' for c in keep)
@@ -353,6 +356,22 @@ def _matrix(issues: LabelIssues, name: _Names) -> str:
     return (f'{note}<table class="matrix{vert}"><thead><tr><th class="corner">given ↓ / suggested →</th>{head}'
             f'<th>flagged</th></tr></thead><tbody>{"".join(rows)}</tbody>'
             f'<tfoot><tr><th>flagged</th>{foot}<td class="colsum">{total}</td></tr></tfoot></table>')
+
+
+def _top_pairs(m: np.ndarray, name: _Names, k: int = TOP_PAIRS) -> str:
+    """The ``k`` most frequent (given, suggested) pairs of the flagged rows: with many classes the matrix
+    shows a corner of the confusions, and these are where a relabelling pass pays most."""
+    g, p = np.nonzero(m)
+    order = np.lexsort((p, g, -m[g, p]))[:k]  # most rows first, then by class
+    total = int(m.sum())
+    covered = int(m[g[order], p[order]].sum())
+    rows = "".join(f'<tr data-given="{int(g[i])}" data-suggested="{int(p[i])}"><td><div class="cn" '
+                   f'title="{int(g[i])}: {name(g[i])}">{name(g[i])}</div></td><td>→</td><td><div class="cn" '
+                   f'title="{int(p[i])}: {name(p[i])}">{name(p[i])}</div></td><td class="count">{int(m[g[i], p[i]])}</td></tr>'
+                   for i in order)
+    return (f'<p class="note">The {len(order)} most frequent given → suggested pairs ({covered} of {total} '
+            f'flagged rows):</p><table class="pairs"><thead><tr><th>given</th><th></th><th>suggested</th>'
+            f'<th>rows</th></tr></thead><tbody>{rows}</tbody></table>')
 
 
 def _per_class(issues: LabelIssues, name: _Names) -> str:
@@ -429,7 +448,10 @@ table.matrix.vert thead th.col .cn { writing-mode: vertical-rl; transform: rotat
 .scroll { max-height: 34em; overflow-y: auto; }
 table.matrix th.corner { font-weight: 400; color: #666; font-size: 0.85em; white-space: nowrap; }
 table.matrix .rowsum, table.matrix .colsum { color: #555; background: #f4f5f7; }
-table.perclass td, table.perclass th { border-bottom: 1px solid #eceef1; }
+table.perclass td, table.perclass th, table.pairs td, table.pairs th { border-bottom: 1px solid #eceef1; }
+table.pairs .cn { max-width: 18em; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+table.pairs td.count { font-weight: 700; text-align: right; }
+table.pairs { margin-bottom: 10px; }
 table.perclass td.count { font-weight: 700; }
 .barcell { width: 160px; }
 .bar { height: 12px; background: #c83c28; border-radius: 2px; }
