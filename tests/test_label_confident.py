@@ -31,7 +31,8 @@ def _literal_count(pi, y, clean):
             continue
         above = [j for j in range(C) if pi[i, j] >= thresholds[j] * (1 - THRESHOLD_RTOL)]
         if above:
-            joint[y[i], max(above, key=lambda j: (pi[i, j], -j))] += 1
+            leader = max(range(C), key=lambda j: (pi[i, j], -j))  # its most probable class (first of ties)
+            joint[y[i], y[i] if leader == y[i] else max(above, key=lambda j: (pi[i, j], -j))] += 1
     for a in range(C):
         given = sum(1 for i in range(n) if not clean[i] and y[i] == a)
         if joint[a].sum():
@@ -81,27 +82,33 @@ def _model(n, seed, count):
 @pytest.mark.parametrize("count", [0, 5, 40, 96])
 def test_confident_flag_is_the_count_of_rows_the_posterior_set_first(count):
     """The set has the count's size: the posterior's rows (lowest posterior first), then the rows of lowest
-    pi_given; with the random model here the posterior flags about half the rows, so counts of 0, 5 and
-    40 trim its set and 96 (more than the 94 rows scored) tops it up to every row."""
+    pi_given whose suggested label differs from the given one; with the random model here the posterior
+    flags about half the rows, so counts of 0, 5 and 40 trim its set and 96 (more than the 94 rows
+    scored) tops it up to every row that has another label to suggest."""
     n = 97
     model = _model(n, seed=count, count=count)
     clean_idx = np.array([0, 1, 2])
     others = np.ones(n, bool)
     others[clean_idx] = False
-    args = (np.linspace(-1, 1, n), np.linspace(0, 1, n), np.zeros(n, np.int64), np.zeros(n, np.int64), clean_idx,
-            np.zeros(3), 3)
+    rng = np.random.default_rng(count + 100)
+    y = rng.integers(0, 3, n)
+    suggested = np.where(rng.random(n) < 0.3, y, (y + 1) % 3)  # about 30% suggest their own label
+    args = (np.linspace(-1, 1, n), np.linspace(0, 1, n), suggested, y, clean_idx, np.zeros(3), 3)
     post = flag_rows(*args, "posterior", 0.1, 0.0, model, None, {}).is_label_issue
     r = flag_rows(*args, "confident", 0.1, 0.0, model, None, {})
     flagged = r.is_label_issue
+    eligible = others & (post | (suggested != y))
     assert np.array_equal(post, (model.post_given < LEVEL) & others)
-    assert not flagged[clean_idx].any() and flagged.sum() == min(count, others.sum())
+    assert not flagged[clean_idx].any() and flagged.sum() == min(count, eligible.sum())
     if count <= post.sum():  # trimmed: the posterior's rows of lowest posterior
         assert (flagged <= post).all()
         assert model.post_given[flagged].max(initial=-np.inf) <= model.post_given[post & ~flagged].min(initial=np.inf)
-    else:  # topped up: every posterior row, then the unflagged rows of lowest pi_given
+    else:  # topped up: every posterior row, then the unflagged rows of lowest pi_given with another suggestion
         assert (flagged >= post).all()
-        added, rest = flagged & ~post, others & ~post & ~flagged
+        added, rest = flagged & ~post, eligible & ~post & ~flagged
+        assert (suggested[added] != y[added]).all() and added.any()
         assert model.pi_given[added].max() <= model.pi_given[rest].min(initial=np.inf)
+        assert not (flagged & ~post & (suggested == y)).any()
     assert r.settings["confident_count"] == count and r.settings["posterior_flagged"] == post.sum()
     assert np.isnan(r.threshold)
     assert r.estimated_noise_rate == pytest.approx(count / others.sum())
@@ -246,3 +253,38 @@ def test_ranking_breaks_score_ties_by_tie_break():
     np.testing.assert_array_equal(r.ranking(), [2, 0, 3, 1, 4])
     r.tie_break = None
     np.testing.assert_array_equal(r.ranking(), [0, 2, 3, 1, 4])
+
+
+def test_confident_flag_offers_another_label_on_every_row_it_tops_up():
+    # many classes, few rows each: votes spread, and the lowest pi_given rows include right labels whose
+    # own class is still the most probable; the top-up must not take them
+    rng = np.random.default_rng(3)
+    n, C, d = 3000, 500, 32
+    truth = rng.permutation(np.concatenate([np.arange(C), rng.integers(0, C, n - C)]))
+    x = ((rng.standard_normal((C, d)) * 1.5)[truth] + rng.standard_normal((n, d))).astype(np.float32)
+    labels = truth.copy()
+    resampled = rng.random(n) < 0.2
+    labels[resampled] = rng.integers(0, C, int(resampled.sum()))
+    trusted = np.unique(np.concatenate([np.flatnonzero(rng.random(n) < 0.1), [np.flatnonzero(truth == c)[0] for c in range(C)]]))
+    labels[trusted] = truth[trusted]
+    r = find_label_issues(x, labels, clean_idx=trusted, num_classes=C)
+    assert r.settings["flag"] == "confident"
+    f = r.is_label_issue
+    others = np.ones(n, bool)
+    others[trusted] = False
+    assert not (f & (r.predicted_label == labels)).any()  # 197 such rows, every one a right label, before
+    assert (labels[f] != truth[f]).mean() >= 0.9  # 0.645 before
+    # the count no longer takes rows whose own label leads (estimate 0.292 before, truth 0.189)
+    assert abs(r.estimated_noise_rate - (labels != truth)[others].mean()) < 0.05
+
+
+def test_confident_count_takes_a_row_whose_own_label_leads_as_right():
+    """Class 0's clean rows give it a high bar (0.9), class 1's a low one (0.2): a row labelled 0 with
+    π = (0.5, 0.3, 0.2) is below its own bar and above class 1's, yet its own label is the most probable."""
+    pi = np.array([[0.9, 0.05, 0.05], [0.1, 0.2, 0.7], [0.05, 0.05, 0.9],  # clean rows of classes 0, 1, 2
+                   [0.5, 0.3, 0.2],  # the row in question, labelled 0
+                   [0.1, 0.8, 0.1]])  # labelled 0, confidently class 1
+    y = np.array([0, 1, 2, 0, 0])
+    clean = np.array([True, True, True, False, False])
+    count, joint = confident_count(pi, y, clean)
+    assert count == 1 and joint[0, 0] == 1 and joint[0, 1] == 1

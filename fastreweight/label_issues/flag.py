@@ -97,8 +97,12 @@ def _flag_by_model(score, quality, suggested, y, others, C, model, flag, setting
     ``flag="confident"``: ``model.count`` rows (posterior.py's confident count), those the posterior
     flags first (lowest posterior first), then the others of lowest ``model.pi_given`` (ties: the lower
     index first), so the posterior's set is trimmed where it is larger than the count and topped up where
-    it is smaller.  Not a score threshold (``threshold`` is nan); the noise rate is the posterior's, or
-    for ``"confident"`` the count's share of the rows scored."""
+    it is smaller.  The top-up takes only rows whose suggested label differs from the given one: a row
+    whose own label is still its most probable class has no better label to offer, and where votes
+    spread over many classes (many classes, few rows each) such rows fill the count with right labels
+    (``benchmarks/many_classes_label_issues.py``); the set is then smaller than the count.  Not a score
+    threshold (``threshold`` is nan); the noise rate is the posterior's, or for ``"confident"`` the
+    count's share of the rows scored."""
     from .posterior import LEVEL
 
     a, b = model.weights
@@ -112,9 +116,10 @@ def _flag_by_model(score, quality, suggested, y, others, C, model, flag, setting
                         posterior_noise_rate=rate)
         # post_given − 2 < 0 <= pi_given: the posterior's rows come first, the most surely wrong first
         key = np.where(flagged, model.post_given - 2.0, model.pi_given)
-        order = np.argsort(np.where(others, key, np.inf), kind="stable")
+        eligible = others & (flagged | (np.asarray(suggested) != np.asarray(y)))
+        order = np.argsort(np.where(eligible, key, np.inf), kind="stable")
         flagged = np.zeros_like(flagged)
-        flagged[order[:min(model.count, n_others)]] = True
+        flagged[order[:min(model.count, int(eligible.sum()))]] = True
         rate = model.count / n_others if n_others else float("nan")
     return _issues(score, quality, suggested, y, flagged, float("nan"), rate, C, settings)
 
