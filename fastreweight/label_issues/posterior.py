@@ -163,13 +163,13 @@ def confident_count(pi: np.ndarray, labels: np.ndarray, clean_mask: np.ndarray) 
     The threshold of class ``c`` is the mean ``π_ic`` over the clean rows whose trusted label is ``c``
     (what a correctly labelled row of class ``c`` gets; every class has clean rows, validate.py).  A
     row ``i`` outside the clean subset with given label ``a`` counts in ``joint[a, j]`` for the class
-    ``j`` of largest ``π_ij`` among those at or above their threshold (not at all when none is), and in
-    ``joint[a, a]`` when ``a`` is its most probable class of all: a row whose own label leads is not
-    confidently of another class, though with a few clean rows per class its own class's threshold can
-    sit above it while another's sits below a smaller probability (many classes, few rows each: the
-    count then ran at twice the true noise, ``benchmarks/many_classes_label_issues.py``).  Each row of
-    ``joint`` is then scaled to the number of rows given label ``a``.  ``count`` is the rounded sum of
-    its off-diagonal: the rows confidently of a class other than their label, at the label's rate."""
+    ``j`` of largest ``π_ij`` among those at or above their threshold (not at all when none is), even
+    when ``a`` is its most probable class of all: a cluster of similar rows flipped together votes for
+    its wrong label, and only another class's threshold reveals it (counting such rows as right lost
+    recall and moved the estimate away from the truth on cluster noise; it helped the estimate with
+    many classes of few rows each, docs/label-issues.md).  Each row of ``joint`` is then scaled to the
+    number of rows given label ``a``.  ``count`` is the rounded sum of its off-diagonal: the rows
+    confidently of a class other than their label, at the label's rate."""
     N, C = pi.shape
     y = np.asarray(labels, np.int64)
     clean = np.asarray(clean_mask, bool)
@@ -181,7 +181,6 @@ def confident_count(pi: np.ndarray, labels: np.ndarray, clean_mask: np.ndarray) 
     above = pi >= thresholds * (1.0 - THRESHOLD_RTOL)  # N×C bool
     confident = above.any(1) & other
     best = np.where(above, pi, -1.0).argmax(1)
-    best = np.where(pi.argmax(1) == y, y, best)  # its own label leads: counted as right (doc)
     joint = np.zeros((C, C))
     np.add.at(joint, (y[confident], best[confident]), 1.0)
     given = np.bincount(y[other], minlength=C).astype(np.float64)

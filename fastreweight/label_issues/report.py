@@ -266,9 +266,10 @@ def _flag_note(issues: LabelIssues) -> str:
     flagged = np.asarray(issues.score)[np.asarray(issues.is_label_issue, bool)]
     span = f" Their scores span {flagged.min():.3g} to {flagged.max():.3g}." if flagged.size else ""
     if issues.settings.get("flag") == "confident":
-        return ("No threshold on the score: the flagged set has the size of the confident count, the rows the "
-                "fitted noise model finds more likely wrong than right first (the surest first), then the rows whose "
-                "calibrated probability of their own label is lowest (flag='confident')." + span)
+        return ("No threshold on the score: the flagged set has the size of the confident count (at most), the rows "
+                "the fitted noise model finds more likely wrong than right first (the surest first), then the rows "
+                "whose calibrated probability of their own label is lowest among those with another label to "
+                "suggest (flag='confident')." + span)
     return ("No threshold on the score: a row is flagged when the fitted noise model finds its given label more "
             "likely wrong than right (flag='posterior')." + span)
 
@@ -287,7 +288,7 @@ def _settings_table(issues: LabelIssues) -> str:
     level = issues.settings.get("level")
     rule = ((("how flagged", f"the confident count, {issues.settings.get('confident_count')} rows: those with "
                          f"P(given label right) < {level} under the fitted noise model first, then those of lowest "
-                         "own-label probability")
+                         "own-label probability that suggest another label")
              if issues.settings.get("flag") == "confident" else
              ("flagged when", f"P(given label right) < {level} under the fitted noise model"))
             if _by_posterior(issues) else ("threshold (flagged: score ≤ it)", float(issues.threshold)))
