@@ -361,6 +361,38 @@ _NOISE_COLUMNS = [
 ]
 
 
+def many_classes_table(name="label_issues_many_classes.jsonl"):
+    """``many_classes_label_issues.py``: per cell, tool and commit, the mean over seeds of the flagged set's
+    precision and recall, the rows flagged with their own label suggested, and the estimated noise rate."""
+    recs = _jsonl(name)
+    if not recs:
+        return None
+    by = defaultdict(list)
+    for r in recs:
+        by[(r["n"], r["classes"], r["tool"], r["env"]["commit"])].append(r)
+    first = {}  # commits in the order the file holds them (the run before a change, then after)
+    for r in recs:
+        first.setdefault(r["env"]["commit"], len(first))
+    order = sorted(by, key=lambda k: (k[1], k[0], k[2], first[k[3]]))
+    lines = [f"Source: `benchmarks/results/{name}` ({min(r['env']['date'] for r in recs)[:10]}); mean over seeds "
+             f"{', '.join(str(s) for s in sorted({r['seed'] for r in recs}))}; the rows other than the trusted ones. "
+             "Own label: flagged rows whose suggested label is their given one. Estimate: fastreweight's estimated "
+             "noise rate (cleanlab's call gives none).",
+             "",
+             "| rows | classes | rows per class | tool | commit | precision | recall | flagged | own label | "
+             "estimate | true |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for k in order:
+        rs = by[k]
+        est = [r["estimated_noise_rate"] for r in rs if r["estimated_noise_rate"] is not None]
+        lines.append(f"| {k[0]} | {k[1]} | {k[0] // k[1]} | `{k[2]}` | {k[3]} | "
+                     f"{statistics.mean(r['precision'] for r in rs):.3f} | {statistics.mean(r['recall'] for r in rs):.3f} | "
+                     f"{statistics.mean(r['flagged'] for r in rs):.0f} | {statistics.mean(r['flagged_same'] for r in rs):.0f} | "
+                     f"{f'{statistics.mean(est):.3f}' if est else '–'} | "
+                     f"{statistics.mean(r['true_noise_scored'] for r in rs):.3f} |")
+    return "\n".join(lines)
+
+
 def audit_noise_rate_table(names=("audit_label_issues_mnist5k.jsonl",), tool="fastreweight:knn/confident"):
     """The noise rate estimated with an audit (``compare_label_issues.py --audit``: the trusted rows keep
     their noisy labels and fastreweight is told their verified ones) against the true rate of the scored
@@ -1866,6 +1898,11 @@ DOC = [
      "(gloo ranks on the same machine).", score_scale_table),
     ("score-scale-gpu", 3, "Scoring at scale on a GPU", None, score_scale_gpu_table),
     ("knn-scale", 3, "The default scorer at its largest size", None, knn_scale_table),
+    ("label-issues-many-classes", 3, "Many classes, few rows per class",
+     "`python benchmarks/many_classes_label_issues.py`: Gaussian class means, 20–30% of the labels resampled "
+     "uniformly, about 10% of the rows trusted; fastreweight's defaults against cleanlab's kNN label check on the "
+     "same features. Two commits: before and after the confident rule stopped counting and flagging rows whose "
+     "own label is their most probable class.", many_classes_table),
     ("probe-cells", 3, "The probe on the benchmark's cells", None, probe_cells_table),
     ("noise-kinds", 3, "Label-noise kinds on MNIST-5k",
      "What each generator of `fastreweight.noise` produces at 30% (definitions: [noise.md](noise.md)).",
