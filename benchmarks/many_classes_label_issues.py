@@ -1,6 +1,6 @@
 """Label issues with many classes and few rows per class: fastreweight's default against cleanlab's kNN check.
 
-    python benchmarks/many_classes_label_issues.py [--seeds 0 1 2] [--out results/label_issues_many_classes.jsonl]
+    python benchmarks/many_classes_label_issues.py [--seeds 0 1 2] [--out results/many_classes_label_issues.jsonl]
 
 The comparison in ``compare_label_issues.py`` has 10 classes and hundreds of rows per class.  Here a
 dataset has 50 to 1000 classes and 6 to 100 rows per class, where the votes of a row's neighbours
@@ -96,7 +96,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--tools", nargs="+", default=list(TOOLS), choices=TOOLS)
-    p.add_argument("--out", default=os.path.join(RESULTS, "label_issues_many_classes.jsonl"))
+    p.add_argument("--out", default=os.path.join(RESULTS, "many_classes_label_issues.jsonl"))
     args = p.parse_args(argv)
     env = environment(torch.device("cpu"))
     with open(args.out, "a") as f:

@@ -361,7 +361,7 @@ _NOISE_COLUMNS = [
 ]
 
 
-def many_classes_table(name="label_issues_many_classes.jsonl"):
+def many_classes_table(name="many_classes_label_issues.jsonl"):
     """``many_classes_label_issues.py``: per cell, tool and commit, the mean over seeds of the flagged set's
     precision and recall, the rows flagged with their own label suggested, and the estimated noise rate."""
     recs = _jsonl(name)

@@ -26,9 +26,9 @@ noise rate is the mean of ``1 − post_i(y_i)`` over the rows scored.
 ``flag="confident"`` (the default) adds a count that does not assume class-conditional noise
 (``confident_count``): the rows whose calibrated probability of some class reaches what the clean rows
 of that class get on average, counted as a confident joint of given label × class.  The flagged set has
-that count's size (its off-diagonal): the posterior's rows first, then the rows with the lowest
-``π_i(y_i)`` (``flag.py``); where the posterior flags more than the count, its least sure rows are left
-out.
+that count's size (its off-diagonal) at most: the posterior's rows first, then the rows with the lowest
+``π_i(y_i)`` among those whose most probable class is not their label (``flag.py``); where the posterior
+flags more than the count, its least sure rows are left out.
 
 Where it holds and where it does not (docs/label-issues.md): when the noise depends on the class alone
 (symmetric, pair flips) the estimated rate is within about a point of the true one at 10% and 25-30%
