@@ -90,3 +90,19 @@ def test_where_the_neighbours_follow_the_classes_knn_stays_quietly():
         warnings.simplefilter("error")
         got = find_label_issues(x, noisy, clean_idx=clean, num_classes=10)
     assert got.settings["scorer"] == "knn" and got.settings["probe_auroc"] >= 0.95
+
+
+def test_a_wider_num_classes_leaves_both_probes_unchanged():
+    # knn's probe draws its wrong labels among the classes some label names (find._knn compacts them); the
+    # fbr-whiten probe it is compared with must draw the same ones, else classes without rows (num_classes
+    # larger than the labels' range) move its AUROC, and with it the guard's choice of scorer
+    x, y, noisy, clean = _nuisance(n=1500)
+    names = np.arange(10) * 2  # the same labels as classes 0, 2, ..., 18 of 20
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = find_label_issues(x, noisy, clean_idx=clean, num_classes=10)
+        wide = find_label_issues(x, names[noisy], clean_idx=clean, num_classes=20)
+    for key in ("knn_probe_auroc", "fbr_whiten_probe_auroc"):
+        assert wide.settings[key] == ref.settings[key], key
+    assert wide.settings["scorer"] == ref.settings["scorer"]
+    np.testing.assert_array_equal(wide.is_label_issue, ref.is_label_issue)

@@ -412,3 +412,28 @@ def test_many_classes_list_the_most_frequent_pairs():
     assert all(m[int(g), int(p)] == int(k) for g, p, k in pairs)
     assert "c17&lt;&amp;&gt;" in page and "c17<&>" not in page
     assert '<table class="pairs">' not in render_report(_issues())  # few classes: the matrix shows them all
+
+
+def test_histogram_rows_at_the_threshold_stay_left_of_its_line():
+    # vote margins at the margin rule's threshold: start + w·m can miss -0.35 by an ulp, which put the rows
+    # scored exactly -0.35 (flagged) in the bin right of the dashed line
+    from fastreweight.label_issues.histogram import bin_scores
+
+    for seed in range(8):
+        s = np.round(np.random.default_rng(seed).normal(size=300) * 0.5, 2) - 0.35
+        b = bin_scores(s, s <= -0.35, -0.35)
+        assert b.marker == "axis" and (b.edges == -0.35).any(), seed
+        idx = np.searchsorted(b.edges, s, side="left") - 1  # the bins are (e_i, e_i+1]
+        for j in np.unique(idx):
+            assert (s[idx == j] <= -0.35).all() or (s[idx == j] > -0.35).all(), (seed, j)
+
+
+def test_histogram_of_one_huge_tied_score_renders():
+    # ±0.5 around a single value of 1e17 is lost to rounding: a zero-width axis divided by zero
+    for v in (1e17, -3e20):
+        score = np.full(4, v)
+        iss = LabelIssues(given_label=np.zeros(4, int), predicted_label=np.zeros(4, int), score=score,
+                          label_score=np.full(4, 0.5), is_label_issue=score <= v, threshold=v, num_classes=2,
+                          settings={"scorer": "fbr"})
+        page = render_report(iss)
+        assert 'class="threshold"' in page and "nan" not in page.split('<svg class="hist"')[1].split("</svg>")[0]

@@ -238,7 +238,19 @@ def _fbr_probe(features, y, clean_idx, clean_features, clean_labels, C, device, 
                             chunk_rows=chunk_rows, device=device, on_missing_class="skip", **_FBR["fbr-whiten"])
         return res.scores[fold.rows]
 
-    return probe_auroc(probe_folds(trusted, y_all, C), fold_scores)
+    return probe_auroc(_present_class_folds(trusted, y_all, C), fold_scores)
+
+
+def _present_class_folds(trusted, labels, C):
+    """``probe_folds`` with the wrong labels drawn among the classes some label names, as ``_knn``'s
+    probe draws them (over its compacted classes): the same folds for both scorers, whatever ``C``."""
+    present = np.unique(labels)
+    if present.size == C or present.size < 2:
+        return probe_folds(trusted, labels, C)
+    compact = np.full(C, -1, np.int64)
+    compact[present] = np.arange(present.size)
+    return [fold._replace(given=present[fold.given])
+            for fold in probe_folds(trusted, compact[np.asarray(labels, np.int64)], present.size)]
 
 
 def _guard(knn_auroc: float, fallback_auroc: float, requested_scorer: str, requested_flag: str, margin, threshold,

@@ -142,7 +142,10 @@ def _edges(lo: float, hi: float, rows: int, thr: float, marker) -> np.ndarray:
         return np.linspace(lo_ax, hi_ax, nb + 1)
     start = thr - math.ceil((thr - lo_ax) / w - 1e-9) * w
     nb = int(math.ceil((hi_ax - start) / w - 1e-9))
-    return start + w * np.arange(nb + 1)
+    edges = start + w * np.arange(nb + 1)
+    # start + w·m may miss thr by an ulp, and a row scored exactly thr (flagged) would fall right of the line
+    edges[int(round((thr - start) / w))] = thr
+    return edges
 
 
 def _end_bar(v: np.ndarray, red: np.ndarray, side: str, lo: float, hi: float) -> EndBar:
@@ -161,8 +164,9 @@ def bin_scores(sf: np.ndarray, red: np.ndarray, thr: float) -> Bins:
     lo, hi, marker = score_axis(sf, thr)
     left, right = sf < lo, sf > hi
     inner = ~left & ~right
-    if hi <= lo:  # one value on the axis: a unit-wide axis around it
-        lo, hi = lo - 0.5, hi + 0.5
+    if hi <= lo:  # one value on the axis: a unit-wide axis around it (wider where ±0.5 is lost to rounding)
+        half = max(0.5, 1e-9 * abs(lo))
+        lo, hi = lo - half, hi + half
     edges = _edges(lo, hi, int(inner.sum()), thr, marker)
     nb = len(edges) - 1
     # bins closed on the right, (e_i, e_i+1], as the flagging rule score <= threshold
