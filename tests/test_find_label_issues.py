@@ -295,3 +295,23 @@ def test_knn_ignores_classes_no_row_holds(flag):
     np.testing.assert_allclose(wide.label_score, ref.label_score, rtol=1e-12, atol=0)
     assert wide.estimated_noise_rate == pytest.approx(ref.estimated_noise_rate, rel=1e-12)
     assert wide.issues_per_class()[1] == 0 and wide.issues_per_class()[5] == ref.issues_per_class()[2]
+
+
+def test_summary_stays_one_short_line_with_many_classes():
+    from fastreweight.label_issues import LabelIssues
+
+    rng = np.random.default_rng(0)
+    C, n = 1000, 5000
+    given = rng.integers(0, C, n)
+    given[:50] = 7
+    flagged = rng.random(n) < 0.2
+    flagged[:50] = True  # class 7: the most issues
+    r = LabelIssues(given_label=given, predicted_label=(given + 1) % C, score=rng.normal(size=n),
+                    label_score=rng.random(n), is_label_issue=flagged, threshold=0.0, num_classes=C)
+    text = r.summary()
+    assert len(text) < 300, len(text)
+    assert "issues per given class (the 10 most of 1000; issues_per_class() has all): 7: " in text
+    assert len(r.issues_per_class()) == C
+    few = LabelIssues(given_label=given % 5, predicted_label=given % 5, score=rng.normal(size=n),
+                      label_score=rng.random(n), is_label_issue=flagged, threshold=0.0, num_classes=5)
+    assert few.summary().endswith("issues per given class: " + ", ".join(f"{c}: {v}" for c, v in few.issues_per_class().items()))

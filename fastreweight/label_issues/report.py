@@ -32,7 +32,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from .histogram import histogram_svg
-from .result import LabelIssues
+from .result import SUMMARY_CLASSES, LabelIssues
 
 __all__ = ["write_report", "render_report", "image_shape", "encode_png", "given_vs_suggested"]
 
@@ -210,7 +210,7 @@ def _names_from_mapping(class_names: Mapping) -> dict[int, str]:
 
 
 #: classes above which the header names only the classes with the most issues (all are in "Issues per class")
-MAX_SUMMARY_CLASSES = 20
+MAX_SUMMARY_CLASSES = SUMMARY_CLASSES
 #: a list setting longer than this (e.g. transition_diagonal of 1000 classes) is folded, with its range shown
 MAX_LIST_SHOWN = 20
 
@@ -220,11 +220,11 @@ def _summary(issues: LabelIssues, name) -> str:
     classes with the most issues."""
     text = issues.summary()
     C = _num_classes(issues)
-    key = "; issues per given class: "
+    key = "; issues per given class"
     if C <= MAX_SUMMARY_CLASSES or key not in text:
         return _esc(text)
     per = issues.issues_per_class()
-    return _esc(f"{text.split(key)[0]}; issues per given class (the 10 most of {C}; all in Issues per class "
+    return _esc(f"{text.split(key)[0]}{key} (the 10 most of {C}; all in Issues per class "
                 f"below): {_most_flagged(per, _Names(None, C))}")
 
 

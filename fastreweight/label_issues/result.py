@@ -10,6 +10,10 @@ from .validate import check_clean_idx, check_real
 
 __all__ = ["LabelIssues"]
 
+#: above this many classes ``summary()`` lists only the ``SUMMARY_TOP`` with the most issues
+SUMMARY_CLASSES = 20
+SUMMARY_TOP = 10
+
 
 @dataclass
 class LabelIssues:
@@ -74,9 +78,14 @@ class LabelIssues:
             lo, hi = audit["interval"]
             rate += (f" ({audit['coverage']:.0%} interval {lo:.1%}-{hi:.1%}; the audit of {audit['rows']} rows "
                      f"found {audit['wrong']} wrong)")
-        per = ", ".join(f"{c}: {v}" for c, v in self.issues_per_class().items())
-        return (f"{k} of {n} rows flagged ({k / max(n, 1):.1%}); estimated noise rate {rate}; "
-                f"issues per given class: {per}")
+        per = self.issues_per_class()
+        if len(per) <= SUMMARY_CLASSES:
+            listed = "issues per given class: " + ", ".join(f"{c}: {v}" for c, v in per.items())
+        else:  # one line stays one line: the classes with the most issues, the rest in issues_per_class()
+            top = sorted((c for c, v in per.items() if v), key=lambda c: (-per[c], c))[:SUMMARY_TOP]
+            listed = (f"issues per given class (the {len(top)} most of {len(per)}; issues_per_class() has all): "
+                      + (", ".join(f"{c}: {per[c]}" for c in top) or "none"))
+        return f"{k} of {n} rows flagged ({k / max(n, 1):.1%}); estimated noise rate {rate}; {listed}"
 
     def write_csv(self, path: str) -> int:
         """``rank,index,given_label,predicted_label,score,label_score,is_label_issue``, most suspicious first.
