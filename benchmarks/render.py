@@ -268,7 +268,7 @@ def label_issues_table(features):
     return "\n".join(lines)
 
 
-def label_issues_vs_cleanlab_table(names=("heldout_label_issues_cosine.jsonl",),
+def label_issues_vs_cleanlab_table(names=("heldout_label_issues_count_2026-12-08.jsonl", "heldout_label_issues_cosine.jsonl"),
                                    note="seeds 3–5, held out for the settings chosen up to 639e876; the cosine "
                                         "geometry, the neighbourhood-size choice and the count rule (88033e5, 793a1ab) "
                                         "were measured on them as well, on a scratch harness, so they are no longer "
@@ -1858,11 +1858,11 @@ DOC = [
     ("label-issues-heldout", 4, "Seeds 3–5: each flag rule against cleanlab", None,
      label_issues_vs_cleanlab_table),
     ("label-issues-low-noise", 4, "10% noise: each flag rule against cleanlab", None,
-     lambda: label_issues_vs_cleanlab_table(("lownoise_label_issues_count.jsonl", "lownoise_label_issues_cosine.jsonl"),
+     lambda: label_issues_vs_cleanlab_table(("lownoise_label_issues_count_2026-12-08.jsonl", "lownoise_label_issues_cosine.jsonl"),
                                             "every kind at 10% instead of 25–30%; the neighbourhood-size choice and "
                                             "the count rule were measured at this rate too (docs/label-issues.md)")),
     ("label-issues-digits", 4, "A second dataset: scikit-learn's digits, each flag rule against cleanlab", None,
-     lambda: label_issues_vs_cleanlab_table(("digits_label_issues_cosine.jsonl",),
+     lambda: label_issues_vs_cleanlab_table(("digits_label_issues_count_2026-12-08.jsonl", "digits_label_issues_cosine.jsonl"),
                                             "`--dataset digits`: 1797 rows × 64 pixels, 10 trusted rows per class, "
                                             "the same noise kinds at 25–30% and 10%; the neighbourhood-size choice "
                                             "and the count rule were measured on this dataset too "
