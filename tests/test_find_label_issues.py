@@ -295,6 +295,9 @@ def test_knn_ignores_classes_no_row_holds(flag):
     np.testing.assert_allclose(wide.label_score, ref.label_score, rtol=1e-12, atol=0)
     assert wide.estimated_noise_rate == pytest.approx(ref.estimated_noise_rate, rel=1e-12)
     assert wide.issues_per_class()[1] == 0 and wide.issues_per_class()[5] == ref.issues_per_class()[2]
+    if "transition_diagonal" in ref.settings:  # an absent class reads as "no flip", not "every label wrong"
+        diag = wide.settings["transition_diagonal"]
+        assert [diag[c] for c in (1, 3, 4, 6)] == [1.0] * 4 and [diag[c] for c in names] == ref.settings["transition_diagonal"]
 
 
 def test_summary_stays_one_short_line_with_many_classes():

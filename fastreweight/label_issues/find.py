@@ -108,7 +108,7 @@ def _knn(features, y, clean_idx, clean_features, clean_labels, C, device, chunk_
     wide = np.zeros((pi.shape[0], C), pi.dtype)
     wide[:, present] = pi
     if model is not None:
-        transition = np.zeros((C, C), model.transition.dtype)
+        transition = np.eye(C, dtype=model.transition.dtype)  # an absent class: no row, no flip (a stochastic row)
         transition[np.ix_(present, present)] = model.transition
         model = model._replace(pi_argmax=present[model.pi_argmax], transition=transition)
     return score, quality, present[suggested], clean_scores, model, chosen, wide, tie_break
