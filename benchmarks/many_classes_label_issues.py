@@ -106,8 +106,8 @@ def main(argv=None) -> int:
                     r = record(cell, seed, tool, env)
                     f.write(json.dumps(r) + "\n")
                     f.flush()
-                    print(f"{tool:22s} n={cell[0]} C={cell[1]} seed={seed}: precision {r['precision']:.3f} "
-                          f"recall {r['recall']:.3f} flagged {r['flagged']} (suggestion = given: "
+                    print(f"{tool:22s} n={cell[0]} C={cell[1]} seed={seed}: precision {r['precision']} "
+                          f"recall {r['recall']} flagged {r['flagged']} (suggestion = given: "
                           f"{r['flagged_same']}) estimate {r['estimated_noise_rate']} truth "
                           f"{r['true_noise_scored']:.3f} {r['seconds']:.1f} s", flush=True)
     return 0

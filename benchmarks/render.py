@@ -382,13 +382,15 @@ def many_classes_table(name="many_classes_label_issues.jsonl"):
              "| rows | classes | rows per class | tool | commit | precision | recall | flagged | own label | "
              "estimate | true |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    def mean_of(rs, field):  # None where a run had nothing to measure (nothing flagged: no precision)
+        vals = [r[field] for r in rs if r[field] is not None]
+        return f"{statistics.mean(vals):.3f}" if vals else "–"
+
     for k in order:
         rs = by[k]
-        est = [r["estimated_noise_rate"] for r in rs if r["estimated_noise_rate"] is not None]
-        lines.append(f"| {k[0]} | {k[1]} | {k[0] // k[1]} | `{k[2]}` | {k[3]} | "
-                     f"{statistics.mean(r['precision'] for r in rs):.3f} | {statistics.mean(r['recall'] for r in rs):.3f} | "
-                     f"{statistics.mean(r['flagged'] for r in rs):.0f} | {statistics.mean(r['flagged_same'] for r in rs):.0f} | "
-                     f"{f'{statistics.mean(est):.3f}' if est else '–'} | "
+        lines.append(f"| {k[0]} | {k[1]} | {k[0] // k[1]} | `{k[2]}` | {k[3]} | {mean_of(rs, 'precision')} | "
+                     f"{mean_of(rs, 'recall')} | {statistics.mean(r['flagged'] for r in rs):.0f} | "
+                     f"{statistics.mean(r['flagged_same'] for r in rs):.0f} | {mean_of(rs, 'estimated_noise_rate')} | "
                      f"{statistics.mean(r['true_noise_scored'] for r in rs):.3f} |")
     return "\n".join(lines)
 

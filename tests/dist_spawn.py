@@ -47,6 +47,16 @@ def spawn_within(worker, world: int, out_dir: str, seconds: float = 120, tries: 
                 raise
 
 
+def value_error_text(fn) -> str | None:
+    """The message of the ``ValueError`` that ``fn()`` raises, or ``None`` when it returns: a rank's outcome,
+    saved for the parent process to compare across ranks."""
+    try:
+        fn()
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def quiesce() -> None:
     """Call on every rank before ``destroy_process_group`` once the work is done: free the DDP objects
     (their reducers hold the group; reference cycles keep them until a collection) and wait until every

@@ -10,7 +10,7 @@ import torch.distributed as dist
 from fastreweight.label_issues import find
 from fastreweight.label_issues import find_label_issues
 
-from dist_spawn import quiesce, spawn, spawn_within
+from dist_spawn import quiesce, spawn, spawn_within, value_error_text
 
 FIELDS = ("given_label", "predicted_label", "score", "label_score", "is_label_issue")
 
@@ -53,11 +53,7 @@ def _worker(rank, world, port, out_dir):
             got[name] = {"one": {f: getattr(one, f) for f in FIELDS} | {"settings": one.settings},
                          "sharded": {f: getattr(sharded, f) for f in FIELDS} | {"settings": sharded.settings}}
         got["auto one process"] = find_label_issues(x, y, clean_idx=ci, chunk_rows=89).settings
-        try:
-            find_label_issues(x, y, clean_idx=ci, scorer="knn", process_group="world")
-            got["knn"] = None
-        except ValueError as exc:
-            got["knn"] = str(exc)
+        got["knn"] = value_error_text(lambda: find_label_issues(x, y, clean_idx=ci, scorer="knn", process_group="world"))
         torch.save(got, os.path.join(out_dir, f"rank{rank}.pt"))
         quiesce()
     finally:
@@ -147,11 +143,7 @@ def _mismatch_worker(rank, world, port, out_dir):
         got = {}
         for name, theirs in cases.items():
             kw = dict(features=x, labels=y, clean_idx=ci, scorer="fbr", chunk_rows=89, process_group="world")
-            try:
-                find_label_issues(**(kw | theirs if rank == 1 else kw))
-                got[name] = None
-            except ValueError as exc:
-                got[name] = str(exc)
+            got[name] = value_error_text(lambda: find_label_issues(**(kw | theirs if rank == 1 else kw)))
         torch.save(got, os.path.join(out_dir, f"rank{rank}.pt"))
         quiesce()
     finally:

@@ -9,7 +9,7 @@ import torch.distributed as dist
 
 from fastreweight.label_issues import Execution, memory_bound_bytes, score_dataset
 
-from dist_spawn import quiesce, spawn, spawn_within
+from dist_spawn import quiesce, spawn, spawn_within, value_error_text
 
 SETTINGS = {"plain": {}, "whiten+refine": dict(whiten="auto", refine=1), "second+alpha": dict(shift="second", alpha=0.2)}
 
@@ -49,11 +49,7 @@ def _worker(rank, world, port, out_dir):
         # a non-finite row in rank 1's shard: every rank raises the same error (none is left waiting)
         bad = x.copy()
         bad[700, 3] = np.inf
-        try:
-            score_dataset(bad, y, cx, cy, chunk_rows=97, process_group="world")
-            got["error"] = None
-        except ValueError as exc:
-            got["error"] = str(exc)
+        got["error"] = value_error_text(lambda: score_dataset(bad, y, cx, cy, chunk_rows=97, process_group="world"))
         torch.save(got, os.path.join(out_dir, f"rank{rank}.pt"))
         quiesce()
     finally:
@@ -120,11 +116,8 @@ def _mismatch_worker(rank, world, port, out_dir):
         got = {}
         for name, kws in cases.items():
             kw = dict(features=x, labels=y, clean_features=cx, clean_labels=cy, num_classes=5) | kws[rank]
-            try:
-                score_dataset(**kw, execution=Execution(chunk_rows=97, process_group="world"))
-                got[name] = None
-            except ValueError as exc:
-                got[name] = str(exc)
+            got[name] = value_error_text(
+                lambda: score_dataset(**kw, execution=Execution(chunk_rows=97, process_group="world")))
         torch.save(got, os.path.join(out_dir, f"rank{rank}.pt"))
         quiesce()
     finally:

@@ -44,7 +44,7 @@ def test_probe_folds_split_each_class_and_change_half_the_labels():
     labels = np.repeat(np.arange(4), 5)
     labels[19] = 3
     clean = np.r_[np.arange(15), 19]  # class 3 has a single trusted row: it stays trusted
-    folds = probe_folds(clean, labels, 4)
+    folds = probe_folds(clean, labels)
     assert len(folds) == 2
     probed = np.concatenate([f.rows for f in folds])
     assert sorted(probed.tolist()) == list(range(15))  # every row of a class with >= 2 trusted rows, once
@@ -55,7 +55,7 @@ def test_probe_folds_split_each_class_and_change_half_the_labels():
         assert ((0 <= f.given) & (f.given < 4)).all()
         for c in range(3):  # both halves keep every class trusted
             assert (labels[f.trusted] == c).any()
-    again = probe_folds(clean, labels, 4)
+    again = probe_folds(clean, labels)
     assert all((a.given == b.given).all() for a, b in zip(folds, again))  # a fixed seed
 
 

@@ -89,6 +89,18 @@ KNN_MAX_MAPPED_BYTES = 1 << 30
 KNN_CHUNK_ROWS = 4096
 
 
+def _present_classes(labels, C: int):
+    """``(present, compact)``: the classes of ``range(C)`` some label names, and the map from a class to its
+    position among them; ``compact`` is ``None`` where nothing is dropped (every class named, or fewer than
+    two: nothing to compare)."""
+    present = np.unique(labels)
+    if present.size == C or present.size < 2:
+        return present, None
+    compact = np.full(C, -1, np.int64)
+    compact[present] = np.arange(present.size)
+    return present, compact
+
+
 def _knn(features, y, clean_idx, clean_features, clean_labels, C, device, chunk_rows, calibrated_columns: bool,
          posterior: bool, probe: bool = False):
     """``_knn_votes``' results over the classes some row holds: a class of ``range(C)`` that no label
@@ -96,12 +108,10 @@ def _knn(features, y, clean_idx, clean_features, clean_labels, C, device, chunk_
     calibration (``posterior.py``), so its presence alone would move the calibration, the chosen
     neighbourhood and every score.  The absent classes get probability 0 and are never suggested."""
     every = y if clean_labels is None else np.concatenate([y, np.asarray(clean_labels, np.int64)])
-    present = np.unique(every)
-    if present.size == C or present.size < 2:  # nothing to drop, or nothing to compare (one class)
+    present, compact = _present_classes(every, C)
+    if compact is None:
         return _knn_votes(features, y, clean_idx, clean_features, clean_labels, C, device, chunk_rows,
                           calibrated_columns, posterior, probe)
-    compact = np.full(C, -1, np.int64)
-    compact[present] = np.arange(present.size)
     score, quality, suggested, clean_scores, model, chosen, pi, tie_break = _knn_votes(
         features, compact[y], clean_idx, clean_features, None if clean_labels is None else compact[clean_labels],
         present.size, device, chunk_rows, calibrated_columns, posterior, probe)
@@ -154,7 +164,7 @@ def _knn_votes(features, y, clean_idx, clean_features, clean_labels, C, device, 
             pi_fold = votes(labels_, mask_)[2][2][0]
             return pi_fold[fold.rows, fold.given]
 
-        chosen["probe_auroc"] = round(probe_auroc(probe_folds(np.flatnonzero(mask), y, C), fold_scores), 4)
+        chosen["probe_auroc"] = round(probe_auroc(probe_folds(np.flatnonzero(mask), y), fold_scores), 4)
     model = None
     if calibrated_columns:  # the calibrated probabilities rank better than the raw vote (find_label_issues' doc)
         pi = calibration[0]
@@ -238,19 +248,7 @@ def _fbr_probe(features, y, clean_idx, clean_features, clean_labels, C, device, 
                             chunk_rows=chunk_rows, device=device, on_missing_class="skip", **_FBR["fbr-whiten"])
         return res.scores[fold.rows]
 
-    return probe_auroc(_present_class_folds(trusted, y_all, C), fold_scores)
-
-
-def _present_class_folds(trusted, labels, C):
-    """``probe_folds`` with the wrong labels drawn among the classes some label names, as ``_knn``'s
-    probe draws them (over its compacted classes): the same folds for both scorers, whatever ``C``."""
-    present = np.unique(labels)
-    if present.size == C or present.size < 2:
-        return probe_folds(trusted, labels, C)
-    compact = np.full(C, -1, np.int64)
-    compact[present] = np.arange(present.size)
-    return [fold._replace(given=present[fold.given])
-            for fold in probe_folds(trusted, compact[np.asarray(labels, np.int64)], present.size)]
+    return probe_auroc(probe_folds(trusted, y_all), fold_scores)
 
 
 def _guard(knn_auroc: float, fallback_auroc: float, requested_scorer: str, requested_flag: str, margin, threshold,

@@ -12,7 +12,9 @@ The probe finds this out from the trusted rows before anything is reported:
 1. the trusted rows of each class are split in two halves (alternate rows of the class; a class with
    a single trusted row keeps it trusted);
 2. in turn, one half stays trusted and the other becomes ordinary rows of the dataset, half of them
-   (drawn with a fixed seed) given a wrong label, a random other class;
+   (drawn with a fixed seed) given a wrong label, a random other class among those some label names
+   (a class no row holds is no confusion a scorer could meet, and the draw then does not depend on
+   ``num_classes``);
 3. the scorer runs as it would on the dataset, and the AUROC of its label scores for those rows, right
    labels against wrong, is averaged over the two turns (``probe_auroc``).
 
@@ -48,9 +50,11 @@ class ProbeFold(NamedTuple):
     trusted: np.ndarray
 
 
-def probe_folds(clean_idx: np.ndarray, labels: np.ndarray, num_classes: int) -> list[ProbeFold]:
-    """The two turns of the module doc (none where no class has two trusted rows)."""
+def probe_folds(clean_idx: np.ndarray, labels: np.ndarray) -> list[ProbeFold]:
+    """The two turns of the module doc (none where no class has two trusted rows); ``labels`` of every row
+    (trusted on ``clean_idx``), at least two classes among them."""
     clean_idx = np.asarray(clean_idx, np.int64)
+    present = np.unique(np.asarray(labels, np.int64))
     yc = np.asarray(labels)[clean_idx]
     halves: list[list[int]] = [[], []]
     for c in np.unique(yc):
@@ -67,7 +71,8 @@ def probe_folds(clean_idx: np.ndarray, labels: np.ndarray, num_classes: int) -> 
         wrong = np.zeros(rows.size, bool)
         wrong[rng.permutation(rows.size)[: rows.size // 2]] = True
         given = np.asarray(labels)[rows].astype(np.int64).copy()
-        given[wrong] = (given[wrong] + rng.integers(1, num_classes, int(wrong.sum()))) % num_classes
+        at = np.searchsorted(present, given[wrong])  # positions among the present classes
+        given[wrong] = present[(at + rng.integers(1, present.size, int(wrong.sum()))) % present.size]
         folds.append(ProbeFold(rows, given, wrong, np.setdiff1d(clean_idx, rows)))
     return folds
 

@@ -32,7 +32,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from .histogram import histogram_svg
-from .result import SUMMARY_CLASSES, LabelIssues
+from .result import LabelIssues
 
 __all__ = ["write_report", "render_report", "image_shape", "encode_png", "given_vs_suggested"]
 
@@ -209,23 +209,14 @@ def _names_from_mapping(class_names: Mapping) -> dict[int, str]:
     return names
 
 
-#: classes above which the header names only the classes with the most issues (all are in "Issues per class")
-MAX_SUMMARY_CLASSES = SUMMARY_CLASSES
 #: a list setting longer than this (e.g. transition_diagonal of 1000 classes) is folded, with its range shown
 MAX_LIST_SHOWN = 20
 
 
-def _summary(issues: LabelIssues, name) -> str:
-    """``issues.summary()``, escaped; with many classes its per-class list (one entry per class) is cut to the
-    classes with the most issues."""
-    text = issues.summary()
-    C = _num_classes(issues)
-    key = "; issues per given class"
-    if C <= MAX_SUMMARY_CLASSES or key not in text:
-        return _esc(text)
-    per = issues.issues_per_class()
-    return _esc(f"{text.split(key)[0]}{key} (the 10 most of {C}; all in Issues per class "
-                f"below): {_most_flagged(per, _Names(None, C))}")
+def _summary(issues: LabelIssues) -> str:
+    """``issues.summary()``, escaped; where it names only the classes with the most issues (many classes),
+    it points to the page's per-class table for the rest."""
+    return _esc(issues.summary().replace("issues_per_class() has all", "all in Issues per class below"))
 
 
 def _settings_value(v) -> str:
@@ -540,7 +531,7 @@ def render_report(issues: LabelIssues, *, images=None, class_names=None, title: 
     hist_note = f'<p class="note">{_esc(hist_note)}</p>' if hist_note else ""
     body = [
         f"<header><h1>{_esc(title)}</h1>",
-        f'<p class="summary">{_summary(issues, name)}</p>{synthetic}</header>',
+        f'<p class="summary">{_summary(issues)}</p>{synthetic}</header>',
         f'<section id="settings"><h2>Settings</h2>{_settings_table(issues)}</section>',
         f'<section id="histogram"><h2>Score histogram</h2><p class="note">{_esc(_flag_note(issues))}</p>'
         f"{hist}{hist_note}</section>",
